@@ -1,0 +1,1 @@
+"""The library both functions import: contracts, gateway, room, media, checkpoint, storage, callback, usersig, runtime."""

@@ -1,0 +1,152 @@
+"""The envelope every handler goes through.
+
+SCF calls `main_handler(event, context)` with either an API Gateway trigger event (parameters in
+`body`, a JSON string, maybe base64) or the parameters themselves (direct or async Invoke).
+`handle()` takes the parameters out, validates them against a pydantic model, runs the work, and
+answers in the shape the caller expects: an API Gateway response for a gateway event (400 naming
+every bad field on invalid input), the plain result otherwise.
+"""
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from typing import Any, Callable, Mapping, TypeVar
+from urllib.parse import parse_qsl
+
+from pydantic import BaseModel, ValidationError
+
+from .runtime import Invocation, RunLogger, get_logger, redact
+
+M = TypeVar("M", bound=BaseModel)
+
+
+class UserError(Exception):
+    """A failure the caller can act on: reported as is, never with a traceback."""
+
+    def __init__(self, message: str, reason: str = "error", status_code: int = 400):
+        super().__init__(message)
+        self.message = message
+        self.reason = reason
+        self.status_code = status_code
+
+
+def is_gateway_event(event: Any) -> bool:
+    return isinstance(event, Mapping) and "httpMethod" in event and "requestContext" in event
+
+
+def extract_params(event: Any) -> dict[str, Any]:
+    """The parameters out of a gateway event (JSON body, else form body, plus the query string) or a plain dict."""
+    if not isinstance(event, Mapping):
+        raise UserError(f"the event must be a JSON object, got {type(event).__name__}", "invalid_parameters")
+    if not is_gateway_event(event):
+        return dict(event)
+    params: dict[str, Any] = {}
+    query = event.get("queryString") or event.get("queryStringParameters") or {}
+    if isinstance(query, Mapping):
+        params.update({k: v for k, v in query.items() if v is not None})
+    body = event.get("body")
+    if body in (None, ""):
+        return params
+    if isinstance(body, (bytes, bytearray)):
+        body = bytes(body).decode("utf-8", "replace")
+    if isinstance(body, str) and event.get("isBase64Encoded") in (True, "true", "True"):
+        try:
+            body = base64.b64decode(body, validate=True).decode("utf-8")
+        except (binascii.Error, UnicodeDecodeError) as e:
+            raise UserError(f"body is marked base64 but does not decode: {e}", "invalid_parameters") from None
+    if isinstance(body, Mapping):
+        params.update(body)
+        return params
+    text = str(body).strip()
+    content_type = _header(event, "content-type")
+    if "application/x-www-form-urlencoded" in content_type and not text.startswith("{"):
+        params.update(dict(parse_qsl(text, keep_blank_values=True)))
+        return params
+    try:
+        parsed = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise UserError(f"body is not valid JSON: {e.msg} at line {e.lineno} column {e.colno}",
+                        "invalid_parameters") from None
+    if not isinstance(parsed, dict):
+        raise UserError(f"body must be a JSON object, got {type(parsed).__name__}", "invalid_parameters")
+    params.update(parsed)
+    return params
+
+
+def _header(event: Mapping[str, Any], name: str) -> str:
+    headers = event.get("headers") or {}
+    if isinstance(headers, Mapping):
+        for k, v in headers.items():
+            if str(k).lower() == name:
+                return str(v).lower()
+    return ""
+
+
+def describe_validation_error(err: ValidationError) -> str:
+    """One sentence naming every bad field and what was expected."""
+    parts = []
+    for e in err.errors(include_url=False):
+        loc = ".".join(str(p) for p in e.get("loc", ()) if p != "__root__") or "parameters"
+        msg = e.get("msg", "invalid")
+        if msg.startswith("Value error, "):
+            msg = msg[len("Value error, "):]
+        if e.get("type") == "missing":
+            msg = "is required"
+        elif e.get("type") == "extra_forbidden":
+            msg = "is not a known parameter"
+        elif "input" in e and e.get("type") not in ("missing",) and not isinstance(e["input"], (dict, list)):
+            shown = redact({loc.split(".")[-1]: e["input"]})[loc.split(".")[-1]]
+            msg = f"{msg} (got {shown!r})"
+        parts.append(f"{loc}: {msg}")
+    return "invalid parameters: " + "; ".join(parts)
+
+
+def gateway_response(status: int, body: Any) -> dict[str, Any]:
+    return {
+        "isBase64Encoded": False,
+        "statusCode": status,
+        "headers": {"Content-Type": "application/json"},
+        "body": json.dumps(body, ensure_ascii=False, default=str),
+    }
+
+
+def failed_result(reason: str, message: str, **extra: Any) -> dict[str, Any]:
+    return {"status": "failed", "reason": reason, "message": message, **extra}
+
+
+def handle(
+    event: Any,
+    context: Any,
+    *,
+    function_name: str,
+    model: type[M],
+    work: Callable[[M, Invocation, RunLogger], dict[str, Any]],
+) -> dict[str, Any]:
+    """Validate, run `work`, and answer as the caller expects. Never raises."""
+    inv = Invocation.from_context(context, function_name)
+    log = get_logger(inv.request_id, inv.function_name)
+    gateway = is_gateway_event(event)
+
+    def answer(status: int, result: dict[str, Any]) -> dict[str, Any]:
+        return gateway_response(status, result) if gateway else result
+
+    try:
+        params = model.model_validate(extract_params(event))
+    except ValidationError as e:
+        message = describe_validation_error(e)
+        log.error(message, reason="invalid_parameters")
+        return answer(400, failed_result("invalid_parameters", message))
+    except UserError as e:
+        log.error(e.message, reason=e.reason)
+        return answer(e.status_code, failed_result(e.reason, e.message))
+
+    try:
+        result = work(params, inv, log)
+    except UserError as e:
+        log.error(e.message, reason=e.reason)
+        return answer(e.status_code, failed_result(e.reason, e.message))
+    except Exception as e:  # the last line of defence: a clear message, not a traceback
+        log.error("internal error", exc_info=True, error=f"{type(e).__name__}: {e}")
+        return answer(500, failed_result("internal_error", f"{type(e).__name__}: {e}"))
+    return answer(200, result)

@@ -1,0 +1,222 @@
+"""What every run needs from its surroundings: the SCF context, a JSON logger, and stop signals.
+
+- `Invocation.from_context(context)` reads SCF's context dict (missing keys get sane defaults).
+- `get_logger(request_id)` writes JSON lines to stderr carrying the request id, with secrets
+  (userSig, redisPassword, SecretKey, UserSig, ...) redacted wherever they appear.
+- `StopSignal` turns SIGTERM (TerminateAsyncEvent with GraceShutdown) and the approaching time
+  limit into one thing a work loop checks.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import signal
+import sys
+import threading
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+# Field names whose values never reach a log, in any casing.
+SECRET_FIELDS = frozenset(
+    k.lower()
+    for k in (
+        "userSig", "redisPassword", "SecretKey", "UserSig", "SecretId", "sessionToken", "password",
+        "TENCENTCLOUD_SECRETKEY", "TENCENTCLOUD_SESSIONTOKEN", "CALLBACK_SIGN_KEY", "Authorization",
+        "sdkSecretKey", "secret_key", "user_sig", "token",
+    )
+)
+REDACTED = "***"
+
+# Secret values seen this run (registered by `redact_value`), scrubbed from free text as well.
+_secret_values: set[str] = set()
+_secret_lock = threading.Lock()
+
+
+def redact_value(value: Any) -> None:
+    """Remember a secret so that it is scrubbed from every later log line, even inside messages."""
+    if isinstance(value, str) and len(value) >= 4:
+        with _secret_lock:
+            _secret_values.add(value)
+
+
+def redact(obj: Any) -> Any:
+    """A copy of `obj` with secret fields replaced and known secret values scrubbed from strings."""
+    if isinstance(obj, Mapping):
+        return {
+            k: (REDACTED if str(k).lower() in SECRET_FIELDS and v not in (None, "") else redact(v))
+            for k, v in obj.items()
+        }
+    if isinstance(obj, (list, tuple)):
+        return [redact(v) for v in obj]
+    if isinstance(obj, str):
+        return _scrub(obj)
+    return obj
+
+
+_INLINE_SECRET = re.compile(
+    r'(?i)("?(?:%s)"?\s*[:=]\s*"?)([^"\s,&}]+)' % "|".join(re.escape(k) for k in sorted(SECRET_FIELDS))
+)
+
+
+def _scrub(text: str) -> str:
+    with _secret_lock:
+        values = list(_secret_values)
+    for v in values:
+        if v in text:
+            text = text.replace(v, REDACTED)
+    return _INLINE_SECRET.sub(lambda m: m.group(1) + REDACTED, text)
+
+
+# --- context -----------------------------------------------------------------------------------
+
+DEFAULT_TIME_LIMIT_MS = 86_400_000  # SCF's async ceiling
+# Stop this long before SCF would kill us: enough to checkpoint, finalise files, upload, call back.
+DEFAULT_STOP_MARGIN_S = 10.0
+
+
+@dataclass
+class Invocation:
+    request_id: str
+    function_name: str
+    namespace: str
+    time_limit_ms: int
+    memory_limit_mb: int
+    started: float  # time.monotonic() when the handler began
+
+    @classmethod
+    def from_context(cls, context: Any, function_name: str = "") -> "Invocation":
+        ctx: Mapping[str, Any] = context if isinstance(context, Mapping) else {}
+        if not ctx and context is not None and not isinstance(context, Mapping):
+            ctx = {k: getattr(context, k) for k in dir(context) if not k.startswith("_")}
+
+        def _int(key: str, default: int) -> int:
+            try:
+                v = int(ctx.get(key) or default)
+                return v if v > 0 else default
+            except (TypeError, ValueError):
+                return default
+
+        return cls(
+            request_id=str(ctx.get("request_id") or uuid.uuid4()),
+            function_name=str(ctx.get("function_name") or function_name),
+            namespace=str(ctx.get("namespace") or "default"),
+            time_limit_ms=_int("time_limit_in_ms", DEFAULT_TIME_LIMIT_MS),
+            memory_limit_mb=_int("memory_limit_in_mb", 512),
+            started=time.monotonic(),
+        )
+
+    @property
+    def deadline(self) -> float:
+        """time.monotonic() at which SCF ends this run."""
+        return self.started + self.time_limit_ms / 1000.0
+
+
+# --- logging -----------------------------------------------------------------------------------
+
+
+class JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        line: dict[str, Any] = {
+            "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
+            + f".{int(record.msecs):03d}Z",
+            "level": record.levelname.lower(),
+            "request_id": getattr(record, "request_id", None),
+            "function": getattr(record, "function", None),
+            "msg": record.getMessage(),
+        }
+        fields = getattr(record, "fields", None)
+        if fields:
+            line.update(fields)
+        if record.exc_info:
+            line["error"] = self.formatException(record.exc_info).splitlines()[-1]
+        return json.dumps(redact(line), default=str, ensure_ascii=False)
+
+
+class RunLogger(logging.LoggerAdapter):
+    """`log.info("progress", position=12.3)`: keyword arguments become JSON fields."""
+
+    def process(self, msg: Any, kwargs: Any) -> tuple[Any, Any]:
+        extra_fields = {k: kwargs.pop(k) for k in list(kwargs) if k not in ("exc_info", "stack_info", "stacklevel")}
+        kwargs["extra"] = {**(self.extra or {}), "fields": extra_fields}
+        return msg, kwargs
+
+
+_handler_lock = threading.Lock()
+
+
+def get_logger(request_id: str = "", function: str = "") -> RunLogger:
+    """A logger whose lines carry `request_id`; JSON on stderr (what SCF collects)."""
+    base = logging.getLogger("trtc_media")
+    with _handler_lock:
+        if not base.handlers:
+            h = logging.StreamHandler(sys.stderr)
+            h.setFormatter(JsonFormatter())
+            base.addHandler(h)
+            base.setLevel(os.environ.get("LOG_LEVEL", "INFO").upper())
+            base.propagate = False
+    return RunLogger(base, {"request_id": request_id or None, "function": function or None})
+
+
+# --- stopping ----------------------------------------------------------------------------------
+
+
+class StopSignal:
+    """One place a work loop asks "should I stop, and why?".
+
+    SIGTERM gives "terminated"; the deadline minus `margin` gives "time_limit"; `request(reason)`
+    lets anything else (a room closing, a fenced checkpoint) stop the loop the same way.
+    """
+
+    def __init__(self, deadline: float | None = None, margin: float | None = None):
+        if margin is None:
+            margin = float(os.environ.get("STOP_MARGIN_SECONDS", DEFAULT_STOP_MARGIN_S))
+        self._deadline = None if deadline is None else deadline - margin
+        self._reason: str | None = None
+        self._event = threading.Event()
+        self._previous: dict[int, Any] = {}
+
+    @property
+    def reason(self) -> str | None:
+        if self._reason is None and self._deadline is not None and time.monotonic() >= self._deadline:
+            self.request("time_limit")
+        return self._reason
+
+    def __bool__(self) -> bool:
+        return self.reason is not None
+
+    def request(self, reason: str) -> None:
+        if self._reason is None:
+            self._reason = reason
+        self._event.set()
+
+    def wait(self, timeout: float) -> bool:
+        """Sleep up to `timeout`, waking early on a stop. True if stopping."""
+        if self._deadline is not None:
+            timeout = min(timeout, max(0.0, self._deadline - time.monotonic()))
+        self._event.wait(timeout)
+        return self.reason is not None
+
+    def seconds_left(self) -> float | None:
+        return None if self._deadline is None else self._deadline - time.monotonic()
+
+    def install(self) -> "StopSignal":
+        """Catch SIGTERM (and SIGINT) in the main thread; a no-op elsewhere."""
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                self._previous[sig] = signal.signal(sig, lambda *_: self.request("terminated"))
+        return self
+
+    def uninstall(self) -> None:
+        for sig, prev in self._previous.items():
+            signal.signal(sig, prev)
+        self._previous.clear()
+
+    def __enter__(self) -> "StopSignal":
+        return self.install()
+
+    def __exit__(self, *exc: object) -> None:
+        self.uninstall()

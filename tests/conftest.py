@@ -1,0 +1,39 @@
+"""Fixtures shared by every test: real servers on 127.0.0.1, started and stopped by the suite.
+
+Each part of the project adds its own fixtures in its tests' conftest or module; the ones here are
+the ones several parts use.
+"""
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from emulator.redis import RedisServer
+
+# The emulator's TRTC application (also what `python -m emulator up` uses by default).
+SDK_APP_ID = 1400000001
+SDK_SECRET_KEY = "emulator-sdk-secret-key-0123456789abcdef"
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory):
+    """A real redis-server for the whole session (tests use distinct keys or flush what they use)."""
+    server = RedisServer(tmp_path_factory.mktemp("redis")).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def fresh_redis(tmp_path):
+    """A redis-server of the test's own, for tests that stop, kill or restart it."""
+    server = RedisServer(tmp_path / "redis").start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(autouse=True)
+def _no_outside_network(monkeypatch):
+    """The functions refuse internal addresses by default; tests serve everything on loopback."""
+    monkeypatch.setenv("SOURCE_ALLOWLIST", "127.0.0.0/8,::1/128,localhost")
+    monkeypatch.setenv("CALLBACK_ALLOWLIST", "127.0.0.0/8,::1/128,localhost")
