@@ -68,7 +68,11 @@ def _scrub(text: str) -> str:
     for v in values:
         if v in text:
             text = text.replace(v, REDACTED)
+    text = _URL_PASSWORD.sub(lambda m: m.group(1) + REDACTED + "@", text)
     return _INLINE_SECRET.sub(lambda m: m.group(1) + REDACTED, text)
+
+
+_URL_PASSWORD = re.compile(r"(://[^:/@\s]*:)([^@\s/]+)@")
 
 
 # --- context -----------------------------------------------------------------------------------
@@ -136,6 +140,18 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(redact(line), default=str, ensure_ascii=False)
 
 
+class _StderrHandler(logging.StreamHandler):
+    """Writes to whatever sys.stderr is at the time (SCF's collector, a test's capture)."""
+
+    @property  # type: ignore[override]
+    def stream(self):  # noqa: D102
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value) -> None:
+        pass
+
+
 class RunLogger(logging.LoggerAdapter):
     """`log.info("progress", position=12.3)`: keyword arguments become JSON fields."""
 
@@ -153,7 +169,7 @@ def get_logger(request_id: str = "", function: str = "") -> RunLogger:
     base = logging.getLogger("trtc_media")
     with _handler_lock:
         if not base.handlers:
-            h = logging.StreamHandler(sys.stderr)
+            h = _StderrHandler()
             h.setFormatter(JsonFormatter())
             base.addHandler(h)
             base.setLevel(os.environ.get("LOG_LEVEL", "INFO").upper())
