@@ -24,6 +24,38 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory):
     server.stop()
 
 
+@pytest.fixture(scope="session")
+def room_service():
+    """The emulator's TRTC rooms and Cloud API (TRTC actions) on 127.0.0.1 for the whole session.
+
+    `.address`, `.env` (ROOM_BACKEND/LOCAL_ROOM_ADDRESS), `.usersig(user_id)`, `.trtc_client()`,
+    `.cloud_api_endpoint`, `.secret_id`, `.secret_key`, `.rooms` (state, for assertions).
+    Tests use their own room ids so they do not meet.
+    """
+    from emulator.trtc import RoomService
+
+    service = RoomService(SDK_APP_ID, SDK_SECRET_KEY).start()
+    yield service
+    service.stop()
+
+
+@pytest.fixture
+def make_room_service():
+    """A factory for a room service of the test's own: make_room_service(dismiss_after=1.0)."""
+    from emulator.trtc import RoomService
+
+    started: list[RoomService] = []
+
+    def make(dismiss_after: float = 300.0) -> RoomService:
+        service = RoomService(SDK_APP_ID, SDK_SECRET_KEY, dismiss_after=dismiss_after).start()
+        started.append(service)
+        return service
+
+    yield make
+    for service in started:
+        service.stop()
+
+
 @pytest.fixture
 def fresh_redis(tmp_path):
     """A redis-server of the test's own, for tests that stop, kill or restart it."""
