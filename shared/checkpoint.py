@@ -1,0 +1,314 @@
+"""A push's progress in Redis, so that a later push of the same source into the same room resumes.
+
+One hash per (sdkAppId, room, videoSrc):
+
+    trtc-push:{sdkAppId}:{room key}:{sha256(videoSrc)[:32]}
+        position   seconds into the source of the last frame sent
+        duration   the source's duration in seconds ("" for a live source)
+        requestId  the push that owns the record (the newest one)
+        status     running | stopped | terminated | time_limit | failed ...
+        reason     why it stopped (removed, dismissed, superseded, ...), "" while running
+        updatedAt  unix time of the write
+        videoSrc   the source, for a person reading the record
+
+The newest push claims the record; every later write is a compare-and-set on `requestId` (a Lua
+script, atomic in Redis), so an older push that was superseded can never overwrite the newer one's
+progress and learns that it was fenced. Writes happen on a background thread: a Redis that stops
+answering mid-push costs the push nothing but a log line, and the record catches up once it is back.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any, Callable, Optional
+
+import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+
+from .room.base import RoomRef
+from .runtime import RunLogger
+
+KEY_PREFIX = "trtc-push"
+TTL_ENV = "CHECKPOINT_TTL_SECONDS"
+DEFAULT_TTL_S = 7 * 24 * 3600
+WRITE_INTERVAL_S = 0.5  # "at least once a second", with room for one slow write
+SOCKET_TIMEOUT_S = 0.5
+
+# KEYS[1] record; ARGV: owner, ttl, then field/value pairs. The owner is written unconditionally:
+# the newest push wins.
+_CLAIM = """
+redis.call('DEL', KEYS[1])
+redis.call('HSET', KEYS[1], 'requestId', ARGV[1], unpack(ARGV, 3))
+redis.call('EXPIRE', KEYS[1], tonumber(ARGV[2]))
+return 1
+"""
+
+# Write only while we own the record. A missing record (expired, or lost with a Redis that
+# restarted without its data) is recreated: our progress is the newest there is.
+# Returns 1 written, 0 fenced (another push owns it).
+_SAVE = """
+local owner = redis.call('HGET', KEYS[1], 'requestId')
+if owner and owner ~= ARGV[1] then return 0 end
+redis.call('HSET', KEYS[1], 'requestId', ARGV[1], unpack(ARGV, 3))
+redis.call('EXPIRE', KEYS[1], tonumber(ARGV[2]))
+return 1
+"""
+
+# Delete only our own record. Returns 1 deleted (or nothing there), 0 fenced.
+_CLEAR = """
+local owner = redis.call('HGET', KEYS[1], 'requestId')
+if owner and owner ~= ARGV[1] then return 0 end
+redis.call('DEL', KEYS[1])
+return 1
+"""
+
+
+class CheckpointUnavailable(Exception):
+    """Redis could not be reached or refused us; the message says where and why."""
+
+
+def checkpoint_key(sdk_app_id: int, room: RoomRef, video_src: str) -> str:
+    digest = hashlib.sha256(video_src.encode("utf-8")).hexdigest()[:32]
+    return f"{KEY_PREFIX}:{sdk_app_id}:{room.key}:{digest}"
+
+
+def ttl_from_env(env: Optional[dict[str, str]] = None) -> int:
+    raw = (env if env is not None else os.environ).get(TTL_ENV, "")
+    try:
+        ttl = int(raw) if raw.strip() else DEFAULT_TTL_S
+    except ValueError:
+        ttl = DEFAULT_TTL_S
+    return ttl if ttl > 0 else DEFAULT_TTL_S
+
+
+@dataclass(frozen=True)
+class Record:
+    """What a previous push left behind."""
+
+    position: float
+    duration: Optional[float]
+    request_id: str
+    status: str
+    reason: str
+    updated_at: float
+
+    @classmethod
+    def from_hash(cls, h: dict[str, str]) -> Optional["Record"]:
+        try:
+            position = float(h.get("position", ""))
+        except ValueError:
+            return None  # not a record of ours, or damaged: start fresh
+        try:
+            duration: Optional[float] = float(h["duration"]) if h.get("duration") else None
+        except ValueError:
+            duration = None
+        try:
+            updated = float(h.get("updatedAt") or 0)
+        except ValueError:
+            updated = 0.0
+        return cls(position=max(0.0, position), duration=duration, request_id=h.get("requestId", ""),
+                   status=h.get("status", ""), reason=h.get("reason", ""), updated_at=updated)
+
+
+class Checkpoint:
+    """The record of one push. `connect()` checks Redis; `start()` claims and begins the writer."""
+
+    def __init__(
+        self,
+        client: "redis.Redis",
+        key: str,
+        request_id: str,
+        video_src: str,
+        log: RunLogger,
+        ttl_s: int = DEFAULT_TTL_S,
+        interval_s: float = WRITE_INTERVAL_S,
+        where: str = "redis",
+    ):
+        self.client = client
+        self.key = key
+        self.request_id = request_id
+        self.video_src = video_src
+        self.log = log
+        self.ttl_s = ttl_s
+        self.interval_s = interval_s
+        self.where = where
+        self._claim = client.register_script(_CLAIM)
+        self._save = client.register_script(_SAVE)
+        self._clear = client.register_script(_CLEAR)
+        self._lock = threading.Lock()
+        self._position = 0.0
+        self._duration: Optional[float] = None
+        self._dirty = False
+        self._fenced = threading.Event()
+        self._stopping = threading.Event()
+        self._thread: Optional[threading.Thread] = None
+        self._reachable = True
+        self.writes = 0
+        self.failures = 0
+        self.on_fenced: Optional[Callable[[], None]] = None
+
+    # --- setup ---------------------------------------------------------------------------------
+
+    @classmethod
+    def connect(
+        cls,
+        *,
+        host: str,
+        port: int,
+        password: Optional[str],
+        db: int,
+        sdk_app_id: int,
+        room: RoomRef,
+        video_src: str,
+        request_id: str,
+        log: RunLogger,
+        ttl_s: Optional[int] = None,
+        interval_s: float = WRITE_INTERVAL_S,
+        timeout_s: float = SOCKET_TIMEOUT_S,
+    ) -> "Checkpoint":
+        """A checkpoint on a Redis that answered a PING; CheckpointUnavailable otherwise."""
+        where = f"redis {host}:{port}/{db}"
+        client = redis.Redis(
+            host=host, port=port, password=password or None, db=db,
+            socket_timeout=timeout_s, socket_connect_timeout=timeout_s,
+            # One attempt per call: the writer's own ticks are the retries, and a dead Redis must
+            # not hold the push loop or a stop for seconds of backoff.
+            retry=Retry(NoBackoff(), 0), retry_on_timeout=False, decode_responses=True,
+            health_check_interval=0,
+        )
+        try:
+            client.ping()
+        except redis.AuthenticationError as e:
+            client.close()
+            raise CheckpointUnavailable(f"{where} refused the password (redisPassword): {e}") from None
+        except redis.ResponseError as e:
+            client.close()
+            raise CheckpointUnavailable(f"{where} refused us: {e}") from None
+        except (redis.ConnectionError, redis.TimeoutError, OSError) as e:
+            client.close()
+            raise CheckpointUnavailable(f"{where} is unreachable: {e}") from None
+        return cls(client, checkpoint_key(sdk_app_id, room, video_src), request_id, video_src, log,
+                   ttl_s=ttl_from_env() if ttl_s is None else ttl_s, interval_s=interval_s, where=where)
+
+    def load(self) -> Optional[Record]:
+        """The previous push's record, if any (read once, before the push starts)."""
+        try:
+            h = self.client.hgetall(self.key)
+        except redis.RedisError as e:
+            raise CheckpointUnavailable(f"{self.where} failed to read {self.key}: {e}") from None
+        return Record.from_hash(h) if h else None
+
+    def start(self, position: float, duration: Optional[float]) -> None:
+        """Claim the record for this push (fencing any older one) and start the background writer."""
+        with self._lock:
+            self._position, self._duration = position, duration
+        try:
+            self._claim(keys=[self.key], args=[self.request_id, self.ttl_s, *self._fields("running", "")])
+            self.writes += 1
+        except redis.RedisError as e:
+            raise CheckpointUnavailable(f"{self.where} failed to write {self.key}: {e}") from None
+        self._thread = threading.Thread(target=self._run, name="checkpoint-writer", daemon=True)
+        self._thread.start()
+
+    # --- while pushing -------------------------------------------------------------------------
+
+    def update(self, position: float) -> None:
+        """Cheap: remember the position; the writer thread sends it."""
+        with self._lock:
+            self._position = position
+            self._dirty = True
+
+    @property
+    def fenced(self) -> bool:
+        """True once a newer push owns the record: this push must stop without writing."""
+        return self._fenced.is_set()
+
+    @property
+    def reachable(self) -> bool:
+        return self._reachable
+
+    def _fields(self, status: str, reason: str) -> list[Any]:
+        with self._lock:
+            position, duration = self._position, self._duration
+        return ["position", f"{position:.3f}", "duration", "" if duration is None else f"{duration:.3f}",
+                "status", status, "reason", reason, "updatedAt", f"{time.time():.3f}",
+                "videoSrc", self.video_src]
+
+    def _write(self, status: str, reason: str) -> bool:
+        """One compare-and-set. True written; False fenced; raises redis errors."""
+        ok = self._save(keys=[self.key], args=[self.request_id, self.ttl_s, *self._fields(status, reason)])
+        if int(ok) == 1:
+            self.writes += 1
+            return True
+        if not self._fenced.is_set():
+            self._fenced.set()
+            self.log.warning("checkpoint: a newer push owns the record; stopping without writing",
+                             key=self.key)
+            if self.on_fenced:
+                self.on_fenced()
+        return False
+
+    def _run(self) -> None:
+        while not self._stopping.wait(self.interval_s):
+            if self._fenced.is_set():
+                return
+            try:
+                # Written every tick, changed or not: updatedAt tells a reader the push is alive.
+                self._write("running", "")
+                if not self._reachable:
+                    self._reachable = True
+                    self.log.info("checkpoint: redis is back; progress written", key=self.key,
+                                  position=round(self._position, 3))
+            except (redis.RedisError, OSError) as e:
+                self.failures += 1
+                if self._reachable:
+                    self._reachable = False
+                    self.log.warning("checkpoint: redis unreachable; still pushing, retrying every tick",
+                                     key=self.key, error=f"{type(e).__name__}: {e}")
+
+    # --- stopping ------------------------------------------------------------------------------
+
+    def finish(self, status: str, reason: str, position: Optional[float] = None, clear: bool = False,
+               budget_s: float = 5.0) -> str:
+        """The last write: the final position (or clearing the record at the end of the source).
+
+        Retries until `budget_s` runs out if Redis is away. Returns what happened: "saved",
+        "cleared", "fenced" or "unsaved".
+        """
+        self._stopping.set()
+        if self._thread is not None:
+            self._thread.join(timeout=SOCKET_TIMEOUT_S * 2 + 0.2)
+        if position is not None:
+            with self._lock:
+                self._position = position
+        if self._fenced.is_set():
+            return "fenced"
+        deadline = time.monotonic() + budget_s
+        last_error = ""
+        while True:
+            try:
+                if clear:
+                    if int(self._clear(keys=[self.key], args=[self.request_id])) == 1:
+                        return "cleared"
+                    self._fenced.set()
+                    return "fenced"
+                return "saved" if self._write(status, reason) else "fenced"
+            except (redis.RedisError, OSError) as e:
+                last_error = f"{type(e).__name__}: {e}"
+            if time.monotonic() + 0.2 >= deadline:
+                break
+            time.sleep(0.2)
+        self.log.error("checkpoint: could not write the final position; redis unreachable",
+                       key=self.key, position=round(self._position, 3), error=last_error)
+        return "unsaved"
+
+    def close(self) -> None:
+        self._stopping.set()
+        try:
+            self.client.close()
+        except redis.RedisError:
+            pass
