@@ -3,18 +3,19 @@ server) and `trtc` (TRTCRoom over the fake liteav SDK, which itself runs on the 
 """
 from __future__ import annotations
 
-from typing import Callable
+import itertools
+import time
+from typing import Any, Callable
 
 import pytest
 
-from shared.room import Room
+from shared.room import EnterParams, Event, Role, Room, RoomRef
 
 BACKENDS = ["local", "trtc"]
+WAIT_S = 5.0
 
-
-@pytest.fixture(params=BACKENDS)
-def backend(request: pytest.FixtureRequest) -> str:
-    return request.param
+# Room ids of this suite's own, so that tests sharing the session's room service never meet.
+_ids = itertools.count(700001)
 
 
 def room_factory(backend: str, address: str) -> Callable[[], Room]:
@@ -28,7 +29,69 @@ def room_factory(backend: str, address: str) -> Callable[[], Room]:
     return lambda: make_trtc_room(host, int(port))
 
 
+@pytest.fixture(params=BACKENDS)
+def backend(request: pytest.FixtureRequest) -> str:
+    return request.param
+
+
 @pytest.fixture
 def new_room(backend: str, room_service) -> Callable[[], Room]:
     """A not-yet-entered room of the backend under test on the session's room service."""
     return room_factory(backend, room_service.address)
+
+
+@pytest.fixture
+def room_id() -> Callable[[], int]:
+    return lambda: next(_ids)
+
+
+@pytest.fixture
+def join(backend: str, room_service):
+    """join(user_id, room_id, role=..., service=..., **EnterParams fields) -> an entered Room.
+
+    Every room joined is exited when the test ends.
+    """
+    joined: list[Room] = []
+
+    def join(user_id: str, room: int | str, role: Role = Role.ANCHOR, service: Any = None, **params: Any) -> Room:
+        svc = service or room_service
+        r = room_factory(backend, svc.address)()
+        joined.append(r)
+        r.enter(EnterParams(svc.sdk_app_id, RoomRef(room), user_id, svc.usersig(user_id), role=role,
+                            timeout=WAIT_S, **params))
+        return r
+
+    yield join
+    for r in joined:
+        r.exit()
+
+
+def describe(events: list[Event]) -> str:
+    names = [type(e).__name__ + (f"({getattr(e, 'user_id', '')})" if hasattr(e, "user_id") else "") for e in events]
+    return ", ".join(names[-20:]) or "nothing"
+
+
+def wait_for(room: Room, match: Callable[[Event], bool], timeout: float = WAIT_S) -> tuple[Event, list[Event]]:
+    """The first event that matches (and every event seen up to it); fails after `timeout`."""
+    deadline = time.monotonic() + timeout
+    seen: list[Event] = []
+    while (left := deadline - time.monotonic()) > 0:
+        event = room.poll(left)
+        if event is None:
+            break
+        seen.append(event)
+        if match(event):
+            return event, seen
+    raise AssertionError(f"no matching event within {timeout:g} s; saw {describe(seen)}")
+
+
+def drain(room: Room, quiet: float = 0.3, limit: float = WAIT_S) -> list[Event]:
+    """Every event until none has come for `quiet` seconds (at most `limit` seconds in all)."""
+    deadline = time.monotonic() + limit
+    seen: list[Event] = []
+    while time.monotonic() < deadline:
+        event = room.poll(quiet)
+        if event is None:
+            break
+        seen.append(event)
+    return seen
