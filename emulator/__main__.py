@@ -1,0 +1,109 @@
+"""python -m emulator up | usersig USER_ID | demo
+
+    up        start the local cloud in the foreground; the first line on stdout is its JSON info;
+              SIGINT / SIGTERM stop it (running functions get SIGTERM, then are killed)
+    usersig   print a UserSig valid in the emulator's rooms
+    demo      the end-to-end demonstration (push a clip, record it, stop both, show the result)
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import signal
+import sys
+import threading
+from pathlib import Path
+
+from emulator.cloud import DEFAULT_STATE_DIR, CloudConfig, LocalCloud, read_info
+
+
+def _up(args: argparse.Namespace) -> int:
+    state_dir = Path(args.state_dir)
+    try:
+        running = read_info(state_dir)
+    except FileNotFoundError:
+        running = None
+    if running:
+        print(f"error: a local cloud (pid {running['pid']}) is already running with state directory "
+              f"{state_dir.resolve()}; stop it or choose another --state-dir", file=sys.stderr)
+        return 2
+    config = CloudConfig(state_dir=state_dir, gateway_port=args.gateway_port, cloud_api_port=args.cloud_api_port,
+                         room_port=args.room_port, cos_port=args.cos_port, redis_port=args.redis_port,
+                         max_concurrency=args.max_concurrency, time_limit_ms=int(args.time_limit * 1000),
+                         functions_dir=Path(args.functions_dir))
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    try:
+        cloud = LocalCloud(config).start()
+    except Exception as e:
+        print(f"error: the local cloud did not start: {e}", file=sys.stderr)
+        return 1
+    try:
+        sys.stdout.write(json.dumps(cloud.info()) + "\n")
+        sys.stdout.flush()
+        print(f"local cloud up (state in {cloud.state_dir}); Ctrl-C or SIGTERM stops it", file=sys.stderr)
+        while not stop.wait(0.5):
+            pass
+    finally:
+        print("stopping the local cloud...", file=sys.stderr)
+        cloud.stop()
+        print("stopped", file=sys.stderr)
+    return 0
+
+
+def _usersig(args: argparse.Namespace) -> int:
+    from emulator.trtc import usersig
+
+    if not args.user_id or len(args.user_id.encode()) > 32:
+        print("error: USER_ID must be 1..32 bytes", file=sys.stderr)
+        return 2
+    print(usersig(args.user_id, expire_s=args.expire))
+    return 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from emulator.demo import run_demo
+
+    return run_demo(use_running=args.use_running, state_dir=Path(args.state_dir) if args.state_dir else None,
+                    keep=args.keep)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m emulator", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    up = sub.add_parser("up", help="start the local cloud in the foreground")
+    up.add_argument("--state-dir", default=str(DEFAULT_STATE_DIR),
+                    help=f"where Redis data, COS objects and run logs are kept (default: ./{DEFAULT_STATE_DIR})")
+    for name in ("gateway", "cloud-api", "room", "cos", "redis"):
+        up.add_argument(f"--{name}-port", type=int, default=0, metavar="P", help=f"{name} port (default: any free port)")
+    up.add_argument("--max-concurrency", type=int, default=8, help="function runs at once before 432 (default 8)")
+    up.add_argument("--time-limit", type=float, default=86400.0, metavar="SECONDS",
+                    help="the functions' execution timeout (default 86400, SCF's async ceiling)")
+    up.add_argument("--functions-dir", default=str(Path(__file__).resolve().parents[1] / "functions"),
+                    help="directory holding <function>/index.py code roots (default: the repository's functions/)")
+    up.set_defaults(run=_up)
+
+    sig = sub.add_parser("usersig", help="print a UserSig valid in the emulator's rooms")
+    sig.add_argument("user_id", metavar="USER_ID")
+    sig.add_argument("--expire", type=int, default=180 * 86400, metavar="SECONDS")
+    sig.set_defaults(run=_usersig)
+
+    demo = sub.add_parser("demo", help="push a clip into a room, record it, stop both, show the result")
+    demo.add_argument("--use-running", metavar="STATE_DIR",
+                      help="use the cloud already running with this state directory instead of starting one")
+    demo.add_argument("--state-dir", help="state directory of the cloud the demo starts (default: a new temp dir)")
+    demo.add_argument("--keep", action="store_true", help="keep the demo's temp state directory")
+    demo.set_defaults(run=_demo)
+
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    return int(args.run(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

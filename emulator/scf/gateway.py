@@ -1,0 +1,149 @@
+"""API Gateway in front of the functions, with async execution as the seed's functions configure it.
+
+    POST /push_stream, POST /record_stream    (also under the stage: /release/push_stream)
+        -> 200 "Async run task submitted", header x-scf-reqid: the run's request id
+        -> 432 {"errorCode": 432, "errorMessage": "LimitExceeded...: ResourceLimitReached ..."} past the
+           concurrency limit; 404 for a path no function serves
+    GET /_runs                  every run (newest first), without results
+    GET /_runs/{reqid}          one run: status, status code, times, result or error, log file
+    GET /_runs/{reqid}/log      its log as text (the function's output between START and Report)
+
+The `/_runs` routes are the emulator's stand-in for SCF's log console.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import uuid
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+from .events import STAGE, gateway_event
+from .exceptions import ScfError
+from .models import EVENT, Scf
+
+log = logging.getLogger("emulator.scf.gateway")
+
+ASYNC_SUBMITTED = "Async run task submitted"
+MAX_BODY = 6 * 1024 * 1024
+
+
+class Gateway:
+    def __init__(self, scf: Scf, host: str = "127.0.0.1", port: int = 0):
+        self.scf = scf
+        gateway = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+            server_version = "emulator-apigw"
+
+            def log_message(self, fmt: str, *args: Any) -> None:
+                pass
+
+            def do_POST(self) -> None:
+                gateway._serve(self)
+
+            def do_GET(self) -> None:
+                gateway._serve(self)
+
+            def do_PUT(self) -> None:
+                gateway._serve(self)
+
+            def do_DELETE(self) -> None:
+                gateway._serve(self)
+
+        self._server = ThreadingHTTPServer((host, port), Handler)
+        self._server.daemon_threads = True
+        self._thread: threading.Thread | None = None
+
+    @property
+    def url(self) -> str:
+        host, port = self._server.server_address[:2]
+        return f"http://{host}:{port}"
+
+    @property
+    def port(self) -> int:
+        return int(self._server.server_address[1])
+
+    def start(self) -> "Gateway":
+        self._thread = threading.Thread(target=self._server.serve_forever, name="apigw", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+    # --- the wire ----------------------------------------------------------------------------
+
+    def _serve(self, h: BaseHTTPRequestHandler) -> None:
+        api_request_id = uuid.uuid4().hex
+        try:
+            length = int(h.headers.get("Content-Length") or 0)
+        except ValueError:
+            length = -1
+        if length < 0 or length > MAX_BODY:
+            h.close_connection = True
+            self._json(h, 413, {"errorCode": 413, "errorMessage": f"The request body must be at most {MAX_BODY} bytes.",
+                                "requestId": api_request_id})
+            return
+        body = h.rfile.read(length) if length else b""
+        url = urlsplit(h.path)
+        parts = [unquote(p) for p in url.path.split("/") if p]
+        try:
+            if parts[:1] == ["_runs"] and h.command == "GET":
+                self._runs(h, parts[1:])
+                return
+            if parts[:1] == [STAGE]:
+                parts = parts[1:]
+            if len(parts) == 1 and parts[0] in self.scf.functions and h.command == "POST":
+                self._invoke(h, parts[0], url.path, url.query, body, api_request_id)
+                return
+            self._json(h, 404, {"errorCode": 404, "requestId": api_request_id,
+                                "errorMessage": f"There is no api match with method {h.command} and path {url.path}. "
+                                                f"Functions: POST /{', POST /'.join(sorted(self.scf.functions))}."})
+        except ScfError as e:
+            self._json(h, e.status, {"errorCode": e.status, "errorMessage": f"{e.code}: {e.message}",
+                                     "requestId": api_request_id})
+        except Exception as e:  # an emulator bug answers as a 500 with its message, never a dropped connection
+            log.exception("gateway failed")
+            self._json(h, 500, {"errorCode": 500, "errorMessage": f"InternalError: {e}", "requestId": api_request_id})
+
+    def _invoke(self, h: BaseHTTPRequestHandler, name: str, path: str, query: str, body: bytes,
+                api_request_id: str) -> None:
+        event = gateway_event(method=h.command, api_path=f"/{name}", path=path, query=query,
+                              headers=dict(h.headers.items()), body=body, source_ip=h.client_address[0],
+                              api_request_id=api_request_id)
+        run = self.scf.invoke(name, event, EVENT, source="apigw")
+        self._send(h, 200, ASYNC_SUBMITTED.encode(), "text/plain; charset=utf-8",
+                   {"x-scf-reqid": run.request_id, "X-Api-RequestId": api_request_id})
+
+    def _runs(self, h: BaseHTTPRequestHandler, rest: list[str]) -> None:
+        if not rest:
+            runs = sorted(self.scf.runs(), key=lambda r: r.started_at, reverse=True)
+            summary = [{k: v for k, v in r.to_dict().items() if k not in ("result", "event")} for r in runs]
+            self._json(h, 200, {"runs": summary})
+            return
+        run = self.scf.get(rest[0])
+        if len(rest) == 1:
+            self._json(h, 200, run.to_dict())
+        elif rest[1:] == ["log"]:
+            self._send(h, 200, run.read_log().encode(), "text/plain; charset=utf-8")
+        else:
+            self._json(h, 404, {"errorCode": 404, "errorMessage": f"No such route: {h.path}"})
+
+    def _json(self, h: BaseHTTPRequestHandler, status: int, payload: Any) -> None:
+        self._send(h, status, json.dumps(payload, ensure_ascii=False, default=str).encode(), "application/json")
+
+    @staticmethod
+    def _send(h: BaseHTTPRequestHandler, status: int, data: bytes, content_type: str,
+              headers: dict[str, str] | None = None) -> None:
+        h.send_response(status)
+        h.send_header("Content-Type", content_type)
+        h.send_header("Content-Length", str(len(data)))
+        for k, v in (headers or {}).items():
+            h.send_header(k, v)
+        h.end_headers()
+        h.wfile.write(data)
