@@ -89,7 +89,7 @@ class RoomService:
         return _usersig.generate(self.sdk_app_id, self.sdk_secret_key, user_id, expire_s=expire_s)
 
     def trtc_client(self, secret_id: str | None = None, secret_key: str | None = None,
-                    region: str = "ap-guangzhou") -> Any:
+                    region: str = "ap-guangzhou", method: str = "POST") -> Any:
         """A real tencentcloud TrtcClient talking to this endpoint over plain HTTP."""
         from tencentcloud.common import credential
         from tencentcloud.common.profile.client_profile import ClientProfile
@@ -97,7 +97,7 @@ class RoomService:
         from tencentcloud.trtc.v20190722 import trtc_client
 
         cred = credential.Credential(secret_id or self.secret_id, secret_key or self.secret_key)
-        http = HttpProfile(endpoint=self.cloud_api_endpoint, protocol="http", reqTimeout=10)
+        http = HttpProfile(endpoint=self.cloud_api_endpoint, protocol="http", reqMethod=method, reqTimeout=10)
         return trtc_client.TrtcClient(cred, region, ClientProfile(httpProfile=http))
 
 

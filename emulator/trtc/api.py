@@ -51,6 +51,11 @@ def _room(params: dict[str, Any], string_room: bool) -> RoomRef:
 
 def _user_ids(params: dict[str, Any]) -> list[str]:
     if "UserIds" not in params:
+        # A GET request flattens the list into UserIds.0, UserIds.1, ...
+        flat = sorted((k for k in params if k.startswith("UserIds.") and k[8:].isdigit()), key=lambda k: int(k[8:]))
+        if flat:
+            params = {**params, "UserIds": [params[k] for k in flat]}
+    if "UserIds" not in params:
         raise ApiError("MissingParameter.UserIds", "The request is missing the required parameter `UserIds`.")
     value = params["UserIds"]
     if not isinstance(value, list) or not value or not all(isinstance(u, str) and u for u in value):

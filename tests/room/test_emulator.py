@@ -229,3 +229,18 @@ def test_remove_user_in_integer_room_leaves_the_string_room_alone(room_service):
     finally:
         in_int.exit()
         in_str.exit()
+
+
+def test_remove_user_as_a_get_request(room_service):
+    rid = next(_next_room)
+    a, b = _local(room_service, "a", rid), _local(room_service, "b", rid)
+    try:
+        room_service.trtc_client(method="GET").RemoveUser(_request(
+            trtc_models.RemoveUserRequest, SdkAppId=room_service.sdk_app_id, RoomId=rid, UserIds=["a", "b"]))
+        for room in (a, b):
+            closed, _ = wait_for(room, lambda e: isinstance(e, RoomClosed))
+            assert closed.code == -205
+        assert room_service.rooms.get(room_service.sdk_app_id, rid) is None
+    finally:
+        a.exit()
+        b.exit()
