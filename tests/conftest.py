@@ -56,6 +56,49 @@ def make_room_service():
         service.stop()
 
 
+# The emulator's COS account and bucket (also what `python -m emulator up` uses by default).
+COS_SECRET_ID = "AKIDemulatorCosSecretId0000000000"
+COS_SECRET_KEY = "emulatorCosSecretKey0123456789ab"
+COS_REGION = "ap-guangzhou"
+COS_BUCKET = "emulator-1250000000"
+
+
+@pytest.fixture(scope="session")
+def cos_service(tmp_path_factory: pytest.TempPathFactory):
+    """COS on 127.0.0.1 for the whole session: `.ip`, `.port`, `.region`, `.bucket`,
+    `.endpoint_url` (what COS_ENDPOINT is set to), `.secret_id`, `.secret_key`, `.client()`,
+    `.get_object_bytes(key)`, `.requests`, and failures: `.fail_next(n)`, `.drop_next(n)`,
+    `.deny()` / `.allow()`, `.clear_faults()` (done after every test). Tests use their own keys
+    so they do not meet.
+    """
+    from emulator.cos import CosService
+
+    service = CosService(secret_id=COS_SECRET_ID, secret_key=COS_SECRET_KEY, region=COS_REGION,
+                         bucket=COS_BUCKET, state_dir=str(tmp_path_factory.mktemp("cos"))).start()
+    yield service
+    service.stop()
+
+
+@pytest.fixture(autouse=True)
+def _cos_faults_cleared(request: pytest.FixtureRequest):
+    """Failures a test injected into the session's COS end with that test."""
+    yield
+    if "cos_service" in request.fixturenames:
+        request.getfixturevalue("cos_service").clear_faults()
+
+
+@pytest.fixture
+def callback_receiver():
+    """An HTTP server on 127.0.0.1 recording each POST: `.url`, `.received` (`.headers`, `.body`,
+    `.json`), `.wait_for(n, timeout)`, `.fail_next(n, status=503)`, `.drop_next(n)`,
+    `.down()` / `.up()` (connection refused while down), `.attempts`."""
+    from tests.storage.receiver import CallbackReceiver
+
+    receiver = CallbackReceiver().start()
+    yield receiver
+    receiver.stop()
+
+
 @pytest.fixture
 def fresh_redis(tmp_path):
     """A redis-server of the test's own, for tests that stop, kill or restart it."""

@@ -1,0 +1,357 @@
+"""The COS wire: route a request to the bucket named in its Host, check its signature, apply any
+injected failure, then let moto's S3 responses serve it (COS's XML API is S3's, near enough).
+
+cos-python-sdk-v5 configured with `CosConfig(IP=..., Port=...)` sends every request to
+http://IP:PORT/<key> with `Host: <bucket>.cos.<region>.myqcloud.com` and signs that Host, so the
+bucket comes from the Host header; a request without a COS Host (curl to 127.0.0.1) goes to the
+service's own bucket.
+"""
+from __future__ import annotations
+
+import io
+import logging
+import re
+import socket
+import threading
+from xml.etree import ElementTree
+from typing import Any, Callable, Iterable
+from urllib.parse import parse_qsl, unquote_to_bytes
+
+from moto.moto_server.werkzeug_app import create_backend_app
+from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
+from werkzeug.test import run_wsgi_app
+
+from .errors import CosError, error_xml, new_request_id
+from .models import CosState, Fault, RequestRecord
+from .signature import Credential
+
+log = logging.getLogger("emulator.cos")
+
+COS_HOST = re.compile(r"^(?P<bucket>[a-z0-9][a-z0-9-]*)\.cos\.(?P<region>[a-z0-9-]+)\.myqcloud\.com$")
+MAX_BODY = 5 * 1024**3  # COS's single-request ceiling
+
+StartResponse = Callable[..., Any]
+
+
+class _DropConnection(ConnectionResetError):
+    """Close the client's connection without an answer (what a crashed front end looks like).
+    A ConnectionError, so werkzeug treats it as a dropped connection and logs nothing."""
+
+
+def _headers(environ: dict[str, Any]) -> dict[str, bytes]:
+    out: dict[str, bytes] = {}
+    for k, v in environ.items():
+        if k.startswith("HTTP_"):
+            name = k[5:].replace("_", "-").lower()
+        elif k in ("CONTENT_TYPE", "CONTENT_LENGTH"):
+            name = k.replace("_", "-").lower()
+        else:
+            continue
+        out[name] = v.encode("latin-1", "replace")  # WSGI strings carry the raw bytes as latin-1
+    return out
+
+
+class CosApp:
+    """The WSGI application for one CosState."""
+
+    def __init__(self, state: CosState):
+        self.state = state
+        self._moto = create_backend_app("s3")
+
+    def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+        request_id = new_request_id()
+        method = environ["REQUEST_METHOD"].upper()
+        raw_uri = environ.get("RAW_URI") or environ.get("REQUEST_URI") or environ.get("PATH_INFO", "/")
+        raw_path, _, raw_query = raw_uri.partition("?")
+        path = unquote_to_bytes(raw_path.encode("latin-1")).decode("utf-8", "replace")
+        query = parse_qsl(raw_query, keep_blank_values=True)
+        headers = _headers(environ)
+        host = headers.get("host", b"").decode("latin-1").split(":")[0].lower()
+        key = path[1:]
+        bucket = self.state.bucket
+        resource = f"{host or '127.0.0.1'}{path}"
+
+        def answer(status: int, body: bytes, extra: list[tuple[str, str]] = (),
+                   content_type: str = "application/xml", length: str | None = None) -> Iterable[bytes]:
+            self.state.record(RequestRecord(method, bucket, key, raw_query, status))
+            hdrs = [("Content-Type", content_type), ("Content-Length", length or str(len(body))),
+                    ("x-cos-request-id", request_id), *extra]
+            start_response(f"{status} {_REASONS.get(status, 'Error')}", hdrs)
+            return [body]
+
+        def fail(e: CosError) -> Iterable[bytes]:
+            return answer(e.status, b"" if method == "HEAD" else error_xml(e.code, e.message, resource, request_id))
+
+        try:
+            body = self._read_body(environ)
+        except CosError as e:
+            return fail(e)
+
+        fault = self.state.faults.take_transient(f"{method} {key}?{raw_query}")
+        if fault is not None:
+            if fault.kind == "drop":
+                self.state.record(RequestRecord(method, bucket, key, raw_query, 0))
+                return self._drop(environ, start_response)
+            return fail(CosError(fault.code, fault.message, fault.status))
+
+        try:
+            m = COS_HOST.match(host)
+            if m:
+                bucket = m.group("bucket")
+                if bucket != self.state.bucket or m.group("region") != self.state.region:
+                    raise CosError("NoSuchBucket", "The specified bucket does not exist.", 404)
+            cred = self._verify(method, path, query, headers)
+            denial: Fault | None = self.state.faults.denial
+            if denial is not None:
+                raise CosError(denial.code, denial.message, denial.status)
+        except CosError as e:
+            if e.code in ("SignatureDoesNotMatch", "InvalidAccessKeyId"):
+                log.info("cos refused a request: %s", e.code)
+            return fail(e)
+
+        status, out_headers, out_body = self._forward(environ, bucket, raw_uri, body)
+        if status >= 400:
+            # moto's S3 error body lacks the Resource/TraceId the COS SDK reads; answer COS's shape.
+            code, message = _s3_error(out_body, status)
+            return fail(CosError(code, message, status))
+        if status < 300 and key and self._changes_object(method, query):
+            self.state.persist(key)
+        del cred
+        passed = [(k, v) for k, v in out_headers if k.lower() not in ("content-type", "content-length", "server")]
+        # A HEAD answer has no body but tells the object's length.
+        length = next((v for k, v in out_headers if k.lower() == "content-length"), None) if method == "HEAD" else None
+        return answer(status, out_body, passed, _content_type(out_headers, out_body), length)
+
+    # --- pieces ---------------------------------------------------------------------------------
+
+    def _verify(self, method: str, path: str, query: list[tuple[str, str]], headers: dict[str, bytes]) -> Credential:
+        from .signature import verify
+        return verify(method, path, query, headers, self.state.credentials)
+
+    @staticmethod
+    def _read_body(environ: dict[str, Any]) -> bytes:
+        stream = environ["wsgi.input"]
+        length = environ.get("CONTENT_LENGTH")
+        if length:
+            n = int(length)
+            if n > MAX_BODY:
+                raise CosError("EntityTooLarge", "Your proposed upload exceeds the maximum allowed object size.", 400)
+            return stream.read(n)
+        if environ.get("wsgi.input_terminated"):  # chunked: werkzeug has decoded it for us
+            return stream.read()
+        return b""
+
+    @staticmethod
+    def _changes_object(method: str, query: list[tuple[str, str]]) -> bool:
+        names = {k.lower() for k, _ in query}
+        if method == "PUT":
+            return "uploadid" not in names and "acl" not in names and "tagging" not in names
+        if method == "POST":
+            return "uploadid" in names  # complete multipart upload
+        if method == "DELETE":
+            return "uploadid" not in names
+        return False
+
+    def _forward(self, environ: dict[str, Any], bucket: str, raw_uri: str, body: bytes) -> tuple[int, list[tuple[str, str]], bytes]:
+        env = dict(environ)
+        # The COS signature was checked above; moto only needs to see the request as signed (an
+        # unsigned one is anonymous and refused on a private object).
+        env["HTTP_AUTHORIZATION"] = ("AWS4-HMAC-SHA256 Credential=COSEMULATOR/20260101/us-east-1/s3/aws4_request, "
+                                     "SignedHeaders=host, Signature=0")
+        env.pop("HTTP_TRANSFER_ENCODING", None)
+        env["wsgi.input"] = io.BytesIO(body)
+        env["wsgi.input_terminated"] = False
+        env["CONTENT_LENGTH"] = str(len(body))
+        env["HTTP_HOST"] = "localhost"  # path-style addressing in moto
+        env["SERVER_NAME"] = "localhost"
+        env["PATH_INFO"] = f"/{bucket}{environ.get('PATH_INFO', '/')}"
+        env["RAW_URI"] = env["REQUEST_URI"] = f"/{bucket}{raw_uri}"
+        env["HTTP_X_MOTO_ACCOUNT_ID"] = self.state.account_id
+        app_iter, status, headers = run_wsgi_app(self._moto, env, buffered=True)
+        try:
+            data = b"".join(app_iter)
+        finally:
+            close = getattr(app_iter, "close", None)
+            if close:
+                close()
+        # moto names S3's host in Location headers and XML bodies; answer with the COS domain.
+        s3_host, cos_host = f"{bucket}.s3.amazonaws.com", f"{bucket}.cos.{self.state.region}.myqcloud.com"
+        data = data.replace(s3_host.encode(), cos_host.encode())
+        out = [(k, v.replace(s3_host, cos_host)) for k, v in headers.items()]
+        return int(status.split()[0]), out, data
+
+    @staticmethod
+    def _drop(environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+        sock = environ.get("werkzeug.socket")
+        if sock is not None:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+        raise _DropConnection()
+
+
+def _s3_error(body: bytes, status: int) -> tuple[str, str]:
+    try:
+        root = ElementTree.fromstring(body)
+        code = root.findtext("Code") or ""
+        message = root.findtext("Message") or ""
+    except ElementTree.ParseError:
+        code = message = ""
+    if not code:
+        code = {404: "NoSuchKey", 403: "AccessDenied", 412: "PreconditionFailed"}.get(status, "InternalError")
+    return code, message or _REASONS.get(status, "Error")
+
+
+def _content_type(headers: list[tuple[str, str]], body: bytes) -> str:
+    for k, v in headers:
+        if k.lower() == "content-type":
+            return v
+    return "application/xml" if body.startswith(b"<") else "application/octet-stream"
+
+
+_REASONS = {200: "OK", 204: "No Content", 206: "Partial Content", 304: "Not Modified", 400: "Bad Request",
+            403: "Forbidden", 404: "Not Found", 409: "Conflict", 412: "Precondition Failed",
+            500: "Internal Server Error", 503: "Service Unavailable"}
+
+
+class _QuietHandler(WSGIRequestHandler):
+    """No access log lines; a dropped connection is expected, not an error."""
+
+    server_version = "tencent-cos"
+    sys_version = ""
+
+    def log_request(self, *args: Any, **kwargs: Any) -> None:
+        pass
+
+    def log_error(self, *args: Any) -> None:
+        pass
+
+
+class CosService:
+    """A COS endpoint on loopback with one bucket, reachable with cos-python-sdk-v5:
+
+        svc = CosService(secret_id="AKID...", secret_key="...").start()
+        CosConfig(IP=svc.ip, Port=svc.port, Region=svc.region, Scheme="http", SecretId=..., SecretKey=...)
+
+    Failure injection for tests: `fail_next(n)` (next n requests answer 503), `drop_next(n)` (next
+    n connections are closed unanswered), `deny()` / `allow()` (every signed request refused with
+    AccessDenied until allowed again). `requests` lists what was served.
+    """
+
+    def __init__(
+        self,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        secret_id: str = "AKIDemulatorCosSecretId0000000000",
+        secret_key: str = "emulatorCosSecretKey0123456789ab",
+        region: str = "ap-guangzhou",
+        bucket: str = "emulator-1250000000",
+        state_dir: str | None = None,
+        temporary_credentials: Iterable[tuple[str, str, str]] = (),
+    ):
+        if not re.fullmatch(r"[a-z0-9][a-z0-9-]*-\d+", bucket):
+            raise ValueError(f"COS bucket {bucket!r} must look like 'name-1250000000' (BucketName-APPID)")
+        creds = [Credential(secret_id, secret_key)] + [Credential(i, k, t) for i, k, t in temporary_credentials]
+        self.state = CosState(region, bucket, creds, state_dir)
+        self.secret_id = secret_id
+        self.secret_key = secret_key
+        self._host = host
+        self._port = port
+        self._server: BaseWSGIServer | None = None
+        self._thread: threading.Thread | None = None
+
+    # --- lifecycle ------------------------------------------------------------------------------
+
+    def start(self) -> "CosService":
+        self.state.open()
+        try:
+            self._server = make_server(self._host, self._port, CosApp(self.state), threaded=True,
+                                       request_handler=_QuietHandler)
+        except Exception:
+            self.state.close()
+            raise
+        self._server.daemon_threads = True
+        self._thread = threading.Thread(target=self._server.serve_forever, args=(0.1,), name="cos", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+            self._thread = None
+        self.state.close()
+
+    def __enter__(self) -> "CosService":
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # --- where it is ----------------------------------------------------------------------------
+
+    @property
+    def ip(self) -> str:
+        return self._host
+
+    @property
+    def port(self) -> int:
+        if self._server is None:
+            raise RuntimeError("CosService is not started")
+        return self._server.server_address[1]
+
+    @property
+    def region(self) -> str:
+        return self.state.region
+
+    @property
+    def bucket(self) -> str:
+        return self.state.bucket
+
+    @property
+    def endpoint_url(self) -> str:
+        """What COS_ENDPOINT is set to for functions that should upload here."""
+        return f"http://{self.ip}:{self.port}"
+
+    @property
+    def requests(self) -> list[RequestRecord]:
+        return list(self.state.requests)
+
+    def client(self, secret_id: str | None = None, secret_key: str | None = None, token: str | None = None):
+        """A CosS3Client aimed at this endpoint (the service's own keys unless others are given)."""
+        from qcloud_cos import CosConfig, CosS3Client
+
+        config = CosConfig(IP=self.ip, Port=self.port, Region=self.region, Scheme="http",
+                           SecretId=secret_id or self.secret_id, SecretKey=secret_key or self.secret_key, Token=token)
+        return CosS3Client(config, retry=0)
+
+    def get_object_bytes(self, key: str) -> bytes:
+        """An object's content, read through the SDK as a user would."""
+        return self.client().get_object(Bucket=self.bucket, Key=key)["Body"].get_raw_stream().read()
+
+    # --- credentials and failures ---------------------------------------------------------------
+
+    def add_temporary_credentials(self, secret_id: str, secret_key: str, token: str) -> None:
+        self.state.add_credential(Credential(secret_id, secret_key, token))
+
+    def fail_next(self, n: int = 1, status: int = 503, code: str = "ServiceUnavailable",
+                  message: str = "Service is unavailable now, please try again later.", when: str | None = None) -> None:
+        """The next `n` requests (those whose "METHOD key?query" contains `when`, if given) fail."""
+        self.state.faults.fail_next(n, status, code, message, when)
+
+    def drop_next(self, n: int = 1, when: str | None = None) -> None:
+        """The next `n` connections (matching `when`, as for fail_next) are closed unanswered."""
+        self.state.faults.drop_next(n, when)
+
+    def deny(self, code: str = "AccessDenied", message: str = "Access Denied.", status: int = 403) -> None:
+        self.state.faults.deny(code, message, status)
+
+    def allow(self) -> None:
+        self.state.faults.allow()
+
+    def clear_faults(self) -> None:
+        self.state.faults.clear()

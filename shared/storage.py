@@ -1,0 +1,401 @@
+"""Recording files to COS: object keys, credentials, and an upload that survives a flaky network.
+
+- `object_key(...)`    a unique, sortable key: "{Path}/{SdkAppId}_{room}_{UserId}_{start}[_{part}].{ext}"
+- `upload_file(...)`   put (or multipart for large files) with cos-python-sdk-v5, retrying 5xx and
+                       network errors with exponential backoff; returns the object's COS URL
+- `cos_url(...)`       "https://{bucket}.cos.{region}.myqcloud.com/{key}"
+- `UploadError`        "upload failed: <COS error code>: <what to check>"
+
+Credentials: the ones given (CosConfig.SecretId/SecretKey), else the execution role's temporary
+credentials SCF puts in the environment (TENCENTCLOUD_SECRETID, TENCENTCLOUD_SECRETKEY,
+TENCENTCLOUD_SESSIONTOKEN).
+
+Endpoint: COS_ENDPOINT ("http://127.0.0.1:9000") sends every request to that address instead of
+{bucket}.cos.{region}.myqcloud.com; the SDK still names the bucket in the Host header, so one
+endpoint serves any bucket. The URL returned is always the canonical COS URL above, so a result
+reads the same against the emulator as in production; `parse_cos_url` gives the bucket, region and
+key back (what a test or the demo needs to fetch the object through the emulator).
+"""
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import random
+import re
+import threading
+import time
+from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any, Callable, TypeVar
+from urllib.parse import quote, unquote, urlsplit
+
+from shared.runtime import RunLogger, get_logger, redact_value
+
+T = TypeVar("T")
+
+COS_ENDPOINT_ENV = "COS_ENDPOINT"
+ROLE_ENV = ("TENCENTCLOUD_SECRETID", "TENCENTCLOUD_SECRETKEY", "TENCENTCLOUD_SESSIONTOKEN")
+
+MB = 1024 * 1024
+# Files above this go up in parts (COS's simple upload takes up to 5 GB, but a part that fails is
+# cheaper to retry than a whole recording). Both can be set in the environment.
+DEFAULT_MULTIPART_THRESHOLD = int(os.environ.get("COS_MULTIPART_THRESHOLD", 20 * MB))
+DEFAULT_PART_SIZE = int(os.environ.get("COS_PART_SIZE", 8 * MB))
+MIN_PART_SIZE = 1 * MB  # COS's smallest part (all but the last)
+MAX_PARTS = 10_000
+
+# What to check, per COS error code, said in the terms of the function's parameters.
+_HINTS = {
+    "SignatureDoesNotMatch": "check CosConfig.SecretKey",
+    "InvalidAccessKeyId": "check CosConfig.SecretId (temporary credentials also need their session token)",
+    "AccessDenied": "the credentials may not write to this bucket and path",
+    "NoSuchBucket": "check CosConfig.Bucket (name-APPID) and CosConfig.Region",
+    "RequestTimeTooSkewed": "the machine's clock is off",
+    "InvalidToken": "the temporary credentials' session token is invalid or expired",
+    "ExpiredToken": "the temporary credentials have expired",
+}
+
+
+class UploadError(Exception):
+    """An upload that did not succeed. `str(e)` starts with "upload failed: " and a COS error code."""
+
+    def __init__(self, message: str, code: str, status: int | None = None, retryable: bool = False):
+        super().__init__(message)
+        self.message = message
+        self.code = code
+        self.status = status
+        self.retryable = retryable
+
+
+@dataclass(frozen=True)
+class Credentials:
+    secret_id: str
+    secret_key: str
+    token: str | None = None
+    source: str = "parameters"  # or "environment" (the execution role)
+
+
+# --- keys and URLs -------------------------------------------------------------------------------
+
+_SAFE = re.compile(r"[^A-Za-z0-9._-]")
+
+
+def _component(value: object, allow_underscore: bool = True) -> str:
+    """A key component from an id: safe characters kept; anything else replaced, with a short
+    hash of the original appended so two ids that differ only there still get different keys."""
+    text = str(value)
+    pattern = _SAFE if allow_underscore else re.compile(r"[^A-Za-z0-9.-]")
+    cleaned = pattern.sub("-", text)
+    if cleaned != text or not cleaned or cleaned in (".", ".."):
+        cleaned = f"{cleaned}-{hashlib.sha1(text.encode()).hexdigest()[:6]}"
+    return cleaned
+
+
+def _timestamp(start_time: float | datetime) -> str:
+    if isinstance(start_time, datetime):
+        dt = start_time if start_time.tzinfo else start_time.replace(tzinfo=timezone.utc)
+    else:
+        dt = datetime.fromtimestamp(float(start_time), tz=timezone.utc)
+    dt = dt.astimezone(timezone.utc)
+    return dt.strftime("%Y%m%dT%H%M%S") + f"{dt.microsecond // 1000:03d}Z"
+
+
+def normalize_prefix(path_prefix: str | None) -> str:
+    """CosConfig.Path as a key prefix: "" for the bucket root, else "a/b/" (no leading slash,
+    no empty segments)."""
+    parts = [p for p in (path_prefix or "").replace("\\", "/").split("/") if p]
+    bad = [p for p in parts if p in (".", "..")]
+    if bad:
+        raise ValueError(f"CosConfig.Path {path_prefix!r} must not contain '.' or '..' segments")
+    return "".join(p + "/" for p in parts)
+
+
+def object_key(
+    path_prefix: str | None,
+    sdk_app_id: int | str,
+    room: int | str,
+    user_id: str,
+    start_time: float | datetime,
+    ext: str,
+    part: int | str | None = None,
+) -> str:
+    """"{Path}/{SdkAppId}_{room}_{UserId}_{YYYYmmddTHHMMSSmmmZ}[_{part}].{ext}".
+
+    Sorted by name, one user's files in one room come in time order (UTC, milliseconds); `part`
+    (an int is zero-padded to 3 digits) numbers the files of a split recording. A string room
+    has "_" replaced so that the key still splits back into its fields from the left.
+    """
+    ext = str(ext).lstrip(".").lower()
+    if not ext or _SAFE.search(ext):
+        raise ValueError(f"file extension {ext!r} is not a plain extension like 'mp4'")
+    name = f"{_component(sdk_app_id)}_{_component(room, allow_underscore=False)}_{_component(user_id)}_{_timestamp(start_time)}"
+    if part is not None:
+        name += f"_{part:03d}" if isinstance(part, int) else f"_{_component(part)}"
+    return f"{normalize_prefix(path_prefix)}{name}.{ext}"
+
+
+def cos_url(bucket: str, region: str, key: str) -> str:
+    return f"https://{bucket}.cos.{region}.myqcloud.com/{quote(key.lstrip('/'), safe='/-_.~')}"
+
+
+_COS_URL = re.compile(r"^(?P<bucket>[a-z0-9][a-z0-9-]*)\.cos\.(?P<region>[a-z0-9-]+)\.myqcloud\.com$")
+
+
+def parse_cos_url(url: str) -> tuple[str, str, str]:
+    """(bucket, region, key) from a URL made by `cos_url`."""
+    parts = urlsplit(url)
+    m = _COS_URL.match(parts.hostname or "")
+    if not m or not parts.path.strip("/"):
+        raise ValueError(f"{url!r} is not a COS object URL like https://bucket-1250000000.cos.ap-guangzhou.myqcloud.com/key")
+    return m.group("bucket"), m.group("region"), unquote(parts.path[1:])
+
+
+# --- credentials and client ----------------------------------------------------------------------
+
+
+def resolve_credentials(secret_id: str | None = None, secret_key: str | None = None,
+                        token: str | None = None) -> Credentials:
+    """The credentials given, else the execution role's from the environment, else UploadError."""
+    if secret_id or secret_key:
+        if not (secret_id and secret_key):
+            missing = "SecretKey" if secret_id else "SecretId"
+            raise UploadError(f"upload failed: MissingCredentials: CosConfig.{missing} is missing "
+                              "(give both SecretId and SecretKey, or neither to use the execution role)",
+                              "MissingCredentials")
+        creds = Credentials(secret_id, secret_key, token or None, "parameters")
+    else:
+        env_id, env_key, env_token = (os.environ.get(n) or None for n in ROLE_ENV)
+        if not (env_id and env_key):
+            raise UploadError(
+                "upload failed: MissingCredentials: no COS credentials; give CosConfig.SecretId and SecretKey, "
+                "or run the function with an execution role that may write to the bucket "
+                "(SCF then sets TENCENTCLOUD_SECRETID, TENCENTCLOUD_SECRETKEY, TENCENTCLOUD_SESSIONTOKEN)",
+                "MissingCredentials")
+        creds = Credentials(env_id, env_key, env_token, "environment")
+    for v in (creds.secret_id, creds.secret_key, creds.token):
+        redact_value(v)
+    return creds
+
+
+def endpoint_override() -> tuple[str, str, int | None] | None:
+    """(scheme, host, port) from COS_ENDPOINT, or None to use {bucket}.cos.{region}.myqcloud.com."""
+    value = (os.environ.get(COS_ENDPOINT_ENV) or "").strip()
+    if not value:
+        return None
+    parts = urlsplit(value if "://" in value else f"http://{value}")
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise UploadError(f"upload failed: InvalidEndpoint: {COS_ENDPOINT_ENV}={value!r} is not like "
+                          "http://127.0.0.1:9000", "InvalidEndpoint")
+    return parts.scheme, parts.hostname, parts.port
+
+
+def make_client(region: str, creds: Credentials, timeout: float = 30.0) -> Any:
+    """A CosS3Client with the SDK's own retries off (we retry, with backoff, per request)."""
+    from qcloud_cos import CosConfig, CosS3Client
+
+    # The SDK logs request headers (the session token among them) at DEBUG and every failure at
+    # ERROR; we log one line per outcome ourselves.
+    logging.getLogger("qcloud_cos").setLevel(logging.CRITICAL)
+    kwargs: dict[str, Any] = dict(Region=region, SecretId=creds.secret_id, SecretKey=creds.secret_key,
+                                  Token=creds.token, Timeout=timeout)
+    override = endpoint_override()
+    if override:
+        scheme, host, port = override
+        kwargs.update(IP=host, Port=port, Scheme=scheme)
+    else:
+        kwargs.update(Scheme="https")
+    return CosS3Client(CosConfig(**kwargs), retry=0)
+
+
+# --- retries -------------------------------------------------------------------------------------
+
+
+@dataclass
+class RetryPolicy:
+    tries: int = 4  # attempts per request, at least 3
+    backoff: float = 0.5  # first wait, doubled each time...
+    max_backoff: float = 8.0  # ...up to this
+    deadline: float | None = None  # time.monotonic() after which no retry starts
+
+    def delay(self, attempt: int) -> float:
+        base = min(self.max_backoff, self.backoff * (2 ** (attempt - 1)))
+        return base * random.uniform(0.75, 1.0)  # jitter: parallel parts do not retry in step
+
+
+def _classify(exc: Exception, what: str) -> UploadError:
+    from qcloud_cos.cos_exception import CosClientError, CosServiceError
+
+    if isinstance(exc, UploadError):
+        return exc
+    if isinstance(exc, CosServiceError):
+        status = exc.get_status_code()
+        code = exc.get_error_code() or (f"HTTP{status}" if status else "Unknown")
+        if code == "NoSuchResource":  # the SDK's name for a HEAD 404
+            code = "NoSuchKey"
+        msg = (exc.get_error_msg() or "").strip()
+        hint = _HINTS.get(code)
+        text = f"upload failed: {code}"
+        if msg:
+            text += f": {msg}"
+        text += f" (HTTP {status} on {what}" + (f"; {hint})" if hint else ")")
+        retryable = status is None or status >= 500 or status in (408, 429)
+        return UploadError(text, code, status, retryable)
+    if isinstance(exc, CosClientError):
+        return UploadError(f"upload failed: network error on {what}: {exc}", "NetworkError", None, True)
+    if isinstance(exc, OSError):
+        return UploadError(f"upload failed: cannot read the file: {exc}", "FileError", None, False)
+    return UploadError(f"upload failed: {type(exc).__name__}: {exc}", "InternalError", None, False)
+
+
+def _with_retries(call: Callable[[], T], what: str, policy: RetryPolicy, log: RunLogger,
+                  cancelled: threading.Event | None = None) -> T:
+    attempt = 0
+    while True:
+        attempt += 1
+        try:
+            return call()
+        except Exception as e:  # classified below; only 5xx and network errors are retried
+            err = _classify(e, what)
+            if not err.retryable or attempt >= policy.tries or (cancelled and cancelled.is_set()):
+                if err.retryable and attempt > 1:
+                    err = UploadError(f"{err.message} after {attempt} tries", err.code, err.status, True)
+                raise err from None
+            wait_s = policy.delay(attempt)
+            if policy.deadline is not None and time.monotonic() + wait_s > policy.deadline:
+                raise UploadError(f"{err.message}; no time left to retry", err.code, err.status, True) from None
+            log.warning("cos request failed, retrying", what=what, attempt=attempt, code=err.code,
+                        retry_in_s=round(wait_s, 2))
+            time.sleep(wait_s)
+
+
+# --- upload --------------------------------------------------------------------------------------
+
+
+def upload_file(
+    path: str | os.PathLike,
+    *,
+    bucket: str,
+    region: str,
+    key: str,
+    secret_id: str | None = None,
+    secret_key: str | None = None,
+    token: str | None = None,
+    content_type: str | None = None,
+    multipart_threshold: int | None = None,
+    part_size: int | None = None,
+    max_workers: int = 4,
+    tries: int = 4,
+    backoff: float = 0.5,
+    max_backoff: float = 8.0,
+    deadline: float | None = None,
+    timeout: float = 30.0,
+    log: RunLogger | None = None,
+) -> str:
+    """Upload `path` to bucket/key and return its COS URL, or raise UploadError.
+
+    Files above `multipart_threshold` bytes go up in parts of `part_size` bytes (at least 1 MB),
+    `max_workers` at a time. Each request is tried up to `tries` times, waiting `backoff`,
+    2×`backoff`, ... (capped at `max_backoff`) between tries, for 5xx answers and network errors
+    only; no retry starts after `deadline` (a time.monotonic() value).
+    """
+    log = log or get_logger()
+    path = os.fspath(path)
+    for name, value in (("Bucket", bucket), ("Region", region), ("key", key)):
+        if not value or not str(value).strip():
+            raise UploadError(f"upload failed: InvalidArgument: CosConfig.{name} is empty", "InvalidArgument")
+    key = key.lstrip("/")
+    try:
+        size = os.path.getsize(path)
+    except OSError as e:
+        raise UploadError(f"upload failed: cannot read the file {path}: {e.strerror}", "FileError") from None
+    creds = resolve_credentials(secret_id, secret_key, token)
+    client = make_client(region, creds, timeout)
+    policy = RetryPolicy(tries=max(3, tries), backoff=backoff, max_backoff=max_backoff, deadline=deadline)
+    threshold = DEFAULT_MULTIPART_THRESHOLD if multipart_threshold is None else multipart_threshold
+    started = time.monotonic()
+    extra = {"ContentType": content_type} if content_type else {}
+
+    if size <= threshold:
+        def put() -> Any:
+            with open(path, "rb") as f:
+                return client.put_object(Bucket=bucket, Key=key, Body=f, **extra)
+
+        _with_retries(put, f"PUT {bucket}/{key}", policy, log)
+        parts = 1
+    else:
+        parts = _multipart(client, path, size, bucket, key, part_size, max_workers, policy, log, extra)
+    url = cos_url(bucket, region, key)
+    log.info("uploaded to cos", url=url, bytes=size, parts=parts, credentials=creds.source,
+             seconds=round(time.monotonic() - started, 3))
+    return url
+
+
+def _multipart(client: Any, path: str, size: int, bucket: str, key: str, part_size: int | None,
+               max_workers: int, policy: RetryPolicy, log: RunLogger, extra: dict[str, Any]) -> int:
+    part_size = max(MIN_PART_SIZE, DEFAULT_PART_SIZE if part_size is None else int(part_size))
+    part_size = max(part_size, -(-size // MAX_PARTS))  # at most 10,000 parts
+    count = -(-size // part_size)
+    where = f"{bucket}/{key}"
+    upload_id = _with_retries(lambda: client.create_multipart_upload(Bucket=bucket, Key=key, **extra)["UploadId"],
+                              f"initiate multipart upload of {where}", policy, log)
+    cancelled = threading.Event()
+
+    def send(number: int) -> dict[str, Any]:
+        offset = (number - 1) * part_size
+        length = min(part_size, size - offset)
+
+        def put_part() -> Any:
+            with open(path, "rb") as f:  # read per try: memory holds one part per worker
+                f.seek(offset)
+                data = f.read(length)
+            return client.upload_part(Bucket=bucket, Key=key, Body=data, PartNumber=number, UploadId=upload_id)
+
+        answer = _with_retries(put_part, f"part {number}/{count} of {where}", policy, log, cancelled)
+        return {"PartNumber": number, "ETag": {k.lower(): v for k, v in answer.items()}["etag"]}
+
+    try:
+        with ThreadPoolExecutor(max_workers=max(1, min(max_workers, count)), thread_name_prefix="cos-part") as pool:
+            futures = [pool.submit(send, n) for n in range(1, count + 1)]
+            done, _ = wait(futures, return_when=FIRST_EXCEPTION)
+            failed = next((f for f in futures if f.done() and f.exception() is not None), None)
+            if failed is not None:
+                cancelled.set()
+                for f in futures:
+                    f.cancel()
+                raise failed.exception()  # type: ignore[misc]
+            parts = [f.result() for f in futures]
+        _complete(client, bucket, key, upload_id, parts, size, policy, log)
+    except Exception:
+        try:  # leave no orphaned parts behind (they are billed)
+            client.abort_multipart_upload(Bucket=bucket, Key=key, UploadId=upload_id)
+        except Exception as e:
+            log.warning("could not abort the multipart upload", where=where, error=str(e))
+        raise
+    return count
+
+
+def _complete(client: Any, bucket: str, key: str, upload_id: str, parts: list[dict[str, Any]], size: int,
+              policy: RetryPolicy, log: RunLogger) -> None:
+    from qcloud_cos.cos_exception import CosServiceError
+
+    lost_answer = False
+
+    def complete() -> Any:
+        nonlocal lost_answer
+        try:
+            return client.complete_multipart_upload(Bucket=bucket, Key=key, UploadId=upload_id,
+                                                    MultipartUpload={"Part": parts})
+        except CosServiceError as e:
+            # A retry after an answer lost on the way back finds the upload already completed.
+            if lost_answer and e.get_error_code() == "NoSuchUpload":
+                head = client.head_object(Bucket=bucket, Key=key)
+                if int(head.get("Content-Length", -1)) == size:
+                    return head
+            raise
+        except Exception:
+            lost_answer = True
+            raise
+
+    _with_retries(complete, f"complete multipart upload of {bucket}/{key}", policy, log)

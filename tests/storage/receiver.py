@@ -1,0 +1,121 @@
+"""A callback receiver on 127.0.0.1 for tests: records each POST (headers, raw body, JSON) and can
+answer 503 to the first N, drop N connections unanswered, or be down (connection refused)."""
+from __future__ import annotations
+
+import json
+import threading
+import time
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+
+@dataclass
+class Received:
+    path: str
+    headers: dict[str, str]
+    body: bytes
+
+    @property
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+
+class CallbackReceiver:
+    def __init__(self, host: str = "127.0.0.1", port: int = 0, path: str = "/callback"):
+        self._host = host
+        self._port = port
+        self.path = path
+        self.received: list[Received] = []
+        self.attempts = 0  # every request that reached the server, answered or not
+        self._fail: list[int] = []
+        self._drop = 0
+        self._lock = threading.Lock()
+        self._cond = threading.Condition(self._lock)
+        self._server: ThreadingHTTPServer | None = None
+        self._thread: threading.Thread | None = None
+
+    # --- lifecycle ------------------------------------------------------------------------------
+
+    def start(self) -> "CallbackReceiver":
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+            def do_POST(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(length) if length else b""
+                with receiver._lock:
+                    receiver.attempts += 1
+                    drop = receiver._drop > 0
+                    if drop:
+                        receiver._drop -= 1
+                    status = receiver._fail.pop(0) if (not drop and receiver._fail) else 200
+                    if not drop and status == 200:
+                        receiver.received.append(Received(self.path, dict(self.headers.items()), body))
+                    receiver._cond.notify_all()
+                if drop:
+                    self.close_connection = True
+                    self.connection.close()
+                    return
+                reply = b"ok" if status == 200 else b"unavailable"
+                self.send_response(status)
+                self.send_header("Content-Type", "text/plain")
+                self.send_header("Content-Length", str(len(reply)))
+                self.end_headers()
+                self.wfile.write(reply)
+
+        self._server = ThreadingHTTPServer((self._host, self._port), Handler)
+        self._server.daemon_threads = True
+        self._port = self._server.server_address[1]  # keep the port across down()/up()
+        self._thread = threading.Thread(target=self._server.serve_forever, args=(0.05,), name="callback-receiver",
+                                        daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+            self._thread = None
+
+    def down(self) -> None:
+        """Stop listening: connections are refused until up()."""
+        self.stop()
+
+    def up(self) -> None:
+        if self._server is None:
+            self.start()
+
+    # --- behaviour ------------------------------------------------------------------------------
+
+    @property
+    def url(self) -> str:
+        return f"http://{self._host}:{self._port}{self.path}"
+
+    def fail_next(self, n: int = 1, status: int = 503) -> None:
+        with self._lock:
+            self._fail.extend([status] * n)
+
+    def drop_next(self, n: int = 1) -> None:
+        with self._lock:
+            self._drop += n
+
+    def wait_for(self, count: int = 1, timeout: float = 10.0) -> list[Received]:
+        """The first `count` POSTs received, waiting up to `timeout` seconds (AssertionError if not)."""
+        end = time.monotonic() + timeout
+        with self._cond:
+            while len(self.received) < count:
+                left = end - time.monotonic()
+                if left <= 0:
+                    raise AssertionError(f"callback receiver got {len(self.received)} POSTs, expected {count} "
+                                         f"within {timeout}s ({self.attempts} attempts reached it)")
+                self._cond.wait(left)
+            return list(self.received[:count])

@@ -1,0 +1,106 @@
+"""shared.callback against a local receiver: the body arrives, signed as TRTC signs, despite failures."""
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+
+import pytest
+
+import shared.callback as callback
+from shared.callback import post_result, validate_callback_url
+from shared.egress import DestinationRefused
+
+RESULT = {"SdkAppId": 1400000001, "RoomId": 1234, "UserId": "recorder", "StrRoomId": "",
+          "Files": [{"UserId": "anchor", "RecordFile": "https://b-1250000000.cos.ap-guangzhou.myqcloud.com/k.mp3",
+                     "Status": 1, "Message": "录制成功"}]}
+
+
+def test_result_is_posted_as_json(callback_receiver, monkeypatch):
+    monkeypatch.delenv("CALLBACK_SIGN_KEY", raising=False)
+    assert post_result(callback_receiver.url, RESULT, backoff=0.05) is True
+    (got,) = callback_receiver.wait_for(1)
+    assert got.json == RESULT
+    assert got.headers["Content-Type"].startswith("application/json")
+    assert got.headers["SdkAppId"] == "1400000001"
+    assert "Sign" not in got.headers
+
+
+def test_signed_like_trtc_and_verifiable(callback_receiver, monkeypatch):
+    monkeypatch.setenv("CALLBACK_SIGN_KEY", "testKey123")
+    assert post_result(callback_receiver.url, RESULT, backoff=0.05)
+    (got,) = callback_receiver.wait_for(1)
+    # What a receiver does per TRTC's callback doc: base64(HMAC-SHA256(key, raw body)).
+    expected = base64.b64encode(hmac.new(b"testKey123", got.body, hashlib.sha256).digest()).decode()
+    assert got.headers["Sign"] == expected
+    forged = json.dumps({**RESULT, "RoomId": 9}).encode()
+    assert base64.b64encode(hmac.new(b"testKey123", forged, hashlib.sha256).digest()).decode() != got.headers["Sign"]
+
+
+def test_503s_then_delivered(callback_receiver):
+    callback_receiver.fail_next(2)
+    assert post_result(callback_receiver.url, RESULT, tries=3, backoff=0.05)
+    assert callback_receiver.attempts == 3
+    assert [r.json for r in callback_receiver.received] == [RESULT]
+
+
+def test_down_then_up_is_delivered(callback_receiver, monkeypatch):
+    callback_receiver.down()
+    slept: list[float] = []
+
+    def sleep_then_recover(seconds: float) -> None:  # the receiver comes back during the first backoff
+        slept.append(seconds)
+        callback_receiver.up()
+
+    monkeypatch.setattr(callback.time, "sleep", sleep_then_recover)
+    assert post_result(callback_receiver.url, RESULT, tries=3, backoff=0.2)
+    assert len(slept) == 1 and 0.1 <= slept[0] <= 0.2
+    assert callback_receiver.wait_for(1)[0].json == RESULT
+
+
+def test_dropped_connection_is_retried(callback_receiver):
+    callback_receiver.drop_next(1)
+    assert post_result(callback_receiver.url, RESULT, backoff=0.05)
+    assert callback_receiver.wait_for(1)[0].json == RESULT
+
+
+def test_down_for_good_returns_false_logs_and_does_not_raise(callback_receiver, capfd):
+    url = callback_receiver.url
+    callback_receiver.down()
+    assert post_result(url, RESULT, tries=3, backoff=0.05, timeout=2) is False
+    lines = [json.loads(line) for line in capfd.readouterr().err.splitlines() if line.startswith("{")]
+    failed = [line for line in lines if line["msg"] == "callback failed"]
+    assert failed and failed[0]["tries"] == 3 and "Connection" in failed[0]["error"]
+    assert sum(1 for line in lines if line["msg"] == "callback attempt failed, retrying") == 2
+
+
+def test_4xx_is_not_retried(callback_receiver):
+    callback_receiver.fail_next(1, status=400)
+    assert post_result(callback_receiver.url, RESULT, backoff=0.05) is False
+    assert callback_receiver.attempts == 1
+
+
+def test_internal_host_refused_without_allowlist(callback_receiver, monkeypatch, capfd):
+    monkeypatch.delenv("CALLBACK_ALLOWLIST", raising=False)
+    assert post_result(callback_receiver.url, RESULT, backoff=0.05) is False
+    assert callback_receiver.attempts == 0  # nothing was sent
+    assert "loopback" in capfd.readouterr().err
+    for url in (callback_receiver.url, "http://10.0.0.8/cb", "http://169.254.169.254/latest", "http://metadata.tencentyun.com/x"):
+        with pytest.raises(DestinationRefused, match="CALLBACK_ALLOWLIST"):
+            validate_callback_url(url)
+
+
+def test_callback_url_must_be_http(monkeypatch):
+    for url in ("ftp://example.com/x", "file:///etc/passwd", "/tmp/x", "", "http://"):
+        with pytest.raises(DestinationRefused, match="http or https"):
+            validate_callback_url(url)
+    assert validate_callback_url("http://127.0.0.1:9/cb") == "http://127.0.0.1:9/cb"  # allowlisted in tests
+
+
+def test_sign_key_never_logged(callback_receiver, monkeypatch, capfd):
+    monkeypatch.setenv("CALLBACK_SIGN_KEY", "super-secret-sign-key")
+    callback_receiver.fail_next(1)
+    assert post_result(callback_receiver.url + "?token=abcd1234", RESULT, backoff=0.05)
+    err = capfd.readouterr().err
+    assert "super-secret-sign-key" not in err and "abcd1234" not in err

@@ -1,0 +1,196 @@
+"""shared.storage against the local COS endpoint: what a recording's upload does and reports."""
+from __future__ import annotations
+
+import os
+from datetime import datetime, timezone
+
+import pytest
+
+from shared.storage import UploadError, cos_url, object_key, parse_cos_url, upload_file
+
+
+@pytest.fixture
+def cos_env(monkeypatch, cos_service):
+    """The function's environment as the emulator sets it: COS redirected to the local endpoint."""
+    monkeypatch.setenv("COS_ENDPOINT", cos_service.endpoint_url)
+    for name in ("TENCENTCLOUD_SECRETID", "TENCENTCLOUD_SECRETKEY", "TENCENTCLOUD_SESSIONTOKEN"):
+        monkeypatch.delenv(name, raising=False)
+    return cos_service
+
+
+def _upload(svc, path, key, **kw):
+    kw.setdefault("secret_id", svc.secret_id)
+    kw.setdefault("secret_key", svc.secret_key)
+    kw.setdefault("backoff", 0.05)
+    return upload_file(path, bucket=svc.bucket, region=svc.region, key=key, **kw)
+
+
+def test_small_file_is_put_and_url_names_the_object(cos_env, tmp_path):
+    src = tmp_path / "a.mp3"
+    src.write_bytes(b"ID3" + os.urandom(5000))
+    url = _upload(cos_env, src, "up/small/a.mp3")
+    assert url == f"https://{cos_env.bucket}.cos.{cos_env.region}.myqcloud.com/up/small/a.mp3"
+    assert parse_cos_url(url) == (cos_env.bucket, cos_env.region, "up/small/a.mp3")
+    assert cos_env.get_object_bytes("up/small/a.mp3") == src.read_bytes()
+
+
+def test_large_file_goes_up_in_parts_and_bytes_match(cos_env, tmp_path):
+    data = os.urandom(3 * 1024 * 1024 + 777)
+    src = tmp_path / "big.mp4"
+    src.write_bytes(data)
+    _upload(cos_env, src, "up/multi/big.mp4", multipart_threshold=1024 * 1024, part_size=1024 * 1024, max_workers=2)
+    reqs = [r for r in cos_env.requests if r.key == "up/multi/big.mp4"]
+    assert sum(1 for r in reqs if r.method == "PUT" and "partNumber" in r.query) == 4
+    assert any(r.method == "POST" and "uploadId" in r.query for r in reqs)  # completed
+    assert cos_env.get_object_bytes("up/multi/big.mp4") == data
+
+
+def test_wrong_secret_key_is_signaturedoesnotmatch(cos_env, tmp_path):
+    src = tmp_path / "x.mp3"
+    src.write_bytes(b"x" * 100)
+    with pytest.raises(UploadError) as e:
+        _upload(cos_env, src, "up/auth/x.mp3", secret_key="wrong-key-123456")
+    assert str(e.value).startswith("upload failed: SignatureDoesNotMatch")
+    assert "SecretKey" in str(e.value)  # says what to check
+    assert e.value.status == 403
+    # A 4xx is not retried: one PUT reached COS.
+    assert sum(1 for r in cos_env.requests if r.key == "up/auth/x.mp3") == 1
+
+
+def test_execution_role_credentials_from_the_environment(cos_env, monkeypatch, tmp_path):
+    cos_env.add_temporary_credentials("AKIDroleUploadTest", "role-secret-key-xyz", "role-session-token-xyz")
+    monkeypatch.setenv("TENCENTCLOUD_SECRETID", "AKIDroleUploadTest")
+    monkeypatch.setenv("TENCENTCLOUD_SECRETKEY", "role-secret-key-xyz")
+    monkeypatch.setenv("TENCENTCLOUD_SESSIONTOKEN", "role-session-token-xyz")
+    src = tmp_path / "role.mp3"
+    src.write_bytes(b"role" * 100)
+    upload_file(src, bucket=cos_env.bucket, region=cos_env.region, key="up/role/role.mp3", backoff=0.05)
+    assert cos_env.get_object_bytes("up/role/role.mp3") == src.read_bytes()
+
+    # Without its session token the role's key is refused, and the message says what is wrong.
+    monkeypatch.delenv("TENCENTCLOUD_SESSIONTOKEN")
+    with pytest.raises(UploadError, match=r"^upload failed: InvalidAccessKeyId"):
+        upload_file(src, bucket=cos_env.bucket, region=cos_env.region, key="up/role/again.mp3", backoff=0.05)
+
+
+def test_no_credentials_at_all_is_a_clear_error(cos_env, tmp_path):
+    src = tmp_path / "n.mp3"
+    src.write_bytes(b"n")
+    with pytest.raises(UploadError, match="no COS credentials.*TENCENTCLOUD_SECRETID"):
+        upload_file(src, bucket=cos_env.bucket, region=cos_env.region, key="up/none/n.mp3")
+    with pytest.raises(UploadError, match="CosConfig.SecretKey is missing"):
+        upload_file(src, bucket=cos_env.bucket, region=cos_env.region, key="up/none/n.mp3", secret_id="AKIDonly")
+
+
+def test_cos_failing_twice_then_succeeding_uploads(cos_env, tmp_path):
+    src = tmp_path / "flaky.mp3"
+    src.write_bytes(os.urandom(4000))
+    cos_env.fail_next(2)
+    _upload(cos_env, src, "up/flaky/flaky.mp3")
+    statuses = [r.status for r in cos_env.requests if r.key == "up/flaky/flaky.mp3"]
+    assert statuses == [503, 503, 200]
+    assert cos_env.get_object_bytes("up/flaky/flaky.mp3") == src.read_bytes()
+
+
+def test_dropped_connections_are_retried(cos_env, tmp_path):
+    src = tmp_path / "drop.mp3"
+    src.write_bytes(os.urandom(4000))
+    cos_env.drop_next(2)
+    _upload(cos_env, src, "up/drop/drop.mp3")
+    assert cos_env.get_object_bytes("up/drop/drop.mp3") == src.read_bytes()
+
+
+def test_multipart_failures_are_retried_per_request(cos_env, tmp_path):
+    data = os.urandom(2 * 1024 * 1024 + 10)
+    src = tmp_path / "parts.mp4"
+    src.write_bytes(data)
+    key = "up/partfail/p.mp4"
+    cos_env.fail_next(1, when=f"POST {key}?uploads")  # initiate
+    cos_env.fail_next(2, when="partNumber=2")  # one part, twice
+    cos_env.drop_next(1, when="partNumber=3")
+    cos_env.fail_next(1, when=f"POST {key}?uploadId")  # complete
+    _upload(cos_env, src, key, multipart_threshold=1024 * 1024, part_size=1024 * 1024, max_workers=2)
+    assert cos_env.get_object_bytes(key) == data
+    part_puts = [r for r in cos_env.requests if r.key == key and "partNumber" in r.query]
+    # Only the failed part was sent again, not the whole file.
+    assert sorted(r.query.split("partNumber=")[1].split("&")[0] for r in part_puts) == ["1", "2", "2", "2", "3", "3"]
+
+
+def test_cos_failing_for_good_gives_up_after_bounded_tries(cos_env, tmp_path):
+    src = tmp_path / "down.mp3"
+    src.write_bytes(b"d" * 10)
+    cos_env.fail_next(50)
+    with pytest.raises(UploadError) as e:
+        _upload(cos_env, src, "up/down/down.mp3", tries=3)
+    assert str(e.value).startswith("upload failed: ServiceUnavailable")
+    assert "after 3 tries" in str(e.value)
+    assert sum(1 for r in cos_env.requests if r.key == "up/down/down.mp3") == 3
+
+
+def test_cos_refusing_is_access_denied(cos_env, tmp_path):
+    src = tmp_path / "deny.mp3"
+    src.write_bytes(b"d" * 10)
+    cos_env.deny()
+    with pytest.raises(UploadError) as e:
+        _upload(cos_env, src, "up/deny/deny.mp3")
+    assert str(e.value).startswith("upload failed: AccessDenied")
+    assert e.value.code == "AccessDenied"
+
+
+def test_cos_refusing_a_large_file_is_access_denied(cos_env, tmp_path):
+    src = tmp_path / "deny.mp4"
+    src.write_bytes(os.urandom(2 * 1024 * 1024 + 5))
+    cos_env.deny()
+    with pytest.raises(UploadError, match=r"^upload failed: AccessDenied"):
+        _upload(cos_env, src, "up/deny/deny.mp4", multipart_threshold=1024 * 1024, part_size=1024 * 1024)
+
+
+def test_missing_file_and_network_down_are_clear(cos_env, monkeypatch, tmp_path):
+    with pytest.raises(UploadError, match=r"^upload failed: cannot read the file .*nope.mp3"):
+        _upload(cos_env, tmp_path / "nope.mp3", "up/x/nope.mp3")
+    src = tmp_path / "n.mp3"
+    src.write_bytes(b"n")
+    import socket
+
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    monkeypatch.setenv("COS_ENDPOINT", f"http://127.0.0.1:{port}")
+    with pytest.raises(UploadError, match=r"^upload failed: network error") as e:
+        _upload(cos_env, src, "up/x/n.mp3", tries=3, timeout=2)
+    assert e.value.code == "NetworkError"
+
+
+def test_secrets_never_reach_the_log(cos_env, capfd, tmp_path):
+    src = tmp_path / "log.mp3"
+    src.write_bytes(b"l" * 10)
+    cos_env.fail_next(1)
+    _upload(cos_env, src, "up/log/ok.mp3")
+    with pytest.raises(UploadError):
+        _upload(cos_env, src, "up/log/bad.mp3", secret_key="a-wrong-secret-key-987")
+    err = capfd.readouterr().err
+    assert "retrying" in err and "uploaded to cos" in err  # the log says what happened...
+    assert cos_env.secret_key not in err and "a-wrong-secret-key-987" not in err  # ...never with what keys
+
+
+def test_object_key_is_unique_sortable_and_rooted():
+    t = datetime(2026, 11, 21, 5, 6, 7, 890000, tzinfo=timezone.utc)
+    assert object_key("/records/", 1400000001, 1234, "anchor_1", t, "mp4") == \
+        "records/1400000001_1234_anchor_1_20261121T050607890Z.mp4"
+    assert object_key("/", 1400000001, 1234, "u", t, ".MP3") == "1400000001_1234_u_20261121T050607890Z.mp3"
+    assert object_key("", 1, 2, "u", t, "mp4", part=2) == "1_2_u_20261121T050607890Z_002.mp4"
+    assert object_key("a//b/", 1, 2, "u", t.timestamp(), "mp4") == "a/b/1_2_u_20261121T050607890Z.mp4"
+    # String rooms: "_" and unsafe characters are replaced and a hash keeps distinct rooms distinct.
+    k1, k2 = object_key("p", 1, "room_a", "u", t, "mp4"), object_key("p", 1, "room-a", "u", t, "mp4")
+    assert k1 != k2 and "_" not in k1.split("/")[-1].split("_")[1]
+    later = object_key("p", 1, 2, "u", t.timestamp() + 0.001, "mp4")
+    assert sorted([later, object_key("p", 1, 2, "u", t, "mp4")])[-1] == later
+    with pytest.raises(ValueError, match="'..'"):
+        object_key("a/../b", 1, 2, "u", t, "mp4")
+
+
+def test_cos_url_quotes_the_key():
+    assert cos_url("b-1250000000", "ap-guangzhou", "a b/c.mp4") == \
+        "https://b-1250000000.cos.ap-guangzhou.myqcloud.com/a%20b/c.mp4"
+    assert parse_cos_url("https://b-1250000000.cos.ap-guangzhou.myqcloud.com/a%20b/c.mp4") == \
+        ("b-1250000000", "ap-guangzhou", "a b/c.mp4")
