@@ -1,0 +1,74 @@
+"""Fixtures for the local cloud's tests: SCF behind a gateway and a Cloud API endpoint, with the
+probe function (tests/cloud/probe/index.py) as its code; the real tencentcloud ScfClient."""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import pytest
+
+from emulator.cloudapi import CloudApi
+from emulator.scf import FunctionConfig, Gateway, Scf, register
+
+PROBE_ROOT = Path(__file__).resolve().parent / "probe"
+SECRET_ID = "AKIDtestLocalCloud000000000000000000"
+SECRET_KEY = "testLocalCloudSecretKey0000000000"
+MAX_CONCURRENCY = 2
+
+
+@dataclass
+class ScfStack:
+    api: CloudApi
+    scf: Scf
+    gateway: Gateway
+    runs_dir: Path
+
+
+@pytest.fixture
+def scf_stack(tmp_path: Path):
+    api = CloudApi(SECRET_ID, SECRET_KEY).start()
+    env = {"PROBE_ENV": "from-configuration", "ROOM_BACKEND": "local"}
+    scf = Scf(tmp_path / "runs", [
+        FunctionConfig("probe", PROBE_ROOT, time_limit_ms=30_000, memory_limit_mb=256, environment=env),
+        FunctionConfig("probe_short", PROBE_ROOT, time_limit_ms=1_500, memory_limit_mb=128, environment=env),
+    ], max_concurrency=MAX_CONCURRENCY)
+    register(api, scf)
+    gateway = Gateway(scf).start()
+    yield ScfStack(api, scf, gateway, tmp_path / "runs")
+    gateway.stop()
+    scf.shutdown(2.0)
+    api.stop()
+
+
+def scf_client(endpoint: str, secret_id: str = SECRET_ID, secret_key: str = SECRET_KEY) -> Any:
+    from tencentcloud.common import credential
+    from tencentcloud.common.profile.client_profile import ClientProfile
+    from tencentcloud.common.profile.http_profile import HttpProfile
+    from tencentcloud.scf.v20180416 import scf_client as scf_module
+
+    http = HttpProfile(endpoint=endpoint, protocol="http", reqTimeout=30)
+    return scf_module.ScfClient(credential.Credential(secret_id, secret_key), "ap-guangzhou",
+                                ClientProfile(httpProfile=http))
+
+
+def until(predicate: Callable[[], Any], timeout: float = 20.0, what: str = "condition") -> Any:
+    """Poll `predicate` until it returns something truthy; fail the test after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(0.05)
+
+
+def alive(pid: int) -> bool:
+    """Running (a zombie nobody has reaped yet counts as dead)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (FileNotFoundError, ProcessLookupError, IndexError):
+        return False

@@ -1,0 +1,116 @@
+"""The local cloud started as a whole (in this process): one Cloud API endpoint for TRTC and SCF,
+COS that checks signatures, Redis, and the environment a function runs in."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import redis
+import requests
+from qcloud_cos import CosConfig, CosS3Client
+from qcloud_cos.cos_exception import CosServiceError
+from tencentcloud.common.exception.tencent_cloud_sdk_exception import TencentCloudSDKException
+from tencentcloud.scf.v20180416 import models as scf_models
+from tencentcloud.trtc.v20190722 import models as trtc_models
+
+from emulator.cloud import CloudConfig, LocalCloud
+
+from .conftest import PROBE_ROOT, scf_client, until
+
+
+@pytest.fixture(scope="module")
+def cloud(tmp_path_factory: pytest.TempPathFactory):
+    root = tmp_path_factory.mktemp("cloud")
+    functions = root / "functions"
+    functions.mkdir()
+    (functions / "push_stream").symlink_to(PROBE_ROOT, target_is_directory=True)  # the probe stands in
+    c = LocalCloud(CloudConfig(state_dir=root / "state", functions_dir=functions, shutdown_grace_s=2.0)).start()
+    yield c
+    c.stop()
+
+
+def _cos(info: dict, secret_key: str | None = None, secret_id: str | None = None, token: str | None = None):
+    cos = info["cos"]
+    config = CosConfig(IP=cos["ip"], Port=cos["port"], Region=cos["region"], Scheme="http",
+                       SecretId=secret_id or info["secretId"], SecretKey=secret_key or info["secretKey"], Token=token)
+    return CosS3Client(config, retry=0)
+
+
+def _trtc(info: dict):
+    from tencentcloud.common import credential
+    from tencentcloud.common.profile.client_profile import ClientProfile
+    from tencentcloud.common.profile.http_profile import HttpProfile
+    from tencentcloud.trtc.v20190722 import trtc_client
+
+    http = HttpProfile(endpoint=info["cloudApiEndpoint"], protocol="http", reqTimeout=10)
+    return trtc_client.TrtcClient(credential.Credential(info["secretId"], info["secretKey"]), "ap-guangzhou",
+                                  ClientProfile(httpProfile=http))
+
+
+def test_the_info_names_every_service_on_loopback(cloud):
+    info = cloud.info()
+    assert info["gateway"].startswith("http://127.0.0.1:")
+    assert info["cloudApiEndpoint"].startswith("127.0.0.1:")
+    assert info["roomAddress"].startswith("127.0.0.1:")
+    assert info["sdkAppId"] == 1400000001
+    assert info["cos"]["ip"] == "127.0.0.1" and info["cos"]["bucket"] and info["cos"]["region"]
+    assert info["redis"] == {"host": "127.0.0.1", "port": cloud.redis.port, "password": None}
+    assert info["functions"] == ["push_stream"]  # record_stream's folder is absent here: not served
+    assert json.loads((cloud.state_dir / "cloud.json").read_text()) == info
+
+
+def test_one_cloud_api_endpoint_serves_trtc_and_scf(cloud):
+    info = cloud.info()
+    req = trtc_models.RemoveUserRequest()
+    req.SdkAppId, req.RoomId, req.UserIds = info["sdkAppId"], 4242, ["nobody"]
+    with pytest.raises(TencentCloudSDKException) as e:
+        _trtc(info).RemoveUser(req)
+    assert e.value.code == "FailedOperation.RoomNotExist"  # signed right, served by TRTC's actions
+    lreq = scf_models.ListAsyncEventsRequest()
+    lreq.FunctionName = "push_stream"
+    assert scf_client(info["cloudApiEndpoint"], info["secretId"], info["secretKey"]).ListAsyncEvents(lreq).TotalCount >= 0
+
+
+def test_cos_serves_the_sdk_and_refuses_a_wrong_secret_key(cloud):
+    info = cloud.info()
+    bucket = info["cos"]["bucket"]
+    client = _cos(info)
+    client.put_object(Bucket=bucket, Key="checks/hello.txt", Body=b"hello cos")
+    assert client.get_object(Bucket=bucket, Key="checks/hello.txt")["Body"].get_raw_stream().read() == b"hello cos"
+    with pytest.raises(CosServiceError) as e:
+        _cos(info, secret_key="wrong-secret-key").get_object(Bucket=bucket, Key="checks/hello.txt")
+    assert e.value.get_status_code() == 403
+    assert e.value.get_error_code() == "SignatureDoesNotMatch"
+    # Persisted under the state directory.
+    assert (cloud.state_dir / "cos" / bucket / "checks" / "hello.txt").read_bytes() == b"hello cos"
+
+
+def test_functions_run_with_the_local_services_and_role_credentials_in_their_environment(cloud, tmp_path: Path):
+    info = cloud.info()
+    out = tmp_path / "seen.json"
+    r = requests.post(f"{info['gateway']}/push_stream", json={"out": str(out)}, timeout=5)
+    assert r.status_code == 200 and r.text == "Async run task submitted"
+    until(out.exists, 15, "the function to start")
+    env = json.loads(out.read_text())["env"]
+    assert env["ROOM_BACKEND"] == "local"
+    assert env["LOCAL_ROOM_ADDRESS"] == info["roomAddress"]
+    assert env["COS_ENDPOINT"] == f"http://127.0.0.1:{info['cos']['port']}"
+    assert "127.0.0.0/8" in env["SOURCE_ALLOWLIST"] and "127.0.0.0/8" in env["CALLBACK_ALLOWLIST"]
+    assert Path(env["CFS_PATH"]).parent == cloud.state_dir
+
+    # The execution role's temporary credentials work against the local COS, with their token only.
+    role = (env["TENCENTCLOUD_SECRETID"], env["TENCENTCLOUD_SECRETKEY"], env["TENCENTCLOUD_SESSIONTOKEN"])
+    bucket = info["cos"]["bucket"]
+    _cos(info, secret_id=role[0], secret_key=role[1], token=role[2]).put_object(
+        Bucket=bucket, Key="checks/role.txt", Body=b"role")
+    with pytest.raises(CosServiceError):
+        _cos(info, secret_id=role[0], secret_key=role[1]).put_object(Bucket=bucket, Key="checks/x.txt", Body=b"x")
+
+
+def test_redis_keeps_its_data_in_the_state_directory(cloud):
+    info = cloud.info()
+    client = redis.Redis(host=info["redis"]["host"], port=info["redis"]["port"], socket_timeout=5)
+    client.set("cloud-test", "1")
+    client.save()
+    assert (cloud.state_dir / "redis" / "dump.rdb").is_file()
