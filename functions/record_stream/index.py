@@ -1,0 +1,20 @@
+"""SCF entry point of record_stream: record each anchor of a TRTC room to MP3/MP4, upload to COS, call back.
+
+Deployed, this folder is the code root with `shared/` copied beside this file; in the repository,
+`shared/` is two levels up.
+"""
+import os
+import sys
+
+try:
+    import shared  # noqa: F401
+except ImportError:  # running from the repository without its root on sys.path
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+
+from shared.contracts.record import RecordParams  # noqa: E402
+from shared.gateway import handle  # noqa: E402
+from shared.recorder import record  # noqa: E402
+
+
+def main_handler(event, context):
+    return handle(event, context, function_name="record_stream", model=RecordParams, work=record)

@@ -1,0 +1,223 @@
+"""record_stream's parameters: the seed's names and types (003), plus the optional extensions.
+
+The gateway hands strings, so "1400000001" and "300" are accepted where an int is meant (pydantic's
+lax mode). Every bad field is reported at once; `shared.gateway` turns the errors into one sentence
+naming them.
+"""
+from __future__ import annotations
+
+import re
+from typing import Any, Literal, Optional
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationInfo, field_validator
+
+from ..callback import validate_callback_url
+from ..egress import DestinationRefused
+from ..room.base import MAX_ROOM_ID, RoomRef
+from ..runtime import redact_value
+
+# Characters TRTC allows in a string room id (besides letters and digits).
+_STR_ROOM_ID = re.compile(r"^[A-Za-z0-9 !#$%&()+\-:;<=.>?@\[\]^_{}|~,]{1,64}$")
+_USER_ID = re.compile(r"^[A-Za-z0-9_\-@.]{1,32}$")
+# COS bucket names are "<name>-<appid>", lower-case letters, digits and hyphens.
+_BUCKET = re.compile(r"^[a-z0-9][a-z0-9\-]{0,62}$")
+_REGION = re.compile(r"^[a-z0-9\-]{1,40}$")
+
+MODE_MP3 = "00"
+MODE_MP4_VIDEO = "01"
+MODE_MP4_AV = "02"
+
+
+def _mode(v: Any) -> Any:
+    # "00" is the seed's spelling; 0 / "0" / 2 are what a form or a careless client sends.
+    if isinstance(v, bool):
+        return v
+    if isinstance(v, int) and 0 <= v <= 2:
+        return f"{v:02d}"
+    if isinstance(v, str) and v.strip() in ("0", "1", "2"):
+        return f"{int(v.strip()):02d}"
+    return v.strip() if isinstance(v, str) else v
+
+
+class CosSettings(BaseModel):
+    """Where the files go. Without SecretId/SecretKey the execution role's credentials are used."""
+
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True, hide_input_in_errors=False)
+
+    SecretId: Optional[SecretStr] = None
+    SecretKey: Optional[SecretStr] = None
+    Region: str = Field(min_length=1)
+    Bucket: str = Field(min_length=1)
+    Path: str = Field(min_length=1, max_length=512)
+
+    @field_validator("SecretId", "SecretKey", mode="after")
+    @classmethod
+    def _remember_secret(cls, v: Optional[SecretStr]) -> Optional[SecretStr]:
+        if v is not None:
+            redact_value(v.get_secret_value())
+            if not v.get_secret_value():
+                return None
+        return v
+
+    @field_validator("SecretKey", mode="after")
+    @classmethod
+    def _pair(cls, v: Optional[SecretStr], info: ValidationInfo) -> Optional[SecretStr]:
+        has_id = info.data.get("SecretId") is not None
+        if "SecretId" in info.data and has_id != (v is not None):
+            raise ValueError("SecretId and SecretKey go together: give both or neither")
+        return v
+
+    @field_validator("Region", mode="after")
+    @classmethod
+    def _region(cls, v: str) -> str:
+        if not _REGION.match(v):
+            raise ValueError("must be a COS region such as ap-guangzhou")
+        return v
+
+    @field_validator("Bucket", mode="after")
+    @classmethod
+    def _bucket(cls, v: str) -> str:
+        if not _BUCKET.match(v):
+            raise ValueError("must be a COS bucket name such as test-1250000000 "
+                             "(lower-case letters, digits and hyphens)")
+        return v
+
+    @field_validator("Path", mode="after")
+    @classmethod
+    def _path(cls, v: str) -> str:
+        if ".." in v.split("/") or "\\" in v:
+            raise ValueError("must be a folder in the bucket such as /trtc (no '..' or backslash)")
+        return v
+
+    @property
+    def prefix(self) -> str:
+        """The key prefix: "/trtc/" -> "trtc", "/" -> ""."""
+        return self.Path.strip("/")
+
+
+class RecordParams(BaseModel):
+    """One record_stream request. Secrets are SecretStr: their repr never shows them."""
+
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True, hide_input_in_errors=False)
+
+    # --- the seed's parameters ---
+    SdkAppId: int = Field(gt=0, lt=1 << 32)
+    RoomId: Optional[int] = None
+    # Declared after RoomId so that its check sees whether RoomId was given (validation order).
+    StrRoomId: Optional[str] = Field(default=None, validate_default=True)
+    UserId: str
+    UserSig: SecretStr
+    CosConfig: CosSettings
+    Callback: Optional[str] = Field(default=None, max_length=2048)
+    Mode: Literal["00", "01", "02"] = MODE_MP3
+
+    # --- extensions (named after TRTC's CreateCloudRecording where one exists) ---
+    MaxIdleTime: int = Field(default=300, ge=1, le=86_400)  # seconds with no anchor in the room
+    MaxDuration: Optional[int] = Field(default=None, ge=1, le=86_400)  # seconds
+    SubscribeUserIds: Optional[list[str]] = None
+    UnsubscribeUserIds: Optional[list[str]] = None
+    # Minutes, as TRTC's; fractions are accepted so that a split can be short.
+    MaxMediaFileDuration: Optional[float] = Field(default=None, gt=0, le=1440)
+
+    @field_validator("SdkAppId", "RoomId", "MaxIdleTime", "MaxDuration", mode="before")
+    @classmethod
+    def _no_bool(cls, v: Any) -> Any:
+        if isinstance(v, bool):
+            raise ValueError("must be an integer, not a boolean")
+        if isinstance(v, str) and not v.strip():
+            return None
+        return v
+
+    @field_validator("RoomId", mode="after")
+    @classmethod
+    def _room_id(cls, v: Optional[int]) -> Optional[int]:
+        if v is not None and not 1 <= v <= MAX_ROOM_ID:
+            raise ValueError(f"an integer room id must be in 1..{MAX_ROOM_ID}")
+        return v
+
+    @field_validator("StrRoomId", mode="before")
+    @classmethod
+    def _str_room_id_type(cls, v: Any) -> Any:
+        if isinstance(v, int) and not isinstance(v, bool):
+            return str(v)
+        return v
+
+    @field_validator("StrRoomId", mode="after")
+    @classmethod
+    def _str_room_id(cls, v: Optional[str], info: ValidationInfo) -> Optional[str]:
+        if v == "":
+            v = None
+        if v is not None and not _STR_ROOM_ID.match(v):
+            raise ValueError("a string room id is 1..64 characters of letters, digits and "
+                             "!#$%&()+-:;<=.>?@[]^_{}|~, or space")
+        # RoomId absent (rather than invalid, which leaves it out of info.data) and no StrRoomId.
+        if v is None and "RoomId" in info.data and info.data["RoomId"] is None:
+            raise ValueError("RoomId (integer) or StrRoomId (string) is required")
+        return v
+
+    @field_validator("UserId", mode="after")
+    @classmethod
+    def _user_id(cls, v: str) -> str:
+        if not _USER_ID.match(v):
+            raise ValueError("must be 1..32 letters, digits, underscore, hyphen, @ or dot")
+        return v
+
+    @field_validator("UserSig", mode="after")
+    @classmethod
+    def _user_sig(cls, v: SecretStr) -> SecretStr:
+        redact_value(v.get_secret_value())  # scrubbed from every later log line
+        if not v.get_secret_value().strip():
+            raise ValueError("must not be empty")
+        return v
+
+    @field_validator("Callback", mode="after")
+    @classmethod
+    def _callback(cls, v: Optional[str]) -> Optional[str]:
+        if not v:
+            return None
+        if not re.match(r"^https?://", v, re.I):
+            raise ValueError("must be an http:// or https:// URL")
+        try:
+            validate_callback_url(v)
+        except DestinationRefused as e:
+            raise ValueError(str(e)) from None
+        return v
+
+    @field_validator("Mode", mode="before")
+    @classmethod
+    def _mode_spelling(cls, v: Any) -> Any:
+        return MODE_MP3 if v is None or v == "" else _mode(v)
+
+    @field_validator("SubscribeUserIds", "UnsubscribeUserIds", mode="before")
+    @classmethod
+    def _user_list(cls, v: Any) -> Any:
+        # A form or query string carries "a,b,c".
+        if isinstance(v, str):
+            return [s.strip() for s in v.split(",") if s.strip()]
+        return v
+
+    @field_validator("SubscribeUserIds", "UnsubscribeUserIds", mode="after")
+    @classmethod
+    def _user_list_ids(cls, v: Optional[list[str]]) -> Optional[list[str]]:
+        if v is not None:
+            bad = [u for u in v if not _USER_ID.match(u)]
+            if bad:
+                raise ValueError(f"not user ids: {', '.join(repr(u) for u in bad[:5])}")
+        return v
+
+    @property
+    def room(self) -> RoomRef:
+        """The integer room when RoomId is given (it wins), else the string room."""
+        return RoomRef(self.RoomId if self.RoomId is not None else self.StrRoomId)
+
+    def records(self, user_id: str) -> bool:
+        """Whether an anchor is recorded: everyone but the recorder, filtered by the two lists."""
+        if user_id == self.UserId:
+            return False
+        if self.SubscribeUserIds and user_id not in self.SubscribeUserIds:
+            return False
+        return not (self.UnsubscribeUserIds and user_id in self.UnsubscribeUserIds)
+
+    @property
+    def max_file_seconds(self) -> Optional[float]:
+        return None if self.MaxMediaFileDuration is None else self.MaxMediaFileDuration * 60.0

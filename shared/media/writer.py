@@ -1,0 +1,537 @@
+"""Recording files written as media arrives: one `AnchorRecording` per anchor's stay in the room.
+
+Mode "00" MP3 (libmp3lame from the PCM), "01" MP4 with the room's H.264 copied (never re-encoded),
+"02" MP4 with H.264 copied + AAC from the PCM. MP4s are faststart (the muxer moves the index to the
+front when the file is closed).
+
+Timing: every frame is placed on one timeline per anchor (milliseconds from its first frame), from
+the sender's pts, re-anchored on the arrival clock when pts jumps (a sender restarting its clock).
+Each file has one origin for audio and video, so they stay in sync; audio gaps (a muted microphone,
+lost packets) are filled with silence so that the file's timeline is the room's. Video starts at a
+key frame. Memory stays flat: frames go to the muxer as they come, nothing is held but the one video
+access unit whose duration is not known yet, and a few seconds of PCM while a Mode 02 file waits for
+its first key frame.
+"""
+from __future__ import annotations
+
+import errno
+import fractions
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import av
+
+from ..room.base import AUDIO_SAMPLE_RATE, AudioFrame, H264Frame
+
+MODE_MP3 = "00"
+MODE_MP4_VIDEO = "01"
+MODE_MP4_AV = "02"
+EXTENSIONS = {MODE_MP3: "mp3", MODE_MP4_VIDEO: "mp4", MODE_MP4_AV: "mp4"}
+
+_MS = fractions.Fraction(1, 1000)
+_SAMPLE = fractions.Fraction(1, AUDIO_SAMPLE_RATE)
+_LAYOUTS = {1: "mono", 2: "stereo"}
+
+# A sender's pts that disagrees with the arrival clock by more than this has jumped: re-anchor.
+REBASE_MS = 1000
+# Audio arriving this much later than the samples written so far is a gap: fill it with silence.
+GAP_FILL_MS = 30
+# Audio this much earlier than what is written is a duplicate or from before a jump: drop it.
+LATE_DROP_MS = 200
+# How long a Mode 02 file waits (media time) for the first key frame before starting audio-only.
+VIDEO_WAIT_MS = 3000
+# After MaxMediaFileDuration, how long a video file waits for a key frame before splitting anyway.
+SPLIT_GRACE_MS = 5000
+KEY_FRAME_ASK_EVERY_S = 1.0
+DEFAULT_FRAME_MS = 40  # the duration given to a last video frame when it has no successor
+SILENCE_CHUNK = AUDIO_SAMPLE_RATE  # silence is written a second at a time, never one huge buffer
+
+# OSError numbers that mean "no room left to write" (a full disk, a quota, a file size limit).
+NO_SPACE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
+
+
+class WriteError(OSError):
+    """Writing a recording file failed; `no_space` when the disk (or quota) is full."""
+
+    def __init__(self, path: Path, cause: BaseException):
+        code = getattr(cause, "errno", None)
+        super().__init__(code, f"writing {path.name} failed: {cause}")
+        self.path = path
+        self.no_space = code in NO_SPACE_ERRNOS
+
+
+@dataclass
+class RecordedFile:
+    """One finished file: what the recorder uploads and reports."""
+
+    user_id: str
+    path: Path
+    part: int  # 1, 2, ... when MaxMediaFileDuration split the stay
+    start_time: float  # wall clock (epoch seconds) of the file's first media
+    duration_s: float
+    error: str | None = None  # set when the file could not be finalised (it may not play)
+
+    @property
+    def ext(self) -> str:
+        return self.path.suffix.lstrip(".")
+
+
+# --- H.264 parameter sets ------------------------------------------------------------------------
+
+
+def nal_units(data: bytes) -> list[bytes]:
+    """The NAL units of an Annex-B access unit (start codes removed)."""
+    units: list[bytes] = []
+    start = data.find(b"\x00\x00\x01")
+    while start >= 0:
+        begin = start + 3
+        nxt = data.find(b"\x00\x00\x01", begin)
+        end = len(data) if nxt < 0 else nxt
+        unit = data[begin:end]
+        if nxt >= 0 and unit.endswith(b"\x00"):  # the 4th byte of a 00 00 00 01 start code
+            unit = unit.rstrip(b"\x00")
+        if unit:
+            units.append(unit)
+        start = nxt
+    return units
+
+
+class _Bits:
+    def __init__(self, rbsp: bytes):
+        self.value = int.from_bytes(rbsp, "big")
+        self.left = len(rbsp) * 8
+
+    def u(self, n: int) -> int:
+        if n > self.left:
+            raise ValueError("SPS ends early")
+        self.left -= n
+        return (self.value >> self.left) & ((1 << n) - 1)
+
+    def ue(self) -> int:
+        zeros = 0
+        while self.u(1) == 0:
+            zeros += 1
+            if zeros > 31:
+                raise ValueError("bad exp-Golomb code in SPS")
+        return (1 << zeros) - 1 + self.u(zeros)
+
+    def se(self) -> int:
+        k = self.ue()
+        return (k + 1) // 2 if k % 2 else -(k // 2)
+
+
+def sps_dimensions(sps: bytes) -> tuple[int, int]:
+    """(width, height) of the pictures an SPS NAL unit (header byte included) describes."""
+    rbsp = sps[1:].replace(b"\x00\x00\x03", b"\x00\x00")
+    b = _Bits(rbsp)
+    profile_idc = b.u(8)
+    b.u(16)  # constraint flags, level_idc
+    b.ue()  # seq_parameter_set_id
+    chroma_format_idc, separate_planes = 1, 0
+    if profile_idc in (100, 110, 122, 244, 44, 83, 86, 118, 128, 138, 139, 134, 135):
+        chroma_format_idc = b.ue()
+        if chroma_format_idc == 3:
+            separate_planes = b.u(1)
+        b.ue()
+        b.ue()  # bit depths
+        b.u(1)  # qpprime_y_zero_transform_bypass_flag
+        if b.u(1):  # seq_scaling_matrix_present_flag
+            for i in range(8 if chroma_format_idc != 3 else 12):
+                if b.u(1):
+                    last = nxt = 8
+                    for _ in range(16 if i < 6 else 64):
+                        if nxt:
+                            nxt = (last + b.se() + 256) % 256
+                        last = nxt or last
+    b.ue()  # log2_max_frame_num_minus4
+    poc_type = b.ue()
+    if poc_type == 0:
+        b.ue()
+    elif poc_type == 1:
+        b.u(1)
+        b.se()
+        b.se()
+        for _ in range(b.ue()):
+            b.se()
+    b.ue()  # max_num_ref_frames
+    b.u(1)  # gaps_in_frame_num_value_allowed_flag
+    width = (b.ue() + 1) * 16
+    map_units = b.ue() + 1
+    frame_mbs_only = b.u(1)
+    if not frame_mbs_only:
+        b.u(1)
+    b.u(1)  # direct_8x8_inference_flag
+    height = (2 - frame_mbs_only) * map_units * 16
+    if b.u(1):  # frame_cropping_flag
+        left, right, top, bottom = b.ue(), b.ue(), b.ue(), b.ue()
+        chroma = 0 if separate_planes else chroma_format_idc
+        unit_x = 2 if chroma in (1, 2) else 1
+        unit_y = (2 if chroma == 1 else 1) * (2 - frame_mbs_only)
+        width -= (left + right) * unit_x
+        height -= (top + bottom) * unit_y
+    if width <= 0 or height <= 0:
+        raise ValueError("SPS describes an empty picture")
+    return width, height
+
+
+def key_frame_dimensions(data: bytes) -> tuple[int, int] | None:
+    """The picture size from the SPS a key frame carries, or None when it carries none."""
+    for unit in nal_units(data):
+        if unit[0] & 0x1F == 7:
+            try:
+                return sps_dimensions(unit)
+            except ValueError:
+                return None
+    return None
+
+
+# --- one file ------------------------------------------------------------------------------------
+
+
+class _Part:
+    """One open file: its container, streams and cursors, all relative to `origin_ms`."""
+
+    def __init__(self, path: Path, number: int, mode: str, origin_ms: int, start_time: float,
+                 channels: int, video_size: tuple[int, int] | None):
+        self.path = path
+        self.number = number
+        self.origin_ms = origin_ms
+        self.start_time = start_time
+        self.channels = channels
+        self.samples = 0  # audio samples written (silence included)
+        self.video_end_ms = 0  # end of the last video frame written, relative to origin
+        self.last_dts: int | None = None
+        self.held: av.Packet | None = None  # the last access unit, waiting for its duration
+        self.held_pts = 0
+        self.last_duration = DEFAULT_FRAME_MS
+        self.has_video = video_size is not None
+        options = {"movflags": "+faststart"} if mode != MODE_MP3 else {}
+        self.container = av.open(str(path), "w", format="mp3" if mode == MODE_MP3 else "mp4", options=options)
+        self.video = None
+        self.audio = None
+        if video_size is not None:
+            # Copied, not encoded: a stream without a codec context; PyAV takes the extradata
+            # (SPS/PPS, made into avcC by the MP4 muxer) from the first key frame.
+            self.video = self.container.add_mux_stream("h264", width=video_size[0], height=video_size[1])
+            self.video.time_base = _MS
+        if mode == MODE_MP3:
+            self.audio = self.container.add_stream("libmp3lame", rate=AUDIO_SAMPLE_RATE, layout=_LAYOUTS[channels])
+            self.audio.bit_rate = 64_000 * channels
+        elif mode == MODE_MP4_AV:
+            self.audio = self.container.add_stream("aac", rate=AUDIO_SAMPLE_RATE, layout=_LAYOUTS[channels])
+            self.audio.bit_rate = 64_000 * channels
+        if self.audio is not None:
+            self.audio.time_base = _SAMPLE
+
+    @property
+    def duration_ms(self) -> int:
+        audio_ms = self.samples * 1000 // AUDIO_SAMPLE_RATE
+        return max(audio_ms, self.video_end_ms)
+
+    # audio
+    def write_pcm(self, data: bytes) -> None:
+        samples = len(data) // (2 * self.channels)
+        frame = av.AudioFrame(format="s16", layout=_LAYOUTS[self.channels], samples=samples)
+        frame.planes[0].update(data)
+        frame.sample_rate = AUDIO_SAMPLE_RATE
+        frame.pts = self.samples
+        frame.time_base = _SAMPLE
+        self.samples += samples
+        self.container.mux(self.audio.encode(frame))
+
+    def write_silence_until(self, target_samples: int) -> None:
+        while self.samples < target_samples:
+            n = min(SILENCE_CHUNK, target_samples - self.samples)
+            self.write_pcm(bytes(n * 2 * self.channels))
+
+    def place_audio(self, frame: AudioFrame, at_ms: int) -> None:
+        """Write a frame whose place is `at_ms` (relative to origin), filling a gap before it."""
+        target = at_ms * AUDIO_SAMPLE_RATE // 1000
+        if target > self.samples + GAP_FILL_MS * AUDIO_SAMPLE_RATE // 1000:
+            self.write_silence_until(target)
+        elif target < self.samples - LATE_DROP_MS * AUDIO_SAMPLE_RATE // 1000:
+            return
+        self.write_pcm(frame.data)
+
+    # video
+    def write_video(self, frame: H264Frame, at_ms: int) -> None:
+        pts = max(0, at_ms)
+        if self.last_dts is not None and pts <= self.last_dts:
+            pts = self.last_dts + 1  # the muxer needs strictly increasing timestamps
+        packet = av.Packet(frame.data)
+        packet.stream = self.video
+        packet.time_base = _MS
+        packet.pts = packet.dts = pts
+        packet.is_keyframe = frame.key
+        self.last_dts = pts
+        self._release_held(pts)
+        self.held, self.held_pts = packet, pts
+
+    def _release_held(self, next_pts: int | None) -> None:
+        held, self.held = self.held, None
+        if held is None:
+            return
+        if next_pts is not None:
+            self.last_duration = max(1, next_pts - self.held_pts)
+        held.duration = self.last_duration
+        self.video_end_ms = self.held_pts + self.last_duration
+        self.container.mux(held)
+
+    def close(self, pad_audio_to_ms: int | None = None) -> None:
+        try:
+            self._release_held(None)
+            if self.audio is not None:
+                if pad_audio_to_ms is not None and self.samples:
+                    self.write_silence_until(pad_audio_to_ms * AUDIO_SAMPLE_RATE // 1000)
+                self.container.mux(self.audio.encode(None))
+        finally:
+            self.container.close()
+
+
+# --- one anchor's stay ---------------------------------------------------------------------------
+
+
+class _Clock:
+    """Maps a sender's pts (and when it arrived) to the anchor's timeline in ms.
+
+    The pts is trusted (a muted microphone shows as a pts gap as long as the arrival gap) unless it
+    goes back, or leaps ahead of the time that passed: then the sender's clock restarted, and the
+    frame is placed by its arrival instead. Frames delayed in the network keep their pts places.
+    """
+
+    def __init__(self) -> None:
+        self.offset: int | None = None  # timeline = pts + offset
+        self._last: dict[str, tuple[int, float | None, int]] = {}  # kind -> (pts, arrival, timeline)
+        self._latest: tuple[float | None, int] = (None, 0)  # (arrival, timeline) of the newest frame
+
+    def place(self, kind: str, pts_ms: int, arrival: float | None) -> int:
+        if self.offset is None:
+            self.offset = -pts_ms
+        at = pts_ms + self.offset
+        last = self._last.get(kind)
+        if last is not None and arrival is not None and last[1] is not None:
+            d_pts = pts_ms - last[0]
+            d_arrival = int((arrival - last[1]) * 1000)
+            if d_pts < -REBASE_MS or d_pts > d_arrival + REBASE_MS:
+                at = last[2] + max(0, d_arrival)
+                self.offset = at - pts_ms
+        self._last[kind] = (pts_ms, arrival, at)
+        if at >= self._latest[1] or self._latest[0] is None:
+            self._latest = (arrival, at)
+        return at
+
+    def now(self, arrival: float | None) -> int | None:
+        """Where `arrival` falls on the timeline (from the newest frame); None without arrivals."""
+        last_arrival, last_at = self._latest
+        if arrival is None or last_arrival is None:
+            return None
+        return last_at + int((arrival - last_arrival) * 1000)
+
+
+@dataclass
+class AnchorRecording:
+    """One anchor, from its first frame until it leaves or the recording stops, into one or more files.
+
+    Feed it with `add_audio` / `add_video` from one thread; `close()` finalises and returns every file.
+    Raises WriteError when a file cannot be written (`no_space` for a full disk).
+    """
+
+    user_id: str
+    mode: str
+    directory: Path
+    max_file_ms: int | None = None
+    request_key_frame: Callable[[], None] | None = None
+    name_prefix: str = ""
+    clock: Callable[[], float] = time.monotonic
+    wall: Callable[[], float] = time.time
+    files: list[RecordedFile] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if self.mode not in EXTENSIONS:
+            raise ValueError(f"unknown recording mode {self.mode!r}")
+        self._timeline = _Clock()
+        self._part: _Part | None = None
+        self._part_no = 0
+        self._pending_audio: list[tuple[AudioFrame, int]] = []  # Mode 02, waiting for a key frame
+        self._pending_start: float | None = None
+        self._audio_muted = False
+        self._last_ask = float("-inf")
+        self._closed = False
+        self.channels = 1
+
+    # --- input ----------------------------------------------------------------------------------
+
+    @property
+    def wants_audio(self) -> bool:
+        return self.mode != MODE_MP4_VIDEO
+
+    @property
+    def wants_video(self) -> bool:
+        return self.mode != MODE_MP3
+
+    def set_audio_muted(self, muted: bool) -> None:
+        """The anchor's microphone state: a muted microphone at the end still counts as silence."""
+        self._audio_muted = muted
+
+    def add_audio(self, frame: AudioFrame, arrival: float | None = None) -> None:
+        if self._closed or not self.wants_audio:
+            return
+        at = self._timeline.place("audio", frame.pts_ms, arrival)
+        self._guard(self._audio, frame, at)
+
+    def add_video(self, frame: H264Frame, arrival: float | None = None) -> None:
+        if self._closed or not self.wants_video:
+            return
+        at = self._timeline.place("video", frame.pts_ms, arrival)
+        self._guard(self._video, frame, at)
+
+    def _guard(self, fn: Callable, frame: object, at: int) -> None:
+        try:
+            fn(frame, at)
+        except WriteError:
+            raise
+        except (OSError, av.FFmpegError) as e:
+            path = self._part.path if self._part else self.directory
+            raise WriteError(path, e) from e
+
+    def _audio(self, frame: AudioFrame, at: int) -> None:
+        self.channels = frame.channels if frame.channels in _LAYOUTS else 1
+        part = self._part
+        if part is None:
+            if self.mode == MODE_MP4_AV:
+                self._hold_audio(frame, at)
+            else:
+                self._open(at).place_audio(frame, 0)
+            return
+        rel = at - part.origin_ms
+        if self.max_file_ms and rel >= self.max_file_ms:
+            if self.mode == MODE_MP3 or not part.has_video or rel >= self.max_file_ms + SPLIT_GRACE_MS:
+                self._roll(at)  # audio splits where it is; video files split at a key frame
+                if self.mode == MODE_MP4_AV:
+                    self._hold_audio(frame, at)
+                    return
+                part = self._open(at)
+                rel = 0
+            else:
+                self._ask_key_frame()
+        part.place_audio(frame, rel)
+
+    def _hold_audio(self, frame: AudioFrame, at: int) -> None:
+        # Mode 02 waits for the first key frame (its size names the video stream) before it opens
+        # the file; past VIDEO_WAIT_MS it starts audio-only rather than hold more.
+        if not self._pending_audio:
+            self._pending_start = self.wall()
+            self._ask_key_frame()
+        self._pending_audio.append((frame, at))
+        if at - self._pending_audio[0][1] >= VIDEO_WAIT_MS:
+            self._open_pending(video_size=None)
+        else:
+            self._ask_key_frame()
+
+    def _open_pending(self, video_size: tuple[int, int] | None, at: int | None = None) -> _Part:
+        pending, self._pending_audio = self._pending_audio, []
+        origin = pending[0][1] if pending else at
+        assert origin is not None
+        part = self._open(origin, video_size=video_size, start_time=self._pending_start)
+        self._pending_start = None
+        for frame, frame_at in pending:
+            part.place_audio(frame, frame_at - origin)
+        return part
+
+    def _video(self, frame: H264Frame, at: int) -> None:
+        part = self._part
+        size = key_frame_dimensions(frame.data) if frame.key else None
+        if part is None or not part.has_video:
+            if size is None:
+                self._ask_key_frame()  # video waits for its first key frame
+                return
+            if part is not None:
+                # A Mode 02 file that started audio-only: video begins a new file, with both.
+                self._roll(at)
+            if self.mode == MODE_MP4_AV and self._pending_audio:
+                part = self._open_pending(video_size=size, at=at)
+            else:
+                part = self._open(at, video_size=size)
+            part.write_video(frame, at - part.origin_ms)
+            return
+        rel = at - part.origin_ms
+        if self.max_file_ms and rel >= self.max_file_ms:
+            if size is not None:
+                self._roll(at)
+                part = self._open(at, video_size=size)
+                rel = 0
+            else:
+                self._ask_key_frame()
+        part.write_video(frame, rel)
+
+    # --- files ----------------------------------------------------------------------------------
+
+    def _open(self, origin_ms: int, video_size: tuple[int, int] | None = None,
+              start_time: float | None = None) -> _Part:
+        self._part_no += 1
+        start = self.wall() if start_time is None else start_time
+        stamp = time.strftime("%Y%m%d%H%M%S", time.gmtime(start)) + f"{int(start * 1000) % 1000:03d}"
+        name = f"{self.name_prefix}{self.user_id}_{stamp}_{self._part_no}.{EXTENSIONS[self.mode]}"
+        self.directory.mkdir(parents=True, exist_ok=True)
+        path = self.directory / name
+        try:
+            self._part = _Part(path, self._part_no, self.mode, origin_ms, start, self.channels, video_size)
+        except (OSError, av.FFmpegError) as e:
+            raise WriteError(path, e) from e
+        return self._part
+
+    def _roll(self, at: int) -> None:
+        """Close the current file (the next frame opens the next one)."""
+        part, self._part = self._part, None
+        if part is not None:
+            self._finish(part, None)
+
+    def _finish(self, part: _Part, end_ms: int | None) -> None:
+        pad = None
+        if self._audio_muted and end_ms is not None:
+            pad = max(end_ms - part.origin_ms, part.video_end_ms)
+        elif part.has_video and part.audio is not None:
+            pad = part.video_end_ms  # audio that stopped early (a muted microphone) is silence
+        error = None
+        try:
+            part.close(pad_audio_to_ms=pad)
+        except (OSError, av.FFmpegError) as e:
+            error = f"the file could not be finalised: {e}"
+            if getattr(e, "errno", None) in NO_SPACE_ERRNOS:
+                error = "disk full: the file could not be finalised"
+        if part.duration_ms > 0 or error:
+            self.files.append(RecordedFile(self.user_id, part.path, part.number, part.start_time,
+                                           part.duration_ms / 1000.0, error))
+        else:
+            part.path.unlink(missing_ok=True)  # nothing was recorded into it
+
+    def _ask_key_frame(self) -> None:
+        now = self.clock()
+        if self.request_key_frame is not None and now - self._last_ask >= KEY_FRAME_ASK_EVERY_S:
+            self._last_ask = now
+            try:
+                self.request_key_frame()
+            except Exception:  # asking is best effort; the anchor's next GOP comes anyway
+                pass
+
+    @property
+    def open_path(self) -> Path | None:
+        return self._part.path if self._part is not None else None
+
+    def close(self, arrival: float | None = None) -> list[RecordedFile]:
+        """Finalise every file (so that it plays) and return them all. Safe to call twice."""
+        if self._closed:
+            return self.files
+        self._closed = True
+        end_ms = self._timeline.now(arrival)
+        if self._part is None and self._pending_audio:
+            try:
+                self._open_pending(video_size=None)
+            except WriteError as e:
+                self.files.append(RecordedFile(self.user_id, e.path, self._part_no, self.wall(), 0.0, str(e)))
+        part, self._part = self._part, None
+        if part is not None:
+            self._finish(part, end_ms)
+        return self.files

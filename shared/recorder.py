@@ -1,0 +1,403 @@
+"""One recording: join a room as an audience member, write each anchor to its own files, and on any
+stop finalise, upload and report them.
+
+    room.poll() --RemoteAudio/RemoteVideo--> AnchorRecording (one per anchor's stay) --> files
+                                             files --> COS (in the background as they finish) --> result --> Callback
+
+The loop is the only thing on the main thread. Every way of stopping (removed from the room, the
+room dismissed, MaxIdleTime without anchors, MaxDuration, SIGTERM, the time limit drawing near, a
+full disk) ends in the same place: every file closed so that it plays, uploaded, and reported in
+the seed's result shape, which is returned and POSTed to Callback.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import threading
+import time
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from .contracts.record import RecordParams
+from .media.writer import AnchorRecording, RecordedFile, WriteError
+from .room import (
+    AudioAvailable, CloseReason, EnterParams, H264Frame, RemoteAudio, RemoteVideo, Role, Room, RoomClosed,
+    RoomError, UserEntered, UserLeft, VideoFormat, open_room,
+)
+from .runtime import Invocation, RunLogger, StopSignal
+
+CFS_PATH_ENV = "CFS_PATH"
+MIN_FREE_ENV = "RECORD_MIN_FREE_MB"
+DEFAULT_MIN_FREE_MB = 64.0
+ENTER_TIMEOUT_S = 10.0
+POLL_S = 0.1
+CHECK_EVERY_S = 1.0  # idle, MaxDuration and free disk are looked at this often
+UPLOAD_WORKERS = 2
+# Seconds kept back from the time limit for the callback once uploads are done.
+CALLBACK_RESERVE_S = 3.0
+
+MESSAGE_OK = "success"
+
+_CLOSE_REASONS = {
+    CloseReason.REMOVED: "removed",
+    CloseReason.REPLACED: "replaced",
+    CloseReason.DISMISSED: "dismissed",
+    CloseReason.ERROR: "room_error",
+    CloseReason.EXITED: "exited",
+}
+_STOP_MESSAGES = {
+    "removed": "the recorder was removed from the room",
+    "replaced": "another client entered the room with the recorder's UserId",
+    "dismissed": "the room was dismissed",
+    "idle": "no anchor in the room for MaxIdleTime",
+    "max_duration": "MaxDuration reached",
+    "terminated": "the function was terminated (SIGTERM)",
+    "time_limit": "the function's time limit drew near",
+    "disk_full": "the disk is full",
+    "room_error": "the connection to the room failed",
+    "enter_failed": "could not enter the room",
+    "exited": "the recorder left the room",
+}
+
+
+def record_directory(request_id: str, env: dict[str, str] | None = None) -> Path:
+    """This run's own folder: under CFS_PATH when set (a mounted CFS), else /tmp."""
+    env = dict(os.environ) if env is None else env
+    base = Path((env.get(CFS_PATH_ENV) or "").strip() or "/tmp")
+    safe = "".join(c if c.isalnum() or c in "-_" else "-" for c in request_id)[:64] or "run"
+    return base / f"record_{safe}"
+
+
+def min_free_bytes() -> int:
+    """RECORD_MIN_FREE_MB: the free space a recording keeps in hand to finalise its files.
+
+    Read at every check, so an operator (or a test) can change it while a recording runs.
+    """
+    raw = (os.environ.get(MIN_FREE_ENV) or "").strip()
+    try:
+        mb = float(raw) if raw else DEFAULT_MIN_FREE_MB
+    except ValueError:
+        mb = DEFAULT_MIN_FREE_MB
+    return int(max(0.0, mb) * 1024 * 1024)
+
+
+def free_bytes(directory: Path) -> int:
+    probe = directory
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    return shutil.disk_usage(probe).free
+
+
+@dataclass
+class _Stay:
+    """One anchor's stay in the room, being recorded."""
+
+    recording: AnchorRecording
+    reported: int = 0  # how many of its finished files have gone to the uploader
+
+
+@dataclass
+class Recorder:
+    params: RecordParams
+    inv: Invocation
+    log: RunLogger
+    stop: StopSignal
+    room_factory: Callable[[], Room] = open_room
+    directory: Path | None = None
+    # Filled in as the run goes.
+    reason: str | None = None
+    reason_detail: str = ""
+    stopped_at: float | None = None
+    _stays: dict[str, _Stay] = field(default_factory=dict)
+    _present: set[str] = field(default_factory=set)
+    _muted: set[str] = field(default_factory=set)
+    _broken: set[str] = field(default_factory=set)  # anchors whose files failed until they leave
+    _uploads: list[Future] = field(default_factory=list)
+    _pool: ThreadPoolExecutor | None = None
+
+    def __post_init__(self) -> None:
+        if self.directory is None:
+            self.directory = record_directory(self.inv.request_id)
+        self._max_file_ms = None if self.params.max_file_seconds is None else int(self.params.max_file_seconds * 1000)
+
+    # --- the run --------------------------------------------------------------------------------
+
+    def run(self) -> dict[str, Any]:
+        p = self.params
+        started = time.monotonic()
+        self.log.info("recording starting", room=str(p.room), user_id=p.UserId, mode=p.Mode,
+                      directory=str(self.directory), max_idle_s=p.MaxIdleTime, max_duration_s=p.MaxDuration,
+                      max_file_min=p.MaxMediaFileDuration)
+        assert self.directory is not None
+        try:
+            free = free_bytes(self.directory)
+        except OSError as e:
+            return self._finish_without_room("disk_full", f"cannot use {self.directory}: {e}")
+        if free < min_free_bytes():
+            return self._finish_without_room(
+                "disk_full", f"only {free // (1 << 20)} MB free in {self.directory.parent}, "
+                             f"{MIN_FREE_ENV} asks for {min_free_bytes() // (1 << 20)} MB")
+        try:
+            self.directory.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            return self._finish_without_room("disk_full", f"cannot create {self.directory}: {e}")
+
+        try:
+            room = self.room_factory()
+            room.enter(EnterParams(p.SdkAppId, p.room, p.UserId, p.UserSig.get_secret_value(), role=Role.AUDIENCE,
+                                   timeout=ENTER_TIMEOUT_S, video_output=VideoFormat.H264,
+                                   audio_output_channels=1, receive_media=True))
+        except RoomError as e:
+            return self._finish_without_room("enter_failed", e.message, code=e.code)
+        except Exception as e:  # a misconfigured backend: say so in the result, not as a traceback
+            return self._finish_without_room("enter_failed", f"{type(e).__name__}: {e}")
+        self.log.info("recording", room=str(p.room), seconds_to_enter=round(time.monotonic() - started, 3))
+
+        self._pool = ThreadPoolExecutor(max_workers=UPLOAD_WORKERS, thread_name_prefix="upload")
+        try:
+            self._loop(room, time.monotonic())
+        finally:
+            if room.closed is None:
+                room.exit()
+        return self._finish()
+
+    def _loop(self, room: Room, entered: float) -> None:
+        p = self.params
+        idle_since: float | None = entered
+        next_check = 0.0
+        while True:
+            event = room.poll(POLL_S)
+            while event is not None:
+                now = time.monotonic()
+                if isinstance(event, RoomClosed):
+                    self._stop(_CLOSE_REASONS.get(event.reason, "room_error"),
+                               f"{event.message} (TRTC {event.code})" if event.code else event.message)
+                    return
+                try:
+                    self._on_event(room, event, now)
+                except WriteError as e:
+                    if e.no_space:
+                        self._stop("disk_full", str(e))
+                        return
+                    user = getattr(event, "user_id", "")
+                    self.log.error("recording file failed; this anchor is not recorded until it comes back",
+                                   user_id=user, error=str(e))
+                    self._end_stay(user, now)
+                    self._broken.add(user)
+                if self.stop.reason:  # a stop between events ends the batch too
+                    break
+                event = room.poll(0)
+            now = time.monotonic()
+            if self._present:
+                idle_since = None
+            elif idle_since is None:
+                idle_since = now
+            if self.stop.reason:
+                self._stop(self.stop.reason, "")
+                return
+            if now >= next_check:
+                next_check = now + CHECK_EVERY_S
+                if idle_since is not None and now - idle_since >= p.MaxIdleTime:
+                    self._stop("idle", f"no anchor for {p.MaxIdleTime} s")
+                    return
+                if p.MaxDuration is not None and now - entered >= p.MaxDuration:
+                    self._stop("max_duration", f"{p.MaxDuration} s recorded")
+                    return
+                assert self.directory is not None
+                try:
+                    free = free_bytes(self.directory)
+                except OSError:
+                    free = 0
+                if free < min_free_bytes():
+                    self._stop("disk_full", f"{free // (1 << 20)} MB left in {self.directory}, "
+                                            f"{MIN_FREE_ENV} keeps {min_free_bytes() // (1 << 20)} MB")
+                    return
+
+    def _on_event(self, room: Room, event: Any, now: float) -> None:
+        if isinstance(event, RemoteAudio):
+            stay = self._stay_for(room, event.user_id, now)
+            if stay is not None:
+                stay.recording.add_audio(event.frame, now)
+                self._collect(stay)
+        elif isinstance(event, RemoteVideo):
+            if isinstance(event.frame, H264Frame):
+                stay = self._stay_for(room, event.user_id, now)
+                if stay is not None:
+                    stay.recording.add_video(event.frame, now)
+                    self._collect(stay)
+        elif isinstance(event, UserEntered):
+            if event.user_id != self.params.UserId:
+                self._present.add(event.user_id)
+                self.log.info("anchor entered", anchor=event.user_id, recorded=self.params.records(event.user_id))
+        elif isinstance(event, UserLeft):
+            self._present.discard(event.user_id)
+            self._muted.discard(event.user_id)
+            self._broken.discard(event.user_id)
+            self._end_stay(event.user_id, now)
+            self.log.info("anchor left", anchor=event.user_id, reason=event.reason)
+        elif isinstance(event, AudioAvailable):
+            if event.available:
+                self._muted.discard(event.user_id)
+            else:
+                self._muted.add(event.user_id)
+            stay = self._stays.get(event.user_id)
+            if stay is not None:
+                stay.recording.set_audio_muted(not event.available)
+
+    def _stay_for(self, room: Room, user_id: str, now: float) -> _Stay | None:
+        stay = self._stays.get(user_id)
+        if stay is not None:
+            return stay
+        if not self.params.records(user_id) or user_id in self._broken:
+            return None
+        self._present.add(user_id)  # media proves presence even if the entry event was missed
+        assert self.directory is not None
+
+        def ask_key_frame() -> None:
+            room.request_key_frame(user_id)
+
+        recording = AnchorRecording(user_id, self.params.Mode, self.directory, max_file_ms=self._max_file_ms,
+                                    request_key_frame=ask_key_frame)
+        recording.set_audio_muted(user_id in self._muted)
+        stay = self._stays[user_id] = _Stay(recording)
+        self.log.info("recording anchor", anchor=user_id)
+        return stay
+
+    def _end_stay(self, user_id: str, now: float) -> None:
+        stay = self._stays.pop(user_id, None)
+        if stay is None:
+            return
+        try:
+            stay.recording.close(now)
+        finally:
+            self._collect(stay)
+
+    def _collect(self, stay: _Stay) -> None:
+        """Send the stay's newly finished files to the uploader."""
+        files = stay.recording.files
+        while stay.reported < len(files):
+            f = files[stay.reported]
+            stay.reported += 1
+            assert self._pool is not None
+            self._uploads.append(self._pool.submit(self._upload, f))
+
+    def _stop(self, reason: str, detail: str) -> None:
+        if self.reason is None:
+            self.reason, self.reason_detail = reason, detail
+            self.stopped_at = time.monotonic()
+            self.log.info("recording stopping", reason=reason, detail=detail)
+
+    # --- the end --------------------------------------------------------------------------------
+
+    def _finish(self) -> dict[str, Any]:
+        now = time.monotonic()
+        for user_id in list(self._stays):
+            try:
+                self._end_stay(user_id, now)
+            except Exception as e:  # one anchor's file must not cost the others theirs
+                self.log.error("finalising a file failed", anchor=user_id, error=f"{type(e).__name__}: {e}")
+        finalised = time.monotonic()
+        files = []
+        for future in self._uploads:
+            files.append(future.result())
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+        self._tidy()
+        uploaded = time.monotonic()
+        result = self._result(files)
+        self.log.info("recording stopped", reason=self.reason, files=len(files),
+                      uploaded=sum(1 for f in files if f["Status"] == 1),
+                      finalise_s=round(finalised - (self.stopped_at or now), 3),
+                      upload_s=round(uploaded - finalised, 3))
+        self._callback(result)
+        return result
+
+    def _finish_without_room(self, reason: str, detail: str, code: int | None = None) -> dict[str, Any]:
+        self._stop(reason, detail)
+        self.log.error("recording did not start", reason=reason, detail=detail, code=code)
+        result = self._result([])
+        if code is not None:
+            result["Code"] = code
+        self._callback(result)
+        return result
+
+    def _result(self, files: list[dict[str, Any]]) -> dict[str, Any]:
+        p = self.params
+        reason = self.reason or "exited"
+        message = _STOP_MESSAGES.get(reason, reason)
+        if self.reason_detail:
+            message = f"{message}: {self.reason_detail}"
+        return {
+            "SdkAppId": p.SdkAppId,
+            "RoomId": p.RoomId if p.RoomId is not None else 0,
+            "UserId": p.UserId,
+            "StrRoomId": p.StrRoomId or "",
+            "Files": files,
+            "Reason": reason,
+            "Message": message,
+            "RequestId": self.inv.request_id,
+        }
+
+    def _upload(self, f: RecordedFile) -> dict[str, Any]:
+        """Upload one file (in the pool); its entry in Files."""
+        from .storage import UploadError, object_key, upload_file
+
+        p, cos = self.params, self.params.CosConfig
+        entry: dict[str, Any] = {"UserId": f.user_id, "RecordFile": "", "Status": 0, "Message": "",
+                                 "Duration": round(f.duration_s, 3), "StartTime": int(f.start_time * 1000)}
+        if f.error:
+            entry.update(Message=f.error, LocalPath=str(f.path))
+            return entry
+        try:
+            key = object_key(cos.Path, p.SdkAppId, p.room.id, f.user_id, f.start_time, f.ext,
+                             part=f.part if self._max_file_ms else None)
+            url = upload_file(
+                f.path, bucket=cos.Bucket, region=cos.Region, key=key,
+                secret_id=cos.SecretId.get_secret_value() if cos.SecretId else None,
+                secret_key=cos.SecretKey.get_secret_value() if cos.SecretKey else None,
+                content_type="audio/mpeg" if f.ext == "mp3" else "video/mp4",
+                deadline=self.inv.deadline - CALLBACK_RESERVE_S, log=self.log)
+        except UploadError as e:
+            self.log.error("upload failed; the file is kept", path=str(f.path), error=e.message)
+            entry.update(Message=e.message, LocalPath=str(f.path))
+            return entry
+        except Exception as e:  # never lose the report of a file over an unexpected error
+            self.log.error("upload failed; the file is kept", path=str(f.path), error=f"{type(e).__name__}: {e}")
+            entry.update(Message=f"upload failed: {type(e).__name__}: {e}", LocalPath=str(f.path))
+            return entry
+        entry.update(RecordFile=url, Status=1, Message=MESSAGE_OK)
+        try:  # uploaded: free the space for the rest of the recording
+            f.path.unlink()
+        except OSError:
+            pass
+        return entry
+
+    def _tidy(self) -> None:
+        try:
+            if self.directory is not None:
+                self.directory.rmdir()  # only when empty: failed uploads stay
+        except OSError:
+            pass
+
+    def _callback(self, result: dict[str, Any]) -> None:
+        url = self.params.Callback
+        if not url:
+            return
+        from .callback import post_result
+
+        started = time.monotonic()
+        ok = post_result(url, result, deadline=self.inv.deadline, log=self.log)
+        if ok:
+            self.log.info("callback delivered", seconds=round(time.monotonic() - started, 3),
+                          stop_to_callback_s=round(time.monotonic() - (self.stopped_at or started), 3))
+        else:
+            self.log.error("callback not delivered; the result is still returned")
+
+
+def record(params: RecordParams, inv: Invocation, log: RunLogger) -> dict[str, Any]:
+    """The record_stream work: run one recording under SIGTERM and the time limit."""
+    stop = StopSignal(deadline=inv.deadline)
+    with stop:
+        return Recorder(params, inv, log, stop).run()

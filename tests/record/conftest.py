@@ -1,0 +1,319 @@
+"""What the record tests share: anchors that publish PyAV-made media into the local room, a
+record_stream run in a thread or in a child process, and a look inside the files it made."""
+from __future__ import annotations
+
+import array
+import itertools
+import json
+import math
+import os
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from fractions import Fraction
+from pathlib import Path
+from typing import Any
+
+import av
+import pytest
+
+from shared.room import AUDIO_SAMPLE_RATE, AudioFrame, EnterParams, H264Frame, Role, RoomRef, VideoFormat
+from shared.room.local import LocalRoom
+from shared.storage import parse_cos_url
+
+REPO = Path(__file__).resolve().parents[2]
+FPS = 25
+SAMPLES_20MS = AUDIO_SAMPLE_RATE // 50
+RUN_TIMEOUT_S = 40.0
+
+_room_ids = itertools.count(810001)
+
+
+# --- media ---------------------------------------------------------------------------------------
+
+
+def tone(index: int, hz: float = 440.0) -> AudioFrame:
+    """The index-th 20 ms of a continuous sine tone, pts from 0."""
+    start = index * SAMPLES_20MS
+    pcm = array.array("h", (int(9000 * math.sin(2 * math.pi * hz * n / AUDIO_SAMPLE_RATE))
+                            for n in range(start, start + SAMPLES_20MS)))
+    return AudioFrame(pcm.tobytes(), index * 20)
+
+
+def h264_units(count: int, width: int = 160, height: int = 120, gop: int = FPS) -> list[H264Frame]:
+    """Annex-B access units of a picture that changes every frame; SPS/PPS on each key frame."""
+    ctx = av.CodecContext.create("libx264", "w")
+    ctx.width, ctx.height, ctx.pix_fmt = width, height, "yuv420p"
+    ctx.time_base = Fraction(1, 1000)
+    ctx.framerate = Fraction(FPS, 1)
+    ctx.gop_size = gop
+    ctx.max_b_frames = 0
+    ctx.options = {"preset": "ultrafast", "tune": "zerolatency", "repeat-headers": "1"}
+    units: list[H264Frame] = []
+    for i in range(count):
+        frame = av.VideoFrame(width, height, "yuv420p")
+        for n, plane in enumerate(frame.planes):
+            plane.update(bytes([(i * 7) % 200 + 20 if n == 0 else 128]) * plane.buffer_size)
+        frame.pts = i * 1000 // FPS
+        units.extend(H264Frame(bytes(p), int(p.pts), bool(p.is_keyframe), int(p.dts)) for p in ctx.encode(frame))
+    units.extend(H264Frame(bytes(p), int(p.pts), bool(p.is_keyframe), int(p.dts)) for p in ctx.encode(None))
+    return units
+
+
+@pytest.fixture(scope="session")
+def video_units() -> list[H264Frame]:
+    """10 s of 160x120 H.264 at 25 fps, one key frame a second (enough for every test here)."""
+    return h264_units(10 * FPS)
+
+
+@dataclass
+class Probe:
+    """What PyAV finds in a recording: codec names and decoded durations (seconds)."""
+
+    codecs: list[str]
+    audio_s: float = 0.0
+    video_s: float = 0.0
+    video_frames: int = 0
+    audio_rms: list[float] = field(default_factory=list)  # per 100 ms of decoded audio
+
+    @property
+    def duration(self) -> float:
+        return max(self.audio_s, self.video_s)
+
+
+def probe(path: Path) -> Probe:
+    with av.open(str(path)) as c:
+        codecs = [s.codec_context.name for s in c.streams]
+    out = Probe(codecs)
+    with av.open(str(path)) as c:
+        if c.streams.audio:
+            samples = 0
+            acc: list[float] = []
+            to_s16 = av.AudioResampler(format="s16", layout="mono", rate=AUDIO_SAMPLE_RATE)
+            for frame in c.decode(audio=0):
+                samples += frame.samples
+                for pcm in to_s16.resample(frame):
+                    values = array.array("h")
+                    values.frombytes(bytes(pcm.planes[0])[:pcm.samples * 2])
+                    acc.extend(values)
+                while len(acc) >= AUDIO_SAMPLE_RATE // 10:
+                    chunk, acc = acc[:AUDIO_SAMPLE_RATE // 10], acc[AUDIO_SAMPLE_RATE // 10:]
+                    out.audio_rms.append(math.sqrt(sum(v * v for v in chunk) / len(chunk)))
+            out.audio_s = samples / AUDIO_SAMPLE_RATE
+    with av.open(str(path)) as c:
+        if c.streams.video:
+            first = last = None
+            for frame in c.decode(video=0):
+                t = float(frame.pts * frame.time_base)
+                first = t if first is None else first
+                last = t
+                out.video_frames += 1
+            if first is not None:
+                out.video_s = last - first + 1 / FPS
+    return out
+
+
+# --- anchors -------------------------------------------------------------------------------------
+
+
+class Anchor:
+    """An anchor in the local room publishing a tone and pre-encoded H.264 in real time."""
+
+    def __init__(self, service: Any, room: int | str, user_id: str):
+        host, _, port = service.address.rpartition(":")
+        self.user_id = user_id
+        self.room = LocalRoom(host, int(port))
+        self.room.enter(EnterParams(service.sdk_app_id, RoomRef(room), user_id, service.usersig(user_id),
+                                    role=Role.ANCHOR, video_input=VideoFormat.H264, receive_media=False))
+        self.room.start_audio(1)
+        self.room.start_video()
+        self.sent_audio = 0
+        self.sent_video = 0
+        self._thread: threading.Thread | None = None
+
+    def publish(self, seconds: float, units: list[H264Frame] | None = None, audio: bool = True,
+                mute: tuple[float, float] | None = None, pts_base: int = 0) -> "Anchor":
+        """Send `seconds` of media in real time (in a thread); `mute` (from, to) skips audio there."""
+        def run() -> None:
+            start = time.monotonic()
+            frames = int(seconds * 50)
+            v = 0
+            for i in range(frames):
+                t = i * 0.02
+                if audio and not (mute and mute[0] <= t < mute[1]):
+                    frame = tone(i)
+                    frame.pts_ms += pts_base
+                    self.room.send_audio(frame)
+                    self.sent_audio += 1
+                while units is not None and v < len(units) and units[v].pts_ms <= i * 20:
+                    u = units[v]
+                    self.room.send_video(H264Frame(u.data, u.pts_ms + pts_base, u.key, u.pts_ms + pts_base))
+                    self.sent_video += 1
+                    v += 1
+                delay = start + t + 0.02 - time.monotonic()
+                if delay > 0:
+                    time.sleep(delay)
+
+        self._thread = threading.Thread(target=run, name=f"anchor-{self.user_id}", daemon=True)
+        self._thread.start()
+        return self
+
+    def wait(self, timeout: float = 20.0) -> "Anchor":
+        if self._thread is not None:
+            self._thread.join(timeout)
+            assert not self._thread.is_alive(), "the anchor did not finish publishing"
+        return self
+
+    def leave(self) -> None:
+        self.room.exit()
+
+
+# --- runs ----------------------------------------------------------------------------------------
+
+
+class Run:
+    """record_stream's handler running in a thread of this process."""
+
+    def __init__(self, event: dict[str, Any], context: dict[str, Any]):
+        from functions.record_stream.index import main_handler
+
+        self.result: Any = None
+        self.error: BaseException | None = None
+
+        def target() -> None:
+            try:
+                self.result = main_handler(event, context)
+            except BaseException as e:  # surfaced by .wait()
+                self.error = e
+
+        self.thread = threading.Thread(target=target, name="record_stream", daemon=True)
+        self.thread.start()
+
+    def wait(self, timeout: float = RUN_TIMEOUT_S) -> dict[str, Any]:
+        self.thread.join(timeout)
+        assert not self.thread.is_alive(), f"record_stream did not return within {timeout} s"
+        if self.error is not None:
+            raise self.error
+        return self.result
+
+
+class Child:
+    """record_stream's handler in a child process (for SIGTERM); its result is the last stdout line."""
+
+    def __init__(self, event: dict[str, Any], context: dict[str, Any], env: dict[str, str]):
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "tests.record.child", json.dumps(event), json.dumps(context)],
+            cwd=str(REPO), env={**os.environ, **env}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+    def wait(self, timeout: float = RUN_TIMEOUT_S) -> tuple[dict[str, Any], str]:
+        try:
+            out, err = self.proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            out, err = self.proc.communicate()
+            raise AssertionError(f"record_stream child did not finish within {timeout} s: {err[-2000:]}")
+        lines = [line for line in out.splitlines() if line.strip()]
+        assert lines, f"record_stream child printed nothing (exit {self.proc.returncode}): {err[-2000:]}"
+        return json.loads(lines[-1]), err
+
+
+@dataclass
+class Studio:
+    """A room service, COS, a callback receiver and a CFS folder, wired into the environment."""
+
+    rooms: Any
+    cos: Any
+    callback: Any
+    cfs: Path
+    env: dict[str, str]
+
+    def new_room(self) -> int:
+        return next(_room_ids)
+
+    def event(self, room: int | str, mode: str = "00", user_id: str = "recorder", **extra: Any) -> dict[str, Any]:
+        params: dict[str, Any] = {
+            "SdkAppId": self.rooms.sdk_app_id,
+            "UserId": user_id,
+            "UserSig": self.rooms.usersig(user_id),
+            "CosConfig": {"SecretId": self.cos.secret_id, "SecretKey": self.cos.secret_key,
+                          "Region": self.cos.region, "Bucket": self.cos.bucket, "Path": "/trtc/test"},
+            "Callback": self.callback.url,
+            "Mode": mode,
+        }
+        params["StrRoomId" if isinstance(room, str) else "RoomId"] = room
+        params.update(extra)
+        return params
+
+    @staticmethod
+    def context(time_limit_s: float = 120.0) -> dict[str, Any]:
+        return {"request_id": f"rec-{uuid.uuid4().hex[:12]}", "function_name": "record_stream",
+                "time_limit_in_ms": int(time_limit_s * 1000)}
+
+    def start(self, event: dict[str, Any], context: dict[str, Any] | None = None) -> Run:
+        run = Run(event, context or self.context())
+        self.wait_in_room(event.get("RoomId") or event.get("StrRoomId"), event["UserId"])
+        return run
+
+    def start_child(self, event: dict[str, Any], context: dict[str, Any] | None = None) -> Child:
+        child = Child(event, context or self.context(), self.env)
+        self.wait_in_room(event.get("RoomId") or event.get("StrRoomId"), event["UserId"], timeout=20.0)
+        return child
+
+    def wait_in_room(self, room: int | str, user_id: str, timeout: float = 10.0) -> None:
+        end = time.monotonic() + timeout
+        while user_id not in self.rooms.rooms.user_ids(self.rooms.sdk_app_id, room):
+            assert time.monotonic() < end, f"{user_id} did not enter room {room} within {timeout} s"
+            time.sleep(0.02)
+
+    def anchor(self, room: int | str, user_id: str) -> Anchor:
+        return Anchor(self.rooms, room, user_id)
+
+    def remove(self, room: int | str, user_id: str = "recorder") -> None:
+        """RemoveUser (or RemoveUserByStrRoomId) through the real TrtcClient."""
+        from tencentcloud.trtc.v20190722 import models
+
+        client = self.rooms.trtc_client()
+        if isinstance(room, str):
+            req = models.RemoveUserByStrRoomIdRequest()
+            req.StrRoomId = room
+        else:
+            req = models.RemoveUserRequest()
+            req.RoomId = room
+        req.SdkAppId = self.rooms.sdk_app_id
+        req.UserIds = [user_id]
+        (client.RemoveUserByStrRoomId if isinstance(room, str) else client.RemoveUser)(req)
+
+    def dismiss(self, room: int) -> None:
+        from tencentcloud.trtc.v20190722 import models
+
+        req = models.DismissRoomRequest()
+        req.SdkAppId = self.rooms.sdk_app_id
+        req.RoomId = room
+        self.rooms.trtc_client().DismissRoom(req)
+
+    def fetch(self, url: str, into: Path) -> Path:
+        """The object behind a RecordFile URL, read from COS into a local file."""
+        bucket, _region, key = parse_cos_url(url)
+        assert bucket == self.cos.bucket
+        data = self.cos.client().get_object(Bucket=bucket, Key=key)["Body"].get_raw_stream().read()
+        into.write_bytes(data)
+        return into
+
+
+def make_studio(rooms: Any, cos_service: Any, callback_receiver: Any, tmp_path: Path,
+                monkeypatch: pytest.MonkeyPatch) -> Studio:
+    cfs = tmp_path / "cfs"
+    cfs.mkdir()
+    env = {**rooms.env, "COS_ENDPOINT": cos_service.endpoint_url, "CFS_PATH": str(cfs),
+           "CALLBACK_ALLOWLIST": "127.0.0.0/8,::1/128,localhost"}
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    return Studio(rooms, cos_service, callback_receiver, cfs, env)
+
+
+@pytest.fixture
+def studio(room_service, cos_service, callback_receiver, tmp_path, monkeypatch) -> Studio:
+    return make_studio(room_service, cos_service, callback_receiver, tmp_path, monkeypatch)

@@ -1,0 +1,44 @@
+"""Each Mode end to end: an anchor publishes PyAV-made media for a few seconds, RemoveUser stops the
+recording, and the callback, COS and the file's decoded content say what a user would check."""
+from __future__ import annotations
+
+import pytest
+
+from .conftest import probe
+
+PUBLISHED_S = 3.0
+EXPECTED = {"00": ["mp3float"], "01": ["h264"], "02": ["h264", "aac"]}
+
+
+@pytest.mark.parametrize("mode", ["00", "01", "02"])
+def test_each_mode_records_what_was_published(studio, video_units, tmp_path, mode):
+    room = studio.new_room()
+    run = studio.start(studio.event(room, mode=mode))
+    anchor = studio.anchor(room, "alice").publish(PUBLISHED_S, units=video_units).wait()
+    studio.remove(room)
+    result = run.wait()
+    anchor.leave()
+
+    body = studio.callback.wait_for(1)[0].json
+    assert set(body) >= {"SdkAppId", "RoomId", "UserId", "StrRoomId", "Files"}
+    assert (body["SdkAppId"], body["RoomId"], body["UserId"]) == (studio.rooms.sdk_app_id, room, "recorder")
+    assert body["Reason"] == "removed"
+    assert body["Files"] == result["Files"]
+    [entry] = body["Files"]
+    assert set(entry) >= {"UserId", "RecordFile", "Status", "Message"}
+    assert entry["UserId"] == "alice" and entry["Status"] == 1, entry
+    ext = "mp3" if mode == "00" else "mp4"
+    assert entry["RecordFile"].endswith("." + ext)
+    assert f"/trtc/test/{studio.rooms.sdk_app_id}_{room}_alice_" in entry["RecordFile"]
+
+    local = studio.fetch(entry["RecordFile"], tmp_path / f"got.{ext}")
+    found = probe(local)
+    assert sorted(found.codecs) == sorted(EXPECTED[mode])
+    assert abs(found.duration - PUBLISHED_S) <= 0.1, found
+    if mode != "01":
+        assert abs(found.audio_s - PUBLISHED_S) <= 0.1, found
+        assert min(found.audio_rms[1:-1]) > 1000  # the tone throughout, no holes
+    if mode != "00":
+        assert abs(found.video_s - PUBLISHED_S) <= 0.1, found
+        assert found.video_frames == anchor.sent_video
+    assert not list(studio.cfs.rglob("*.*")), "uploaded files are removed from CFS"
