@@ -7,6 +7,7 @@ room turns what the server sends into events; it never raises.
 """
 from __future__ import annotations
 
+import dataclasses
 import fractions
 import logging
 import socket
@@ -187,6 +188,11 @@ class LocalRoom(Room):
             raise RoomError(ERR_INVALID_OPERATION, "this room object has already been entered; make a new one")
         if params.audio_output_channels not in _LAYOUTS:
             raise RoomError(ERR_INVALID_PARAMETER, "audio_output_channels must be 1 or 2")
+        try:  # callers may pass the enums' string values
+            params = dataclasses.replace(params, role=Role(params.role), video_input=VideoFormat(params.video_input),
+                                         video_output=VideoFormat(params.video_output))
+        except ValueError as e:
+            raise RoomError(ERR_INVALID_PARAMETER, f"invalid entry parameter: {e}") from None
         self._params = params
         where = f"the local room server at {self.host}:{self.port}"
         deadline = time.monotonic() + max(0.1, params.timeout)
@@ -199,7 +205,7 @@ class LocalRoom(Room):
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self._sock = sock
         header: dict[str, Any] = {"t": wire.ENTER, "app": params.sdk_app_id, "room": params.room.id,
-                                  "user": params.user_id, "sig": params.user_sig, "role": Role(params.role).value,
+                                  "user": params.user_id, "sig": params.user_sig, "role": params.role.value,
                                   "recv": bool(params.receive_media)}
         try:
             sock.sendall(wire.encode(header))

@@ -117,16 +117,17 @@ def test_video_decoded_on_request_and_stereo_audio(join, room_id):
     rid = room_id()
     b = join("b", rid, video_output=VideoFormat.YUV420P, audio_output_channels=2)
     a = join("a", rid)
-    a.start_audio()
+    a.start_audio(channels=2)
     a.start_video(VideoEncodeConfig(fps=25))
     for i in range(10):
-        a.send_audio(media.tone(i))
+        a.send_audio(media.tone(i, channels=2))
         a.send_video(media.grey(160, 120, 200, i * 40))
     audio, video = _media_from(b, "a", audio=10, video=10)
     assert all(isinstance(f, PixelFrame) and (f.width, f.height) == (160, 120) for f in video)
     assert [f.pts_ms for f in video] == [i * 40 for i in range(10)]
     assert abs(media.mean_luma(video[-1]) - 200) < 10
     assert all(f.channels == 2 and len(f.data) == 960 * 2 * 2 for f in audio)
+    assert media.rms(audio[-1]) > 3000
 
 
 def test_member_that_does_not_receive_media_gets_events_only(join, room_id):
