@@ -26,6 +26,7 @@ from shared.egress import CALLBACK_ALLOWLIST_ENV, DestinationRefused, check_dest
 from shared.runtime import RunLogger, get_logger, redact_value
 
 SIGN_KEY_ENV = "CALLBACK_SIGN_KEY"
+_sleep = time.sleep  # the backoff wait (a test brings the receiver back during it)
 
 
 def sign_body(key: str, body: bytes) -> str:
@@ -104,6 +105,6 @@ def post_result(
             break
         log.warning("callback attempt failed, retrying", url=url, attempt=attempt, error=last,
                     retry_in_s=round(wait_s, 2))
-        time.sleep(wait_s)
+        _sleep(wait_s)
     log.error("callback failed", url=url, tries=attempt, error=last)
     return False

@@ -23,7 +23,7 @@ from werkzeug.test import run_wsgi_app
 
 from .errors import CosError, error_xml, new_request_id
 from .models import CosState, Fault, RequestRecord
-from .signature import Credential
+from .signature import Credential, verify
 
 log = logging.getLogger("emulator.cos")
 
@@ -100,7 +100,7 @@ class CosApp:
                 bucket = m.group("bucket")
                 if bucket != self.state.bucket or m.group("region") != self.state.region:
                     raise CosError("NoSuchBucket", "The specified bucket does not exist.", 404)
-            cred = self._verify(method, path, query, headers)
+            verify(method, path, query, headers, self.state.credentials)
             denial: Fault | None = self.state.faults.denial
             if denial is not None:
                 raise CosError(denial.code, denial.message, denial.status)
@@ -116,17 +116,12 @@ class CosApp:
             return fail(CosError(code, message, status))
         if status < 300 and key and self._changes_object(method, query):
             self.state.persist(key)
-        del cred
         passed = [(k, v) for k, v in out_headers if k.lower() not in ("content-type", "content-length", "server")]
         # A HEAD answer has no body but tells the object's length.
         length = next((v for k, v in out_headers if k.lower() == "content-length"), None) if method == "HEAD" else None
         return answer(status, out_body, passed, _content_type(out_headers, out_body), length)
 
     # --- pieces ---------------------------------------------------------------------------------
-
-    def _verify(self, method: str, path: str, query: list[tuple[str, str]], headers: dict[str, bytes]) -> Credential:
-        from .signature import verify
-        return verify(method, path, query, headers, self.state.credentials)
 
     @staticmethod
     def _read_body(environ: dict[str, Any]) -> bytes:
@@ -328,6 +323,22 @@ class CosService:
         config = CosConfig(IP=self.ip, Port=self.port, Region=self.region, Scheme="http",
                            SecretId=secret_id or self.secret_id, SecretKey=secret_key or self.secret_key, Token=token)
         return CosS3Client(config, retry=0)
+
+    @property
+    def env(self) -> dict[str, str]:
+        """The environment a function needs to upload here (its COS client is redirected)."""
+        return {"COS_ENDPOINT": self.endpoint_url}
+
+    def list_keys(self, prefix: str = "") -> list[str]:
+        """Every key under `prefix`, in order, listed through the SDK."""
+        keys: list[str] = []
+        marker = ""
+        while True:
+            page = self.client().list_objects(Bucket=self.bucket, Prefix=prefix, Marker=marker, MaxKeys=1000)
+            keys += [o["Key"] for o in page.get("Contents", [])]
+            if page.get("IsTruncated") != "true":
+                return keys
+            marker = page.get("NextMarker") or keys[-1]
 
     def get_object_bytes(self, key: str) -> bytes:
         """An object's content, read through the SDK as a user would."""

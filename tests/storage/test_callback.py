@@ -53,7 +53,7 @@ def test_down_then_up_is_delivered(callback_receiver, monkeypatch):
         slept.append(seconds)
         callback_receiver.up()
 
-    monkeypatch.setattr(callback.time, "sleep", sleep_then_recover)
+    monkeypatch.setattr(callback, "_sleep", sleep_then_recover)
     assert post_result(callback_receiver.url, RESULT, tries=3, backoff=0.2)
     assert len(slept) == 1 and 0.1 <= slept[0] <= 0.2
     assert callback_receiver.wait_for(1)[0].json == RESULT

@@ -158,3 +158,24 @@ def test_objects_persist_in_the_state_directory(tmp_path):
 def test_bad_bucket_name_is_refused_at_construction():
     with pytest.raises(ValueError, match="name-1250000000"):
         CosService(bucket="NoAppId")
+
+
+def test_presigned_url_downloads_without_the_sdk(cos_service):
+    """What a person does with a recording: a pre-signed URL opened by any HTTP client."""
+    import requests
+
+    c = cos_service.client()
+    c.put_object(Bucket=cos_service.bucket, Key="emu/pre/a.mp3", Body=b"ID3 presigned")
+    url = c.get_presigned_download_url(Bucket=cos_service.bucket, Key="emu/pre/a.mp3", Expired=60)
+    r = requests.get(url, timeout=5)
+    assert (r.status_code, r.content) == (200, b"ID3 presigned")
+    tampered = url.replace("emu/pre/a.mp3", "emu/pre/b.mp3")
+    assert requests.get(tampered, timeout=5).status_code == 403
+
+
+def test_list_keys_pages_through_everything(cos_service):
+    c = cos_service.client()
+    for i in range(3):
+        c.put_object(Bucket=cos_service.bucket, Key=f"emu/list/{i}.txt", Body=b"x")
+    assert cos_service.list_keys("emu/list/") == [f"emu/list/{i}.txt" for i in range(3)]
+    assert cos_service.env == {"COS_ENDPOINT": cos_service.endpoint_url}
