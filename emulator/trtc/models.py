@@ -18,7 +18,7 @@ from typing import Any, Callable, Protocol, Union
 from shared import usersig
 from shared.room.base import (
     ERR_BANNED_BY_SERVER, ERR_INVALID_PARAMETER, ERR_INVALID_ROOM_ID, ERR_INVALID_SDK_APP_ID, ERR_INVALID_USER_ID, ERR_INVALID_USER_SIG,
-    LEFT_KICKED, LEFT_NORMALLY, CloseReason, Role, RoomRef,
+    LEFT_KICKED, CloseReason, Role, RoomRef,
 )
 from shared.room import wire
 from shared.room.wire import Message
