@@ -1,0 +1,581 @@
+"""A videoSrc opened with PyAV: probe it, then yield room-ready frames interleaved by timestamp.
+
+Kinds: a local path, file://, http(s) files (mp4 including moov-at-end, flv, mkv, webm, mov,
+audio-only mp3/m4a), HLS (VOD and live), RTMP and HTTP-FLV. Every failure is a `SourceError`
+whose message names the source (credentials and query stripped) and the reason.
+"""
+from __future__ import annotations
+
+import collections
+import os
+import time
+from dataclasses import dataclass, field
+from fractions import Fraction
+from typing import Iterator
+from urllib.parse import urlsplit, urlunsplit
+
+import av
+
+from shared.egress import SOURCE_ALLOWLIST_ENV, DestinationRefused, check_destination
+from shared.media.convert import (
+    AudioConverter,
+    H264Passthrough,
+    VideoConverter,
+    to_ms,
+)
+from shared.room.base import AudioFrame, H264Frame, PixelFrame
+from shared.runtime import RunLogger, get_logger
+
+SOURCE_TIMEOUT_ENV = "SOURCE_TIMEOUT_SECONDS"
+DEFAULT_TIMEOUT_S = 15.0
+# Undecodable packets in a row before the source is declared broken.
+MAX_CONSECUTIVE_ERRORS = 25
+# How far one stream may run ahead of the other in the interleaving buffer before it is released
+# anyway (a stream that ended early, or a long gap in one of them).
+MAX_INTERLEAVE_MS = 2000
+# Packets read at open to look for B-frames (dts order != pts order) in the first GOP.
+PROBE_PACKETS = 48
+# A passthrough stream must show a key frame within this much media time, or it cannot be sent.
+MAX_WAIT_FOR_KEY_MS = 20_000
+# A non-live source that ends this far before its announced duration was cut short.
+TRUNCATION_SLACK_MS = 500
+# Forward timestamp jumps are the pacer's business; a backward one larger than this restarts the
+# stream's timeline after the furthest timestamp yielded so that pts stay monotonic.
+BACKWARD_JUMP_MS = 1000
+
+Frame = AudioFrame | PixelFrame | H264Frame
+
+
+class SourceError(Exception):
+    """The source cannot be used; the message names it and says why."""
+
+
+@dataclass
+class SourceInfo:
+    url: str
+    is_live: bool
+    duration_s: float | None
+    has_audio: bool
+    has_video: bool
+    video_codec: str | None
+    width: int | None
+    height: int | None
+    fps: float | None
+    audio_rate: int | None
+    audio_channels: int | None
+    passthrough: bool  # True when video is sent as H.264 access units without re-encoding
+
+
+@dataclass
+class VideoPlan:
+    """What the caller asked for; all None keeps source size and rate and allows passthrough."""
+
+    width: int | None = None
+    height: int | None = None
+    fps: int | None = None
+    bitrate_kbps: int | None = None
+    gop_s: int | None = None
+
+    @property
+    def asked(self) -> bool:
+        return any(v is not None for v in (self.width, self.height, self.fps, self.bitrate_kbps, self.gop_s))
+
+
+@dataclass
+class AudioPlan:
+    volume: int = 100  # 0..100
+    channels: int | None = None  # None: 1 for mono sources, 2 otherwise (more channels downmixed)
+
+
+def safe_url(url: str) -> str:
+    """The URL as it may be shown: no user:password, no query or fragment (tokens live there)."""
+    parts = urlsplit(url)
+    if not parts.scheme or len(parts.scheme) == 1:
+        return url  # a local path (or a Windows drive letter)
+    host = parts.hostname or ""
+    if ":" in host:
+        host = f"[{host}]"
+    netloc = host + (f":{parts.port}" if parts.port else "")
+    return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
+
+
+def _timeout_from_env() -> float:
+    raw = os.environ.get(SOURCE_TIMEOUT_ENV)
+    try:
+        value = float(raw) if raw else DEFAULT_TIMEOUT_S
+    except ValueError:
+        value = DEFAULT_TIMEOUT_S
+    return value if value > 0 else DEFAULT_TIMEOUT_S
+
+
+def _reason(e: BaseException, timeout_s: float) -> str:
+    """A person-readable reason from a PyAV/FFmpeg error."""
+    if isinstance(e, av.error.ExitError):
+        return f"no data within {timeout_s:g} s (timed out)"
+    if isinstance(e, av.error.HTTPNotFoundError):
+        return "HTTP 404 Not Found"
+    if isinstance(e, (av.error.HTTPError, av.error.HTTPClientError)):
+        return f"HTTP error: {getattr(e, 'strerror', None) or e}"
+    if isinstance(e, av.error.ConnectionRefusedError):
+        return "connection refused (host unreachable or nothing listening)"
+    if isinstance(e, av.error.TimeoutError):
+        return f"timed out after {timeout_s:g} s"
+    if isinstance(e, av.error.FileNotFoundError):
+        return "file not found"
+    if isinstance(e, av.error.InvalidDataError):
+        return "not a media file, or its data is corrupt (invalid data found when processing input)"
+    if isinstance(e, av.error.ProtocolNotFoundError):
+        return "unsupported protocol"
+    text = getattr(e, "strerror", None) or str(e)
+    return str(text)
+
+
+class MediaSource:
+    """Open, probe, and iterate a source. Not thread-safe; one `frames()` iteration at a time."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        video: VideoPlan = VideoPlan(),
+        audio: AudioPlan = AudioPlan(),
+        timeout_s: float | None = None,
+        log: RunLogger | None = None,
+    ):
+        if not isinstance(url, str) or not url.strip():
+            raise SourceError("videoSrc is empty")
+        self.url = url.strip()
+        self.name = safe_url(self.url)
+        self.video_plan = video
+        self.audio_plan = audio
+        self.timeout_s = float(timeout_s) if timeout_s and timeout_s > 0 else _timeout_from_env()
+        self.log = log or get_logger()
+        self.skipped = 0
+        self._container: av.container.InputContainer | None = None
+        self._primed: list[av.Packet] = []
+        self._iterations = 0
+        self._origin_us: int | None = None
+        if not 0 <= audio.volume <= 100:
+            raise SourceError(f"volume {audio.volume} is out of range 0..100")
+        self._open()
+
+    # --- opening -------------------------------------------------------------------------------
+
+    def _fail(self, reason: str) -> SourceError:
+        return SourceError(f"videoSrc {self.name}: {reason}")
+
+    def _kind(self) -> str:
+        parts = urlsplit(self.url)
+        scheme = parts.scheme.lower()
+        if not scheme or len(scheme) == 1:
+            return "file"
+        if scheme in ("file", "http", "https", "rtmp", "rtmps"):
+            return scheme
+        raise self._fail(f"unsupported scheme {scheme!r} (use a path, file://, http(s):// or rtmp://)")
+
+    def _open(self) -> None:
+        kind = self._kind()
+        self._kind_name = kind
+        target = self.url
+        if kind == "file":
+            path = self.url[7:] if self.url.startswith("file://") else self.url
+            if not os.path.exists(path):
+                raise self._fail("file not found")
+            if os.path.isdir(path):
+                raise self._fail("is a directory, not a media file")
+            target = path
+        else:
+            try:
+                check_destination(self.url, SOURCE_ALLOWLIST_ENV, "videoSrc")
+            except DestinationRefused as e:
+                raise SourceError(str(e).replace(self.url, self.name)) from None
+        us = str(int(self.timeout_s * 1_000_000))
+        options: dict[str, str] = {}
+        if kind in ("http", "https"):
+            options.update({
+                # Only the listed protocols, so that a playlist cannot reach into local files.
+                "protocol_whitelist": "http,https,tcp,tls,crypto",
+                "reconnect": "1",
+                "reconnect_on_network_error": "1",
+                "reconnect_delay_max": "2",
+                "rw_timeout": us,
+                "user_agent": "trtc-media-functions",
+            })
+        elif kind in ("rtmp", "rtmps"):
+            options.update({"rw_timeout": us, "protocol_whitelist": "rtmp,rtmps,tcp,tls"})
+        else:
+            options["protocol_whitelist"] = "file,crypto"
+        try:
+            self._container = av.open(
+                target, "r", options=options, timeout=(self.timeout_s, self.timeout_s))
+        except SourceError:
+            raise
+        except av.FFmpegError as e:
+            raise self._fail(_reason(e, self.timeout_s)) from None
+        except OSError as e:
+            raise self._fail(e.strerror or str(e)) from None
+        try:
+            self._probe()
+        except SourceError:
+            self.close()
+            raise
+        except av.FFmpegError as e:
+            self.close()
+            raise self._fail(_reason(e, self.timeout_s)) from None
+
+    def _probe(self) -> None:
+        c = self._container
+        vstreams = [s for s in c.streams.video if not (s.disposition & av.stream.Disposition.attached_pic)]
+        astreams = list(c.streams.audio)
+        self._vstream = vstreams[0] if vstreams else None
+        self._astream = astreams[0] if astreams else None
+        if self._vstream is None and self._astream is None:
+            raise self._fail("has no audio or video stream")
+        for s, what in ((self._vstream, "video"), (self._astream, "audio")):
+            if s is None:
+                continue
+            ctx = s.codec_context
+            name = s.codec_context.name if ctx is not None else None
+            if ctx is None or not name or name == "none":
+                raise self._fail(f"unsupported {what} codec (no decoder for it)")
+            try:
+                av.codec.Codec(name, "r")
+            except Exception:
+                raise self._fail(f"unsupported {what} codec {name!r}") from None
+        v, a = self._vstream, self._astream
+        if v is not None and (not v.codec_context.width or not v.codec_context.height):
+            raise self._fail("video stream has no picture size (unsupported or corrupt)")
+        if a is not None and not a.codec_context.sample_rate:
+            raise self._fail("audio stream has no sample rate (unsupported or corrupt)")
+
+        duration_s = c.duration / 1_000_000 if c.duration and c.duration > 0 else None
+        live = self._kind_name in ("rtmp", "rtmps") or (self._kind_name in ("http", "https") and duration_s is None)
+        if live:
+            duration_s = None
+        self._origin_us = c.start_time if c.start_time is not None and not live else None
+        if v is not None:
+            v.codec_context.thread_type = "AUTO"
+        fps = None
+        if v is not None:
+            rate = v.average_rate or v.guessed_rate or v.base_rate
+            fps = float(rate) if rate else None
+
+        passthrough = False
+        why = ""
+        if v is not None:
+            ctx = v.codec_context
+            if self.video_plan.asked:
+                why = "video parameters were asked for"
+            elif ctx.name != "h264":
+                why = f"source video is {ctx.name}, not H.264"
+            elif ctx.format is not None and ctx.format.name not in ("yuv420p", "yuvj420p"):
+                why = f"source H.264 is {ctx.format.name}, not 8-bit 4:2:0"
+            elif ctx.has_b_frames:
+                why = "source H.264 has B-frames"
+            elif self._first_gop_reorders():
+                why = "source H.264 has B-frames (frames out of order in the first GOP)"
+            else:
+                passthrough = True
+        src_ch = a.codec_context.channels if a is not None else None
+        self.channels = self.audio_plan.channels or (1 if src_ch == 1 else 2)
+        if self.channels not in (1, 2):
+            raise self._fail(f"audio channels {self.channels} not supported (1 or 2)")
+        self.info = SourceInfo(
+            url=self.name,
+            is_live=live,
+            duration_s=duration_s,
+            has_audio=a is not None,
+            has_video=v is not None,
+            video_codec=v.codec_context.name if v is not None else None,
+            width=v.codec_context.width if v is not None else None,
+            height=v.codec_context.height if v is not None else None,
+            fps=fps,
+            audio_rate=a.codec_context.sample_rate if a is not None else None,
+            audio_channels=src_ch,
+            passthrough=passthrough,
+        )
+        if v is None:
+            path = "no video"
+        elif passthrough:
+            path = "H.264 passthrough (no re-encoding)"
+        else:
+            path = f"decode to yuv420p ({why})"
+        self.log.info(
+            "source opened", source=self.name, live=live, duration=duration_s, video_path=path,
+            video_codec=self.info.video_codec, width=self.info.width, height=self.info.height, fps=fps,
+            audio_rate=self.info.audio_rate, audio_channels=src_ch, audio_out_channels=self.channels,
+            format=c.format.name)
+
+    def _first_gop_reorders(self) -> bool:
+        """Read the first packets (kept for replay) and look for pts out of decode order."""
+        v = self._vstream
+        last_pts = None
+        seen_video = 0
+        keys = 0
+        for packet in self._container.demux():
+            if packet.size == 0 and packet.pts is None:
+                continue
+            self._primed.append(packet)
+            if packet.stream is not v:
+                if len(self._primed) > PROBE_PACKETS * 4:
+                    break
+                continue
+            seen_video += 1
+            if packet.is_keyframe:
+                keys += 1
+                if keys > 1:
+                    break
+            if packet.pts is not None:
+                if last_pts is not None and packet.pts < last_pts:
+                    return True
+                last_pts = packet.pts
+            if seen_video >= PROBE_PACKETS:
+                break
+        return False
+
+    # --- reading -------------------------------------------------------------------------------
+
+    def close(self) -> None:
+        c, self._container = self._container, None
+        self._primed = []
+        if c is not None:
+            try:
+                c.close()
+            except Exception:
+                pass
+
+    def __enter__(self) -> "MediaSource":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _ms(self, ts: int | None, time_base: Fraction) -> int | None:
+        if ts is None or time_base is None:
+            return None
+        if self._origin_us is None:
+            # A live source: its timeline starts at the first timestamp we see.
+            self._origin_us = int(ts * time_base * 1_000_000)
+        return to_ms(ts, time_base) - self._origin_us // 1000
+
+    def frames(self, start_s: float = 0.0) -> Iterator[Frame]:
+        """Audio and video frames interleaved by pts (ms since the source's start).
+
+        With start_s > 0 the source seeks to the key frame at or before it; decoded frames before
+        start_s are dropped, so the first frame is within one frame of start_s. Passthrough video
+        cannot start between key frames (the receiver needs an IDR to decode anything), so it
+        starts at the key frame at or before start_s, and audio before that key frame is dropped:
+        audio and video then start together and the position reported is the true one.
+        """
+        if self._container is None:
+            raise self._fail("source is closed")
+        self._iterations += 1
+        start_ms = max(0, int(round(start_s * 1000)))
+        c = self._container
+        primed: list[av.Packet] = []
+        if self.info.is_live:
+            if start_ms:
+                self.log.warning("live source cannot seek; starting at the live edge", source=self.name)
+            start_ms = 0
+            primed, self._primed = self._primed, []
+        elif self._iterations == 1 and start_ms == 0 and self._primed:
+            primed, self._primed = self._primed, []
+        else:
+            self._primed = []
+            target = start_ms * 1000 + (self._origin_us or 0)
+            try:
+                c.seek(target, backward=True, any_frame=False)
+            except av.FFmpegError as e:
+                if start_ms:
+                    raise self._fail(f"cannot seek to {start_s:g} s: {_reason(e, self.timeout_s)}") from None
+                c.seek(self._origin_us or 0, backward=True)
+            for s in (self._vstream, self._astream):
+                if s is not None:
+                    s.codec_context.flush_buffers()
+        return self._iterate(primed, start_ms)
+
+    def _iterate(self, primed: list[av.Packet], start_ms: int) -> Iterator[Frame]:
+        v, a = self._vstream, self._astream
+        passthrough = self.info.passthrough
+        aconv = AudioConverter(self.channels, self.audio_plan.volume) if a is not None else None
+        vconv = None
+        pt = None
+        if v is not None:
+            if passthrough:
+                pt = H264Passthrough(v)
+            else:
+                plan = self.video_plan
+                vconv = VideoConverter(plan.width, plan.height, plan.fps)
+        if aconv is not None:
+            # Passthrough: audio waits for the first key frame's pts (see frames()).
+            aconv.reset(drop_before_ms=None if passthrough else start_ms)
+        key_ms: int | None = None if passthrough else start_ms
+        aq: collections.deque[Frame] = collections.deque()
+        vq: collections.deque[Frame] = collections.deque()
+        last = {"a": None, "v": None}
+        shift = {"a": 0, "v": 0}
+        furthest = [None]
+        consecutive = 0
+        a_done = a is None
+        v_done = v is None
+
+        def monotonic(kind: str, pts: int) -> int | None:
+            """Keep pts monotonic per stream: small regressions drop the frame, large ones shift."""
+            p = pts + shift[kind]
+            prev = last[kind]
+            if prev is not None and p <= prev:
+                if prev - p > BACKWARD_JUMP_MS:
+                    shift[kind] += (max(prev, furthest[0] or prev) + 1) - p
+                    p = pts + shift[kind]
+                elif kind == "v":
+                    return None
+                else:
+                    p = prev + 1 if p <= prev else p
+            last[kind] = p
+            if furthest[0] is None or p > furthest[0]:
+                furthest[0] = p
+            return p
+
+        def emit(kind: str, frames: list) -> None:
+            q = aq if kind == "a" else vq
+            for f in frames:
+                p = monotonic(kind, f.pts_ms)
+                if p is None:
+                    continue
+                f.pts_ms = p
+                q.append(f)
+
+        def release(final: bool) -> Iterator[Frame]:
+            while aq or vq:
+                if passthrough and key_ms is None and not v_done:
+                    # Audio is held until the first key frame fixes where playback starts.
+                    if aq and aq[-1].pts_ms - aq[0].pts_ms > MAX_WAIT_FOR_KEY_MS:
+                        raise self._fail(
+                            f"no H.264 key frame within {MAX_WAIT_FOR_KEY_MS // 1000} s of media")
+                    return
+                if aq and vq:
+                    q = aq if aq[0].pts_ms <= vq[0].pts_ms else vq
+                elif final or (aq and v_done) or (vq and a_done):
+                    q = aq or vq
+                else:
+                    q = aq or vq
+                    if q[-1].pts_ms - q[0].pts_ms <= MAX_INTERLEAVE_MS:
+                        return
+                yield q.popleft()
+
+        def packets() -> Iterator[av.Packet]:
+            yield from primed
+            streams = [s for s in (v, a) if s is not None]
+            yield from self._container.demux(streams)
+
+        demux = packets()
+        while True:
+            try:
+                packet = next(demux)
+            except StopIteration:
+                break
+            except av.error.ExitError as e:
+                raise self._fail(_reason(e, self.timeout_s)) from None
+            except av.FFmpegError as e:
+                if self.info.is_live and furthest[0] is not None:
+                    # A live stream that closes (the broadcaster stopped) ends the push normally.
+                    self.log.warning("live source ended", source=self.name, error=_reason(e, self.timeout_s))
+                    break
+                pos = furthest[0]
+                at = f" after {pos / 1000:.1f} s" if pos is not None else ""
+                raise self._fail(f"read failed{at}, file truncated or corrupt: {_reason(e, self.timeout_s)}") from None
+            if packet.size == 0 and packet.pts is None and packet.dts is None:
+                continue  # a demuxer's flush packet
+            if packet.stream is v:
+                if passthrough:
+                    try:
+                        units = pt.push(packet)
+                        consecutive = 0
+                    except av.FFmpegError as e:
+                        _, consecutive = self._skip(v, e, consecutive)
+                        units = []
+                    for data, key, p in units:
+                        pts = self._ms(p.pts if p.pts is not None else p.dts, p.time_base)
+                        if pts is None:
+                            continue
+                        if key_ms is None:
+                            if not key:
+                                continue  # nothing decodes before the first IDR
+                            key_ms = pts
+                            aq_keep = [f for f in aq if f.pts_ms >= key_ms]
+                            aq.clear()
+                            aq.extend(aq_keep)
+                        dts = self._ms(p.dts, p.time_base)
+                        emit("v", [H264Frame(data, pts, key, dts)])
+                else:
+                    decoded, consecutive = self._decode(v, packet, consecutive)
+                    out = []
+                    for frame in decoded:
+                        pts = self._ms(frame.pts, frame.time_base or v.time_base)
+                        if pts is None:
+                            pts = (last["v"] + round(1000 / (self.info.fps or 25))) if last["v"] is not None else 0
+                        if pts < start_ms:
+                            continue
+                        out += vconv.push(frame, pts)
+                    emit("v", out)
+            elif packet.stream is a:
+                decoded, consecutive = self._decode(a, packet, consecutive)
+                out = []
+                for frame in decoded:
+                    pts = self._ms(frame.pts, frame.time_base or a.time_base)
+                    out += aconv.push(frame, pts)
+                if passthrough and key_ms is not None:
+                    out = [f for f in out if f.pts_ms >= key_ms]
+                emit("a", out)
+            yield from release(False)
+
+        # End of the source: flush decoders and the audio FIFO.
+        if v is not None and not passthrough:
+            decoded, _ = self._decode(v, None, 0)
+            out = []
+            for frame in decoded:
+                pts = self._ms(frame.pts, frame.time_base or v.time_base)
+                if pts is not None and pts >= start_ms:
+                    out += vconv.push(frame, pts)
+            emit("v", out)
+        if a is not None:
+            decoded, _ = self._decode(a, None, 0)
+            out = []
+            for frame in decoded:
+                out += aconv.push(frame, self._ms(frame.pts, frame.time_base or a.time_base))
+            out += aconv.flush()
+            if passthrough and key_ms is not None:
+                out = [f for f in out if f.pts_ms >= key_ms]
+            emit("a", out)
+        a_done = v_done = True
+        yield from release(True)
+        self._check_complete(furthest[0])
+
+    def _decode(self, stream, packet, consecutive: int) -> tuple[list, int]:
+        try:
+            frames = stream.codec_context.decode(packet)
+        except av.FFmpegError as e:
+            if packet is None:
+                return [], 0
+            return self._skip(stream, e, consecutive)
+        return frames, 0 if frames else consecutive
+
+    def _skip(self, stream, e: Exception, consecutive: int) -> tuple[list, int]:
+        self.skipped += 1
+        consecutive += 1
+        if self.skipped <= 3 or self.skipped % 100 == 0:
+            self.log.warning("undecodable frame skipped", source=self.name, stream=stream.type,
+                             skipped=self.skipped, error=str(getattr(e, "strerror", None) or e))
+        if consecutive > MAX_CONSECUTIVE_ERRORS:
+            raise self._fail(f"{consecutive} undecodable {stream.type} frames in a row (corrupt source)")
+        return [], consecutive
+
+    def _check_complete(self, reached_ms: int | None) -> None:
+        d = self.info.duration_s
+        if self.info.is_live or d is None:
+            return
+        if reached_ms is None:
+            raise self._fail("ended before any frame could be decoded (truncated or empty)")
+        if reached_ms < d * 1000 - TRUNCATION_SLACK_MS:
+            raise self._fail(
+                f"ended at {reached_ms / 1000:.1f} s of its {d:.1f} s duration (file truncated)")
