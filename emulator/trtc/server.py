@@ -22,6 +22,8 @@ log = logging.getLogger("emulator.trtc.server")
 
 # A member that stops reading gets its media dropped rather than buffered without bound.
 MAX_BUFFERED = 16 << 20
+# A connection that has not asked to enter by then is closed.
+ENTER_WITHIN_S = 10.0
 
 
 def _int(header: dict[str, Any], key: str) -> int:
@@ -43,6 +45,7 @@ class _Connection(asyncio.Protocol):
         self._peer = "?"
         self.member: Member | None = None
         self._dropping = False
+        self._enter_timer: asyncio.TimerHandle | None = None
 
     # --- asyncio.Protocol --------------------------------------------------------------------
 
@@ -55,6 +58,11 @@ class _Connection(asyncio.Protocol):
         peer = transport.get_extra_info("peername")
         self._peer = f"{peer[0]}:{peer[1]}" if peer else "?"
         self._server.connections.add(self)
+        self._enter_timer = self._loop.call_later(self._server.enter_within, self._enter_overdue)
+
+    def _enter_overdue(self) -> None:
+        if self.member is None and self._transport is not None and not self._transport.is_closing():
+            self._reject(f"no 'enter' within {self._server.enter_within:g} s")
 
     def data_received(self, data: bytes) -> None:
         try:
@@ -70,6 +78,8 @@ class _Connection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._server.connections.discard(self)
+        if self._enter_timer is not None:
+            self._enter_timer.cancel()
         if self.member is not None:
             self._rooms.leave(self.member, LEFT_TIMEOUT)
         self._transport = None
@@ -147,6 +157,8 @@ class _Connection(asyncio.Protocol):
             raise WireError(f"unknown message type '{t}'")
 
     def _enter(self, h: dict[str, Any]) -> None:
+        if self._enter_timer is not None:
+            self._enter_timer.cancel()
         try:
             self.member = self._rooms.enter(h.get("app"), h.get("room"), h.get("user"), h.get("sig"),
                                             h.get("role", "anchor"), self, receive_media=h.get("recv", True))
@@ -160,8 +172,10 @@ class RoomServer:
     """The room server on its own event-loop thread; start() returns once it is listening."""
 
     def __init__(self, rooms: Rooms, host: str = "127.0.0.1", port: int = 0,
-                 max_message: int = wire.MAX_MESSAGE, sweep_interval: float | None = None):
+                 max_message: int = wire.MAX_MESSAGE, sweep_interval: float | None = None,
+                 enter_within: float = ENTER_WITHIN_S):
         self.rooms = rooms
+        self.enter_within = enter_within
         self.host = host
         self.port = port
         self.max_message = max_message

@@ -15,6 +15,7 @@ from shared.room import (
     ERR_INVALID_ROOM_ID, ERR_INVALID_USER_ID, ERR_NETWORK_UNREACHABLE, ERR_REQUEST_SERVER_TIMEOUT, LEFT_TIMEOUT,
     EnterParams, RemoteAudio, Role, RoomClosed, RoomError, RoomRef, UserEntered, UserLeft,
 )
+from emulator.trtc import Rooms, RoomServer
 from shared.room import wire
 from shared.room.local import LocalRoom
 
@@ -135,6 +136,17 @@ def test_entry_with_invalid_ids_is_refused_with_trtc_codes(room_service, room, u
     said = peer.messages_until_closed()
     peer.close()
     assert said[-1].type == "error" and said[-1].header["code"] == code
+
+
+def test_connection_that_never_enters_is_closed():
+    server = RoomServer(Rooms({1400000001: "k"}), enter_within=0.3).start()
+    try:
+        peer = RawPeer(server.address)
+        said = peer.messages_until_closed()
+        peer.close()
+        assert said[-1].type == "error" and "no 'enter'" in said[-1].header["msg"]
+    finally:
+        server.stop()
 
 
 def test_unreachable_server_fails_with_network_code():
