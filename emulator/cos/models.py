@@ -83,14 +83,16 @@ class RequestRecord:
 
 
 class CosState:
-    """One bucket of one emulated account. moto's S3 backend stores the objects; each CosState
-    uses an account of its own so that two services in one process do not see each other."""
+    """One bucket of one emulated account. moto's S3 backend stores the objects under a name of
+    its own (`moto_bucket`: moto's bucket names are global to the process), so that two services
+    in one process, even with the same COS bucket name, do not see each other."""
 
     def __init__(self, region: str, bucket: str, credentials: list[Credential], state_dir: str | os.PathLike | None):
         self.region = region
         self.bucket = bucket
         self.credentials = {c.secret_id: c for c in credentials}
         self.account_id = "%012d" % random.randrange(10**11, 10**12)
+        self.moto_bucket = f"cos-{bucket[:40]}-{self.account_id}"
         self.faults = FaultPlan()
         self.requests: list[RequestRecord] = []
         self._objects_dir = Path(state_dir) / "cos" / bucket if state_dir else None
@@ -104,26 +106,24 @@ class CosState:
         self.credentials[cred.secret_id] = cred
 
     def open(self) -> None:
-        if self.bucket in s3_backends.bucket_accounts:
-            raise RuntimeError(f"COS bucket {self.bucket} is already served by another emulator in this process")
-        self.backend.create_bucket(self.bucket, self.region)
+        self.backend.create_bucket(self.moto_bucket, "us-east-1")
         if self._objects_dir and self._objects_dir.is_dir():
             for path in sorted(self._objects_dir.rglob("*")):
                 if path.is_file() and not path.name.endswith(".partial"):
                     key = path.relative_to(self._objects_dir).as_posix()
-                    self.backend.put_object(self.bucket, key, path.read_bytes())
+                    self.backend.put_object(self.moto_bucket, key, path.read_bytes())
 
     def close(self) -> None:
         """Forget the bucket in memory (what was persisted stays on disk)."""
         backend = self.backend
-        bucket = backend.buckets.get(self.bucket)
+        bucket = backend.buckets.get(self.moto_bucket)
         if bucket is None:
             return
         for upload_id in list(bucket.multiparts):
             bucket.multiparts.pop(upload_id, None)
         for key in list(bucket.keys):
-            backend.delete_object(self.bucket, key)
-        backend.delete_bucket(self.bucket)
+            backend.delete_object(self.moto_bucket, key)
+        backend.delete_bucket(self.moto_bucket)
 
     # --- persistence: write-through after each change the wire reports as done ----------------
 
@@ -140,7 +140,7 @@ class CosState:
         path = self._path_for(key)
         if path is None:
             return
-        obj = self.backend.get_object(self.bucket, key)
+        obj = self.backend.get_object(self.moto_bucket, key)
         with self._lock:
             if obj is None:
                 path.unlink(missing_ok=True)

@@ -109,7 +109,9 @@ class CosApp:
                 log.info("cos refused a request: %s", e.code)
             return fail(e)
 
-        status, out_headers, out_body = self._forward(environ, bucket, raw_uri, body)
+        names = {k.lower() for k, _ in query}
+        object_read = method in ("GET", "HEAD") and bool(key) and not names & {"uploadid", "acl", "tagging"}
+        status, out_headers, out_body = self._forward(environ, raw_uri, body, rewrite_body=not object_read)
         if status >= 400:
             # moto's S3 error body lacks the Resource/TraceId the COS SDK reads; answer COS's shape.
             code, message = _s3_error(out_body, status)
@@ -147,7 +149,9 @@ class CosApp:
             return "uploadid" not in names
         return False
 
-    def _forward(self, environ: dict[str, Any], bucket: str, raw_uri: str, body: bytes) -> tuple[int, list[tuple[str, str]], bytes]:
+    def _forward(self, environ: dict[str, Any], raw_uri: str, body: bytes,
+                 rewrite_body: bool) -> tuple[int, list[tuple[str, str]], bytes]:
+        bucket, internal = self.state.bucket, self.state.moto_bucket
         env = dict(environ)
         # The COS signature was checked above; moto only needs to see the request as signed (an
         # unsigned one is anonymous and refused on a private object).
@@ -159,8 +163,8 @@ class CosApp:
         env["CONTENT_LENGTH"] = str(len(body))
         env["HTTP_HOST"] = "localhost"  # path-style addressing in moto
         env["SERVER_NAME"] = "localhost"
-        env["PATH_INFO"] = f"/{bucket}{environ.get('PATH_INFO', '/')}"
-        env["RAW_URI"] = env["REQUEST_URI"] = f"/{bucket}{raw_uri}"
+        env["PATH_INFO"] = f"/{internal}{environ.get('PATH_INFO', '/')}"
+        env["RAW_URI"] = env["REQUEST_URI"] = f"/{internal}{raw_uri}"
         env["HTTP_X_MOTO_ACCOUNT_ID"] = self.state.account_id
         app_iter, status, headers = run_wsgi_app(self._moto, env, buffered=True)
         try:
@@ -169,10 +173,15 @@ class CosApp:
             close = getattr(app_iter, "close", None)
             if close:
                 close()
-        # moto names S3's host in Location headers and XML bodies; answer with the COS domain.
-        s3_host, cos_host = f"{bucket}.s3.amazonaws.com", f"{bucket}.cos.{self.state.region}.myqcloud.com"
-        data = data.replace(s3_host.encode(), cos_host.encode())
-        out = [(k, v.replace(s3_host, cos_host)) for k, v in headers.items()]
+        # moto names its bucket and S3's host in Location headers and XML bodies; answer with
+        # the COS bucket and domain (never touching an object's own bytes).
+        renames = [(f"{internal}.s3.amazonaws.com", f"{bucket}.cos.{self.state.region}.myqcloud.com"),
+                   (internal, bucket)]
+        out = list(headers.items())
+        for old, new in renames:
+            if rewrite_body:
+                data = data.replace(old.encode(), new.encode())
+            out = [(k, v.replace(old, new)) for k, v in out]
         return int(status.split()[0]), out, data
 
     @staticmethod

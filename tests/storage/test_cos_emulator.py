@@ -179,3 +179,12 @@ def test_list_keys_pages_through_everything(cos_service):
         c.put_object(Bucket=cos_service.bucket, Key=f"emu/list/{i}.txt", Body=b"x")
     assert cos_service.list_keys("emu/list/") == [f"emu/list/{i}.txt" for i in range(3)]
     assert cos_service.env == {"COS_ENDPOINT": cos_service.endpoint_url}
+
+
+def test_two_services_with_the_same_bucket_name_are_separate(cos_service):
+    with CosService(bucket=cos_service.bucket) as other:
+        other.client().put_object(Bucket=other.bucket, Key="emu/twin/only-here.txt", Body=b"twin")
+        assert other.list_keys("emu/twin/") == ["emu/twin/only-here.txt"]
+        assert cos_service.list_keys("emu/twin/") == []
+        listing = other.client().list_objects(Bucket=other.bucket, Prefix="emu/twin/")
+        assert listing["Name"] == cos_service.bucket  # the COS name, not moto's internal one
