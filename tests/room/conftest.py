@@ -47,15 +47,18 @@ def room_id() -> Callable[[], int]:
 
 @pytest.fixture
 def join(backend: str, room_service):
-    """join(user_id, room_id, role=..., service=..., **EnterParams fields) -> an entered Room.
+    """join(user_id, room_id, role=..., service=..., via=backend, **EnterParams fields) -> an entered Room.
+
+    `via` picks another backend for this member (the backend under test by default).
 
     Every room joined is exited when the test ends.
     """
     joined: list[Room] = []
 
-    def join(user_id: str, room: int | str, role: Role = Role.ANCHOR, service: Any = None, **params: Any) -> Room:
+    def join(user_id: str, room: int | str, role: Role = Role.ANCHOR, service: Any = None, via: str | None = None,
+             **params: Any) -> Room:
         svc = service or room_service
-        r = room_factory(backend, svc.address)()
+        r = room_factory(via or backend, svc.address)()
         joined.append(r)
         r.enter(EnterParams(svc.sdk_app_id, RoomRef(room), user_id, svc.usersig(user_id), role=role,
                             timeout=WAIT_S, **params))
