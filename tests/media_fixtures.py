@@ -5,7 +5,7 @@
 - `Clips`: a per-session cache of named clips (`clips.get("tone_pattern")`); the `clips` fixture.
 - `MediaHTTPServer`: files with Range requests, a stalling route, a live HLS playlist that grows,
   an HTTP-FLV live stream; 404 for anything else. The `media_http` fixture.
-- `RtmpServer`: FFmpeg as an RTMP server (listen mode) playing a clip to the first client.
+- `RtmpServer`: a minimal RTMP server playing an FLV clip to the first client, in real time.
 
 Import the fixtures into a conftest with `from tests.media_fixtures import clips, media_http  # noqa`.
 """
@@ -15,6 +15,8 @@ import http.server
 import os
 import re
 import shutil
+import socket
+import struct
 import threading
 import time
 from dataclasses import dataclass
@@ -446,69 +448,206 @@ def media_http(clips: Clips) -> Iterator[MediaHTTPServer]:
 
 
 # --- RTMP ----------------------------------------------------------------------------------------
+# PyAV opens outputs without protocol options, so FFmpeg's own RTMP listen mode is out of reach from
+# Python; this is the small part of RTMP a player needs (handshake, connect, createStream, play),
+# serving the tags of an FLV file in real time.
+
+
+def _amf_string(s: str) -> bytes:
+    b = s.encode()
+    return b"\x02" + struct.pack(">H", len(b)) + b
+
+
+def _amf_number(n: float) -> bytes:
+    return b"\x00" + struct.pack(">d", n)
+
+
+def _amf_object(d: dict) -> bytes:
+    out = b"\x03"
+    for k, v in d.items():
+        kb = k.encode()
+        out += struct.pack(">H", len(kb)) + kb + (_amf_string(v) if isinstance(v, str) else _amf_number(v))
+    return out + b"\x00\x00\x09"
+
+
+def _amf_head(payload: bytes) -> tuple[str, float]:
+    """The command name and transaction id at the start of an AMF0 command."""
+    if payload[:1] != b"\x02":
+        return "", 0.0
+    n = struct.unpack(">H", payload[1:3])[0]
+    name = payload[3:3 + n].decode(errors="replace")
+    rest = payload[3 + n:]
+    txn = struct.unpack(">d", rest[1:9])[0] if rest[:1] == b"\x00" else 0.0
+    return name, txn
+
+
+def flv_tags(data: bytes) -> list[tuple[int, int, bytes]]:
+    """(tag type, timestamp ms, body) for each tag of an FLV file."""
+    tags = []
+    i = struct.unpack(">I", data[5:9])[0] + 4
+    while i + 11 <= len(data):
+        kind = data[i]
+        size = int.from_bytes(data[i + 1:i + 4], "big")
+        ts = int.from_bytes(data[i + 4:i + 7], "big") | (data[i + 7] << 24)
+        body = data[i + 11:i + 11 + size]
+        if len(body) < size:
+            break
+        tags.append((kind, ts, body))
+        i += 11 + size + 4
+    return tags
 
 
 @dataclass
 class RtmpServer:
-    """FFmpeg listening as an RTMP server; plays `clip` (H.264 + AAC) to the first client, in real time.
+    """An RTMP server on 127.0.0.1 that plays `flv` (an FLV file) to each client, in real time x speed.
 
-    `url` is what a client opens. The thread ends by itself: after the clip, or when nobody
-    connected within `accept_timeout_s`.
+    `url` is what a client opens. Every wait is bounded: the thread ends after `accept_timeout_s`
+    without a client, or after the clip; `stop()` ends it early.
     """
 
-    clip: Path
-    port: int
+    flv: Path
     stream: str = "live/test"
     accept_timeout_s: float = 10.0
     speed: float = 1.0
     error: BaseException | None = None
 
     def __post_init__(self) -> None:
+        self._sock = socket.socket()
+        self._sock.bind(("127.0.0.1", 0))
+        self._sock.listen(4)
+        self._sock.settimeout(0.2)
+        self.port = self._sock.getsockname()[1]
         self.url = f"rtmp://127.0.0.1:{self.port}/{self.stream}"
         self.sent = 0
+        self.played: list[str] = []
+        self._tags = flv_tags(Path(self.flv).read_bytes())
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True, name="rtmp-server")
 
     def start(self) -> "RtmpServer":
         self._thread.start()
-        time.sleep(0.2)  # let it bind before a client connects
         return self
 
     def stop(self) -> None:
         self._stop.set()
-        self._thread.join(self.accept_timeout_s + 5)
+        self._thread.join(5)
+        self._sock.close()
 
     def _run(self) -> None:
-        try:
-            src = av.open(str(self.clip))
-            out = av.open(self.url, "w", format="flv",
-                          options={"listen": "1", "timeout": str(int(self.accept_timeout_s))},
-                          timeout=self.accept_timeout_s + 2)
-            streams = {}
-            for s in (src.streams.video[:1] + src.streams.audio[:1]):
-                streams[s.index] = out.add_stream_from_template(s)
-            t0 = time.monotonic()
-            for packet in src.demux(*src.streams.video[:1], *src.streams.audio[:1]):
-                if self._stop.is_set():
-                    break
-                if packet.dts is None:
+        deadline = time.monotonic() + self.accept_timeout_s
+        while not self._stop.is_set() and time.monotonic() < deadline:
+            try:
+                conn, _ = self._sock.accept()
+            except socket.timeout:
+                continue
+            try:
+                conn.settimeout(10)
+                self._serve(conn)
+            except BaseException as e:  # reported to the test through .error
+                self.error = e
+            finally:
+                conn.close()
+            return
+
+    # wire ---------------------------------------------------------------------------------------
+    def _recv(self, conn: socket.socket, n: int) -> bytes:
+        buf = b""
+        while len(buf) < n:
+            chunk = conn.recv(n - len(buf))
+            if not chunk:
+                raise ConnectionError("client closed")
+            buf += chunk
+        return buf
+
+    def _send(self, conn, csid: int, kind: int, payload: bytes, ts: int = 0, sid: int = 0) -> None:
+        ext = ts >= 0xFFFFFF
+        head = bytes([csid]) + (0xFFFFFF if ext else ts).to_bytes(3, "big") + len(payload).to_bytes(3, "big")
+        head += bytes([kind]) + struct.pack("<I", sid) + (struct.pack(">I", ts) if ext else b"")
+        out = [head + payload[: self._chunk]]
+        for i in range(self._chunk, len(payload), self._chunk):
+            out.append(bytes([0xC0 | csid]) + (struct.pack(">I", ts) if ext else b"") + payload[i:i + self._chunk])
+        conn.sendall(b"".join(out))
+
+    def _read_message(self, conn, state: dict) -> tuple[int, bytes]:
+        """One whole message from the client (type, payload), reassembling chunks."""
+        while True:
+            b = self._recv(conn, 1)[0]
+            fmt, csid = b >> 6, b & 0x3F
+            if csid == 0:
+                csid = 64 + self._recv(conn, 1)[0]
+            elif csid == 1:
+                x = self._recv(conn, 2)
+                csid = 64 + x[0] + x[1] * 256
+            st = state.setdefault(csid, {"len": 0, "type": 0, "buf": b"", "ts": 0})
+            if fmt <= 2:
+                h = self._recv(conn, [11, 7, 3][fmt])
+                ts = int.from_bytes(h[0:3], "big")
+                if fmt <= 1:
+                    st["len"] = int.from_bytes(h[3:6], "big")
+                    st["type"] = h[6]
+                if ts == 0xFFFFFF:
+                    self._recv(conn, 4)
+            take = min(self._in_chunk, st["len"] - len(st["buf"]))
+            st["buf"] += self._recv(conn, take)
+            if len(st["buf"]) >= st["len"]:
+                payload, st["buf"] = st["buf"], b""
+                if st["type"] == 1:  # Set Chunk Size
+                    self._in_chunk = struct.unpack(">I", payload[:4])[0] & 0x7FFFFFFF
                     continue
-                due = t0 + float(packet.dts * packet.time_base) / self.speed
-                delay = due - time.monotonic()
-                if delay > 0:
-                    time.sleep(delay)
-                packet.stream = streams[packet.stream.index]
-                out.mux(packet)
-                self.sent += 1
-            out.close()
-            src.close()
-        except BaseException as e:  # reported to the test through .error
-            self.error = e
+                return st["type"], payload
+
+    def _serve(self, conn: socket.socket) -> None:
+        self._chunk = 128
+        self._in_chunk = 128
+        c0c1 = self._recv(conn, 1537)
+        # S1 with a zero version: the client then skips digest validation (plain handshake).
+        conn.sendall(b"\x03" + bytes(8) + os.urandom(1528) + c0c1[1:])
+        self._recv(conn, 1536)  # C2
+        state: dict = {}
+        playing = False
+        while not playing:
+            kind, payload = self._read_message(conn, state)
+            if kind not in (17, 20):
+                continue
+            name, txn = _amf_head(payload[1:] if kind == 17 else payload)
+            if name == "connect":
+                self._send(conn, 2, 5, struct.pack(">I", 2_500_000))  # window ack size
+                self._send(conn, 2, 6, struct.pack(">IB", 2_500_000, 2))  # peer bandwidth
+                self._send(conn, 2, 1, struct.pack(">I", 60000))  # our chunk size
+                self._chunk = 60000
+                self._send(conn, 3, 20, _amf_string("_result") + _amf_number(txn)
+                           + _amf_object({"fmsVer": "FMS/3,0,1,123", "capabilities": 31})
+                           + _amf_object({"level": "status", "code": "NetConnection.Connect.Success",
+                                          "description": "Connection succeeded.", "objectEncoding": 0}))
+            elif name == "createStream":
+                self._send(conn, 3, 20, _amf_string("_result") + _amf_number(txn) + b"\x05" + _amf_number(1))
+            elif name == "getStreamLength":
+                self._send(conn, 3, 20, _amf_string("_result") + _amf_number(txn) + b"\x05" + _amf_number(0))
+            elif name == "play":
+                rest = payload[payload.index(b"\x05", 3) + 1:]
+                self.played.append(_amf_head(rest)[0] if rest[:1] == b"\x02" else "")
+                self._send(conn, 2, 4, struct.pack(">HI", 0, 1))  # user control: stream begin
+                self._send(conn, 5, 20, _amf_string("onStatus") + _amf_number(0) + b"\x05"
+                           + _amf_object({"level": "status", "code": "NetStream.Play.Start",
+                                          "description": "Started playing."}), sid=1)
+                playing = True
+        conn.settimeout(0.5)
+        t0 = time.monotonic()
+        for kind, ts, body in self._tags:
+            if self._stop.is_set():
+                return
+            delay = t0 + ts / 1000 / self.speed - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
+            self._send(conn, 4 if kind == 9 else 6, kind, body, ts=ts, sid=1)
+            self.sent += 1
+        self._send(conn, 5, 20, _amf_string("onStatus") + _amf_number(0) + b"\x05"
+                   + _amf_object({"level": "status", "code": "NetStream.Play.Stop", "description": "Stopped."}),
+                   sid=1)
+        time.sleep(0.2)
 
 
 def free_port() -> int:
-    import socket
-
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
