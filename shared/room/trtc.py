@@ -19,7 +19,7 @@ import threading
 import time
 import weakref
 from types import ModuleType
-from typing import Any, Callable
+from typing import Any, Callable, NoReturn
 
 from shared.runtime import RunLogger, get_logger
 
@@ -249,31 +249,31 @@ class TRTCRoom(Room):
             self._params = params
         sdk = self._sdk
         where = f"room {params.room.id!r} as {params.user_id!r}"
-        try:
-            erp = enter_room_params(sdk, params)
-            cloud = sdk.CreateTRTCCloud(_delegate_class(sdk)(self))
-        except (TypeError, ValueError) as e:
-            self._abandon()
-            raise RoomError(ERR_INVALID_PARAMETER, f"cannot enter {where}: {e}") from None
-        self._cloud = cloud
         self._log.info("entering trtc room", room=str(params.room), user_id=params.user_id,
                        role=params.role.value)
-        rc = int(cloud.EnterRoom(erp))
+        try:
+            erp = enter_room_params(sdk, params)
+            self._cloud = sdk.CreateTRTCCloud(_delegate_class(sdk)(self))
+            rc = int(self._cloud.EnterRoom(erp))
+        except (TypeError, ValueError) as e:  # the SDK's bindings refusing a value
+            self._fail_enter(RoomError(ERR_INVALID_PARAMETER, f"cannot enter {where}: {e}"))
         if rc != 0:
-            self._abandon()
-            raise RoomError(rc, f"EnterRoom refused entering {where}: {error_text(rc)}")
+            self._fail_enter(RoomError(rc, f"EnterRoom refused entering {where}: {error_text(rc)}"))
         if not self._entered.wait(params.timeout):
-            self._abandon()
-            raise RoomError(ERR_REQUEST_SERVER_TIMEOUT,
-                            f"no answer from TRTC within {params.timeout:g} s while entering {where}")
+            self._fail_enter(RoomError(ERR_REQUEST_SERVER_TIMEOUT,
+                                       f"no answer from TRTC within {params.timeout:g} s while entering {where}"))
         with self._lock:
-            code = self._enter_error
-            if code is None and self._state is _State.ENTERING:
-                self._state = _State.IN_ROOM
-        if code is not None:
-            self._abandon()
-            raise RoomError(code, f"could not enter {where}: {error_text(code)}")
+            state, code = self._state, self._enter_error
+        if state is not _State.IN_ROOM:
+            if code is None:
+                self._fail_enter(RoomError(ERR_INVALID_OPERATION, f"exit() was called while entering {where}"))
+            self._fail_enter(RoomError(code, f"could not enter {where}: {error_text(code)}"))
         self._log.info("entered trtc room", room=str(params.room), user_id=params.user_id)
+
+    def _fail_enter(self, error: RoomError) -> NoReturn:
+        self._log.warning("could not enter trtc room", code=error.code, error=error.message)
+        self._abandon()
+        raise error
 
     def exit(self) -> None:
         with self._lock:
@@ -281,6 +281,7 @@ class TRTCRoom(Room):
             if state is _State.EXITING:
                 return  # another thread is leaving
             self._state = _State.EXITING if state in (_State.ENTERING, _State.IN_ROOM) else _State.DONE
+        self._entered.set()  # an enter() still waiting in another thread gives up now
         try:
             cloud = self._cloud
             # After a dismissal or removal the SDK has already left (OnExitRoom): nothing to wait for.
@@ -320,6 +321,11 @@ class TRTCRoom(Room):
         cloud = self._publisher("start_audio")
         if channels not in (1, 2):
             raise RoomError(ERR_INVALID_PARAMETER, f"audio channels must be 1 or 2, got {channels!r}")
+        if self._audio_ready.is_set():
+            if channels != self._audio_channels:
+                raise RoomError(ERR_INVALID_OPERATION,
+                                f"the audio channel is already open with {self._audio_channels} channel(s)")
+            return
         if isinstance(bitrate_bps, bool) or not isinstance(bitrate_bps, int) or bitrate_bps < 0:
             raise RoomError(ERR_INVALID_PARAMETER, f"audio bitrate_bps must be an integer >= 0, got {bitrate_bps!r}")
         p = self._sdk.AudioEncodeParams()
@@ -336,10 +342,11 @@ class TRTCRoom(Room):
 
     def start_video(self, config: VideoEncodeConfig | None = None) -> None:
         cloud = self._publisher("start_video")
-        rc = int(cloud.CreateLocalVideoChannel(self._sdk.STREAM_TYPE_VIDEO_HIGH))
-        if rc != 0:
-            raise RoomError(rc, f"CreateLocalVideoChannel failed: {error_text(rc)}")
-        self._await(self._video_ready, "OnLocalVideoChannelCreated")
+        if not self._video_ready.is_set():
+            rc = int(cloud.CreateLocalVideoChannel(self._sdk.STREAM_TYPE_VIDEO_HIGH))
+            if rc != 0:
+                raise RoomError(rc, f"CreateLocalVideoChannel failed: {error_text(rc)}")
+            self._await(self._video_ready, "OnLocalVideoChannelCreated")
         self.set_video_encode(config or self._video_config or VideoEncodeConfig())
 
     def set_video_encode(self, config: VideoEncodeConfig) -> None:
@@ -469,15 +476,20 @@ class TRTCRoom(Room):
 
     def _on_enter_room(self) -> None:
         with self._lock:
-            if self._state is not _State.ENTERING:
-                self._log.warning("OnEnterRoom while not entering; ignored", state=self._state.value)
-                return
+            state = self._state
+            if state is _State.ENTERING:
+                # In the room from here on, so that an OnError or OnExitRoom right behind this one
+                # closes the room instead of being taken for an answer to EnterRoom.
+                self._state = _State.IN_ROOM
+        if state is not _State.ENTERING:
+            self._log.warning("OnEnterRoom while not entering; ignored", state=state.value)
+            return
         self._entered.set()
 
     def _on_error(self, code: int) -> None:
         with self._lock:
             state = self._state
-            if state is _State.ENTERING and not self._entered.is_set():
+            if state is _State.ENTERING:
                 self._enter_error = code
         self._log.warning("trtc error", code=code, error=error_text(code), state=state.value)
         if state is _State.ENTERING:
@@ -492,7 +504,7 @@ class TRTCRoom(Room):
         self._sdk_exited.set()
         with self._lock:
             state = self._state
-            if state is _State.ENTERING and not self._entered.is_set():
+            if state is _State.ENTERING and self._enter_error is None:
                 self._enter_error = ERR_ENTER_ROOM_FAILED
         if state is _State.ENTERING:
             self._entered.set()
