@@ -66,8 +66,7 @@ def _usersig(args: argparse.Namespace) -> int:
 def _demo(args: argparse.Namespace) -> int:
     from emulator.demo import run_demo
 
-    return run_demo(use_running=args.use_running, state_dir=Path(args.state_dir) if args.state_dir else None,
-                    keep=args.keep)
+    return run_demo(use_running=args.use_running, state_dir=Path(args.state_dir) if args.state_dir else None)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -95,8 +94,8 @@ def main(argv: list[str] | None = None) -> int:
     demo = sub.add_parser("demo", help="push a clip into a room, record it, stop both, show the result")
     demo.add_argument("--use-running", metavar="STATE_DIR",
                       help="use the cloud already running with this state directory instead of starting one")
-    demo.add_argument("--state-dir", help="state directory of the cloud the demo starts (default: a new temp dir)")
-    demo.add_argument("--keep", action="store_true", help="keep the demo's temp state directory")
+    demo.add_argument("--state-dir", help="state directory of the cloud the demo starts (default: a new "
+                                          "directory under the system's temp dir, kept so the files can be looked at)")
     demo.set_defaults(run=_demo)
 
     args = parser.parse_args(argv)
