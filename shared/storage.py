@@ -267,7 +267,11 @@ def _with_retries(call: Callable[[], T], what: str, policy: RetryPolicy, log: Ru
                 raise UploadError(f"{err.message}; no time left to retry", err.code, err.status, True) from None
             log.warning("cos request failed, retrying", what=what, attempt=attempt, code=err.code,
                         retry_in_s=round(wait_s, 2))
-            time.sleep(wait_s)
+            if cancelled is not None:
+                if cancelled.wait(wait_s):  # another part failed for good: stop waiting
+                    raise err from None
+            else:
+                time.sleep(wait_s)
 
 
 # --- upload --------------------------------------------------------------------------------------
@@ -302,10 +306,10 @@ def upload_file(
     """
     log = log or get_logger()
     path = os.fspath(path)
-    for name, value in (("Bucket", bucket), ("Region", region), ("key", key)):
+    key = (key or "").lstrip("/")
+    for name, value in (("CosConfig.Bucket", bucket), ("CosConfig.Region", region), ("the object key", key)):
         if not value or not str(value).strip():
-            raise UploadError(f"upload failed: InvalidArgument: CosConfig.{name} is empty", "InvalidArgument")
-    key = key.lstrip("/")
+            raise UploadError(f"upload failed: InvalidArgument: {name} is empty", "InvalidArgument")
     try:
         size = os.path.getsize(path)
     except OSError as e:

@@ -194,3 +194,25 @@ def test_cos_url_quotes_the_key():
         "https://b-1250000000.cos.ap-guangzhou.myqcloud.com/a%20b/c.mp4"
     assert parse_cos_url("https://b-1250000000.cos.ap-guangzhou.myqcloud.com/a%20b/c.mp4") == \
         ("b-1250000000", "ap-guangzhou", "a b/c.mp4")
+
+
+def test_empty_bucket_or_key_is_named(cos_env, tmp_path):
+    src = tmp_path / "e.mp3"
+    src.write_bytes(b"e")
+    with pytest.raises(UploadError, match="InvalidArgument: CosConfig.Bucket is empty"):
+        upload_file(src, bucket="", region=cos_env.region, key="k", secret_id="a", secret_key="b")
+    with pytest.raises(UploadError, match="InvalidArgument: the object key is empty"):
+        upload_file(src, bucket=cos_env.bucket, region=cos_env.region, key="/", secret_id="a", secret_key="b")
+
+
+def test_a_part_refused_fails_the_upload_and_aborts_it(cos_env, tmp_path):
+    src = tmp_path / "abort.mp4"
+    src.write_bytes(os.urandom(3 * 1024 * 1024))
+    key = "up/abort/abort.mp4"
+    cos_env.fail_next(1, status=403, code="AccessDenied", message="Access Denied.", when="partNumber=2")
+    with pytest.raises(UploadError, match=r"^upload failed: AccessDenied"):
+        _upload(cos_env, src, key, multipart_threshold=1024 * 1024, part_size=1024 * 1024, max_workers=1)
+    pending = cos_env.client().list_multipart_uploads(Bucket=cos_env.bucket, Prefix=key)
+    assert not pending.get("Upload")  # aborted: no parts left behind to be billed
+    assert cos_env.list_keys(key) == []
+    assert any(r.method == "DELETE" and "uploadId" in r.query for r in cos_env.requests if r.key == key)
