@@ -227,6 +227,18 @@ class Clips:
                 return truncate(self._get("moov_at_end.mp4"), path, 0.8)
             if name == "corrupt_frames.mp4":
                 return corrupt_middle(self._get("long.mp4"), path)
+            if name == "garbage.mp4":
+                # video only, everything after the first fifth of the media data overwritten
+                data = bytearray(self._get("video_only.mp4").read_bytes())
+                start = data.find(b"mdat") + 8 + len(data) // 5
+                data[start:] = bytes((i * 7919) % 251 for i in range(start, len(data)))
+                path.write_bytes(bytes(data))
+                return path
+            if name == "reset.ts":
+                # two HLS runs back to back: timestamps jump back to the start halfway through
+                segs = sorted(self._get("hls").glob("seg_*.ts"), key=lambda p: int(p.stem[4:]))[:3]
+                path.write_bytes(b"".join(p.read_bytes() for p in segs) * 2)
+                return path
             if name == "not_media.mp4":
                 path.write_text("this is a text file, not a video\n" * 200)
                 return path

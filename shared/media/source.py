@@ -34,11 +34,13 @@ MAX_CONSECUTIVE_ERRORS = 25
 # anyway (a stream that ended early, or a long gap in one of them).
 MAX_INTERLEAVE_MS = 2000
 # Packets read at open to look for B-frames (dts order != pts order) in the first GOP.
-PROBE_PACKETS = 48
+PROBE_PACKETS = 16
 # A passthrough stream must show a key frame within this much media time, or it cannot be sent.
 MAX_WAIT_FOR_KEY_MS = 20_000
 # A non-live source that ends this far before its announced duration was cut short.
 TRUNCATION_SLACK_MS = 500
+# Containers whose duration FFmpeg estimates from the bitrate: too rough to call a file truncated.
+ESTIMATED_DURATION_FORMATS = frozenset({"mp3", "aac", "mpegts", "h264", "hevc", "ac3", "eac3"})
 # Forward timestamp jumps are the pacer's business; a backward one larger than this restarts the
 # stream's timeline after the furthest timestamp yielded so that pts stay monotonic.
 BACKWARD_JUMP_MS = 1000
@@ -151,12 +153,19 @@ class MediaSource:
         self.timeout_s = float(timeout_s) if timeout_s and timeout_s > 0 else _timeout_from_env()
         self.log = log or get_logger()
         self.skipped = 0
+        self._errors_in_row: dict[str, int] = {}
         self._container: av.container.InputContainer | None = None
         self._primed: list[av.Packet] = []
         self._iterations = 0
         self._origin_us: int | None = None
         if not 0 <= audio.volume <= 100:
             raise SourceError(f"volume {audio.volume} is out of range 0..100")
+        if audio.channels not in (None, 1, 2):
+            raise SourceError(f"audio channels {audio.channels} not supported (1 or 2)")
+        for name in ("width", "height", "fps", "bitrate_kbps", "gop_s"):
+            value = getattr(video, name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value <= 0):
+                raise SourceError(f"video {name} must be a positive integer, got {value!r}")
         self._open()
 
     # --- opening -------------------------------------------------------------------------------
@@ -415,7 +424,7 @@ class MediaSource:
         last = {"a": None, "v": None}
         shift = {"a": 0, "v": 0}
         furthest = [None]
-        consecutive = 0
+        self._errors_in_row = {}
         a_done = a is None
         v_done = v is None
 
@@ -490,10 +499,9 @@ class MediaSource:
                 if passthrough:
                     try:
                         units = pt.push(packet)
-                        consecutive = 0
+                        self._errors_in_row[v.type] = 0
                     except av.FFmpegError as e:
-                        _, consecutive = self._skip(v, e, consecutive)
-                        units = []
+                        units = self._skip(v, e)
                     for data, key, p in units:
                         pts = self._ms(p.pts if p.pts is not None else p.dts, p.time_base)
                         if pts is None:
@@ -508,7 +516,7 @@ class MediaSource:
                         dts = self._ms(p.dts, p.time_base)
                         emit("v", [H264Frame(data, pts, key, dts)])
                 else:
-                    decoded, consecutive = self._decode(v, packet, consecutive)
+                    decoded = self._decode(v, packet)
                     out = []
                     for frame in decoded:
                         pts = self._ms(frame.pts, frame.time_base or v.time_base)
@@ -519,7 +527,7 @@ class MediaSource:
                         out += vconv.push(frame, pts)
                     emit("v", out)
             elif packet.stream is a:
-                decoded, consecutive = self._decode(a, packet, consecutive)
+                decoded = self._decode(a, packet)
                 out = []
                 for frame in decoded:
                     pts = self._ms(frame.pts, frame.time_base or a.time_base)
@@ -531,7 +539,7 @@ class MediaSource:
 
         # End of the source: flush decoders and the audio FIFO.
         if v is not None and not passthrough:
-            decoded, _ = self._decode(v, None, 0)
+            decoded = self._decode(v, None)
             out = []
             for frame in decoded:
                 pts = self._ms(frame.pts, frame.time_base or v.time_base)
@@ -539,7 +547,7 @@ class MediaSource:
                     out += vconv.push(frame, pts)
             emit("v", out)
         if a is not None:
-            decoded, _ = self._decode(a, None, 0)
+            decoded = self._decode(a, None)
             out = []
             for frame in decoded:
                 out += aconv.push(frame, self._ms(frame.pts, frame.time_base or a.time_base))
@@ -551,31 +559,37 @@ class MediaSource:
         yield from release(True)
         self._check_complete(furthest[0])
 
-    def _decode(self, stream, packet, consecutive: int) -> tuple[list, int]:
+    def _decode(self, stream, packet: av.Packet | None) -> list:
         try:
             frames = stream.codec_context.decode(packet)
         except av.FFmpegError as e:
             if packet is None:
-                return [], 0
-            return self._skip(stream, e, consecutive)
-        return frames, 0 if frames else consecutive
+                return []
+            return self._skip(stream, e)
+        if frames:
+            self._errors_in_row[stream.type] = 0
+        return frames
 
-    def _skip(self, stream, e: Exception, consecutive: int) -> tuple[list, int]:
+    def _skip(self, stream, e: Exception) -> list:
+        """Count an undecodable packet; too many in a row on one stream means a broken source."""
         self.skipped += 1
-        consecutive += 1
+        consecutive = self._errors_in_row.get(stream.type, 0) + 1
+        self._errors_in_row[stream.type] = consecutive
         if self.skipped <= 3 or self.skipped % 100 == 0:
             self.log.warning("undecodable frame skipped", source=self.name, stream=stream.type,
                              skipped=self.skipped, error=str(getattr(e, "strerror", None) or e))
         if consecutive > MAX_CONSECUTIVE_ERRORS:
             raise self._fail(f"{consecutive} undecodable {stream.type} frames in a row (corrupt source)")
-        return [], consecutive
+        return []
 
     def _check_complete(self, reached_ms: int | None) -> None:
         d = self.info.duration_s
-        if self.info.is_live or d is None:
+        if self.info.is_live or d is None or self._container is None:
+            return
+        if set(self._container.format.name.split(",")) & ESTIMATED_DURATION_FORMATS:
             return
         if reached_ms is None:
             raise self._fail("ended before any frame could be decoded (truncated or empty)")
-        if reached_ms < d * 1000 - TRUNCATION_SLACK_MS:
+        if reached_ms < d * 1000 - max(TRUNCATION_SLACK_MS, d * 30):
             raise self._fail(
                 f"ended at {reached_ms / 1000:.1f} s of its {d:.1f} s duration (file truncated)")

@@ -208,6 +208,7 @@ class _Part:
         self.last_duration = DEFAULT_FRAME_MS
         self.has_video = video_size is not None
         options = {"movflags": "+faststart"} if mode != MODE_MP3 else {}
+        options["flush_packets"] = "1"
         self.container = av.open(str(path), "w", format="mp3" if mode == MODE_MP3 else "mp4", options=options)
         self.video = None
         self.audio = None

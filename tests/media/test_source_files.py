@@ -228,3 +228,34 @@ def test_unusable_urls(tmp_path, monkeypatch):
 def test_file_url(clips):
     with MediaSource("file://" + str(clips.get("clip.mkv"))) as src:
         assert len(pull(src).video) == 50
+
+
+def test_too_many_undecodable_frames_in_a_row(clips):
+    path = clips.get("garbage.mp4")
+    for plan in (VideoPlan(), VideoPlan(bitrate_kbps=300)):
+        src = MediaSource(str(path), video=plan)
+        with pytest.raises(SourceError) as e:
+            pull(src)
+        src.close()
+        assert str(path) in str(e.value) and "undecodable video frames in a row" in str(e.value)
+
+
+def test_timestamps_that_jump_back_stay_monotonic(clips):
+    # 3 s of media twice over, timestamps restarting halfway: 6 s of frames, pts always rising
+    with MediaSource(str(clips.get("reset.ts"))) as src:
+        got = pull(src)
+    assert strictly_increasing(got.video_pts) and strictly_increasing(got.audio_pts)
+    assert 148 <= len(got.video) <= 151 and 295 <= len(got.audio) <= 305
+    assert got.video_pts[-1] == pytest.approx(6000, abs=200)
+    assert got.audio_pts[-1] == pytest.approx(6000, abs=200)
+
+
+@pytest.mark.parametrize("kwargs, reason", [
+    ({"video": VideoPlan(width=0)}, "video width must be a positive integer"),
+    ({"video": VideoPlan(fps=-5)}, "video fps must be a positive integer"),
+    ({"audio": AudioPlan(volume=101)}, "volume 101 is out of range"),
+    ({"audio": AudioPlan(channels=6)}, "audio channels 6 not supported"),
+])
+def test_bad_plans(clips, kwargs, reason):
+    with pytest.raises(SourceError, match=reason):
+        MediaSource(str(clips.get("tone_pattern.mp4")), **kwargs)
