@@ -21,8 +21,9 @@ import pytest
 
 from shared.room import (
     ERR_BANNED_BY_SERVER, ERR_INVALID_OPERATION, ERR_INVALID_PARAMETER, ERR_INVALID_SDK_APP_ID, ERR_INVALID_USER_SIG,
-    ERR_NETWORK_UNREACHABLE, ERR_REQUEST_SERVER_TIMEOUT, LEFT_NORMALLY, AudioFrame, CloseReason, EnterParams,
-    H264Frame, PixelFrame, RemoteAudio, Role, RoomClosed, RoomError, RoomRef, UserEntered, UserLeft, VideoFormat,
+    ERR_NETWORK_UNREACHABLE, ERR_REQUEST_SERVER_TIMEOUT, LEFT_NORMALLY, LEFT_TIMEOUT, AudioAvailable, AudioFrame,
+    BitrateRequested, CloseReason, EnterParams, H264Frame, KeyFrameRequested, PixelFrame, RemoteAudio, Role,
+    RoomClosed, RoomError, RoomRef, UserEntered, UserLeft, VideoAvailable, VideoFormat,
 )
 from shared.room.trtc import TRTCRoom, enter_room_params
 from shared.runtime import RunLogger
@@ -74,8 +75,9 @@ def trtc(room_service, log_lines):
         r = TRTCRoom(sdk=sdk, logger=logger)
         made.append((r, sdk))
         if enter:
+            params.setdefault("timeout", WAIT_S)
             r.enter(EnterParams(room_service.sdk_app_id, RoomRef(room), user_id, room_service.usersig(user_id),
-                                role=role, timeout=WAIT_S, **params))
+                                role=role, **params))
         return r, sdk
 
     yield make
@@ -375,6 +377,36 @@ def test_video_encode_settings_reach_the_sdk_within_its_ranges(trtc):
     with pytest.raises(RoomError) as e:
         room.set_video_encode(VideoEncodeConfig(bitrate_bps=30_000_000))
     assert e.value.code == ERR_INVALID_PARAMETER
+
+
+def test_callbacks_become_events_for_the_main_video_stream_only(trtc):
+    room, sdk = trtc("alice", next(_rooms))
+    cloud = sdk.fake_clouds[0]
+    high, aux, low = sdk.STREAM_TYPE_VIDEO_HIGH, sdk.STREAM_TYPE_VIDEO_AUX, sdk.STREAM_TYPE_VIDEO_LOW
+    info = sdk.UserInfo()
+    info.user_id = sdk.TrtcString("bob")
+    for callback, *args in (
+        ("OnRemoteUserEnterRoom", info),
+        ("OnRemoteVideoAvailable", "bob", True, aux),  # screen share: not what we record
+        ("OnRemoteVideoAvailable", "bob", True, high),
+        ("OnRemoteAudioAvailable", "bob", True),
+        ("OnRequestKeyFrame", low),
+        ("OnRequestKeyFrame", high),
+        ("OnRequestChangeVideoEncodeBitrate", low, 100_000),
+        ("OnRequestChangeVideoEncodeBitrate", high, 600_000),
+        ("OnRemoteUserExitRoom", info, LEFT_TIMEOUT),
+    ):
+        cloud.fake_deliver(callback, *args)
+    assert drain(room) == [UserEntered("bob"), VideoAvailable("bob", True), AudioAvailable("bob", True),
+                           KeyFrameRequested(), BitrateRequested(600_000), UserLeft("bob", LEFT_TIMEOUT)]
+
+
+def test_a_channel_the_sdk_never_confirms_times_out(trtc, monkeypatch):
+    room, sdk = trtc("alice", next(_rooms), timeout=0.5)
+    monkeypatch.setattr(sdk.TRTCCloud, "CreateLocalAudioChannel", lambda self, params: sdk.ERR_OK)
+    with pytest.raises(RoomError) as e:
+        room.start_audio()
+    assert e.value.code == ERR_REQUEST_SERVER_TIMEOUT and "OnLocalAudioChannelCreated" in str(e.value)
 
 
 # --- callbacks never raise into the SDK ------------------------------------------------------------
