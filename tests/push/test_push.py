@@ -181,3 +181,22 @@ def test_code_root_with_shared_beside_it(push_env, subscribe, clip3, tmp_path):
     assert json.loads(lines[0])["status"] == "completed"
     assert lines[1].startswith(str(root / "shared"))
     assert sub.wait_for(lambda g: len(g.video_pts) == 75)
+
+
+def test_progress_lines_carry_position_fps_bitrate_and_speed(push_env, subscribe, clip10, monkeypatch, capfd):
+    import shared.pusher
+
+    monkeypatch.setattr(shared.pusher, "PROGRESS_EVERY_S", 0.4)  # 5 s in production; shortened here
+    monkeypatch.setenv("PACING_SPEED", "4")
+    result = main_handler(params_for(push_env, clip10, new_room(), maxDuration=6), {"request_id": "req-prog"})
+    assert result["status"] == "completed"
+    lines = [json.loads(line) for line in capfd.readouterr().err.splitlines()
+             if line.startswith("{") and '"msg": "progress"' in line]
+    assert len(lines) >= 2
+    for line in lines:
+        assert line["request_id"] == "req-prog" and line["duration"] == pytest.approx(10.0)
+        assert line["speed"] == pytest.approx(4.0, rel=0.35)
+        assert line["fps"] == pytest.approx(100, rel=0.35)  # 25 fps at 4x
+        assert line["bitrateKbps"] > 0  # measured: this clip is passed through
+    positions = [line["position"] for line in lines]
+    assert positions == sorted(positions) and 0 < positions[0] < positions[-1] <= 6.0
