@@ -278,10 +278,9 @@ class Studio:
         client = self.rooms.trtc_client()
         if isinstance(room, str):
             req = models.RemoveUserByStrRoomIdRequest()
-            req.StrRoomId = room
         else:
             req = models.RemoveUserRequest()
-            req.RoomId = room
+        req.RoomId = room
         req.SdkAppId = self.rooms.sdk_app_id
         req.UserIds = [user_id]
         (client.RemoveUserByStrRoomId if isinstance(room, str) else client.RemoveUser)(req)

@@ -1,0 +1,155 @@
+"""When COS, the callback, the disk or the input let the recording down: what the user gets."""
+from __future__ import annotations
+
+import json
+import os
+import resource
+import signal
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+from functions.record_stream.index import main_handler
+
+from .conftest import REPO, probe
+
+
+def _record_briefly(studio, seconds=1.0, mode="00", **extra):
+    room = studio.new_room()
+    run = studio.start(studio.event(room, mode=mode, **extra))
+    anchor = studio.anchor(room, "alice").publish(seconds).wait()
+    studio.remove(room)
+    result = run.wait()
+    anchor.leave()
+    return result
+
+
+def test_cos_failing_twice_then_succeeding(studio, tmp_path):
+    studio.cos.fail_next(2)
+    result = _record_briefly(studio)
+    [entry] = result["Files"]
+    assert entry["Status"] == 1, entry
+    puts = [r for r in studio.cos.requests if r.method == "PUT" and "alice" in r.key]
+    assert len(puts) == 3  # two 503s, then the one that stored it
+    assert abs(probe(studio.fetch(entry["RecordFile"], tmp_path / "a.mp3")).audio_s - 1.0) <= 0.1
+
+
+def test_cos_refusing_reports_status_0_and_keeps_the_file(studio):
+    studio.cos.deny()
+    result = _record_briefly(studio)
+    [entry] = result["Files"]
+    assert entry["Status"] == 0 and entry["RecordFile"] == ""
+    assert entry["Message"].startswith("upload failed: AccessDenied"), entry
+    local = Path(entry["LocalPath"])
+    assert local.is_file() and studio.cfs in local.parents  # kept on CFS, its path given
+    assert abs(probe(local).audio_s - 1.0) <= 0.1
+    assert studio.callback.wait_for(1)[0].json["Files"] == [entry]
+
+
+def test_callback_down_then_up_is_delivered(studio):
+    studio.callback.down()
+    timer = threading.Timer(1.5, studio.callback.up)  # back before the retries run out
+    room = studio.new_room()
+    run = studio.start(studio.event(room, mode="00"))
+    anchor = studio.anchor(room, "alice").publish(1.0).wait()
+    studio.remove(room)
+    timer.start()
+    result = run.wait()
+    anchor.leave()
+    [body] = [r.json for r in studio.callback.wait_for(1)]
+    assert body == result and body["Files"][0]["Status"] == 1
+
+
+def test_callback_never_answering_still_returns_the_result(studio):
+    studio.callback.down()
+    result = _record_briefly(studio)
+    assert result["Files"][0]["Status"] == 1
+    assert studio.callback.received == []
+
+
+def test_disk_filling_up_mid_recording_ends_it_cleanly(studio, tmp_path, monkeypatch):
+    """The free space drops below what the recorder keeps in hand (RECORD_MIN_FREE_MB is raised
+    above what is free while it runs, the way another writer filling the disk would look to it):
+    the recording ends with what was written finalised, uploaded and reported."""
+    room = studio.new_room()
+    run = studio.start(studio.event(room, mode="02"))
+    anchor = studio.anchor(room, "alice").publish(3.0)
+    threading.Event().wait(1.5)
+    free_mb = os.statvfs(studio.cfs).f_bavail * os.statvfs(studio.cfs).f_frsize // (1 << 20)
+    monkeypatch.setenv("RECORD_MIN_FREE_MB", str(free_mb + 1024))
+    result = run.wait(timeout=15)
+    anchor.wait()
+    anchor.leave()
+    assert result["Reason"] == "disk_full", result
+    assert "disk" in result["Message"]
+    [entry] = result["Files"]
+    assert entry["Status"] == 1
+    found = probe(studio.fetch(entry["RecordFile"], tmp_path / "full.mp4"))
+    assert 1.2 <= found.audio_s <= 3.0, found  # what was written before the stop, and it plays
+
+
+def test_no_free_disk_at_start_is_reported_not_recorded(studio, monkeypatch):
+    monkeypatch.setenv("RECORD_MIN_FREE_MB", str(1 << 30))  # a petabyte: never free
+    room = studio.new_room()
+    result = main_handler(studio.event(room), studio.context())
+    assert result["Reason"] == "disk_full" and result["Files"] == []
+    assert "RECORD_MIN_FREE_MB" in result["Message"]
+    assert studio.callback.wait_for(1)[0].json["Reason"] == "disk_full"
+    assert studio.rooms.rooms.user_ids(studio.rooms.sdk_app_id, room) == []
+
+
+def _limit_file_size() -> None:
+    # Like a full disk to the recorder: writes past 24 KB fail (EFBIG) instead of killing us.
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (24 * 1024, 24 * 1024))
+
+
+def test_writes_failing_mid_recording_end_it_with_what_was_written(studio, tmp_path):
+    """The kernel refuses a write (a file size limit: the same failure as ENOSPC for the writer):
+    no crash; the recording stops and reports, and the MP3 written so far is kept and plays."""
+    room = studio.new_room()
+    event = studio.event(room, mode="00")
+    context = studio.context()
+    proc = subprocess.Popen([sys.executable, "-m", "tests.record.child", json.dumps(event), json.dumps(context)],
+                            cwd=str(REPO), env={**os.environ, **studio.env, "PYTHONDONTWRITEBYTECODE": "1"},
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=_limit_file_size)
+    try:
+        studio.wait_in_room(room, "recorder", timeout=20)
+        anchor = studio.anchor(room, "alice").publish(6.0)
+        out, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    anchor.wait()
+    anchor.leave()
+    assert proc.returncode == 0, err[-2000:]
+    result = json.loads(out.strip().splitlines()[-1])
+    assert result["Reason"] == "disk_full", result
+    [entry] = result["Files"]
+    assert entry["Status"] == 0 and "disk full" in entry["Message"], entry
+    found = probe(Path(entry["LocalPath"]))  # kept where it was written, its path given
+    assert 1.5 <= found.audio_s < 6.0, found  # 64 kbit/s: ~3 s fit in 24 KB, and they play
+
+
+def test_invalid_input_is_a_400_naming_each_bad_field(studio):
+    body = {"SdkAppId": "abc", "UserId": "recorder", "Mode": "05",
+            "CosConfig": {"Region": "ap-guangzhou", "Path": "/x"}, "Callback": "http://169.254.169.254/cb",
+            "MaxIdleTime": 0}
+    event = {"httpMethod": "POST", "path": "/record_stream", "requestContext": {}, "headers": {},
+             "body": json.dumps(body)}
+    answer = main_handler(event, studio.context())
+    assert answer["statusCode"] == 400
+    message = json.loads(answer["body"])["message"]
+    for field in ("SdkAppId", "StrRoomId", "UserSig", "Mode", "CosConfig.Bucket", "Callback", "MaxIdleTime"):
+        assert field in message, (field, message)
+    assert "RoomId (integer) or StrRoomId (string) is required" in message
+
+
+def test_a_bad_usersig_is_reported_with_trtc_code(studio):
+    room = studio.new_room()
+    event = studio.event(room, UserSig="not-a-valid-signature")
+    result = main_handler(event, studio.context())
+    assert result["Reason"] == "enter_failed" and result["Code"] == -3320, result
+    assert result["Files"] == []
+    assert studio.callback.wait_for(1)[0].json["Code"] == -3320
