@@ -84,6 +84,11 @@ class Gateway:
             length = int(h.headers.get("Content-Length") or 0)
         except ValueError:
             length = -1
+        if "chunked" in (h.headers.get("Transfer-Encoding") or "").lower():
+            h.close_connection = True
+            self._json(h, 411, {"errorCode": 411, "errorMessage": "Send the body with a Content-Length, not chunked.",
+                                "requestId": api_request_id})
+            return
         if length < 0 or length > MAX_BODY:
             h.close_connection = True
             self._json(h, 413, {"errorCode": 413, "errorMessage": f"The request body must be at most {MAX_BODY} bytes.",

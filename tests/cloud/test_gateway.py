@@ -108,7 +108,8 @@ def test_past_the_concurrency_limit_the_gateway_answers_432_resource_limit_reach
 
 def test_each_run_keeps_its_log_and_result_by_request_id(scf_stack):
     url = scf_stack.gateway.url
-    ok = requests.post(f"{url}/probe", json={"echo": "kept"}, timeout=5).headers["x-scf-reqid"]
+    ok = requests.post(f"{url}/probe", json={"echo": "kept", "userSig": "never-kept-usersig"},
+                       timeout=5).headers["x-scf-reqid"]
     bad = requests.post(f"{url}/probe", json={"mode": "raise"}, timeout=5).headers["x-scf-reqid"]
     _finished(url, ok)
     failed = _finished(url, bad)
@@ -130,6 +131,9 @@ def test_each_run_keeps_its_log_and_result_by_request_id(scf_stack):
     assert json.loads((run_dir / "result.json").read_text())["result"] == {"echo": "kept"}
     assert json.loads((run_dir / "run.json").read_text())["status"] == "FINISHED"
     assert (run_dir / "log").read_text() == log
+    # The event is kept with its secrets redacted.
+    assert "never-kept-usersig" not in (run_dir / "run.json").read_text()
+    assert "never-kept-usersig" not in requests.get(f"{url}/_runs/{ok}", timeout=5).text
 
 
 def test_unknown_paths_methods_and_runs_are_refused_clearly(scf_stack):
