@@ -491,9 +491,10 @@ def _short(callback: dict[str, Any]) -> dict[str, Any]:
 def _cloud(use_running: str | None, state_dir: Path | None, out: Out) -> Iterator[dict[str, Any]]:
     if use_running:
         try:
-            yield read_info(use_running)
+            info = read_info(use_running)
         except FileNotFoundError as e:
             raise DemoError(str(e)) from None
+        yield info
         return
     directory = state_dir or Path(tempfile.mkdtemp(prefix="trtc-demo-"))
     out.say(f"starting the local cloud (state in {directory})")
