@@ -11,6 +11,7 @@ Import the fixtures into a conftest with `from tests.media_fixtures import clips
 """
 from __future__ import annotations
 
+import heapq
 import http.server
 import os
 import re
@@ -31,17 +32,16 @@ from av.filter import Graph
 # --- clips ---------------------------------------------------------------------------------------
 
 
-def _pull_all(graph: Graph) -> list:
-    out = []
+def _pull_all(graph: Graph) -> Iterator:
     while True:
         try:
-            out.append(graph.pull())
+            yield graph.pull()
         except (av.error.EOFError, av.error.BlockingIOError, EOFError):
-            return out
+            return
 
 
-def pattern_frames(width: int, height: int, fps: int, duration: float) -> list[av.VideoFrame]:
-    """FFmpeg's testsrc2 (moving pattern with a frame counter), yuv420p."""
+def pattern_frames(width: int, height: int, fps: int, duration: float) -> Iterator[av.VideoFrame]:
+    """FFmpeg's testsrc2 (moving pattern with a frame counter), yuv420p, made as they are pulled."""
     g = Graph()
     src = g.add("testsrc2", size=f"{width + width % 2}x{height + height % 2}", rate=str(fps),
                 duration=str(duration))
@@ -56,7 +56,7 @@ def pattern_frames(width: int, height: int, fps: int, duration: float) -> list[a
     return _pull_all(g)
 
 
-def tone_frames(rate: int, layout: str, duration: float, fmt: str = "fltp") -> list[av.AudioFrame]:
+def tone_frames(rate: int, layout: str, duration: float, fmt: str = "fltp") -> Iterator[av.AudioFrame]:
     """A different sine per channel (440 Hz, 550 Hz, ...) so a downmix is audible."""
     n = av.AudioLayout(layout).nb_channels
     exprs = "|".join(f"0.5*sin({440 + 110 * i}*2*PI*t)" for i in range(n))
@@ -111,8 +111,9 @@ def make_clip(
     if faststart and path.suffix in (".mp4", ".mov", ".m4a"):
         opts.setdefault("movflags", "+faststart")
     out = av.open(str(path), "w", format=fmt, options=opts)
-    items: list[tuple[float, str, object]] = []
     vs = as_ = None
+    video_items: Iterator = iter(())
+    audio_items: Iterator = iter(())
     if video:
         enc, vopts = VIDEO_CODECS[video]
         vs = out.add_stream(enc, rate=fps, options=dict(vopts))
@@ -121,32 +122,39 @@ def make_clip(
         if vfr:
             vs.codec_context.time_base = Fraction(1, 1000)
             vs.time_base = Fraction(1, 1000)
-        frames = pattern_frames(width, height, fps, duration)
-        t_ms = 0
-        for i, f in enumerate(frames):
-            f.pict_type = av.video.frame.PictureType.NONE
-            if vfr:
-                f.pts, f.time_base = t_ms, Fraction(1, 1000)
-                items.append((t_ms / 1000, "v", f))
-                t_ms += (20, 40, 60, 80)[i % 4]
-                if t_ms >= duration * 1000:
-                    break
-            else:
-                f.pts, f.time_base = i, Fraction(1, fps)
-                items.append((i / fps, "v", f))
+
+        def video_gen() -> Iterator:
+            t_ms = 0
+            for i, f in enumerate(pattern_frames(width, height, fps, duration)):
+                f.pict_type = av.video.frame.PictureType.NONE
+                if vfr:
+                    if t_ms >= duration * 1000:
+                        return
+                    f.pts, f.time_base = t_ms, Fraction(1, 1000)
+                    yield t_ms / 1000, 1, f
+                    t_ms += (20, 40, 60, 80)[i % 4]
+                else:
+                    f.pts, f.time_base = i, Fraction(1, fps)
+                    yield i / fps, 1, f
+
+        video_items = video_gen()
     if audio:
         enc, sfmt = AUDIO_CODECS[audio]
         as_ = out.add_stream(enc, rate=rate)
         as_.layout = layout
         as_.format = sfmt
-        t = 0
-        for f in tone_frames(rate, layout, duration, sfmt):
-            f.pts, f.time_base = t, Fraction(1, rate)
-            items.append((t / rate, "a", f))
-            t += f.samples
-    items.sort(key=lambda x: (x[0], x[1]))
-    for _, kind, f in items:
-        out.mux((vs if kind == "v" else as_).encode(f))
+
+        def audio_gen() -> Iterator:
+            t = 0
+            for f in tone_frames(rate, layout, duration, sfmt):
+                f.pts, f.time_base = t, Fraction(1, rate)
+                yield t / rate, 0, f
+                t += f.samples
+
+        audio_items = audio_gen()
+    # Frames are made and encoded in time order, one at a time (a 1080p clip stays cheap).
+    for _, kind, f in heapq.merge(video_items, audio_items, key=lambda x: (x[0], x[1])):
+        out.mux((vs if kind == 1 else as_).encode(f))
     for s in (vs, as_):
         if s is not None:
             out.mux(s.encode(None))
@@ -288,6 +296,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
                 return self._stall()
             if path.startswith("/stallbody/"):
                 return self._stall_body(root / path[len("/stallbody/"):])
+            if path.startswith("/drop/"):
+                return self._drop_once(root / path[len("/drop/"):], head)
             if path.startswith("/live/") and path.endswith(".m3u8"):
                 return self._live_playlist(root / path[len("/live/"):-len(".m3u8")])
             if path.startswith("/live/"):
@@ -363,6 +373,24 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         self.server.stopping.wait(60)
         self.close_connection = True
 
+    def _drop_once(self, file: Path, head: bool) -> None:
+        """The first GET gets a third of the body and a closed connection; later ones are served."""
+        if not file.is_file():
+            return self._not_found()
+        with self.server.lock:
+            first = str(file) not in self.server.dropped
+            self.server.dropped.add(str(file))
+        if not first or head:
+            return self._file(file, head)
+        data = file.read_bytes()
+        self.send_response(200)
+        self.send_header("Accept-Ranges", "bytes")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data[: len(data) // 3])
+        self.wfile.flush()
+        self.close_connection = True
+
     def _live_playlist(self, directory: Path) -> None:
         """A live window over an HLS VOD's segments that grows with time, without ENDLIST."""
         vod = directory / "index.m3u8"
@@ -416,13 +444,16 @@ class _Server(http.server.ThreadingHTTPServer):
     stopping: threading.Event
     live_started: dict[str, float]
     live_speed: float
+    dropped: set[str]
+    lock: threading.Lock
 
 
 class MediaHTTPServer:
     """Serves `root` on 127.0.0.1 with Range requests.
 
     Routes: /NAME (a file; 404 when missing), /stall/ANY (never answers), /stallbody/NAME (a third
-    of the body, then nothing), /live/DIR.m3u8 (a growing live playlist over DIR's HLS VOD; the
+    of the body, then nothing), /drop/NAME (the first request is cut after a third of the body and
+    the connection closed; later ones, with Range, are served), /live/DIR.m3u8 (a growing live playlist over DIR's HLS VOD; the
     segments at /live/DIR/seg_N.ts), /flvlive/NAME (an FLV streamed without a length).
     """
 
@@ -433,6 +464,8 @@ class MediaHTTPServer:
         self._httpd.stopping = threading.Event()
         self._httpd.live_started = {}
         self._httpd.live_speed = live_speed
+        self._httpd.dropped = set()
+        self._httpd.lock = threading.Lock()
         self.port = self._httpd.server_address[1]
         self._thread = threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.1},
                                         daemon=True, name="media-http")

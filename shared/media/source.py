@@ -419,6 +419,9 @@ class MediaSource:
             # Passthrough: audio waits for the first key frame's pts (see frames()).
             aconv.reset(drop_before_ms=None if passthrough else start_ms)
         key_ms: int | None = None if passthrough else start_ms
+        # Frames before the start are dropped only until the first one at or after it: a timestamp
+        # reset later in the file must not make everything after it "before the start".
+        gate = {"a": True, "v": True}
         aq: collections.deque[Frame] = collections.deque()
         vq: collections.deque[Frame] = collections.deque()
         last = {"a": None, "v": None}
@@ -428,18 +431,21 @@ class MediaSource:
         a_done = a is None
         v_done = v is None
 
-        def monotonic(kind: str, pts: int) -> int | None:
-            """Keep pts monotonic per stream: small regressions drop the frame, large ones shift."""
-            p = pts + shift[kind]
+        frame_ms = max(1, round(1000 / (self.info.fps or 25)))
+
+        def monotonic(kind: str, f: Frame) -> int | None:
+            """Keep pts rising per stream. A decoded picture that steps back a little is dropped
+            (a duplicate); anything else that goes back (a timestamp reset, a broken file)
+            continues right after the furthest pts yielded, so pts stay a position in the push."""
+            p = f.pts_ms + shift[kind]
             prev = last[kind]
             if prev is not None and p <= prev:
-                if prev - p > BACKWARD_JUMP_MS:
-                    shift[kind] += (max(prev, furthest[0] or prev) + 1) - p
-                    p = pts + shift[kind]
-                elif kind == "v":
+                if kind == "v" and isinstance(f, PixelFrame) and prev - p < BACKWARD_JUMP_MS // 10:
                     return None
-                else:
-                    p = prev + 1 if p <= prev else p
+                step = 20 if kind == "a" else (frame_ms if prev - p >= BACKWARD_JUMP_MS // 10 else 1)
+                target = max(prev, furthest[0] if prev - p >= BACKWARD_JUMP_MS // 10 else prev) + step
+                shift[kind] += target - p
+                p = target
             last[kind] = p
             if furthest[0] is None or p > furthest[0]:
                 furthest[0] = p
@@ -448,7 +454,7 @@ class MediaSource:
         def emit(kind: str, frames: list) -> None:
             q = aq if kind == "a" else vq
             for f in frames:
-                p = monotonic(kind, f.pts_ms)
+                p = monotonic(kind, f)
                 if p is None:
                     continue
                 f.pts_ms = p
@@ -492,7 +498,8 @@ class MediaSource:
                     break
                 pos = furthest[0]
                 at = f" after {pos / 1000:.1f} s" if pos is not None else ""
-                raise self._fail(f"read failed{at}, file truncated or corrupt: {_reason(e, self.timeout_s)}") from None
+                what = "file truncated or corrupt" if self._kind_name == "file" else "connection lost, or file truncated or corrupt"
+                raise self._fail(f"read failed{at} ({what}): {_reason(e, self.timeout_s)}") from None
             if packet.size == 0 and packet.pts is None and packet.dts is None:
                 continue  # a demuxer's flush packet
             if packet.stream is v:
@@ -522,8 +529,9 @@ class MediaSource:
                         pts = self._ms(frame.pts, frame.time_base or v.time_base)
                         if pts is None:
                             pts = (last["v"] + round(1000 / (self.info.fps or 25))) if last["v"] is not None else 0
-                        if pts < start_ms:
+                        if gate["v"] and pts < start_ms:
                             continue
+                        gate["v"] = False
                         out += vconv.push(frame, pts)
                     emit("v", out)
             elif packet.stream is a:
@@ -532,8 +540,9 @@ class MediaSource:
                 for frame in decoded:
                     pts = self._ms(frame.pts, frame.time_base or a.time_base)
                     out += aconv.push(frame, pts)
-                if passthrough and key_ms is not None:
+                if passthrough and key_ms is not None and gate["a"]:
                     out = [f for f in out if f.pts_ms >= key_ms]
+                    gate["a"] = not out
                 emit("a", out)
             yield from release(False)
 
@@ -543,7 +552,7 @@ class MediaSource:
             out = []
             for frame in decoded:
                 pts = self._ms(frame.pts, frame.time_base or v.time_base)
-                if pts is not None and pts >= start_ms:
+                if pts is not None and (pts >= start_ms or not gate["v"]):
                     out += vconv.push(frame, pts)
             emit("v", out)
         if a is not None:
@@ -552,7 +561,7 @@ class MediaSource:
             for frame in decoded:
                 out += aconv.push(frame, self._ms(frame.pts, frame.time_base or a.time_base))
             out += aconv.flush()
-            if passthrough and key_ms is not None:
+            if passthrough and key_ms is not None and gate["a"]:
                 out = [f for f in out if f.pts_ms >= key_ms]
             emit("a", out)
         a_done = v_done = True

@@ -128,3 +128,11 @@ def test_stall_mid_body_fails_within_timeout(clips, media_http, monkeypatch):
     assert time.monotonic() - t0 < 10
     assert "timed out" in str(e.value)
     assert got, "what arrived before the stall was delivered"
+
+
+def test_http_reconnects_after_a_dropped_connection(clips, media_http):
+    clips.get("long.mp4")
+    with MediaSource(media_http.url("drop/long.mp4"), timeout_s=5) as src:
+        got = pull(src)
+        assert src.skipped == 0
+    assert len(got.video) == 150 and 299 <= len(got.audio) <= 301
