@@ -10,6 +10,8 @@ same place: a final checkpoint, leaving the room, and a result saying why.
 from __future__ import annotations
 
 import os
+import queue
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Optional
@@ -112,6 +114,7 @@ class Pusher:
         self.video_config = VideoEncodeConfig()
         self.passthrough = False
         self.start_s = 0.0
+        self.reader: Optional[_FrameReader] = None
 
     # --- the whole run -------------------------------------------------------------------------
 
@@ -250,44 +253,51 @@ class Pusher:
 
         while reason is None:
             sent_this_pass = 0
-            try:
-                for frame in source.frames(start_s):
-                    reason = self._stop_reason()
-                    if reason:
-                        break
-                    src_pts = frame.pts_ms
-                    pts = src_pts + offset_ms
-                    if st.first_pts is None:
-                        st.first_pts = pts
-                    if max_ms is not None and pts - st.first_pts >= max_ms:
-                        reason = "max_duration"
-                        break
-                    is_audio = isinstance(frame, AudioFrame)
-                    pacer.wait(pts, "audio" if is_audio else "video")
-                    reason = self._stop_reason()
-                    if reason:
-                        break
-                    frame.pts_ms = pts
-                    if not self._send(frame, is_audio):
-                        reason = self._closed_reason()
-                        break
-                    sent_this_pass += 1
-                    st.position_ms = src_pts
-                    st.last_pts = pts
-                    end = src_pts + (20 if is_audio else self._frame_ms(info))
-                    if end > st.loop_end_ms:
-                        st.loop_end_ms = end
-                    if cp is not None:
-                        cp.update(src_pts / 1000.0)
-                    now = time.monotonic()
-                    if now >= next_progress:
-                        self._progress(now, pacer)
-                        next_progress = now + PROGRESS_EVERY_S
-            except SourceError as e:
-                self.message = str(e)
-                self.log.error("the source failed mid-push", error=str(e), position=st.position_ms / 1000)
-                reason = "source_error"
-                break
+            self.reader = reader = _FrameReader(source, start_s)
+            while True:
+                item = reader.next(timeout=0.1)
+                reason = self._stop_reason()
+                if reason:
+                    break
+                if item is _NOTHING_YET:
+                    continue  # the source is slow: keep answering stops and room events
+                if item is _END_OF_PASS:
+                    break
+                if isinstance(item, SourceError):
+                    self.message = str(item)
+                    self.log.error("the source failed mid-push", error=str(item), position=st.position_ms / 1000)
+                    reason = "source_error"
+                    break
+                frame = item
+                src_pts = frame.pts_ms
+                pts = src_pts + offset_ms
+                if st.first_pts is None:
+                    st.first_pts = pts
+                if max_ms is not None and pts - st.first_pts >= max_ms:
+                    reason = "max_duration"
+                    break
+                is_audio = isinstance(frame, AudioFrame)
+                pacer.wait(pts, "audio" if is_audio else "video")
+                reason = self._stop_reason()
+                if reason:
+                    break
+                frame.pts_ms = pts
+                if not self._send(frame, is_audio):
+                    reason = self._closed_reason()
+                    break
+                sent_this_pass += 1
+                st.position_ms = src_pts
+                st.last_pts = pts
+                end = src_pts + (20 if is_audio else self._frame_ms(info))
+                if end > st.loop_end_ms:
+                    st.loop_end_ms = end
+                if cp is not None:
+                    cp.update(src_pts / 1000.0)
+                now = time.monotonic()
+                if now >= next_progress:
+                    self._progress(now, pacer)
+                    next_progress = now + PROGRESS_EVERY_S
+            reader.stop()
             if reason:
                 break
             # End of one pass.
@@ -449,10 +459,85 @@ class Pusher:
             except Exception:  # leaving is best effort once the result is decided
                 pass
         if self.source is not None:
+            reader = self.reader
+            if reader is None or reader.release(self.source):
+                _close_quietly(self.source)
+
+
+_NOTHING_YET = object()
+_END_OF_PASS = object()
+
+
+def _close_quietly(source: MediaSource) -> None:
+    try:
+        source.close()
+    except Exception:  # closing is best effort once the result is decided
+        pass
+
+
+class _FrameReader:
+    """One pass over the source on its own thread, a few frames ahead of the push loop.
+
+    The loop never blocks inside a source read, so a stalled source (which only fails after its
+    read timeout) cannot delay SIGTERM, a room closing or the time limit; decoding also overlaps
+    the pacing sleeps.
+    """
+
+    def __init__(self, source: MediaSource, start_s: float, depth: int = 8):
+        self._queue: queue.Queue[Any] = queue.Queue(maxsize=depth)
+        self._quit = threading.Event()
+        self._lock = threading.Lock()
+        self._done = False
+        self._close_source = False
+        self._source = source
+        self._thread = threading.Thread(target=self._run, args=(start_s,), name="source-reader", daemon=True)
+        self._thread.start()
+
+    def _run(self, start_s: float) -> None:
+        try:
+            for frame in self._source.frames(start_s):
+                if not self._put(frame):
+                    return
+            self._put(_END_OF_PASS)
+        except SourceError as e:
+            self._put(e)
+        except Exception as e:  # PyAV can raise what the source did not foresee: still a source failure
+            self._put(SourceError(f"videoSrc {self._source.info.url}: reading failed: {type(e).__name__}: {e}"))
+        finally:
+            with self._lock:
+                self._done = True
+                close = self._close_source
+            if close:
+                _close_quietly(self._source)
+
+    def _put(self, item: Any) -> bool:
+        while not self._quit.is_set():
             try:
-                self.source.close()
-            except Exception:
-                pass
+                self._queue.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def next(self, timeout: float) -> Any:
+        """A frame, _END_OF_PASS, a SourceError, or _NOTHING_YET after `timeout`."""
+        try:
+            return self._queue.get(timeout=timeout)
+        except queue.Empty:
+            return _NOTHING_YET
+
+    def stop(self) -> None:
+        self._quit.set()
+        self._thread.join(0.3)
+
+    def release(self, source: MediaSource) -> bool:
+        """True if the caller may close the source now; else the reader closes it when its read ends."""
+        self._quit.set()
+        with self._lock:
+            if self._done:
+                return True
+            self._close_source = True
+            return False
 
 
 def run_push(params: PushParams, inv: Invocation, log: RunLogger) -> dict[str, Any]:

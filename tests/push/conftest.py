@@ -241,3 +241,6 @@ def children():
         if child.proc.poll() is None:
             child.proc.kill()
             child.proc.communicate(timeout=10)
+
+
+from tests.media_fixtures import clips, media_http  # noqa: E402,F401  (fixtures: named clips, local HTTP/HLS)
