@@ -105,6 +105,7 @@ class LocalCloud:
             self.cos.start()
             self.scf = Scf(self.state_dir / "runs", self._functions(), max_concurrency=c.max_concurrency,
                            region=c.region)
+            self.scf.load_previous()  # runs of an earlier `up` on this state directory stay readable
             register_scf(self.cloud_api, self.scf)
             self.gateway = Gateway(self.scf, c.host, c.gateway_port).start()
         except BaseException:

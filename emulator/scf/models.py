@@ -100,8 +100,12 @@ class Run:
     def result_path(self) -> Path:
         return self.directory / "result.json"
 
+    _loaded_duration_ms: float | None = field(default=None, repr=False)
+
     @property
     def duration_ms(self) -> float:
+        if self._loaded_duration_ms is not None:
+            return self._loaded_duration_ms
         return round(((self._t1 or time.monotonic()) - self._t0) * 1000.0, 3)
 
     def read_log(self) -> str:
@@ -164,6 +168,41 @@ class Scf:
         self._runs: dict[str, Run] = {}
         self._lock = threading.Lock()
         self._closing = False
+
+    # --- runs of an earlier session ----------------------------------------------------------
+
+    def load_previous(self) -> int:
+        """Read back the runs kept in `runs_dir` by an earlier session, so that their status, result
+        and log stay readable by request id. A run that was still RUNNING when that session died is
+        FAILED (439) now: nothing is running it any more. Returns how many were loaded."""
+        loaded = 0
+        for path in sorted(self.runs_dir.glob("*/run.json")):
+            try:
+                d = json.loads(path.read_text("utf-8"))
+                request_id = str(d["requestId"])
+                fn = self.functions.get(d["functionName"]) or FunctionConfig(str(d["functionName"]), Path("."))
+                started = datetime.strptime(d["startTime"], TIME_FORMAT)
+                ended = datetime.strptime(d["endTime"], TIME_FORMAT) if d.get("endTime") else None
+                status = Status(d["status"])
+            except (OSError, ValueError, KeyError, TypeError):
+                log.warning("skipping an unreadable run record %s", path)
+                continue
+            run = Run(request_id, fn, str(d.get("invokeType") or EVENT), str(d.get("source") or "invoke"),
+                      path.parent, started, d.get("event"), status=status,
+                      status_code=int(d.get("statusCode") or 0), ended_at=ended, result=d.get("result"),
+                      error=d.get("error"), terminated=d.get("terminated"),
+                      _loaded_duration_ms=float(d.get("durationMs") or 0.0))
+            if status is Status.RUNNING:
+                run.status, run.status_code = Status.FAILED, CODE_PROCESS_EXIT
+                run.ended_at = run.ended_at or datetime.now()
+                run.error = {"errorType": "ProcessExit",
+                             "errorMessage": "User process exit when running (the local cloud stopped while it ran)"}
+                self._save(run)
+            run.done.set()
+            with self._lock:
+                self._runs.setdefault(request_id, run)
+            loaded += 1
+        return loaded
 
     # --- functions ---------------------------------------------------------------------------
 

@@ -145,3 +145,33 @@ def test_unknown_paths_methods_and_runs_are_refused_clearly(scf_stack):
     r = requests.get(f"{url}/_runs/00000000-0000-0000-0000-000000000000", timeout=5)
     assert r.status_code == 404 and "ResourceNotFound.AsyncEvent" in r.json()["errorMessage"]
     assert scf_stack.scf.runs() == []
+
+
+def test_runs_of_an_earlier_session_stay_readable_by_request_id(tmp_path: Path):
+    from emulator.scf import FunctionConfig, Gateway, Scf
+
+    runs_dir = tmp_path / "runs"
+    before = Scf(runs_dir, [FunctionConfig("probe", PROBE_ROOT)])
+    old = before.invoke("probe", {"echo": "from before"})
+    assert before.wait(old, 20)
+    before.shutdown(1.0)
+    # A run the earlier session was still running when it died (its record says RUNNING).
+    crashed = json.loads((runs_dir / old.request_id / "run.json").read_text())
+    crashed.update(requestId="11111111-2222-3333-4444-555555555555", status="RUNNING", statusCode=202,
+                   endTime=None, result=None)
+    (runs_dir / crashed["requestId"]).mkdir()
+    (runs_dir / crashed["requestId"] / "run.json").write_text(json.dumps(crashed))
+
+    after = Scf(runs_dir, [FunctionConfig("probe", PROBE_ROOT)])
+    assert after.load_previous() == 2
+    gateway = Gateway(after).start()
+    try:
+        run = _run(gateway.url, old.request_id)
+        assert (run["status"], run["result"]) == ("FINISHED", {"echo": "from before"})
+        log = requests.get(f"{gateway.url}/_runs/{old.request_id}/log", timeout=5).text
+        assert log.startswith(f"START RequestId: {old.request_id}")
+        lost = _run(gateway.url, crashed["requestId"])
+        assert (lost["status"], lost["statusCode"]) == ("FAILED", 439)
+    finally:
+        gateway.stop()
+        after.shutdown(1.0)
