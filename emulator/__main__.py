@@ -18,6 +18,24 @@ from pathlib import Path
 from emulator.cloud import DEFAULT_STATE_DIR, CloudConfig, LocalCloud, read_info
 
 
+def _positive(kind: type) -> object:
+    def parse(text: str) -> object:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+        if value <= 0:
+            raise argparse.ArgumentTypeError(f"must be more than 0 (got {text})")
+        return value
+    return parse
+
+
+def _port(text: str) -> int:
+    if not text.isdigit() or int(text) > 65535:
+        raise argparse.ArgumentTypeError(f"a port is 0..65535 (got {text!r})")
+    return int(text)
+
+
 def _up(args: argparse.Namespace) -> int:
     state_dir = Path(args.state_dir)
     try:
@@ -78,9 +96,9 @@ def main(argv: list[str] | None = None) -> int:
     up.add_argument("--state-dir", default=str(DEFAULT_STATE_DIR),
                     help=f"where Redis data, COS objects and run logs are kept (default: ./{DEFAULT_STATE_DIR})")
     for name in ("gateway", "cloud-api", "room", "cos", "redis"):
-        up.add_argument(f"--{name}-port", type=int, default=0, metavar="P", help=f"{name} port (default: any free port)")
-    up.add_argument("--max-concurrency", type=int, default=8, help="function runs at once before 432 (default 8)")
-    up.add_argument("--time-limit", type=float, default=86400.0, metavar="SECONDS",
+        up.add_argument(f"--{name}-port", type=_port, default=0, metavar="P", help=f"{name} port (default: any free port)")
+    up.add_argument("--max-concurrency", type=_positive(int), default=8, metavar="N", help="function runs at once before 432 (default 8)")
+    up.add_argument("--time-limit", type=_positive(float), default=86400.0, metavar="SECONDS",
                     help="the functions' execution timeout (default 86400, SCF's async ceiling)")
     up.add_argument("--functions-dir", default=str(Path(__file__).resolve().parents[1] / "functions"),
                     help="directory holding <function>/index.py code roots (default: the repository's functions/)")
@@ -88,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
 
     sig = sub.add_parser("usersig", help="print a UserSig valid in the emulator's rooms")
     sig.add_argument("user_id", metavar="USER_ID")
-    sig.add_argument("--expire", type=int, default=180 * 86400, metavar="SECONDS")
+    sig.add_argument("--expire", type=_positive(int), default=180 * 86400, metavar="SECONDS")
     sig.set_defaults(run=_usersig)
 
     demo = sub.add_parser("demo", help="push a clip into a room, record it, stop both, show the result")
