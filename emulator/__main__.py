@@ -14,12 +14,13 @@ import signal
 import sys
 import threading
 from pathlib import Path
+from typing import Any, Callable
 
 from emulator.cloud import DEFAULT_STATE_DIR, CloudConfig, LocalCloud, read_info
 
 
-def _positive(kind: type) -> object:
-    def parse(text: str) -> object:
+def _positive(kind: Callable[[str], Any]) -> Callable[[str], Any]:
+    def parse(text: str) -> Any:
         try:
             value = kind(text)
         except ValueError:
