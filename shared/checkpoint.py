@@ -228,6 +228,10 @@ class Checkpoint:
         return self._fenced.is_set()
 
     @property
+    def started(self) -> bool:
+        return self._thread is not None
+
+    @property
     def reachable(self) -> bool:
         return self._reachable
 

@@ -20,7 +20,7 @@ from .checkpoint import Checkpoint, CheckpointUnavailable, Record
 from .contracts.push import PushParams
 from .gateway import UserError
 from .media.pacing import Pacer
-from .media.source import AudioPlan, MediaSource, SourceError, VideoPlan
+from .media.source import AudioPlan, MediaSource, SourceError, VideoPlan, safe_url
 from .room import (
     AudioFrame, BitrateRequested, CloseReason, EnterParams, H264Frame, KeyFrameRequested, PixelFrame, Role,
     Room, RoomClosed, RoomConfigError, RoomError, VideoEncodeConfig, VideoFormat, open_room,
@@ -125,12 +125,20 @@ class Pusher:
             redact_value(p.redisPassword.get_secret_value())
         self.stop.install()  # SIGTERM -> "terminated" (a no-op off the main thread)
         try:
-            self.log.info("push starting", videoSrc=p.videoSrc, sdkAppId=p.sdkAppId, room=p.room.key,
+            self.log.info("push starting", videoSrc=safe_url(p.videoSrc), sdkAppId=p.sdkAppId, room=p.room.key,
                           userId=p.userId, redis=p.redis, pacingSpeed=self.speed)
             record = self._open_checkpoint()
             resumed_from = self._open_source(record)
             self._enter_room()
             return self._push(resumed_from)
+        except UserError:
+            raise
+        except Exception:
+            # A bug, not a stop: still leave a truthful record behind for the next push.
+            if self.checkpoint is not None and self.checkpoint.started:
+                self.checkpoint.finish("failed", "internal_error", position=self.state.position_ms / 1000.0,
+                                       budget_s=1.0)
+            raise
         finally:
             self._close()
             self.stop.uninstall()
