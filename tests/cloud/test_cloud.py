@@ -25,7 +25,9 @@ def cloud(tmp_path_factory: pytest.TempPathFactory):
     functions = root / "functions"
     functions.mkdir()
     (functions / "push_stream").symlink_to(PROBE_ROOT, target_is_directory=True)  # the probe stands in
-    c = LocalCloud(CloudConfig(state_dir=root / "state", functions_dir=functions, shutdown_grace_s=2.0)).start()
+    # A bucket of its own: the session's cos_service (tests/conftest.py) serves the default one in this process.
+    c = LocalCloud(CloudConfig(state_dir=root / "state", functions_dir=functions, shutdown_grace_s=2.0,
+                               bucket="cloudtest-1250000000")).start()
     yield c
     c.stop()
 
