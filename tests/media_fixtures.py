@@ -291,6 +291,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
     def do_GET(self, head: bool = False) -> None:
         path = self.path.split("?", 1)[0]
         root: Path = self.server.root
+        with self.server.lock:
+            self.server.requests.append((path, self.headers.get("Range")))
         try:
             if path.startswith("/stall/"):
                 return self._stall()
@@ -446,6 +448,7 @@ class _Server(http.server.ThreadingHTTPServer):
     live_speed: float
     dropped: set[str]
     lock: threading.Lock
+    requests: list[tuple[str, str | None]]
 
 
 class MediaHTTPServer:
@@ -466,9 +469,15 @@ class MediaHTTPServer:
         self._httpd.live_speed = live_speed
         self._httpd.dropped = set()
         self._httpd.lock = threading.Lock()
+        self._httpd.requests = []
         self.port = self._httpd.server_address[1]
         self._thread = threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.1},
                                         daemon=True, name="media-http")
+
+    def requests(self, path: str) -> list[str | None]:
+        """The Range header of each request made for `path` so far (None: no Range)."""
+        with self._httpd.lock:
+            return [r for p, r in self._httpd.requests if p == "/" + path.lstrip("/")]
 
     def url(self, path: str) -> str:
         return f"http://127.0.0.1:{self.port}/{path.lstrip('/')}"

@@ -8,8 +8,7 @@ from __future__ import annotations
 
 import collections
 import os
-import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from fractions import Fraction
 from typing import Iterator
 from urllib.parse import urlsplit, urlunsplit

@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 
 from shared.media.source import AudioPlan, MediaSource, SourceError, VideoPlan
-from shared.room.base import AudioFrame, H264Frame, PixelFrame
+from shared.room.base import H264Frame, PixelFrame
 from tests.media.helpers import (
     channel_samples,
     decode_h264,

@@ -28,6 +28,14 @@ def test_http_files(clips, media_http, name, passthrough):
     assert strictly_increasing(got.audio_pts) and strictly_increasing(got.video_pts)
 
 
+def test_moov_at_end_is_read_with_range_requests(clips, media_http):
+    clips.get("moov_at_end.mp4")
+    with MediaSource(media_http.url("moov_at_end.mp4")) as src:
+        assert len(pull(src).video) == 50
+    ranges = [r for r in media_http.requests("moov_at_end.mp4") if r]
+    assert any(int(r.split("=")[1].split("-")[0]) > 0 for r in ranges), ranges
+
+
 def test_http_seek_uses_ranges(clips, media_http):
     clips.get("long.mp4")
     with MediaSource(media_http.url("long.mp4"), video=VideoPlan(bitrate_kbps=600)) as src:
@@ -136,3 +144,18 @@ def test_http_reconnects_after_a_dropped_connection(clips, media_http):
         got = pull(src)
         assert src.skipped == 0
     assert len(got.video) == 150 and 299 <= len(got.audio) <= 301
+
+
+def test_hls_live_that_stops_growing_ends_in_bounded_time(clips):
+    from tests.media_fixtures import MediaHTTPServer
+
+    clips.get("hls")
+    server = MediaHTTPServer(clips.root, live_speed=8).start()  # all 6 segments listed within 0.4 s
+    try:
+        t0 = time.monotonic()
+        with MediaSource(server.url("live/hls.m3u8"), timeout_s=1.5) as src:
+            got = pull(src)  # FFmpeg's HLS reader gives up on a playlist that stops growing
+    finally:
+        server.stop()
+    assert time.monotonic() - t0 < 20
+    assert len(got.video) >= 140 and strictly_increasing(got.video_pts)
