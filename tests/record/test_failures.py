@@ -30,7 +30,7 @@ def test_cos_failing_twice_then_succeeding(studio, tmp_path):
     result = _record_briefly(studio)
     [entry] = result["Files"]
     assert entry["Status"] == 1, entry
-    puts = [r for r in studio.cos.requests if r.method == "PUT" and "alice" in r.key]
+    puts = [r for r in studio.cos.requests if r.method == "PUT" and f"_{result['RoomId']}_alice_" in r.key]
     assert len(puts) == 3  # two 503s, then the one that stored it
     assert abs(probe(studio.fetch(entry["RecordFile"], tmp_path / "a.mp3")).audio_s - 1.0) <= 0.1
 
