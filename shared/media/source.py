@@ -196,7 +196,8 @@ class MediaSource:
             try:
                 check_destination(self.url, SOURCE_ALLOWLIST_ENV, "videoSrc")
             except DestinationRefused as e:
-                raise SourceError(str(e).replace(self.url, self.name)) from None
+                reason = str(e).replace(self.url, self.name)
+                raise self._fail(reason[len("videoSrc "):] if reason.startswith("videoSrc ") else reason) from None
         us = str(int(self.timeout_s * 1_000_000))
         options: dict[str, str] = {}
         if kind in ("http", "https"):
@@ -565,7 +566,7 @@ class MediaSource:
             emit("a", out)
         a_done = v_done = True
         yield from release(True)
-        self._check_complete(furthest[0])
+        self._check_complete(furthest[0], start_ms)
 
     def _decode(self, stream, packet: av.Packet | None) -> list:
         try:
@@ -590,13 +591,15 @@ class MediaSource:
             raise self._fail(f"{consecutive} undecodable {stream.type} frames in a row (corrupt source)")
         return []
 
-    def _check_complete(self, reached_ms: int | None) -> None:
+    def _check_complete(self, reached_ms: int | None, start_ms: int) -> None:
         d = self.info.duration_s
         if self.info.is_live or d is None or self._container is None:
             return
         if set(self._container.format.name.split(",")) & ESTIMATED_DURATION_FORMATS:
             return
         if reached_ms is None:
+            if start_ms and start_ms >= d * 1000 - max(TRUNCATION_SLACK_MS, d * 30):
+                return  # started at the very end: nothing was left to send
             raise self._fail("ended before any frame could be decoded (truncated or empty)")
         if reached_ms < d * 1000 - max(TRUNCATION_SLACK_MS, d * 30):
             raise self._fail(

@@ -219,8 +219,8 @@ def test_unusable_urls(tmp_path, monkeypatch):
     with pytest.raises(SourceError, match="empty"):
         MediaSource("  ")
     monkeypatch.setenv("SOURCE_ALLOWLIST", "")
-    with pytest.raises(SourceError, match="loopback address, refused"):
-        MediaSource("http://127.0.0.1:9/a.mp4")
+    with pytest.raises(SourceError, match=r"videoSrc http://127.0.0.1:9/a.mp4: host 127.0.0.1 is a loopback address, refused"):
+        MediaSource("http://127.0.0.1:9/a.mp4?sig=abc")
     with pytest.raises(SourceError, match="metadata"):
         MediaSource("http://169.254.169.254/latest")
 
@@ -259,3 +259,13 @@ def test_timestamps_that_jump_back_stay_monotonic(clips):
 def test_bad_plans(clips, kwargs, reason):
     with pytest.raises(SourceError, match=reason):
         MediaSource(str(clips.get("tone_pattern.mp4")), **kwargs)
+
+
+def test_abandoned_iteration_then_seek(clips):
+    with MediaSource(str(clips.get("long.mp4")), video=VideoPlan(bitrate_kbps=500)) as src:
+        first = pull(src, limit=10)
+        later = pull(src, start_s=1.0)
+        at_end = pull(src, start_s=6.5)  # past the end: nothing left, and no error
+    assert first.order[0] == 0 and len(first.order) == 10
+    assert 1000 <= later.video_pts[0] < 1040 and later.audio_pts[0] == 1000
+    assert not at_end.video and not at_end.audio
