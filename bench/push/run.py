@@ -1,6 +1,6 @@
 """push_stream benchmark: figures side by side with their anchor, in one run (about a minute).
 
-    .venv/bin/python bench/push/run.py [--seconds 10]      (./dev bench runs it; it needs `ffmpeg`)
+    .venv/bin/python bench/push/run.py [--seconds 10] [--only abcde]   (./dev bench runs it; needs `ffmpeg`)
 
 (a) CPU-seconds per media-second: push_stream transcoding a 1080p30 H.264 (B-frames) + AAC source to
     720p30 and to 1080p30 (decode, scale, libx264 ultrafast/zerolatency, Opus), against Debian's
@@ -318,6 +318,7 @@ def main() -> None:
         return
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--seconds", type=float, default=10.0, help="media seconds for the CPU runs (default 10)")
+    ap.add_argument("--only", default="abcde", help="which parts to run, e.g. --only ae (default: all)")
     args = ap.parse_args()
     if subprocess.run(["which", "ffmpeg"], capture_output=True).returncode != 0:
         sys.exit("bench/push needs Debian's ffmpeg as its anchor: ./dev bench installs it "
@@ -329,10 +330,14 @@ def main() -> None:
     t0 = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="bench-push-") as tmp, RoomService() as rooms:
         work = Path(tmp)
-        rows += bench_cpu(rooms, work, args.seconds)
-        rows += bench_drift()
-        rows += bench_first_frame(rooms, work)
-        rows += bench_resume(rooms, work)
+        if "a" in args.only or "e" in args.only:
+            rows += bench_cpu(rooms, work, args.seconds)
+        if "b" in args.only:
+            rows += bench_drift()
+        if "c" in args.only:
+            rows += bench_first_frame(rooms, work)
+        if "d" in args.only:
+            rows += bench_resume(rooms, work)
     width = max(len(r[0]) for r in rows)
     print(f"push_stream benchmark ({os.cpu_count()} CPUs, {time.monotonic() - t0:.0f} s)")
     print(f"{'measure':<{width}}  {'push_stream':<34}  {'anchor':<40}  ratio / target")
