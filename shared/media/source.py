@@ -132,7 +132,12 @@ def _reason(e: BaseException, timeout_s: float) -> str:
 
 
 class MediaSource:
-    """Open, probe, and iterate a source. Not thread-safe; one `frames()` iteration at a time."""
+    """Open, probe, and iterate a source. Not thread-safe; one `frames()` iteration at a time.
+
+    After opening: `info` (what the probe found), `channels` (1 or 2: what every AudioFrame
+    carries), `name` (the URL as it may be shown), `skipped` (undecodable packets skipped so far).
+    `frames()` may be called again for another pass (a loop) or a different start.
+    """
 
     def __init__(
         self,

@@ -159,3 +159,20 @@ def test_hls_live_that_stops_growing_ends_in_bounded_time(clips):
         server.stop()
     assert time.monotonic() - t0 < 20
     assert len(got.video) >= 140 and strictly_increasing(got.video_pts)
+
+
+def test_rtmp_server_that_never_answers_fails_within_timeout():
+    import socket
+
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(1)  # the kernel accepts the connection; nobody ever answers the handshake
+    url = f"rtmp://127.0.0.1:{silent.getsockname()[1]}/live/x"
+    t0 = time.monotonic()
+    try:
+        with pytest.raises(SourceError) as e:
+            MediaSource(url, timeout_s=1)
+    finally:
+        silent.close()
+    assert time.monotonic() - t0 < 10
+    assert url in str(e.value) and "timed out" in str(e.value)
