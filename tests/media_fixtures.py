@@ -257,6 +257,15 @@ class Clips:
                 data = self._get("tone_pattern.mp4").read_bytes().replace(b"avc1", b"zzzz")
                 path.write_bytes(data)
                 return path
+            if name == "hls_master":
+                # a master playlist with two variants, the smaller listed first
+                make_hls(path / "low", duration=3.0, width=160, height=120)
+                make_hls(path / "high", duration=3.0, width=320, height=240)
+                (path / "master.m3u8").write_text(
+                    "#EXTM3U\n"
+                    "#EXT-X-STREAM-INF:BANDWIDTH=300000,RESOLUTION=160x120\nlow/index.m3u8\n"
+                    "#EXT-X-STREAM-INF:BANDWIDTH=900000,RESOLUTION=320x240\nhigh/index.m3u8\n")
+                return path
             if name == "hls":
                 make_hls(path)
                 return path
@@ -284,6 +293,12 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 
     def log_message(self, *args) -> None:  # keep test output clean
         pass
+
+    def handle(self) -> None:
+        try:
+            super().handle()
+        except (ConnectionResetError, BrokenPipeError):
+            pass  # the client went away (a reconnect, a closed source): nothing to report
 
     def do_HEAD(self) -> None:
         self.do_GET(head=True)

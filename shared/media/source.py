@@ -241,8 +241,22 @@ class MediaSource:
         c = self._container
         vstreams = [s for s in c.streams.video if not (s.disposition & av.stream.Disposition.attached_pic)]
         astreams = list(c.streams.audio)
-        self._vstream = vstreams[0] if vstreams else None
+        # Several video streams (an HLS master playlist's variants): take the largest picture.
+        # Streams not demuxed are discarded, so the other variants are never downloaded.
+        def area(s: av.stream.Stream) -> tuple[int, int]:
+            ctx = s.codec_context
+            return ((ctx.width or 0) * (ctx.height or 0) if ctx is not None else 0, -s.index)
+
+        self._vstream = max(vstreams, key=area) if vstreams else None
+        if self._vstream is not None and "variant_bitrate" in self._vstream.metadata:
+            # HLS: the audio of the same variant, so that one variant is downloaded, not two.
+            same = [s for s in astreams
+                    if s.metadata.get("variant_bitrate") == self._vstream.metadata["variant_bitrate"]]
+            astreams = same or astreams
         self._astream = astreams[0] if astreams else None
+        for s in c.streams:
+            if s is not self._vstream and s is not self._astream:
+                s.discard = av.stream.Discard.all  # the demuxer skips them (HLS: not downloaded)
         if self._vstream is None and self._astream is None:
             raise self._fail("has no audio or video stream")
         for s, what in ((self._vstream, "video"), (self._astream, "audio")):

@@ -8,7 +8,7 @@ import pytest
 
 from shared.media.source import MediaSource, SourceError, VideoPlan
 from shared.room.base import H264Frame
-from tests.media.helpers import pull, strictly_increasing
+from tests.media.helpers import decode_h264, pull, strictly_increasing
 from tests.media_fixtures import RtmpServer
 
 
@@ -176,3 +176,17 @@ def test_rtmp_server_that_never_answers_fails_within_timeout():
         silent.close()
     assert time.monotonic() - t0 < 10
     assert url in str(e.value) and "timed out" in str(e.value)
+
+
+def test_hls_master_playlist_takes_the_largest_variant(clips, media_http):
+    clips.get("hls_master")
+    with MediaSource(media_http.url("hls_master/master.m3u8")) as src:
+        assert (src.info.width, src.info.height) == (320, 240)
+        got = pull(src)
+    assert 74 <= len(got.video) <= 76 and strictly_increasing(got.video_pts)
+    assert len(decode_h264(got.video)) == len(got.video)
+    assert {(p.width, p.height) for p in decode_h264(got.video[:5])} == {(320, 240)}
+    fetched = [p for p, _ in media_http._httpd.requests if p.startswith("/hls_master/")]
+    assert any("/high/seg_" in p for p in fetched)
+    # the other variant is only probed at open (its first segments), never read on
+    assert "/hls_master/high/seg_2.ts" in fetched and "/hls_master/low/seg_2.ts" not in fetched
