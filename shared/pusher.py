@@ -22,7 +22,7 @@ from .gateway import UserError
 from .media.pacing import Pacer
 from .media.source import AudioPlan, MediaSource, SourceError, VideoPlan, safe_url
 from .room import (
-    AudioFrame, BitrateRequested, CloseReason, EnterParams, H264Frame, KeyFrameRequested, PixelFrame, Role,
+    AUDIO_FRAME_MS, AudioFrame, BitrateRequested, CloseReason, EnterParams, H264Frame, KeyFrameRequested, PixelFrame, Role,
     Room, RoomClosed, RoomConfigError, RoomError, VideoEncodeConfig, VideoFormat, open_room,
 )
 from .runtime import Invocation, RunLogger, StopSignal, redact_value
@@ -261,6 +261,9 @@ class Pusher:
 
         while reason is None:
             sent_this_pass = 0
+            bridge = None
+            if self.passthrough and start_s > 0 and not info.is_live:
+                bridge = _KeyFrameBridge(int(round(start_s * 1000)), info.fps, self.log)
             self.reader = reader = _FrameReader(source, start_s)
             while True:
                 item = reader.next(timeout=0.1)
@@ -276,31 +279,22 @@ class Pusher:
                     self.log.error("the source failed mid-push", error=str(item), position=st.position_ms / 1000)
                     reason = "source_error"
                     break
-                frame = item
-                src_pts = frame.pts_ms
-                pts = src_pts + offset_ms
-                if st.first_pts is None:
-                    st.first_pts = pts
-                if max_ms is not None and pts - st.first_pts >= max_ms:
-                    reason = "max_duration"
-                    break
-                is_audio = isinstance(frame, AudioFrame)
-                pacer.wait(pts, "audio" if is_audio else "video")
-                reason = self._stop_reason()
+                is_audio = isinstance(item, AudioFrame)
+                if bridge is None or not bridge.active:
+                    batch = [item]
+                elif is_audio:
+                    batch = [item] if bridge.audio_wanted(item) else []
+                else:
+                    batch = bridge.video(item)
+                for frame in batch:
+                    reason = self._send_paced(frame, is_audio, offset_ms, max_ms, pacer)
+                    if reason:
+                        break
+                    sent_this_pass += 1
+                    if cp is not None:
+                        cp.update(st.position_ms / 1000.0)
                 if reason:
                     break
-                frame.pts_ms = pts
-                if not self._send(frame, is_audio):
-                    reason = self._closed_reason()
-                    break
-                sent_this_pass += 1
-                st.position_ms = src_pts
-                st.last_pts = pts
-                end = src_pts + (20 if is_audio else self._frame_ms(info))
-                if end > st.loop_end_ms:
-                    st.loop_end_ms = end
-                if cp is not None:
-                    cp.update(src_pts / 1000.0)
                 now = time.monotonic()
                 if now >= next_progress:
                     self._progress(now, pacer)
@@ -324,6 +318,30 @@ class Pusher:
             self.log.info("looping the source", loop=st.loops, repeatNum=p.repeatNum)
 
         return self._finish(reason, resumed_from)
+
+    def _send_paced(self, frame: Any, is_audio: bool, offset_ms: int, max_ms: Optional[int],
+                    pacer: Pacer) -> Optional[str]:
+        """Wait for the frame's time, send it and account for it; a stop reason, or None."""
+        st = self.state
+        src_pts = frame.pts_ms
+        pts = src_pts + offset_ms
+        if st.first_pts is None:
+            st.first_pts = pts
+        if max_ms is not None and pts - st.first_pts >= max_ms:
+            return "max_duration"
+        pacer.wait(pts, "audio" if is_audio else "video")
+        reason = self._stop_reason()
+        if reason:
+            return reason
+        frame.pts_ms = pts
+        if not self._send(frame, is_audio):
+            return self._closed_reason()
+        st.position_ms = src_pts
+        st.last_pts = pts
+        end = src_pts + (AUDIO_FRAME_MS if is_audio else self._frame_ms(self.source.info))  # type: ignore[union-attr]
+        if end > st.loop_end_ms:
+            st.loop_end_ms = end
+        return None
 
     def _sleep(self, seconds: float) -> None:
         # Pacing waits wake up at once on SIGTERM, a room closing, or a fenced checkpoint.
@@ -470,6 +488,103 @@ class Pusher:
             reader = self.reader
             if reader is None or reader.release(self.source):
                 _close_quietly(self.source)
+
+
+class _KeyFrameBridge:
+    """Passthrough that has to start between two key frames (a resume, a seekSecond).
+
+    A receiver can only start decoding on a key frame, and the source starts at the key frame at
+    or before the position. Rather than repeat up to a GOP, the bridge decodes that GOP, drops the
+    pictures before the position, and re-encodes the rest of it (until the source's next key
+    frame) as H.264 that starts with an IDR; from the next key frame on, the source passes through
+    untouched. The first picture sent is then within one frame of the position, and the extra
+    encoding costs at most one GOP.
+    """
+
+    def __init__(self, start_ms: int, fps: float | None, log: RunLogger):
+        self.start_ms = start_ms
+        self.frame_ms = 1000.0 / (fps or 25)
+        self.fps = fps or 25
+        self.log = log
+        self.active = True
+        self._seen_key = False
+        self._decoder: Any = None
+        self._encoder: Any = None
+        self.encoded = 0
+
+    def audio_wanted(self, frame: AudioFrame) -> bool:
+        return frame.pts_ms > self.start_ms - AUDIO_FRAME_MS // 2
+
+    def video(self, frame: H264Frame) -> list[H264Frame]:
+        if not self.active:
+            return [frame]
+        if frame.key:
+            if self._seen_key or frame.pts_ms > self.start_ms - self.frame_ms / 2:
+                # The source's own key frame takes over from here.
+                return self._finish() + [frame]
+            self._seen_key = True
+        elif not self._seen_key:
+            return []  # nothing decodes before the first key frame
+        import av  # PyAV is already loaded by the source; imported here to keep the bridge local
+
+        if self._decoder is None:
+            self._decoder = av.CodecContext.create("h264", "r")
+            self._decoder.flags |= av.codec.context.Flags.low_delay
+        packet = av.Packet(frame.data)
+        packet.pts = packet.dts = frame.pts_ms
+        return self._reencode(self._decoder.decode(packet), frame.pts_ms)
+
+    def _reencode(self, pictures: list[Any], default_pts: int) -> list[H264Frame]:
+        out: list[H264Frame] = []
+        for picture in pictures:
+            pts = picture.pts if picture.pts is not None else default_pts
+            if pts <= self.start_ms - self.frame_ms / 2:
+                continue
+            out += self._encode(picture, int(pts))
+        return out
+
+    def _encode(self, picture: Any, pts_ms: int) -> list[H264Frame]:
+        import fractions
+
+        import av
+
+        if self._encoder is None:
+            ctx = av.CodecContext.create("libx264", "w")
+            ctx.width, ctx.height, ctx.pix_fmt = picture.width, picture.height, "yuv420p"
+            ctx.time_base = fractions.Fraction(1, 1000)
+            ctx.framerate = fractions.Fraction(int(round(self.fps)), 1)
+            ctx.max_b_frames = 0
+            ctx.options = {"preset": "ultrafast", "tune": "zerolatency", "bframes": "0", "repeat-headers": "1",
+                           "crf": "21"}
+            ctx.open()
+            self._encoder = ctx
+            self.log.info("resuming between key frames: re-encoding up to the next key frame",
+                          startMs=self.start_ms, keyFrameMs=pts_ms)
+        if picture.format.name != "yuv420p":
+            picture = picture.reformat(format="yuv420p")
+        picture.pts = pts_ms
+        picture.time_base = fractions.Fraction(1, 1000)
+        if self.encoded == 0:
+            picture.pict_type = av.video.frame.PictureType.I
+        out = []
+        for packet in self._encoder.encode(picture):
+            p = int(packet.pts) if packet.pts is not None else pts_ms
+            out.append(H264Frame(bytes(packet), p, bool(packet.is_keyframe), p))
+            self.encoded += 1
+        return out
+
+    def _finish(self) -> list[H264Frame]:
+        """What the decoder and encoder still hold, then back to passthrough."""
+        self.active = False
+        out: list[H264Frame] = []
+        if self._decoder is not None:
+            out += self._reencode(self._decoder.decode(None), self.start_ms)
+        if self._encoder is not None:
+            for packet in self._encoder.encode(None):
+                p = int(packet.pts) if packet.pts is not None else self.start_ms
+                out.append(H264Frame(bytes(packet), p, bool(packet.is_keyframe), p))
+        self._decoder = self._encoder = None
+        return out
 
 
 _NOTHING_YET = object()

@@ -302,7 +302,7 @@ def bench_resume(rooms: Any, work: Path) -> list[tuple[str, str, str, str]]:
                 rows.append((f"(d) resume error, {label}", "no frame arrived", "", ""))
                 continue
             error = abs(first - checkpoint * 1000) / (1000 / 30)
-            note = "" if bframes else " (starts on the key frame at or before it)"
+            note = "" if bframes else " (re-encodes up to the next key frame)"
             rows.append((f"(d) resume error after kill -9, {label}", f"{error:.2f} frames",
                          f"checkpoint {checkpoint:.3f} s, first frame {first / 1000:.3f} s",
                          f"target <= {TARGET_RESUME_FRAMES:g}{note}"))

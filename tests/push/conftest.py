@@ -96,6 +96,7 @@ class Received:
     audio_pts: list[int] = field(default_factory=list)
     video_pts: list[int] = field(default_factory=list)
     video_keys: list[bool] = field(default_factory=list)
+    video_data: list[bytes] = field(default_factory=list)
     first_media_at: float | None = None  # time.monotonic() of the first frame from the pusher
     entered: list[str] = field(default_factory=list)
     left: list[tuple[str, int]] = field(default_factory=list)
@@ -131,6 +132,7 @@ class Subscriber:
                 got.first_media_at = got.first_media_at or time.monotonic()
                 got.video_pts.append(event.frame.pts_ms)
                 got.video_keys.append(bool(getattr(event.frame, "key", False)))
+                got.video_data.append(event.frame.data)
             elif isinstance(event, UserEntered):
                 got.entered.append(event.user_id)
             elif isinstance(event, UserLeft):
@@ -163,6 +165,16 @@ class Subscriber:
         self._stop.set()
         self._thread.join(2)
         self.room.exit()
+
+
+def decode_h264(units: list[bytes]) -> list[av.VideoFrame]:
+    """Decode received access units the way a viewer would; raises on a broken stream."""
+    ctx = av.CodecContext.create("h264", "r")
+    pictures = []
+    for data in units:
+        pictures += ctx.decode(av.Packet(data))
+    pictures += ctx.decode(None)
+    return pictures
 
 
 @pytest.fixture

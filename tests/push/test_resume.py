@@ -197,3 +197,41 @@ def test_two_pushes_with_the_same_key_the_newer_wins(push_env, children, redis_s
     record = client.hgetall(key)
     assert record["requestId"] == "req-newer"
     assert float(record["position"]) == pytest.approx(newer["position"], abs=0.001)
+
+
+@pytest.mark.parametrize("how", ["record", "seekSecond"])
+def test_passthrough_starting_between_key_frames_is_exact_and_decodes(push_env, subscribe, redis_server, clip10,
+                                                                       how):
+    """A 1 s GOP source started at 1.37 s: the first picture is at 1.36 s, not back at the 1 s key frame."""
+    from .conftest import decode_h264
+
+    room = new_room()
+    src = str(clip10)
+    extra: dict = {"maxDuration": 2}
+    if how == "record":
+        key = checkpoint_key(push_env.sdk_app_id, RoomRef(room), src)
+        _client(redis_server).hset(key, mapping={"position": "1.370", "duration": "10.000", "requestId": "req-prev",
+                                                 "status": "terminated", "reason": "terminated", "updatedAt": "0"})
+        extra.update(_redis_params(redis_server))
+    else:
+        extra["seekSecond"] = 1.37
+    sub = subscribe(RoomRef(room), "pusher")
+    result = main_handler(params_for(push_env, src, room, **extra), {"request_id": f"req-{how}"})
+    assert (result["status"], result["path"]) == ("completed", "passthrough")
+    got = sub.settle()
+    assert abs(got.video_pts[0] - 1370) <= 40 and got.video_keys[0] is True
+    assert abs(got.audio_pts[0] - 1370) <= 20
+    # 1.36 s .. 3.36 s without a gap, the source's own key frames at 2 s and 3 s passed through.
+    assert got.video_pts == list(range(got.video_pts[0], got.video_pts[0] + 2000, 40))
+    assert [pts for pts, key in zip(got.video_pts, got.video_keys) if key][1:] == [2000, 3000]
+    pictures = decode_h264(got.video_data)
+    assert len(pictures) == len(got.video_data)
+    assert (pictures[0].width, pictures[0].height) == (160, 120)
+    # The clip's brightness steps with each frame: the first picture shows frame 34 (1.36 s), the
+    # one after the bridge frame 50 (the key frame at 2 s).
+    index = got.video_pts[0] // 40
+    for picture, frame_no in ((pictures[0], index), (pictures[50 - index], 50)):
+        y = picture.planes[0]
+        luma = bytes(y)[: y.line_size * picture.height]
+        mean = sum(luma[r * y.line_size + c] for r in range(0, 120, 7) for c in range(0, 160, 7)) / (18 * 23)
+        assert mean == pytest.approx((frame_no * 5) % 200 + 20, abs=4)
