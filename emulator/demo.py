@@ -212,8 +212,9 @@ def cos_client(info: dict[str, Any]) -> Any:
 # --- the story -------------------------------------------------------------------------------------
 
 class Demo:
-    def __init__(self, info: dict[str, Any], out: Out):
+    def __init__(self, info: dict[str, Any], out: Out, owns_cloud: bool = True):
         self.info = info
+        self.owns_cloud = owns_cloud
         self.out = out
         self.gateway = info["gateway"]
         self.scf = scf_client(info)
@@ -455,8 +456,10 @@ class Demo:
         lines += [
             f"push #2     {push2_id}: resumed from {float(push2['resumedFrom']):.2f} s, finished at "
             f"{push2.get('position', 0):.2f} s ({push2.get('reason')})",
-            f"run logs    {runs_dir}/<request id>/log  (also GET {self.gateway}/_runs/<request id>/log)",
-            f"state dir   {self.info['stateDir']}",
+            f"run logs    {runs_dir}/<request id>/log"
+            + ("" if self.owns_cloud else f"  (also GET {self.gateway}/_runs/<request id>/log)"),
+            f"state dir   {self.info['stateDir']}"
+            + ("  (kept after the demo; remove it when done)" if self.owns_cloud else ""),
         ]
         print("\n".join(lines), flush=True)
 
@@ -516,7 +519,7 @@ def run_demo(use_running: str | None = None, state_dir: Path | None = None) -> i
         logging.getLogger(name).setLevel(logging.WARNING)
     try:
         with _cloud(use_running, state_dir, out) as info:
-            Demo(info, out).main()
+            Demo(info, out, owns_cloud=not use_running).main()
     except DemoError as e:
         print(f"\ndemo FAILED: {e}", file=sys.stderr, flush=True)
         return 1
