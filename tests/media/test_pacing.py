@@ -16,6 +16,7 @@ class VirtualClock:
         self.jitter_ms = jitter_ms
         self._n = 0
         self.slept = 0.0
+        self.last_extra = 0.0
 
     def clock(self) -> float:
         return self.now
@@ -25,6 +26,7 @@ class VirtualClock:
         extra = (self._n % 1000) / 1000 * self.jitter_ms / 1000
         self.now += seconds + extra
         self.slept += seconds
+        self.last_extra = extra
 
 
 def test_ten_hours_without_drift():
@@ -38,10 +40,11 @@ def test_ten_hours_without_drift():
     for frame in range(hours * 3600 * 25 + 1):
         pts = frame * 40
         pacer.wait(pts, "video")
-        worst = max(worst, abs(vc.now - (start + pts / 1000)))
+        # how far this frame is from its ideal wall time, beyond the OS's last oversleep
+        worst = max(worst, abs(vc.now - vc.last_extra - (start + pts / 1000)))
     assert frame * 40 == hours * 3_600_000
-    assert worst < 0.003  # never more than the last sleep's oversleep: nothing accumulates
-    assert abs(vc.now - (start + hours * 3600)) < 0.003
+    assert worst < 0.001  # oversleeps (900,000 of them, 0-2 ms each) never accumulate
+    assert vc.now - (start + hours * 3600) < 0.003
 
 
 def test_interleaved_streams_share_one_timeline():
