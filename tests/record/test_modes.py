@@ -2,11 +2,28 @@
 recording, and the callback, COS and the file's decoded content say what a user would check."""
 from __future__ import annotations
 
+import struct
+from pathlib import Path
+
 import pytest
 
 from .conftest import probe
 
 PUBLISHED_S = 3.0
+
+
+def top_level_boxes(path: Path) -> list[str]:
+    data = path.read_bytes()
+    boxes, offset = [], 0
+    while offset + 8 <= len(data):
+        size, kind = struct.unpack(">I4s", data[offset:offset + 8])
+        boxes.append(kind.decode("latin-1"))
+        if size < 8:
+            break
+        offset += size
+    return boxes
+
+
 EXPECTED = {"00": ["mp3float"], "01": ["h264"], "02": ["h264", "aac"]}
 
 
@@ -41,4 +58,5 @@ def test_each_mode_records_what_was_published(studio, video_units, tmp_path, mod
     if mode != "00":
         assert abs(found.video_s - PUBLISHED_S) <= 0.1, found
         assert found.video_frames == anchor.sent_video
+        assert top_level_boxes(local).index("moov") < top_level_boxes(local).index("mdat")  # faststart
     assert not list(studio.cfs.rglob("*.*")), "uploaded files are removed from CFS"
