@@ -11,7 +11,7 @@ import os
 from dataclasses import dataclass
 from fractions import Fraction
 from typing import Iterator
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 import av
 
@@ -191,7 +191,7 @@ class MediaSource:
         self._kind_name = kind
         target = self.url
         if kind == "file":
-            path = self.url[7:] if self.url.startswith("file://") else self.url
+            path = unquote(urlsplit(self.url).path) if self.url.startswith("file://") else self.url
             if not os.path.exists(path):
                 raise self._fail("file not found")
             if os.path.isdir(path):
@@ -420,7 +420,14 @@ class MediaSource:
             for s in (self._vstream, self._astream):
                 if s is not None:
                     s.codec_context.flush_buffers()
-        return self._iterate(primed, start_ms)
+        return self._guarded(self._iterate(primed, start_ms))
+
+    def _guarded(self, frames: Iterator[Frame]) -> Iterator[Frame]:
+        """Whatever FFmpeg raises while converting becomes a SourceError naming the source."""
+        try:
+            yield from frames
+        except av.FFmpegError as e:
+            raise self._fail(f"cannot convert its media: {_reason(e, self.timeout_s)}") from None
 
     def _iterate(self, primed: list[av.Packet], start_ms: int) -> Iterator[Frame]:
         v, a = self._vstream, self._astream

@@ -284,7 +284,7 @@ class _Part:
         try:
             self._release_held(None)
             if self.audio is not None:
-                if pad_audio_to_ms is not None and self.samples:
+                if pad_audio_to_ms is not None:
                     self.write_silence_until(pad_audio_to_ms * AUDIO_SAMPLE_RATE // 1000)
                 self.container.mux(self.audio.encode(None))
         finally:
@@ -494,7 +494,8 @@ class AnchorRecording:
         if self._audio_muted and end_ms is not None:
             pad = max(end_ms - part.origin_ms, part.video_end_ms)
         elif part.has_video and part.audio is not None:
-            pad = part.video_end_ms  # audio that stopped early (a muted microphone) is silence
+            # Audio that stopped early, or never came (no microphone), is silence to the video's end.
+            pad = part.video_end_ms
         error = None
         try:
             part.close(pad_audio_to_ms=pad)

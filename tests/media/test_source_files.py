@@ -269,3 +269,12 @@ def test_abandoned_iteration_then_seek(clips):
     assert first.order[0] == 0 and len(first.order) == 10
     assert 1000 <= later.video_pts[0] < 1040 and later.audio_pts[0] == 1000
     assert not at_end.video and not at_end.audio
+
+
+def test_file_url_with_escaped_characters(clips, tmp_path):
+    import shutil
+
+    path = tmp_path / "a clip.mkv"
+    shutil.copy(clips.get("clip.mkv"), path)
+    with MediaSource("file://" + str(path).replace(" ", "%20")) as src:
+        assert len(pull(src).video) == 50
