@@ -9,6 +9,7 @@ same place: a final checkpoint, leaving the room, and a result saying why.
 """
 from __future__ import annotations
 
+import fractions
 import os
 import queue
 import threading
@@ -16,14 +17,16 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Optional
 
+import av
+
 from .checkpoint import Checkpoint, CheckpointUnavailable, Record
 from .contracts.push import PushParams
 from .gateway import UserError
 from .media.pacing import Pacer
 from .media.source import AudioPlan, MediaSource, SourceError, VideoPlan, safe_url
 from .room import (
-    AUDIO_FRAME_MS, AudioFrame, BitrateRequested, CloseReason, EnterParams, H264Frame, KeyFrameRequested, PixelFrame, Role,
-    Room, RoomClosed, RoomConfigError, RoomError, VideoEncodeConfig, VideoFormat, open_room,
+    AUDIO_FRAME_MS, AudioFrame, BitrateRequested, CloseReason, EnterParams, H264Frame, KeyFrameRequested, Role, Room,
+    RoomClosed, RoomConfigError, RoomError, VideoEncodeConfig, VideoFormat, open_room,
 )
 from .runtime import Invocation, RunLogger, StopSignal, redact_value
 
@@ -525,8 +528,6 @@ class _KeyFrameBridge:
             self._seen_key = True
         elif not self._seen_key:
             return []  # nothing decodes before the first key frame
-        import av  # PyAV is already loaded by the source; imported here to keep the bridge local
-
         if self._decoder is None:
             self._decoder = av.CodecContext.create("h264", "r")
             self._decoder.flags |= av.codec.context.Flags.low_delay
@@ -544,10 +545,6 @@ class _KeyFrameBridge:
         return out
 
     def _encode(self, picture: Any, pts_ms: int) -> list[H264Frame]:
-        import fractions
-
-        import av
-
         if self._encoder is None:
             ctx = av.CodecContext.create("libx264", "w")
             ctx.width, ctx.height, ctx.pix_fmt = picture.width, picture.height, "yuv420p"

@@ -22,7 +22,6 @@ import argparse
 import json
 import os
 import random
-import resource
 import signal
 import subprocess
 import sys
@@ -287,7 +286,7 @@ def bench_resume(rooms: Any, work: Path) -> list[tuple[str, str, str, str]]:
             env_before = dict(os.environ)
             os.environ.update({**rooms.env, "PACING_SPEED": "8", "SOURCE_ALLOWLIST": "127.0.0.0/8"})
             try:
-                result = main_handler({**params, "maxDuration": 1}, {})
+                main_handler({**params, "maxDuration": 1}, {})
             finally:
                 os.environ.clear()
                 os.environ.update(env_before)
