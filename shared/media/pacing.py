@@ -2,9 +2,11 @@
 
 Every deadline is computed afresh from one origin (a wall time and an integer media time), so
 rounding never accumulates: after ten hours a frame is due exactly ten hours after the first.
-Each stream (audio, video) carries its own integer offset onto a shared timeline; a timestamp
-jump on one stream (an HLS seam, a broken file, a loop) moves only that stream's offset so that
-it continues where it was, and the other stream is untouched until it jumps too.
+Each stream (audio, video) carries its own integer offset onto a shared timeline. A timestamp jump
+that takes a stream far from where the streams are (an HLS seam, a reset, a loop, a broken file)
+moves only that stream's offset so that it continues where it was; the other stream follows when
+it jumps too. A jump that lands where the other stream already is (a gap in one stream) is kept:
+the time really passed, and moving it would put the streams out of sync.
 """
 from __future__ import annotations
 
@@ -62,19 +64,21 @@ class Pacer:
             self._origin_wall, self._origin_ms = now, pts_ms
             self._line = pts_ms
         last = self._last.get(stream)
-        if last is not None:
-            delta = pts_ms - last
-            if delta < 0 or delta > self.max_jump_ms:
-                # Continue this stream one step after its last frame instead of sleeping across
-                # the gap (forward jump) or bursting until media time catches up (backward jump).
-                step = min(self._step.get(stream, 0), self.max_jump_ms)
-                self._offset[stream] = self._offset.get(stream, 0) + last + step - pts_ms
-                self.rebases += 1
+        offset = self._offset.get(stream, 0)
+        jumped = last is not None and not 0 <= pts_ms - last <= self.max_jump_ms
+        if last is not None and not jumped:
+            self._step[stream] = pts_ms - last
+        if (jumped or last is None) and abs(pts_ms + offset - self._line) > self.max_jump_ms:
+            # Far from where the streams are: a seam, a reset, a loop, a broken file. Continue this
+            # stream one step after its last frame (a new stream: where the others are) instead of
+            # sleeping across the gap or bursting until media time catches up. A jump that lands
+            # near the others (a gap in one stream only) is real time passing and is kept.
+            if last is None:
+                self._offset[stream] = self._line - pts_ms
             else:
-                self._step[stream] = delta
-        elif abs(pts_ms - self._line) > self.max_jump_ms:
-            # A stream's first frame far from where the others are: join it at the current point.
-            self._offset[stream] = self._line - pts_ms
+                step = min(self._step.get(stream, 0), self.max_jump_ms)
+                self._offset[stream] = offset + last + step - pts_ms
+            self.rebases += 1
         self._last[stream] = pts_ms
         self._line = max(self._line, pts_ms + self._offset.get(stream, 0))
         deadline = self.due(pts_ms, stream)

@@ -156,3 +156,29 @@ def test_real_clock_sleeps():
 def test_rejects_bad_speed():
     with pytest.raises(ValueError):
         Pacer(speed=0)
+
+
+def test_gap_in_one_stream_keeps_sync():
+    vc = VirtualClock(jitter_ms=0)
+    pacer = Pacer(clock=vc.clock, sleep=vc.sleep)
+    start = vc.now
+    # audio runs on; video is missing from 1 s to 4 s (a real gap in the source)
+    events = sorted([(i * 20, "audio") for i in range(300)]
+                    + [(i * 40, "video") for i in range(150) if not 1000 <= i * 40 < 4000])
+    for pts, stream in events:
+        pacer.wait(pts, stream)
+        assert vc.now == pytest.approx(start + pts / 1000, abs=1e-9)  # video resumes in sync
+
+
+def test_both_streams_jumping_stay_together():
+    vc = VirtualClock(jitter_ms=0)
+    pacer = Pacer(clock=vc.clock, sleep=vc.sleep)
+    start = vc.now
+    # 2 s of media, then both streams jump 10 minutes ahead (an HLS discontinuity)
+    events = sorted([(i * 20, "audio") for i in range(100)] + [(i * 40, "video") for i in range(50)])
+    events += sorted([(600_000 + i * 20, "audio") for i in range(100)]
+                     + [(600_000 + i * 40, "video") for i in range(50)])
+    for pts, stream in events:
+        pacer.wait(pts, stream)
+    assert vc.now - start == pytest.approx(4.0, abs=0.05)  # 4 s of media in 4 s: no stall
+    assert pacer.due(600_000 + 49 * 40, "video") == pytest.approx(pacer.due(600_000 + 98 * 20, "audio"), abs=0.025)
