@@ -33,6 +33,7 @@ MIN_FREE_ENV = "RECORD_MIN_FREE_MB"
 DEFAULT_MIN_FREE_MB = 64.0
 ENTER_TIMEOUT_S = 10.0
 POLL_S = 0.1
+MAX_EVENTS_PER_BATCH = 500
 CHECK_EVERY_S = 1.0  # idle, MaxDuration and free disk are looked at this often
 UPLOAD_WORKERS = 2
 # Seconds kept back from the time limit for the callback once uploads are done.
@@ -169,6 +170,7 @@ class Recorder:
         next_check = 0.0
         while True:
             event = room.poll(POLL_S)
+            budget = MAX_EVENTS_PER_BATCH  # the checks below must run even when media never pauses
             while event is not None:
                 now = time.monotonic()
                 if isinstance(event, RoomClosed):
@@ -186,7 +188,8 @@ class Recorder:
                                    user_id=user, error=str(e))
                     self._end_stay(user, now)
                     self._broken.add(user)
-                if self.stop.reason:  # a stop between events ends the batch too
+                budget -= 1
+                if self.stop.reason or budget <= 0:  # a stop between events ends the batch too
                     break
                 event = room.poll(0)
             now = time.monotonic()

@@ -117,3 +117,17 @@ def test_max_media_file_duration_splits_at_key_frames(studio, video_units, tmp_p
     assert abs(parts[0].video_s - 2.0) <= 0.1 and abs(parts[1].video_s - 1.4) <= 0.1, parts
     assert parts[0].video_frames + parts[1].video_frames == int(3.4 * FPS)
     assert abs(parts[0].audio_s + parts[1].audio_s - 3.4) <= 0.15, parts
+
+
+def test_mode_02_anchor_without_microphone_gets_a_silent_track(studio, video_units, tmp_path):
+    room = studio.new_room()
+    run = studio.start(studio.event(room, mode="02"))
+    anchor = studio.anchor(room, "alice").publish(2.0, units=video_units, audio=False).wait()
+    studio.remove(room)
+    result = run.wait()
+    anchor.leave()
+
+    found = probe(studio.fetch(result["Files"][0]["RecordFile"], tmp_path / "silent.mp4"))
+    assert sorted(found.codecs) == ["aac", "h264"]
+    assert abs(found.video_s - 2.0) <= 0.1 and abs(found.audio_s - 2.0) <= 0.1, found
+    assert max(found.audio_rms) < 50  # silence, as long as the pictures
