@@ -153,3 +153,25 @@ def test_a_bad_usersig_is_reported_with_trtc_code(studio):
     assert result["Reason"] == "enter_failed" and result["Code"] == -3320, result
     assert result["Files"] == []
     assert studio.callback.wait_for(1)[0].json["Code"] == -3320
+
+
+def test_internal_callback_is_refused_unless_allowlisted(studio, monkeypatch):
+    monkeypatch.delenv("CALLBACK_ALLOWLIST")
+    event = {"httpMethod": "POST", "path": "/record_stream", "requestContext": {}, "headers": {},
+             "body": json.dumps(studio.event(studio.new_room()))}
+    answer = main_handler(event, studio.context())
+    assert answer["statusCode"] == 400
+    message = json.loads(answer["body"])["message"]
+    assert "Callback" in message and "loopback" in message and "CALLBACK_ALLOWLIST" in message
+
+
+def test_gateway_strings_are_accepted_where_numbers_are_meant(studio):
+    room = studio.new_room()
+    params = studio.event(room, mode="0")  # "0" for "00", as a form would send it
+    params.update(SdkAppId=str(params["SdkAppId"]), RoomId=str(room), MaxIdleTime="1")
+    event = {"httpMethod": "POST", "path": "/record_stream", "requestContext": {}, "headers": {},
+             "body": json.dumps(params)}
+    answer = main_handler(event, studio.context())
+    assert answer["statusCode"] == 200
+    body = json.loads(answer["body"])
+    assert (body["SdkAppId"], body["RoomId"], body["Reason"]) == (studio.rooms.sdk_app_id, room, "idle")

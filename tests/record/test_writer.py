@@ -1,0 +1,79 @@
+"""The file writer on its own, fed frames directly: picture sizes from the SPS, a sender whose clock
+restarts, and splits of audio-only recordings."""
+from __future__ import annotations
+
+import fractions
+
+import av
+import pytest
+
+from shared.media.writer import AnchorRecording, key_frame_dimensions
+
+from .conftest import probe, tone
+
+
+def _first_key_frame(width: int, height: int, **options: str) -> bytes:
+    ctx = av.CodecContext.create("libx264", "w")
+    ctx.width, ctx.height, ctx.pix_fmt = width, height, "yuv420p"
+    ctx.time_base = fractions.Fraction(1, 25)
+    ctx.options = {"preset": "ultrafast", **options}
+    frame = av.VideoFrame(width, height, "yuv420p")
+    for plane in frame.planes:
+        plane.update(bytes([100]) * plane.buffer_size)
+    frame.pts = 0
+    packets = list(ctx.encode(frame)) + list(ctx.encode(None))
+    return bytes(packets[0])
+
+
+@pytest.mark.parametrize("width,height,options", [
+    (1920, 1080, {}),  # cropped from 1088 rows of macroblocks
+    (176, 144, {}),
+    (162, 98, {"profile": "high", "preset": "medium"}),  # high profile SPS, cropped both ways
+    (640, 360, {"profile": "baseline"}),
+])
+def test_picture_size_comes_from_the_sps(width, height, options):
+    assert key_frame_dimensions(_first_key_frame(width, height, **options)) == (width, height)
+
+
+def test_a_sender_clock_restart_keeps_the_file_continuous(tmp_path):
+    """pts runs 0..1980 ms, then starts again at 0 while time goes on: the file stays 3 s long."""
+    rec = AnchorRecording("alice", "00", tmp_path)
+    for i in range(150):
+        frame = tone(i)
+        if i >= 100:
+            frame.pts_ms = (i - 100) * 20  # the restart
+        rec.add_audio(frame, arrival=100.0 + i * 0.02)
+    [f] = rec.close(arrival=103.0)
+    found = probe(f.path)
+    assert abs(found.audio_s - 3.0) <= 0.05, found
+    assert min(found.audio_rms[1:-1]) > 1000  # no hole, no overlap
+
+
+def test_pts_gap_with_matching_time_gap_is_silence(tmp_path):
+    """A muted microphone: 1 s of nothing in both pts and arrival, filled with silence."""
+    rec = AnchorRecording("alice", "00", tmp_path)
+    for i in list(range(50)) + list(range(100, 150)):
+        rec.add_audio(tone(i), arrival=50.0 + i * 0.02)
+    [f] = rec.close(arrival=53.0)
+    found = probe(f.path)
+    assert abs(found.audio_s - 3.0) <= 0.05, found
+    assert max(found.audio_rms[11:19]) < 200 and min(found.audio_rms[21:29]) > 1000
+
+
+def test_audio_only_recording_splits_exactly_at_the_limit(tmp_path):
+    rec = AnchorRecording("alice", "00", tmp_path, max_file_ms=1000)
+    for i in range(125):  # 2.5 s
+        rec.add_audio(tone(i))
+    files = rec.close()
+    assert [f.part for f in files] == [1, 2, 3]
+    durations = [probe(f.path).audio_s for f in files]
+    assert [round(d, 1) for d in durations] == [1.0, 1.0, 0.5], durations
+    assert len({f.path for f in files}) == 3 and all(f.path.suffix == ".mp3" for f in files)
+
+
+def test_nothing_recorded_leaves_no_file(tmp_path):
+    rec = AnchorRecording("alice", "01", tmp_path)
+    for i in range(50):
+        rec.add_audio(tone(i))  # Mode 01 records no audio
+    assert rec.close() == []
+    assert list(tmp_path.iterdir()) == []
