@@ -303,21 +303,25 @@ class _Clock:
     """
 
     def __init__(self) -> None:
-        self.offset: int | None = None  # timeline = pts + offset
+        # timeline = pts + offset, per kind: both start from the first frame's pts (one origin, in
+        # sync); a clock restart seen on one kind re-anchors that kind only.
+        self.offset: dict[str, int] = {}
+        self._origin: int | None = None
         self._last: dict[str, tuple[int, float | None, int]] = {}  # kind -> (pts, arrival, timeline)
         self._latest: tuple[float | None, int] = (None, 0)  # (arrival, timeline) of the newest frame
 
     def place(self, kind: str, pts_ms: int, arrival: float | None) -> int:
-        if self.offset is None:
-            self.offset = -pts_ms
-        at = pts_ms + self.offset
+        if self._origin is None:
+            self._origin = -pts_ms
+        offset = self.offset.setdefault(kind, self._origin)
+        at = pts_ms + offset
         last = self._last.get(kind)
         if last is not None and arrival is not None and last[1] is not None:
             d_pts = pts_ms - last[0]
             d_arrival = int((arrival - last[1]) * 1000)
             if d_pts < -REBASE_MS or d_pts > d_arrival + REBASE_MS:
                 at = last[2] + max(0, d_arrival)
-                self.offset = at - pts_ms
+                self.offset[kind] = at - pts_ms
         self._last[kind] = (pts_ms, arrival, at)
         if at >= self._latest[1] or self._latest[0] is None:
             self._latest = (arrival, at)

@@ -77,3 +77,21 @@ def test_nothing_recorded_leaves_no_file(tmp_path):
         rec.add_audio(tone(i))  # Mode 01 records no audio
     assert rec.close() == []
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_video_clock_restart_leaves_the_audio_alone(tmp_path, video_units):
+    """Mode 02: the camera's pts starts again at 0 halfway; audio and video both stay in place."""
+    rec = AnchorRecording("alice", "02", tmp_path)
+    v = 0
+    for i in range(150):
+        rec.add_audio(tone(i), arrival=10.0 + i * 0.02)
+        while v < 75 and video_units[v].pts_ms <= i * 20:
+            unit = video_units[v]
+            pts = unit.pts_ms if unit.pts_ms < 1500 else unit.pts_ms - 1500
+            rec.add_video(type(unit)(unit.data, pts, unit.key, pts), arrival=10.0 + unit.pts_ms / 1000)
+            v += 1
+    [f] = rec.close(arrival=13.0)
+    found = probe(f.path)
+    assert abs(found.audio_s - 3.0) <= 0.05 and abs(found.video_s - 3.0) <= 0.1, found
+    assert found.video_frames == 75
+    assert min(found.audio_rms[1:-1]) > 1000
