@@ -320,6 +320,7 @@ class Recorder:
     def _finish_without_room(self, reason: str, detail: str, code: int | None = None) -> dict[str, Any]:
         self._stop(reason, detail)
         self.log.error("recording did not start", reason=reason, detail=detail, code=code)
+        self._tidy()
         result = self._result([])
         if code is not None:
             result["Code"] = code
