@@ -105,10 +105,12 @@ class PushParams(BaseModel):
             raise ValueError("must be letters, digits, underscore, hyphen, @ or dot")
         return v
 
-    @field_validator("clientRole", mode="after")
+    @field_validator("clientRole", mode="before")
     @classmethod
-    def _client_role(cls, v: str) -> str:
-        role = v.lower()
+    def _client_role(cls, v: object) -> str:
+        # TRTC's SDKs also name the roles by number: TRTCRoleAnchor = 20, TRTCRoleAudience = 21.
+        role = str(v).strip().lower() if isinstance(v, (str, int)) and not isinstance(v, bool) else ""
+        role = {"20": Role.ANCHOR.value, "21": Role.AUDIENCE.value}.get(role, role)
         if role == Role.ANCHOR.value:
             return role
         if role == Role.AUDIENCE.value:

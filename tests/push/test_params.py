@@ -47,6 +47,13 @@ def test_plain_dict_gets_the_failed_result_itself():
     assert "clientRole: an audience cannot publish" in result["message"]
 
 
+@pytest.mark.parametrize("role, ok", [("anchor", True), ("Anchor", True), (20, True), ("20", True),
+                                      ("audience", False), (21, False), ("speaker", False), (None, False)])
+def test_client_role(role, ok):
+    result = main_handler({**GOOD, "clientRole": role, "redis": True}, {})  # fails on redisHost either way
+    assert ("clientRole:" not in result["message"]) is ok, result["message"]
+
+
 def test_base64_gateway_body_is_read():
     response = main_handler(gateway_event({**GOOD, "redis": True}, base64_body=True), {})
     assert response["statusCode"] == 400

@@ -75,7 +75,7 @@ def test_real_time_pacing_spreads_the_clip_over_its_duration(push_env, subscribe
     assert result["status"] == "completed"
     sub.settle()
     # A user watching sees three seconds of media take three seconds, not arrive in a burst.
-    assert 2.8 <= took <= 4.0
+    assert 2.8 <= took <= 5.0
     assert sub.got.first_media_at - t0 < 1.0
 
 
