@@ -47,7 +47,7 @@ class PushParams(BaseModel):
     redisPassword: Optional[SecretStr] = None
 
     # --- extensions (named after TRTC's StartStreamIngest where one exists) ---
-    seekSecond: float = Field(default=0.0, ge=0)
+    seekSecond: float = Field(default=0.0, ge=0)  # where a fresh push starts; a Redis record wins
     repeatNum: int = Field(default=0, ge=-1)  # -1 loops forever; N plays the source 1 + N times
     maxDuration: Optional[float] = Field(default=None, gt=0)  # seconds of media this run pushes
     volume: int = Field(default=100, ge=0, le=100)

@@ -157,10 +157,14 @@ def test_secrets_never_reach_the_logs(push_env, subscribe, clip3, tmp_path, capf
         assert result["status"] == "completed" and result["checkpoint"] == "cleared"
         bad = main_handler({**params, "redisPassword": password + "-wrong"}, {"request_id": "req-secret2"})
         assert bad["reason"] == "redis_unavailable" and "redisPassword" in bad["message"]
+    forged = "eJyrVkrOTy-forged-user-sig-0123456789"
+    refused = main_handler({**params, "redis": False, "userSig": forged}, {"request_id": "req-secret3"})
+    assert refused["reason"] == "room_error" and "-3320" in refused["message"]
     err = capfd.readouterr().err
-    assert '"request_id": "req-secret"' in err and "push finished" in err
-    assert sig not in err and password not in err
-    assert sig not in json.dumps(result) + json.dumps(bad) and password not in json.dumps(bad)
+    assert '"request_id": "req-secret"' in err and "push finished" in err and "req-secret3" in err
+    for secret in (sig, password, forged):
+        assert secret not in err
+        assert secret not in json.dumps(result) + json.dumps(bad) + json.dumps(refused)
 
 
 def test_code_root_with_shared_beside_it(push_env, subscribe, clip3, tmp_path):
