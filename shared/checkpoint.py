@@ -283,17 +283,18 @@ class Checkpoint:
         Retries until `budget_s` runs out if Redis is away. Returns what happened: "saved",
         "cleared", "fenced" or "unsaved".
         """
+        deadline = time.monotonic() + budget_s
         self._stopping.set()
         if self._thread is not None:
-            self._thread.join(timeout=SOCKET_TIMEOUT_S * 2 + 0.2)
+            # Only waits when the writer is inside a write (at most one socket timeout).
+            self._thread.join(timeout=min(SOCKET_TIMEOUT_S + 0.1, budget_s))
         if position is not None:
             with self._lock:
                 self._position = position
         if self._fenced.is_set():
             return "fenced"
-        deadline = time.monotonic() + budget_s
         last_error = ""
-        while True:
+        while True:  # at least one attempt, then retries while the budget allows a whole one
             try:
                 if clear:
                     if int(self._clear(keys=[self.key], args=[self.request_id])) == 1:
@@ -303,7 +304,7 @@ class Checkpoint:
                 return "saved" if self._write(status, reason) else "fenced"
             except (redis.RedisError, OSError) as e:
                 last_error = f"{type(e).__name__}: {e}"
-            if time.monotonic() + 0.2 >= deadline:
+            if deadline - time.monotonic() < SOCKET_TIMEOUT_S + 0.2:
                 break
             time.sleep(0.2)
         self.log.error("checkpoint: could not write the final position; redis unreachable",

@@ -235,3 +235,20 @@ def test_passthrough_starting_between_key_frames_is_exact_and_decodes(push_env, 
         luma = bytes(y)[: y.line_size * picture.height]
         mean = sum(luma[r * y.line_size + c] for r in range(0, 120, 7) for c in range(0, 160, 7)) / (18 * 23)
         assert mean == pytest.approx((frame_no * 5) % 200 + 20, abs=4)
+
+
+def test_sigterm_with_redis_gone_still_stops_within_2s(push_env, children, fresh_redis, clip10):
+    room = new_room()
+    key = checkpoint_key(push_env.sdk_app_id, RoomRef(room), str(clip10))
+    client = _client(fresh_redis)
+    child = children(params_for(push_env, clip10, room, **_redis_params(fresh_redis)), {"PACING_SPEED": "1"},
+                     "req-term-noredis")
+    assert _wait(lambda: _position(client, key) >= 0.5)
+    fresh_redis.kill()
+    time.sleep(0.3)
+    t0 = time.monotonic()
+    child.proc.send_signal(signal.SIGTERM)
+    result, err = child.result(timeout=10)
+    assert time.monotonic() - t0 < 2.0
+    assert (result["status"], result["reason"], result["checkpoint"]) == ("terminated", "terminated", "unsaved")
+    assert "could not write the final position" in err
