@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import time
 
+from shared.room import KeyFrameRequested
+
 from .conftest import FPS, probe
 
 
@@ -92,7 +94,11 @@ def test_video_waits_for_its_first_key_frame(studio, video_units, tmp_path):
     anchor = studio.anchor(room, "alice").publish(3.0, units=late).wait()
     studio.remove(room)
     result = run.wait()
+    asked = []
+    while (event := anchor.room.poll(0)) is not None:
+        asked.append(event)
     anchor.leave()
+    assert any(isinstance(e, KeyFrameRequested) for e in asked)  # the recorder asked for one
 
     found = probe(studio.fetch(result["Files"][0]["RecordFile"], tmp_path / "late.mp4"))
     assert found.codecs == ["h264"]
