@@ -202,6 +202,8 @@ class Recorder:
                 return
             if now >= next_check:
                 next_check = now + CHECK_EVERY_S
+                if self._tick(now):
+                    return
                 if idle_since is not None and now - idle_since >= p.MaxIdleTime:
                     self._stop("idle", f"no anchor for {p.MaxIdleTime} s")
                     return
@@ -217,6 +219,23 @@ class Recorder:
                     self._stop("disk_full", f"{free // (1 << 20)} MB left in {self.directory}, "
                                             f"{MIN_FREE_ENV} keeps {min_free_bytes() // (1 << 20)} MB")
                     return
+
+    def _tick(self, now: float) -> bool:
+        """Let each stay write the silence of a quiet microphone; True when that found a full disk."""
+        for user_id, stay in list(self._stays.items()):
+            try:
+                stay.recording.tick(now)
+            except WriteError as e:
+                if e.no_space:
+                    self._stop("disk_full", str(e))
+                    return True
+                self.log.error("recording file failed; this anchor is not recorded until it comes back",
+                               user_id=user_id, error=str(e))
+                self._end_stay(user_id, now)
+                self._broken.add(user_id)
+                continue
+            self._collect(stay)
+        return False
 
     def _on_event(self, room: Room, event: Any, now: float) -> None:
         if isinstance(event, RemoteAudio):

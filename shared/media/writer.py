@@ -33,6 +33,7 @@ EXTENSIONS = {MODE_MP3: "mp3", MODE_MP4_VIDEO: "mp4", MODE_MP4_AV: "mp4"}
 _MS = fractions.Fraction(1, 1000)
 _SAMPLE = fractions.Fraction(1, AUDIO_SAMPLE_RATE)
 _LAYOUTS = {1: "mono", 2: "stereo"}
+SAMPLES_20MS = AUDIO_SAMPLE_RATE // 50
 
 # A sender's pts that disagrees with the arrival clock by more than this has jumped: re-anchor.
 REBASE_MS = 1000
@@ -45,6 +46,11 @@ VIDEO_WAIT_MS = 3000
 # After MaxMediaFileDuration, how long a video file waits for a key frame before splitting anyway.
 SPLIT_GRACE_MS = 5000
 KEY_FRAME_ASK_EVERY_S = 1.0
+# While an anchor sends no audio (muted, or for this long), silence is written as time passes,
+# trailing "now" by FILL_LAG_MS so that a frame on its way still lands after it: an hour-long mute
+# costs a second of encoding per second, never an hour of encoding at once.
+SILENT_AFTER_MS = 2000
+FILL_LAG_MS = 1000
 DEFAULT_FRAME_MS = 40  # the duration given to a last video frame when it has no successor
 SILENCE_CHUNK = AUDIO_SAMPLE_RATE  # silence is written a second at a time, never one huge buffer
 
@@ -363,6 +369,7 @@ class AnchorRecording:
         self._pending_start: float | None = None
         self._audio_muted = False
         self._last_ask = float("-inf")
+        self._last_audio_arrival: float | None = None
         self._closed = False
         self.channels = 1
 
@@ -384,7 +391,27 @@ class AnchorRecording:
         if self._closed or not self.wants_audio:
             return
         at = self._timeline.place("audio", frame.pts_ms, arrival)
+        self._last_audio_arrival = arrival
         self._guard(self._audio, frame, at)
+
+    def tick(self, arrival: float) -> None:
+        """Called about once a second: write the silence of a microphone that sends nothing."""
+        part = self._part
+        if self._closed or part is None or part.audio is None or self._last_audio_arrival is None:
+            return
+        if not self._audio_muted and (arrival - self._last_audio_arrival) * 1000 < SILENT_AFTER_MS:
+            return
+        now = self._timeline.now(arrival)
+        if now is None:
+            return
+        silent = AudioFrame(bytes(SAMPLES_20MS * 2 * self.channels), 0, AUDIO_SAMPLE_RATE, self.channels)
+        # Frame by frame through the normal path, so that a split falls where it should.
+        while self._part is not None and self._part.audio is not None:
+            p = self._part
+            at = p.origin_ms + p.samples * 1000 // AUDIO_SAMPLE_RATE
+            if at >= now - FILL_LAG_MS:
+                break
+            self._guard(self._audio, silent, at)
 
     def add_video(self, frame: H264Frame, arrival: float | None = None) -> None:
         if self._closed or not self.wants_video:
@@ -428,7 +455,6 @@ class AnchorRecording:
         # the file; past VIDEO_WAIT_MS it starts audio-only rather than hold more.
         if not self._pending_audio:
             self._pending_start = self.wall()
-            self._ask_key_frame()
         self._pending_audio.append((frame, at))
         if at - self._pending_audio[0][1] >= VIDEO_WAIT_MS:
             self._open_pending(video_size=None)

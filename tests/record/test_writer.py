@@ -95,3 +95,24 @@ def test_a_video_clock_restart_leaves_the_audio_alone(tmp_path, video_units):
     assert abs(found.audio_s - 3.0) <= 0.05 and abs(found.video_s - 3.0) <= 0.1, found
     assert found.video_frames == 75
     assert min(found.audio_rms[1:-1]) > 1000
+
+
+def test_a_long_mute_is_written_as_it_passes(tmp_path):
+    """Muted from 1 s to 9 s: the silence is in the file second by second (ticks), not all at once
+    when the microphone comes back; the file keeps the room's timeline."""
+    rec = AnchorRecording("alice", "00", tmp_path)
+    for i in range(50):
+        rec.add_audio(tone(i), arrival=i * 0.02)
+    rec.set_audio_muted(True)
+    written = []
+    for second in range(2, 10):
+        rec.tick(float(second))
+        written.append(rec._part.samples / 48000)
+    assert written == sorted(written) and written[-1] >= 7.5, written  # kept up with the clock
+    rec.set_audio_muted(False)
+    for i in range(450, 500):
+        rec.add_audio(tone(i), arrival=i * 0.02)
+    [f] = rec.close(arrival=10.0)
+    found = probe(f.path)
+    assert abs(found.audio_s - 10.0) <= 0.05, found
+    assert max(found.audio_rms[12:88]) < 200 and min(found.audio_rms[91:99]) > 1000
