@@ -80,13 +80,17 @@ def test_time_limit_drawing_near_stops_in_time(studio, tmp_path, monkeypatch):
 
 def test_sigterm_finalises_uploads_and_calls_back(studio, tmp_path):
     room = studio.new_room()
-    child = studio.start_child(studio.event(room, mode="02"))
+    event = studio.event(room, mode="02")
+    child = studio.start_child(event)
     anchor = studio.anchor(room, "alice").publish(2.0).wait()
     child.proc.send_signal(signal.SIGTERM)
     result, logs = child.wait(timeout=20)
     anchor.leave()
     assert child.proc.returncode == 0, logs[-2000:]
     assert result["Reason"] == "terminated"
+    assert '"msg": "recording stopping"' in logs  # the run's JSON log on stderr, as SCF collects it
+    for secret in (event["UserSig"], event["CosConfig"]["SecretKey"], event["CosConfig"]["SecretId"]):
+        assert secret not in logs
     assert studio.callback.wait_for(1)[0].json == result
     [entry] = result["Files"]
     found = probe(studio.fetch(entry["RecordFile"], tmp_path / "term.mp4"))
