@@ -175,3 +175,20 @@ def test_gateway_strings_are_accepted_where_numbers_are_meant(studio):
     assert answer["statusCode"] == 200
     body = json.loads(answer["body"])
     assert (body["SdkAppId"], body["RoomId"], body["Reason"]) == (studio.rooms.sdk_app_id, room, "idle")
+
+
+def test_without_keys_the_execution_roles_credentials_upload(studio, monkeypatch):
+    studio.cos.add_temporary_credentials("AKIDrecordRole000000000000", "recordRoleKey0123456789abcdefgh",
+                                         "record-role-session-token")
+    monkeypatch.setenv("TENCENTCLOUD_SECRETID", "AKIDrecordRole000000000000")
+    monkeypatch.setenv("TENCENTCLOUD_SECRETKEY", "recordRoleKey0123456789abcdefgh")
+    monkeypatch.setenv("TENCENTCLOUD_SESSIONTOKEN", "record-role-session-token")
+    room = studio.new_room()
+    event = studio.event(room)
+    del event["CosConfig"]["SecretId"], event["CosConfig"]["SecretKey"]
+    run = studio.start(event)
+    anchor = studio.anchor(room, "alice").publish(1.0).wait()
+    studio.remove(room)
+    result = run.wait()
+    anchor.leave()
+    assert result["Files"][0]["Status"] == 1, result
