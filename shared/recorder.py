@@ -60,6 +60,7 @@ _STOP_MESSAGES = {
     "room_error": "the connection to the room failed",
     "enter_failed": "could not enter the room",
     "exited": "the recorder left the room",
+    "internal_error": "the recorder failed",
 }
 
 
@@ -159,6 +160,9 @@ class Recorder:
         self._pool = ThreadPoolExecutor(max_workers=UPLOAD_WORKERS, thread_name_prefix="upload")
         try:
             self._loop(room, time.monotonic())
+        except Exception as e:  # still finalise, upload and report whatever was recorded
+            self.log.error("recording loop failed", exc_info=True, error=f"{type(e).__name__}: {e}")
+            self._stop("internal_error", f"{type(e).__name__}: {e}")
         finally:
             if room.closed is None:
                 room.exit()
@@ -183,11 +187,9 @@ class Recorder:
                     if e.no_space:
                         self._stop("disk_full", str(e))
                         return
-                    user = getattr(event, "user_id", "")
-                    self.log.error("recording file failed; this anchor is not recorded until it comes back",
-                                   user_id=user, error=str(e))
-                    self._end_stay(user, now)
-                    self._broken.add(user)
+                    self._give_up_on(getattr(event, "user_id", ""), now, str(e))
+                except Exception as e:  # one anchor's bad media must not cost the others their files
+                    self._give_up_on(getattr(event, "user_id", ""), now, f"{type(e).__name__}: {e}")
                 budget -= 1
                 if self.stop.reason or budget <= 0:  # a stop between events ends the batch too
                     break
@@ -229,13 +231,21 @@ class Recorder:
                 if e.no_space:
                     self._stop("disk_full", str(e))
                     return True
-                self.log.error("recording file failed; this anchor is not recorded until it comes back",
-                               user_id=user_id, error=str(e))
-                self._end_stay(user_id, now)
-                self._broken.add(user_id)
+                self._give_up_on(user_id, now, str(e))
                 continue
             self._collect(stay)
         return False
+
+    def _give_up_on(self, user_id: str, now: float, error: str) -> None:
+        """Close what this anchor's stay wrote so far; record it again only once it comes back."""
+        self.log.error("recording file failed; this anchor is not recorded until it comes back",
+                       anchor=user_id, error=error)
+        try:
+            self._end_stay(user_id, now)
+        except Exception as e:
+            self.log.error("finalising a file failed", anchor=user_id, error=f"{type(e).__name__}: {e}")
+        if user_id:
+            self._broken.add(user_id)
 
     def _on_event(self, room: Room, event: Any, now: float) -> None:
         if isinstance(event, RemoteAudio):
