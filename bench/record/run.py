@@ -41,7 +41,7 @@ sys.path.insert(0, str(ROOT))
 import av  # noqa: E402
 
 from shared.room import AUDIO_SAMPLE_RATE, AudioFrame, H264Frame, PixelFrame  # noqa: E402
-from shared.room.local import pixel_frame_to_av  # noqa: E402
+from shared.room.pixels import to_av_frame  # noqa: E402
 
 TARGET_CPU_RATIO = 1.1
 TARGET_CORE_SHARE = 0.05  # of one core per stream, for the modes that copy video
@@ -74,7 +74,7 @@ def make_units(seconds: int = SOURCE_S) -> list[H264Frame]:
     for i in range(seconds * FPS):
         rows = [row[(i * 3 + r) % 256:(i * 3 + r) % 256 + WIDTH] for r in range(HEIGHT - noisy)]
         picture = PixelFrame(b"".join(rows) + os.urandom(WIDTH * noisy) + chroma, WIDTH, HEIGHT, 0)
-        frame = pixel_frame_to_av(picture)
+        frame = to_av_frame(picture)
         frame.pts = i * 1000 // FPS
         units.extend(H264Frame(bytes(p), int(p.pts), bool(p.is_keyframe), int(p.dts)) for p in ctx.encode(frame))
     units.extend(H264Frame(bytes(p), int(p.pts), bool(p.is_keyframe), int(p.dts)) for p in ctx.encode(None))

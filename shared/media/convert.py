@@ -7,6 +7,7 @@ a fixed frame rate); or H.264 packets -> Annex-B access units with SPS/PPS on ev
 """
 from __future__ import annotations
 
+import dataclasses
 from fractions import Fraction
 
 import av
@@ -15,6 +16,7 @@ from av.filter import Graph
 from av.video.reformatter import Interpolation, VideoReformatter
 
 from shared.room.base import AUDIO_FRAME_MS, AUDIO_SAMPLE_RATE, AudioFrame, H264Frame, PixelFrame
+from shared.room.pixels import to_pixel_frame
 
 SAMPLES_PER_MS = AUDIO_SAMPLE_RATE // 1000
 FRAME_SAMPLES = AUDIO_SAMPLE_RATE * AUDIO_FRAME_MS // 1000  # 960
@@ -196,21 +198,6 @@ def plan_size(src_w: int, src_h: int, width: int | None, height: int | None) -> 
     return even_size(src_w, src_h)
 
 
-def packed_yuv420p(frame: av.VideoFrame) -> bytes:
-    """Y, U, V planes without line padding (what PixelFrame carries)."""
-    parts = []
-    for i, plane in enumerate(frame.planes):
-        w = frame.width if i == 0 else (frame.width + 1) // 2
-        h = frame.height if i == 0 else (frame.height + 1) // 2
-        buf = memoryview(plane)
-        if plane.line_size == w:
-            parts.append(buf[: w * h])
-        else:
-            ls = plane.line_size
-            parts.extend(buf[r * ls: r * ls + w] for r in range(h))
-    return b"".join(parts)
-
-
 class VideoConverter:
     """Decoded pictures -> PixelFrame at an even size, optionally at a fixed frame rate."""
 
@@ -239,7 +226,7 @@ class VideoConverter:
         if frame.format.name != "yuv420p" or (frame.width, frame.height) != (w, h):
             frame = self._reformatter.reformat(
                 frame, width=w, height=h, format="yuv420p", interpolation=Interpolation.BILINEAR)
-        pic = PixelFrame(packed_yuv420p(frame), w, h, pts_ms)
+        pic = to_pixel_frame(frame, pts_ms)
         if not self.fps:
             return [pic]
         return self._resample(pic)
@@ -259,8 +246,8 @@ class VideoConverter:
             return out
         if self._held is not None:
             for k in range(self._next_slot, slot):
-                out.append(PixelFrame(self._held.data, self._held.width, self._held.height, self._slot_ms(k)))
-        out.append(PixelFrame(pic.data, pic.width, pic.height, self._slot_ms(slot)))
+                out.append(dataclasses.replace(self._held, pts_ms=self._slot_ms(k)))
+        out.append(dataclasses.replace(pic, pts_ms=self._slot_ms(slot)))
         self._next_slot = slot + 1
         self._held = pic
         return out

@@ -15,7 +15,7 @@ import queue
 import threading
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from typing import Union
+from typing import Any, Union
 
 # TRTC's own error codes (liteav.Error); a RoomError always carries one of these.
 ERR_FAILED = -1
@@ -142,6 +142,9 @@ class PixelFrame:
     width: int
     height: int
     pts_ms: int
+    # The decoded picture `data` was packed from (an av.VideoFrame), when there is one: a backend
+    # that encodes with PyAV uses it instead of unpacking `data` (see shared/room/pixels.py).
+    picture: Any = field(default=None, repr=False, compare=False)
 
 
 @dataclass(slots=True)
@@ -155,6 +158,11 @@ class H264Frame:
 
 
 VideoFrame = Union[PixelFrame, H264Frame]
+
+
+def yuv420p_size(width: int, height: int) -> int:
+    """Bytes in a packed YUV420p picture (chroma planes round odd sizes up)."""
+    return width * height + 2 * ((width + 1) // 2) * ((height + 1) // 2)
 
 
 # --- events ------------------------------------------------------------------------------------

@@ -18,6 +18,8 @@ from typing import Any
 import av
 
 from . import wire
+from .base import yuv420p_size
+from .pixels import to_av_frame, to_pixel_frame
 from .base import (
     AUDIO_FRAME_MS, AUDIO_SAMPLE_RATE, ERR_ENTER_ROOM_FAILED, ERR_FAILED, ERR_INVALID_OPERATION,
     ERR_INVALID_PARAMETER, ERR_NETWORK_UNREACHABLE, ERR_REQUEST_SERVER_TIMEOUT, AudioAvailable, AudioFrame,
@@ -31,43 +33,6 @@ log = logging.getLogger("shared.room.local")
 _MS = fractions.Fraction(1, 1000)
 _LAYOUTS = {1: "mono", 2: "stereo"}
 SAMPLES_PER_FRAME = AUDIO_SAMPLE_RATE * AUDIO_FRAME_MS // 1000
-
-
-def yuv420p_size(width: int, height: int) -> int:
-    return width * height + 2 * ((width + 1) // 2) * ((height + 1) // 2)
-
-
-def pixel_frame_to_av(frame: PixelFrame) -> av.VideoFrame:
-    """A packed YUV420p picture into an av.VideoFrame (whose planes may have padded rows)."""
-    out = av.VideoFrame(frame.width, frame.height, "yuv420p")
-    data = frame.data
-    offset = 0
-    for plane in out.planes:
-        w, h = plane.width, plane.height
-        if plane.line_size == w:
-            plane.update(data[offset:offset + w * h])
-        else:
-            view = memoryview(plane)
-            for row in range(h):
-                start = row * plane.line_size
-                view[start:start + w] = data[offset + row * w:offset + (row + 1) * w]
-        offset += w * h
-    return out
-
-
-def av_to_pixel_frame(frame: av.VideoFrame, pts_ms: int) -> PixelFrame:
-    """An av.VideoFrame as a packed YUV420p PixelFrame."""
-    if frame.format.name != "yuv420p":
-        frame = frame.reformat(format="yuv420p")
-    parts: list[bytes | memoryview] = []
-    for plane in frame.planes:
-        w, h = plane.width, plane.height
-        view = memoryview(plane)
-        if plane.line_size == w:
-            parts.append(view[:w * h])
-        else:
-            parts.extend(view[row * plane.line_size:row * plane.line_size + w] for row in range(h))
-    return PixelFrame(b"".join(parts), frame.width, frame.height, pts_ms)
 
 
 class _OpusEncoder:
@@ -129,7 +94,7 @@ class _H264Encoder:
         self._ctx = ctx
 
     def encode(self, frame: PixelFrame, force_key: bool) -> list[H264Frame]:
-        vf = pixel_frame_to_av(frame)
+        vf = to_av_frame(frame)
         vf.pts = frame.pts_ms
         vf.time_base = _MS
         if force_key:
@@ -156,7 +121,7 @@ class _H264Decoder:
         packet = av.Packet(data)
         packet.pts = pts_ms
         packet.time_base = _MS
-        return [av_to_pixel_frame(f, int(f.pts) if f.pts is not None else pts_ms) for f in self._ctx.decode(packet)]
+        return [to_pixel_frame(f, int(f.pts) if f.pts is not None else pts_ms) for f in self._ctx.decode(packet)]
 
 
 class LocalRoom(Room):

@@ -23,6 +23,7 @@ from typing import Any, Callable, NoReturn
 
 from shared.runtime import RunLogger, get_logger
 
+from .base import yuv420p_size
 from .base import (
     AUDIO_FRAME_MS, AUDIO_SAMPLE_RATE, ERR_BANNED_BY_SERVER, ERR_ENTER_ROOM_FAILED,
     ERR_INVALID_OPERATION, ERR_INVALID_PARAMETER, ERR_INVALID_ROOM_ID, ERR_INVALID_SDK_APP_ID,
@@ -124,10 +125,6 @@ def _u32(value: int, what: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= _U32_MAX:
         raise RoomError(ERR_INVALID_PARAMETER, f"{what} must be an integer in 0..{_U32_MAX}, got {value!r}")
     return value
-
-
-def _yuv420p_size(width: int, height: int) -> int:
-    return width * height + 2 * ((width + 1) // 2) * ((height + 1) // 2)
 
 
 _delegate_classes: "weakref.WeakKeyDictionary[type, type]" = weakref.WeakKeyDictionary()
@@ -395,9 +392,9 @@ class TRTCRoom(Room):
             if self._params.video_input is not VideoFormat.YUV420P:
                 raise RoomError(ERR_INVALID_OPERATION, "entered with video_input=h264; send H264Frame")
             w, h = _u32(frame.width, "width"), _u32(frame.height, "height")
-            if w == 0 or h == 0 or len(frame.data) != _yuv420p_size(w, h):
+            if w == 0 or h == 0 or len(frame.data) != yuv420p_size(w, h):
                 raise RoomError(ERR_INVALID_PARAMETER,
-                                f"a {w}x{h} YUV420p picture is {_yuv420p_size(w, h)} bytes, got {len(frame.data)}")
+                                f"a {w}x{h} YUV420p picture is {yuv420p_size(w, h)} bytes, got {len(frame.data)}")
             p = sdk.PixelFrame()
             p.SetData(bytes(frame.data))
             p.width, p.height = w, h
@@ -551,7 +548,7 @@ class TRTCRoom(Room):
             raise ValueError(f"remote pixel frame in {frame.format}, expected YUV420p")
         w, h = int(frame.width), int(frame.height)
         data = bytes(frame.data)
-        if len(data) != _yuv420p_size(w, h):
+        if len(data) != yuv420p_size(w, h):
             raise ValueError(f"remote {w}x{h} YUV420p frame has {len(data)} bytes")
         self._deliver(RemoteVideo(user_id, PixelFrame(data, w, h, int(frame.pts))))
 
