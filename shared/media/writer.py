@@ -213,6 +213,7 @@ class _Part:
         self.held_pts = 0
         self.last_duration = DEFAULT_FRAME_MS
         self.has_video = video_size is not None
+        self.video_size = video_size
         options = {"movflags": "+faststart"} if mode != MODE_MP3 else {}
         options["flush_packets"] = "1"
         self.container = av.open(str(path), "w", format="mp3" if mode == MODE_MP3 else "mp4", options=options)
@@ -488,7 +489,11 @@ class AnchorRecording:
             part.write_video(frame, at - part.origin_ms)
             return
         rel = at - part.origin_ms
-        if self.max_file_ms and rel >= self.max_file_ms:
+        due = bool(self.max_file_ms) and rel >= self.max_file_ms
+        # A new picture size starts a new file: an MP4 track describes one size, and players differ
+        # in what they do with a stream that changes it midway.
+        resized = size is not None and size != part.video_size
+        if due or resized:
             if size is not None:
                 self._roll(at)
                 part = self._open(at, video_size=size)

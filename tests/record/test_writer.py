@@ -116,3 +116,28 @@ def test_a_long_mute_is_written_as_it_passes(tmp_path):
     found = probe(f.path)
     assert abs(found.audio_s - 10.0) <= 0.05, found
     assert max(found.audio_rms[12:88]) < 200 and min(found.audio_rms[91:99]) > 1000
+
+
+def test_a_new_picture_size_starts_a_new_file(tmp_path):
+    """The anchor's video drops from 320x240 to 160x120 at 1 s (as TRTC does on a poor network)."""
+    from .conftest import h264_units
+
+    big, small = h264_units(25, 320, 240), h264_units(25, 160, 120)
+    rec = AnchorRecording("alice", "02", tmp_path)
+    units = big + [type(u)(u.data, u.pts_ms + 1000, u.key, u.pts_ms + 1000) for u in small]
+    v = 0
+    for i in range(100):
+        rec.add_audio(tone(i))
+        while v < len(units) and units[v].pts_ms <= i * 20:
+            rec.add_video(units[v])
+            v += 1
+    files = rec.close()
+    assert len(files) == 2
+    sizes = []
+    for f in files:
+        with av.open(str(f.path)) as c:
+            sizes.append((c.streams.video[0].codec_context.width, c.streams.video[0].codec_context.height))
+    assert sizes == [(320, 240), (160, 120)]
+    found = [probe(f.path) for f in files]
+    assert [round(p.video_s, 2) for p in found] == [1.0, 1.0], found
+    assert abs(sum(p.audio_s for p in found) - 2.0) <= 0.1, found
