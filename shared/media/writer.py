@@ -7,8 +7,9 @@ front when the file is closed).
 Timing: every frame is placed on one timeline per anchor (milliseconds from its first frame), from
 the sender's pts, re-anchored on the arrival clock when pts jumps (a sender restarting its clock).
 Each file has one origin for audio and video, so they stay in sync; audio gaps (a muted microphone,
-lost packets) are filled with silence so that the file's timeline is the room's. Video starts at a
-key frame. Memory stays flat: frames go to the muxer as they come, nothing is held but the one video
+lost packets) are filled with silence so that the file's timeline is the room's (while a microphone
+sends nothing, as time passes, from `tick`). Video starts at a key frame; a new file starts at the
+first key frame past MaxMediaFileDuration, and at a key frame with a new picture size. Memory stays flat: frames go to the muxer as they come, nothing is held but the one video
 access unit whose duration is not known yet, and a few seconds of PCM while a Mode 02 file waits for
 its first key frame.
 """
@@ -355,7 +356,6 @@ class AnchorRecording:
     directory: Path
     max_file_ms: int | None = None
     request_key_frame: Callable[[], None] | None = None
-    name_prefix: str = ""
     clock: Callable[[], float] = time.monotonic
     wall: Callable[[], float] = time.time
     files: list[RecordedFile] = field(default_factory=list)
@@ -509,7 +509,7 @@ class AnchorRecording:
         self._part_no += 1
         start = self.wall() if start_time is None else start_time
         stamp = time.strftime("%Y%m%d%H%M%S", time.gmtime(start)) + f"{int(start * 1000) % 1000:03d}"
-        name = f"{self.name_prefix}{self.user_id}_{stamp}_{self._part_no}.{EXTENSIONS[self.mode]}"
+        name = f"{self.user_id}_{stamp}_{self._part_no}.{EXTENSIONS[self.mode]}"
         self.directory.mkdir(parents=True, exist_ok=True)
         path = self.directory / name
         try:
