@@ -9,9 +9,12 @@ the sender's pts, re-anchored on the arrival clock when pts jumps (a sender rest
 Each file has one origin for audio and video, so they stay in sync; audio gaps (a muted microphone,
 lost packets) are filled with silence so that the file's timeline is the room's (while a microphone
 sends nothing, as time passes, from `tick`). Video starts at a key frame; a new file starts at the
-first key frame past MaxMediaFileDuration, and at a key frame with a new picture size. Memory stays flat: frames go to the muxer as they come, nothing is held but the one video
-access unit whose duration is not known yet, and a few seconds of PCM while a Mode 02 file waits for
-its first key frame.
+first key frame past MaxMediaFileDuration, and at a key frame with a new picture size.
+
+Memory stays flat: frames go to the muxer as they come (flushed per packet, so a full disk shows at
+once), nothing is held but the one video access unit whose duration is not known yet and a few
+seconds of PCM while a Mode 02 file waits for its first key frame. The MP4 muxer's own index grows
+with the file (~0.4 MB per media-minute for Mode 02); MaxMediaFileDuration bounds it.
 """
 from __future__ import annotations
 
