@@ -1,0 +1,47 @@
+"""SCF entry point of the deployed code root (copied there as `index.py` by `deploy.package`).
+
+Both functions are deployed from one code root (serverless.yml's `multi-scf` uploads one package
+for all its functions), so `index.main_handler` hands each call to the function named by the
+environment variable ENTRY_FUNCTION, which serverless.yml sets per function. The functions' own
+`functions/<name>/index.py` sit beside this file, unchanged.
+"""
+import importlib.util
+import json
+import os
+import sys
+
+ENTRY_ENV = "ENTRY_FUNCTION"
+FUNCTIONS = ("push_stream", "record_stream")
+_ROOT = os.path.dirname(os.path.abspath(__file__))
+_loaded = {}
+
+if _ROOT not in sys.path:
+    sys.path.insert(0, _ROOT)
+
+
+def _entry(name):
+    if name not in _loaded:
+        path = os.path.join(_ROOT, "functions", name, "index.py")
+        spec = importlib.util.spec_from_file_location(f"{name}_index", path)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        _loaded[name] = module.main_handler
+    return _loaded[name]
+
+
+def _config_error(event, message):
+    # The same shapes as shared.gateway: a 500 JSON for the gateway, a failed result otherwise.
+    result = {"status": "failed", "reason": "configuration_error", "message": message}
+    print(json.dumps({"level": "ERROR", "message": message, "reason": "configuration_error"}), flush=True)
+    if isinstance(event, dict) and "httpMethod" in event and "requestContext" in event:
+        return {"isBase64Encoded": False, "statusCode": 500, "headers": {"Content-Type": "application/json"},
+                "body": json.dumps(result)}
+    return result
+
+
+def main_handler(event, context):
+    name = (os.environ.get(ENTRY_ENV) or "").strip()
+    if name not in FUNCTIONS:
+        return _config_error(event, f"{ENTRY_ENV}={name!r} must name the function this deployment runs: "
+                                    f"one of {', '.join(FUNCTIONS)}")
+    return _entry(name)(event, context)

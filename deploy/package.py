@@ -1,0 +1,373 @@
+"""Build what `sls deploy` uploads: the code root of both functions and its dependencies as layers.
+
+    python -m deploy.package [--python 3.11] [--out build] [--cache DIR]      (or ./dev package)
+
+Writes into --out:
+
+    code/ + code.zip            index.py (deploy/entry.py), functions/<name>/index.py, shared/
+    layers/<name>/ + <name>.zip the dependencies of requirements.txt for SCF's Linux (manylinux
+                                x86_64 wheels for CPython --python), split into layers that each
+                                stay under the upload limit; SCF unpacks layers into /opt, which
+                                is on the runtime's PYTHONPATH (/var/user:/opt)
+    manifest.json               what was built, sizes, and the limits they were checked against
+
+The dependencies are SCF's: `pip install --target --platform manylinux_2_28_x86_64 ...
+--only-binary=:all:`, never this machine's. A requirement published only as an sdist and whose
+C part is optional (crcmod, from cos-python-sdk-v5) is turned into a pure-Python wheel first.
+Sizes are printed and checked against SCF's limits; over a limit the command fails saying which.
+"""
+from __future__ import annotations
+
+import argparse
+import base64
+import hashlib
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tarfile
+import tempfile
+import zipfile
+import zlib
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Iterable, Sequence
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+FUNCTIONS = ("push_stream", "record_stream")
+DEFAULT_PYTHON = "3.11"  # SCF's Python3.11 runtime; PyAV 18 publishes no wheel below 3.11
+PLATFORMS = ("manylinux_2_28_x86_64", "manylinux_2_27_x86_64", "manylinux_2_17_x86_64", "manylinux2014_x86_64")
+
+MB = 1024 * 1024
+# SCF's quotas (Tencent Cloud docs, "Quota Limits", product 583/11637): code plus bound layers at most
+# 500 MB unpacked, at most 5 layers per function version. A package uploaded by the Serverless
+# Framework must stay below 50 MB zipped (product 1040/39381), hence dependencies in layers.
+ZIP_LIMIT = 50 * MB
+UNPACKED_LIMIT = 500 * MB
+MAX_LAYERS = 5
+
+# Requirements published only as sdists whose compiled part is optional: (version, the folder of the
+# sdist holding the pure-Python package, the package's name). Built here into py3-none-any wheels.
+PURE_FROM_SDIST = {"crcmod": ("1.7", "python3/crcmod", "crcmod")}
+
+# Dropped from every package: bytecode for another interpreter, Cython sources, type stubs.
+_DROP_SUFFIXES = (".pyc", ".pyo", ".pyx", ".pxd", ".pyi")
+_DROP_DIRS = ("__pycache__",)
+
+
+class PackageError(Exception):
+    """The package cannot be built or is over a limit; the message says which."""
+
+
+@dataclass
+class Artifact:
+    name: str
+    kind: str  # "code" or "layer"
+    directory: str
+    zip_path: str
+    unpacked_bytes: int
+    zipped_bytes: int
+    top_level: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Manifest:
+    python: str
+    runtime: str
+    platforms: list[str]
+    code: Artifact
+    layers: list[Artifact]
+    limits: dict[str, int]
+
+    @property
+    def unpacked_total(self) -> int:
+        return self.code.unpacked_bytes + sum(a.unpacked_bytes for a in self.layers)
+
+
+# --- sizes -----------------------------------------------------------------------------------------
+
+
+def tree_size(path: Path) -> int:
+    if path.is_file():
+        return path.stat().st_size
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file() and not p.is_symlink())
+
+
+def _deflated_size(path: Path) -> int:
+    """What `path` (file or tree) takes in a zip, without writing one."""
+    total = 0
+    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
+    for f in files:
+        c = zlib.compressobj(6, zlib.DEFLATED, -15)
+        n = 0
+        with open(f, "rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                n += len(c.compress(chunk))
+        n += len(c.flush())
+        total += min(n, f.stat().st_size) + 100 + 2 * len(str(f))  # + local and central headers
+    return total
+
+
+def human(n: int) -> str:
+    return f"{n / MB:.1f} MB"
+
+
+# --- dependencies ----------------------------------------------------------------------------------
+
+
+def target_requirements(requirements: Path, python: str) -> list[str]:
+    """requirements.txt's lines for SCF (Linux, x86_64, CPython `python`): markers evaluated there."""
+    from packaging.markers import Marker
+
+    env = {"sys_platform": "linux", "platform_system": "Linux", "platform_machine": "x86_64",
+           "os_name": "posix", "implementation_name": "cpython", "platform_python_implementation": "CPython",
+           "python_version": python, "python_full_version": f"{python}.0"}
+    out = []
+    for raw in requirements.read_text("utf-8").splitlines():
+        line = raw.split("#", 1)[0].strip()
+        if not line or line.startswith("-"):
+            continue
+        req, _, marker = line.partition(";")
+        if marker.strip() and not Marker(marker.strip()).evaluate(env):
+            continue
+        out.append(req.strip())
+    return out
+
+
+def _pip(args: Sequence[str], what: str) -> None:
+    cmd = [sys.executable, "-m", "pip", "--disable-pip-version-check", *args]
+    proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    if proc.returncode != 0:
+        lines = [ln for ln in proc.stdout.splitlines() if "is ignored: it is neither a file" not in ln]
+        raise PackageError(f"{what} failed (pip exit {proc.returncode}):\n" + "\n".join(lines[-25:]))
+
+
+def _write_pure_wheel(dest: Path, name: str, version: str, package_dir: Path, package: str) -> Path:
+    """A py3-none-any wheel holding `package_dir` as the importable package `package`."""
+    dist = f"{name}-{version}.dist-info"
+    files: list[tuple[str, bytes]] = []
+    for f in sorted(package_dir.rglob("*.py")):
+        files.append((f"{package}/{f.relative_to(package_dir).as_posix()}", f.read_bytes()))
+    files.append((f"{dist}/METADATA", f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n".encode()))
+    files.append((f"{dist}/WHEEL", b"Wheel-Version: 1.0\nGenerator: deploy.package\nRoot-Is-Purelib: true\n"
+                                   b"Tag: py3-none-any\n"))
+    record = []
+    for arc, data in files:
+        digest = base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
+        record.append(f"{arc},sha256={digest},{len(data)}")
+    record.append(f"{dist}/RECORD,,")
+    files.append((f"{dist}/RECORD", ("\n".join(record) + "\n").encode()))
+    wheel = dest / f"{name}-{version}-py3-none-any.whl"
+    with zipfile.ZipFile(wheel, "w", zipfile.ZIP_DEFLATED) as zf:
+        for arc, data in files:
+            zf.writestr(arc, data)
+    return wheel
+
+
+def pure_wheelhouse(cache: Path) -> Path:
+    """Wheels built here for the sdist-only requirements (see PURE_FROM_SDIST)."""
+    house = cache / "wheelhouse"
+    house.mkdir(parents=True, exist_ok=True)
+    for name, (version, subdir, package) in PURE_FROM_SDIST.items():
+        if (house / f"{name}-{version}-py3-none-any.whl").exists():
+            continue
+        sdists = cache / "sdists"
+        sdists.mkdir(parents=True, exist_ok=True)
+        _pip(["download", "-q", "--no-deps", "--no-binary", ":all:", "-d", str(sdists), f"{name}=={version}"],
+             f"downloading the {name} sdist")
+        archive = next(iter(sorted(sdists.glob(f"{name}-{version}.tar.gz"))), None)
+        if archive is None:
+            raise PackageError(f"pip downloaded no {name}-{version}.tar.gz")
+        with tempfile.TemporaryDirectory() as tmp, tarfile.open(archive) as tar:
+            tar.extractall(tmp, filter="data")
+            _write_pure_wheel(house, name, version, Path(tmp) / f"{name}-{version}" / subdir, package)
+    return house
+
+
+def install_dependencies(requirements: Path, python: str, cache: Path) -> Path:
+    """requirements.txt installed for SCF into a folder under `cache` (reused while nothing changed)."""
+    reqs = target_requirements(requirements, python)
+    key = hashlib.sha1(json.dumps([python, PLATFORMS, reqs, sorted(PURE_FROM_SDIST.items())]).encode()).hexdigest()[:12]
+    target = cache / f"site-{python}-{key}"
+    if (target / ".complete").exists():
+        return target
+    shutil.rmtree(target, ignore_errors=True)
+    house = pure_wheelhouse(cache)
+    req_file = cache / f"requirements-{python}-{key}.txt"
+    req_file.write_text("\n".join(reqs) + "\n", "utf-8")
+    platforms = [a for p in PLATFORMS for a in ("--platform", p)]
+    _pip(["install", "-q", "--no-compile", "--target", str(target), *platforms, "--implementation", "cp",
+          "--python-version", python, "--only-binary=:all:", "--find-links", str(house), "-r", str(req_file)],
+         f"installing requirements.txt for CPython {python} on manylinux x86_64")
+    strip(target)
+    (target / ".complete").write_text("", "utf-8")
+    return target
+
+
+def strip(root: Path) -> None:
+    """Remove what the runtime never reads: bytecode, Cython sources, stubs, packages' own tests."""
+    for p in sorted(root.rglob("*"), key=lambda p: len(p.parts), reverse=True):
+        if p.is_dir() and (p.name in _DROP_DIRS or (p.name in ("tests", "test") and p.parent != root
+                                                    and (p.parent / "__init__.py").exists())):
+            shutil.rmtree(p, ignore_errors=True)
+        elif p.is_file() and p.suffix in _DROP_SUFFIXES:
+            p.unlink()
+    bin_dir = root / "bin"  # console scripts point at this machine's interpreter
+    if bin_dir.is_dir():
+        shutil.rmtree(bin_dir)
+
+
+# --- code root -------------------------------------------------------------------------------------
+
+
+def build_code_root(dest: Path) -> None:
+    """index.py (the entry), functions/<name>/index.py and shared/, nothing else."""
+    shutil.rmtree(dest, ignore_errors=True)
+    dest.mkdir(parents=True)
+    shutil.copy2(REPO_ROOT / "deploy" / "entry.py", dest / "index.py")
+    for name in FUNCTIONS:
+        (dest / "functions" / name).mkdir(parents=True)
+        shutil.copy2(REPO_ROOT / "functions" / name / "index.py", dest / "functions" / name / "index.py")
+    shutil.copytree(REPO_ROOT / "shared", dest / "shared",
+                    ignore=shutil.ignore_patterns("__pycache__", "*.pyc", "*.pyo"))
+
+
+def zip_tree(src: Path, zip_path: Path) -> int:
+    """Zip the contents of `src` (its files at the archive's root); the zip's size."""
+    zip_path.unlink(missing_ok=True)
+    with zipfile.ZipFile(zip_path, "w", zipfile.ZIP_DEFLATED, compresslevel=6) as zf:
+        for f in sorted(src.rglob("*")):
+            if f.name == ".complete":
+                continue
+            arc = f.relative_to(src).as_posix()
+            if f.is_dir():
+                continue
+            info = zipfile.ZipInfo.from_file(f, arc)
+            info.compress_type = zipfile.ZIP_DEFLATED
+            with open(f, "rb") as fh:
+                zf.writestr(info, fh.read(), compresslevel=6)
+    return zip_path.stat().st_size
+
+
+# --- layers ----------------------------------------------------------------------------------------
+
+
+def _distributions(site: Path) -> list[list[Path]]:
+    """The installed top-level entries grouped so that a package and its .libs and metadata stay together."""
+    groups: dict[str, list[Path]] = {}
+    for entry in sorted(site.iterdir()):
+        if entry.name == ".complete":
+            continue
+        stem = re.split(r"[.-]", entry.name, maxsplit=1)[0].lower()
+        if entry.name.endswith(".dist-info"):
+            stem = re.sub(r"-[^-]+\.dist-info$", "", entry.name).lower().replace("-", "_")
+            stem = {"tencentcloud_sdk_python_common": "tencentcloud", "tencentcloud_sdk_python_trtc": "tencentcloud",
+                    "tencentcloud_sdk_python_scf": "tencentcloud", "cos_python_sdk_v5": "qcloud_cos"}.get(stem, stem)
+        groups.setdefault(stem, []).append(entry)
+    return list(groups.values())
+
+
+def plan_layers(site: Path, limit: int = ZIP_LIMIT) -> list[list[Path]]:
+    """First-fit decreasing of the distributions by zipped size into layers under `limit`."""
+    sized = sorted(((sum(_deflated_size(p) for p in g), g) for g in _distributions(site)),
+                   key=lambda t: t[0], reverse=True)
+    bins: list[tuple[int, list[Path]]] = []
+    margin = limit * 0.97  # the estimate leaves out a little zip bookkeeping
+    for size, group in sized:
+        if size > margin:
+            names = ", ".join(p.name for p in group)
+            raise PackageError(f"{names} alone takes {human(size)} zipped, over SCF's {human(limit)} upload limit")
+        for i, (used, members) in enumerate(bins):
+            if used + size <= margin:
+                bins[i] = (used + size, members + group)
+                break
+        else:
+            bins.append((size, list(group)))
+    return [members for _, members in bins]
+
+
+def build_layers(site: Path, dest: Path, limit: int = ZIP_LIMIT) -> list[Artifact]:
+    shutil.rmtree(dest, ignore_errors=True)
+    dest.mkdir(parents=True)
+    artifacts = []
+    for i, members in enumerate(plan_layers(site, limit), start=1):
+        name = f"deps{i}"
+        layer_dir = dest / name
+        layer_dir.mkdir()
+        for p in members:
+            (shutil.copytree if p.is_dir() else shutil.copy2)(p, layer_dir / p.name)
+        zipped = zip_tree(layer_dir, dest / f"{name}.zip")
+        artifacts.append(Artifact(name, "layer", str(layer_dir), str(dest / f"{name}.zip"), tree_size(layer_dir),
+                                  zipped, sorted(p.name for p in members if not p.name.endswith(".dist-info"))))
+    return artifacts
+
+
+# --- the command -----------------------------------------------------------------------------------
+
+
+def check_limits(manifest: Manifest) -> list[str]:
+    problems = []
+    for a in [manifest.code, *manifest.layers]:
+        if a.zipped_bytes > ZIP_LIMIT:
+            problems.append(f"{a.kind} {a.name}: {human(a.zipped_bytes)} zipped, over the {human(ZIP_LIMIT)} upload limit")
+    if len(manifest.layers) > MAX_LAYERS:
+        problems.append(f"{len(manifest.layers)} layers, over SCF's {MAX_LAYERS} per function")
+    if manifest.unpacked_total > UNPACKED_LIMIT:
+        problems.append(f"code and layers unpack to {human(manifest.unpacked_total)}, over SCF's "
+                        f"{human(UNPACKED_LIMIT)} per function")
+    return problems
+
+
+def build(out: Path, python: str = DEFAULT_PYTHON, cache: Path | None = None,
+          requirements: Path = REPO_ROOT / "requirements.txt") -> Manifest:
+    if not re.fullmatch(r"3\.\d{1,2}", python):
+        raise PackageError(f"--python must be a version such as 3.11 (got {python!r})")
+    out = out.resolve()
+    cache = (cache or out / ".cache").resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    cache.mkdir(parents=True, exist_ok=True)
+    site = install_dependencies(requirements, python, cache)
+    code_dir = out / "code"
+    build_code_root(code_dir)
+    code = Artifact("code", "code", str(code_dir), str(out / "code.zip"), tree_size(code_dir),
+                    zip_tree(code_dir, out / "code.zip"), sorted(p.name for p in code_dir.iterdir()))
+    layers = build_layers(site, out / "layers")
+    manifest = Manifest(python, f"Python{python}", list(PLATFORMS), code, layers,
+                        {"zip_bytes": ZIP_LIMIT, "unpacked_bytes": UNPACKED_LIMIT, "layers": MAX_LAYERS})
+    (out / "manifest.json").write_text(json.dumps(asdict(manifest), indent=1), "utf-8")
+    problems = check_limits(manifest)
+    if problems:
+        raise PackageError("over SCF's limits: " + "; ".join(problems))
+    return manifest
+
+
+def report(manifest: Manifest) -> Iterable[str]:
+    yield f"runtime {manifest.runtime}, wheels for {', '.join(manifest.platforms[:2])}..."
+    yield f"{'artifact':<14}{'unpacked':>12}{'zipped':>12}  contents"
+    for a in [manifest.code, *manifest.layers]:
+        yield f"{a.kind + ' ' + a.name:<14}{human(a.unpacked_bytes):>12}{human(a.zipped_bytes):>12}  {', '.join(a.top_level)}"
+    yield (f"total unpacked {human(manifest.unpacked_total)} of {human(UNPACKED_LIMIT)}; each zip under "
+           f"{human(ZIP_LIMIT)}; {len(manifest.layers)} of {MAX_LAYERS} layers")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="./dev package", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--python", default=DEFAULT_PYTHON, help="SCF's Python runtime version (default %(default)s)")
+    ap.add_argument("--out", type=Path, default=REPO_ROOT / "build", help="output folder (default build/)")
+    ap.add_argument("--cache", type=Path, default=None, help="where installed dependencies are kept (default OUT/.cache)")
+    args = ap.parse_args(argv)
+    try:
+        manifest = build(args.out, args.python, args.cache)
+    except PackageError as e:
+        print(f"package: {e}", file=sys.stderr)
+        return 1
+    for line in report(manifest):
+        print(line)
+    print(f"wrote {Path(manifest.code.zip_path).parent}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
