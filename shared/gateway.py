@@ -122,14 +122,25 @@ def handle(
     function_name: str,
     model: type[M],
     work: Callable[[M, Invocation, RunLogger], dict[str, Any]],
+    preflight: Callable[[], Any] | None = None,
 ) -> dict[str, Any]:
-    """Validate, run `work`, and answer as the caller expects. Never raises."""
+    """Validate, run `work`, and answer as the caller expects. Never raises.
+
+    `preflight` checks the deployment's settings before anything else: a ValueError it raises is a
+    configuration error (500 naming the setting), reported at start rather than mid-run."""
     inv = Invocation.from_context(context, function_name)
     log = get_logger(inv.request_id, inv.function_name)
     gateway = is_gateway_event(event)
 
     def answer(status: int, result: dict[str, Any]) -> dict[str, Any]:
         return gateway_response(status, result) if gateway else result
+
+    if preflight is not None:
+        try:
+            preflight()
+        except ValueError as e:
+            log.error(str(e), reason="configuration_error")
+            return answer(500, failed_result("configuration_error", str(e)))
 
     try:
         params = model.model_validate(extract_params(event))

@@ -13,8 +13,10 @@ except ImportError:  # running from the repository without its root on sys.path
 
 from shared.contracts.record import RecordParams  # noqa: E402
 from shared.gateway import handle  # noqa: E402
+from shared.room import backend_from_env  # noqa: E402
 from shared.recorder import record  # noqa: E402
 
 
 def main_handler(event, context):
-    return handle(event, context, function_name="record_stream", model=RecordParams, work=record)
+    return handle(event, context, function_name="record_stream", model=RecordParams, work=record,
+                  preflight=backend_from_env)
