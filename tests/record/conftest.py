@@ -23,6 +23,7 @@ import pytest
 from shared.room import AUDIO_SAMPLE_RATE, AudioFrame, EnterParams, H264Frame, Role, RoomRef, VideoFormat
 from shared.room.local import LocalRoom
 from shared.storage import parse_cos_url
+from tests.room.media import h264_units  # noqa: F401  (test_writer imports it from here)
 
 REPO = Path(__file__).resolve().parents[2]
 FPS = 25
@@ -41,26 +42,6 @@ def tone(index: int, hz: float = 440.0) -> AudioFrame:
     pcm = array.array("h", (int(9000 * math.sin(2 * math.pi * hz * n / AUDIO_SAMPLE_RATE))
                             for n in range(start, start + SAMPLES_20MS)))
     return AudioFrame(pcm.tobytes(), index * 20)
-
-
-def h264_units(count: int, width: int = 160, height: int = 120, gop: int = FPS) -> list[H264Frame]:
-    """Annex-B access units of a picture that changes every frame; SPS/PPS on each key frame."""
-    ctx = av.CodecContext.create("libx264", "w")
-    ctx.width, ctx.height, ctx.pix_fmt = width, height, "yuv420p"
-    ctx.time_base = Fraction(1, 1000)
-    ctx.framerate = Fraction(FPS, 1)
-    ctx.gop_size = gop
-    ctx.max_b_frames = 0
-    ctx.options = {"preset": "ultrafast", "tune": "zerolatency", "repeat-headers": "1"}
-    units: list[H264Frame] = []
-    for i in range(count):
-        frame = av.VideoFrame(width, height, "yuv420p")
-        for n, plane in enumerate(frame.planes):
-            plane.update(bytes([(i * 7) % 200 + 20 if n == 0 else 128]) * plane.buffer_size)
-        frame.pts = i * 1000 // FPS
-        units.extend(H264Frame(bytes(p), int(p.pts), bool(p.is_keyframe), int(p.dts)) for p in ctx.encode(frame))
-    units.extend(H264Frame(bytes(p), int(p.pts), bool(p.is_keyframe), int(p.dts)) for p in ctx.encode(None))
-    return units
 
 
 @pytest.fixture(scope="session")
