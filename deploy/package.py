@@ -80,6 +80,8 @@ class Manifest:
     code: Artifact
     layers: list[Artifact]
     limits: dict[str, int]
+    # The newest glibc a packaged wheel needs (its manylinux tag): SCF's image must have at least it.
+    glibc: str = "2.17"
 
     @property
     def unpacked_total(self) -> int:
@@ -307,6 +309,20 @@ def build_layers(site: Path, dest: Path, limit: int = ZIP_LIMIT) -> list[Artifac
 # --- the command -----------------------------------------------------------------------------------
 
 
+def required_glibc(site: Path) -> str:
+    """The highest glibc named by the manylinux tags of the installed wheels ("2.28" for PyAV 18)."""
+    best = (2, 17)
+    for wheel in site.glob("*.dist-info/WHEEL"):
+        tags = re.findall(r"^Tag: .*$", wheel.read_text("utf-8", errors="replace"), re.M)
+        versions = []
+        for tag in tags:
+            m = re.search(r"manylinux_(\d+)_(\d+)_", tag)
+            versions.append((int(m.group(1)), int(m.group(2))) if m else (2, 17 if "manylinux2014" in tag else 5))
+        if versions:
+            best = max(best, min(versions))  # a wheel tagged for several needs the oldest of them
+    return f"{best[0]}.{best[1]}"
+
+
 def check_limits(manifest: Manifest) -> list[str]:
     problems = []
     for a in [manifest.code, *manifest.layers]:
@@ -335,7 +351,8 @@ def build(out: Path, python: str = DEFAULT_PYTHON, cache: Path | None = None,
                     zip_tree(code_dir, out / "code.zip"), sorted(p.name for p in code_dir.iterdir()))
     layers = build_layers(site, out / "layers")
     manifest = Manifest(python, f"Python{python}", list(PLATFORMS), code, layers,
-                        {"zip_bytes": ZIP_LIMIT, "unpacked_bytes": UNPACKED_LIMIT, "layers": MAX_LAYERS})
+                        {"zip_bytes": ZIP_LIMIT, "unpacked_bytes": UNPACKED_LIMIT, "layers": MAX_LAYERS},
+                        required_glibc(site))
     (out / "manifest.json").write_text(json.dumps(asdict(manifest), indent=1), "utf-8")
     problems = check_limits(manifest)
     if problems:
@@ -344,7 +361,8 @@ def build(out: Path, python: str = DEFAULT_PYTHON, cache: Path | None = None,
 
 
 def report(manifest: Manifest) -> Iterable[str]:
-    yield f"runtime {manifest.runtime}, wheels for {', '.join(manifest.platforms[:2])}..."
+    yield (f"runtime {manifest.runtime}, manylinux x86_64 wheels needing glibc >= {manifest.glibc} "
+           f"in SCF's image")
     yield f"{'artifact':<14}{'unpacked':>12}{'zipped':>12}  contents"
     for a in [manifest.code, *manifest.layers]:
         yield f"{a.kind + ' ' + a.name:<14}{human(a.unpacked_bytes):>12}{human(a.zipped_bytes):>12}  {', '.join(a.top_level)}"

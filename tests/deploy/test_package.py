@@ -44,11 +44,13 @@ def test_package_holds_the_code_root_and_dependency_layers_within_scf_limits(bui
     assert manifest.unpacked_total <= package.UNPACKED_LIMIT
     saved = json.loads((out / "manifest.json").read_text())
     assert saved["runtime"] == "Python3.11" and len(saved["layers"]) == len(manifest.layers)
+    assert manifest.glibc == "2.28"  # PyAV 18's wheels are manylinux_2_28 only; liteav's 2_27 or 2_28
 
 
 def test_sizes_are_printed_against_the_limits(built):
     manifest, _ = built
     lines = list(package.report(manifest))
+    assert "glibc >= 2.28" in lines[0]
     assert any(line.startswith("code code") and "MB" in line for line in lines)
     assert sum(line.startswith("layer deps") for line in lines) == len(manifest.layers)
     assert "of 500.0 MB" in lines[-1] and f"{len(manifest.layers)} of 5 layers" in lines[-1]

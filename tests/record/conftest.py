@@ -13,7 +13,6 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass, field
-from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
