@@ -9,6 +9,8 @@ Writes into --out:
                                 x86_64 wheels for CPython --python), split into layers that each
                                 stay under the upload limit; SCF unpacks layers into /opt, which
                                 is on the runtime's PYTHONPATH (/var/user:/opt)
+    layers/publish-<name>/serverless.yml
+                                the `layer` component publishing each (cd build/layers; sls deploy)
     manifest.json               what was built, sizes, and the limits they were checked against
 
 The dependencies are SCF's: `pip install --target --platform manylinux_2_28_x86_64 ...
@@ -290,7 +292,22 @@ def plan_layers(site: Path, limit: int = ZIP_LIMIT) -> list[list[Path]]:
     return [members for _, members in bins]
 
 
-def build_layers(site: Path, dest: Path, limit: int = ZIP_LIMIT) -> list[Artifact]:
+def layer_env(name: str) -> str:
+    """The prefix of the variables naming a layer in serverless.yml: deps1 -> LAYER_DEPS1."""
+    return f"LAYER_{name.upper()}"
+
+
+def _layer_serverless_yml(name: str, runtime: str, top_level: list[str]) -> str:
+    # The Serverless Framework's `layer` component (inputs: region, name, src, runtimes, description).
+    return (f"# Publishes build/layers/{name} as an SCF layer; `cd build/layers && sls deploy` publishes every\n"
+            f"# layer. Put the version it prints in {layer_env(name)}_VERSION for the root serverless.yml.\n"
+            f"app: trtc-media\nstage: ${{env:STAGE}}\ncomponent: layer\nname: trtc-media-{name}\n\n"
+            f"inputs:\n  region: ${{env:REGION}}\n  name: ${{env:{layer_env(name)}_NAME}}\n  src: ../{name}\n"
+            f"  runtimes:\n    - {runtime}\n"
+            f"  description: {json.dumps('trtc-media dependencies: ' + ', '.join(top_level))[:900]}\n")
+
+
+def build_layers(site: Path, dest: Path, limit: int = ZIP_LIMIT, runtime: str = f"Python{DEFAULT_PYTHON}") -> list[Artifact]:
     shutil.rmtree(dest, ignore_errors=True)
     dest.mkdir(parents=True)
     artifacts = []
@@ -301,8 +318,12 @@ def build_layers(site: Path, dest: Path, limit: int = ZIP_LIMIT) -> list[Artifac
         for p in members:
             (shutil.copytree if p.is_dir() else shutil.copy2)(p, layer_dir / p.name)
         zipped = zip_tree(layer_dir, dest / f"{name}.zip")
+        top_level = sorted(p.name for p in members if not p.name.endswith(".dist-info"))
         artifacts.append(Artifact(name, "layer", str(layer_dir), str(dest / f"{name}.zip"), tree_size(layer_dir),
-                                  zipped, sorted(p.name for p in members if not p.name.endswith(".dist-info"))))
+                                  zipped, top_level))
+        publish = dest / f"publish-{name}"
+        publish.mkdir()
+        (publish / "serverless.yml").write_text(_layer_serverless_yml(name, runtime, top_level), "utf-8")
     return artifacts
 
 
@@ -349,7 +370,7 @@ def build(out: Path, python: str = DEFAULT_PYTHON, cache: Path | None = None,
     build_code_root(code_dir)
     code = Artifact("code", "code", str(code_dir), str(out / "code.zip"), tree_size(code_dir),
                     zip_tree(code_dir, out / "code.zip"), sorted(p.name for p in code_dir.iterdir()))
-    layers = build_layers(site, out / "layers")
+    layers = build_layers(site, out / "layers", runtime=f"Python{python}")
     manifest = Manifest(python, f"Python{python}", list(PLATFORMS), code, layers,
                         {"zip_bytes": ZIP_LIMIT, "unpacked_bytes": UNPACKED_LIMIT, "layers": MAX_LAYERS},
                         required_glibc(site))

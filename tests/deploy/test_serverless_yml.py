@@ -151,3 +151,23 @@ def test_openapi_paths_match_the_gateway_routes(config):
     [apigw] = [t for t in config["inputs"]["triggers"] if t["type"] == "apigw"]
     routes = {(api["method"].lower(), api["path"]) for api in apigw["parameters"]["apis"]}
     assert routes == {(m, p) for p, ops in spec["paths"].items() for m in ops}
+
+
+LAYER_COMPONENT = {"region": str, "name": str, "src": str, "runtimes": list, "description": str}
+
+
+def test_each_built_layer_has_its_publishing_yml_named_as_serverless_yml_expects(config, built):
+    """`cd build/layers && sls deploy` publishes the layers the root serverless.yml binds (the `layer`
+    component: region, name, src, runtimes, description)."""
+    manifest, out = built
+    root_layers = config["inputs"]["layers"]
+    for i, layer in enumerate(manifest.layers):
+        path = out / "layers" / f"publish-{layer.name}" / "serverless.yml"
+        doc = yaml.safe_load(path.read_text("utf-8"))
+        _check(doc, TOP_LEVEL, str(path))
+        assert doc["component"] == "layer"
+        _check(doc["inputs"], LAYER_COMPONENT, f"{path}: inputs")
+        assert doc["inputs"]["runtimes"] == [manifest.runtime]
+        assert (path.parent / doc["inputs"]["src"]).resolve() == Path(layer.directory).resolve()
+        assert doc["inputs"]["name"] == root_layers[i]["name"] == f"${{env:{package.layer_env(layer.name)}_NAME}}"
+        assert root_layers[i]["version"] == f"${{env:{package.layer_env(layer.name)}_VERSION}}"
