@@ -59,12 +59,21 @@ def _types(schema: dict) -> set[str]:
 
 def test_spec_is_valid_openapi_3_0(spec):
     validate(spec)
-    assert spec["openapi"] == "3.0.3"
-    # What API Gateway's import reads: paths with POST operations, no 3.1-only or callback features.
+    # What API Gateway's import reads ("Importing APIs", API Gateway 628/37875): OpenAPI 3.0.0 with
+    # servers, at most 10 APIs and 100 KB per file; the x-apigw-* operation settings of its samples.
+    assert spec["openapi"] == "3.0.0" and spec["servers"]
+    assert (REPO / "openapi.yaml").stat().st_size <= 100 * 1024
     assert set(spec) <= {"openapi", "info", "servers", "paths", "components"}
+    assert sum(len(ops) for ops in spec["paths"].values()) <= 10
     for path, ops in spec["paths"].items():
         assert set(ops) == {"post"}
         op = ops["post"]
+        assert op["operationId"] == path.strip("/")
+        assert op["x-apigw-backend"] == {
+            "ServiceType": "SCF", "ServiceScfFunctionName": op["operationId"],
+            "ServiceScfFunctionNamespace": "default", "ServiceScfFunctionQualifier": "$DEFAULT",
+            "ServiceScfIsIntegratedResponse": False}  # integrated response off: SCF's async reply passes
+        assert (op["x-apigw-protocol"], op["x-apigw-api-type"]) == ("HTTP", "NORMAL")
         assert "callbacks" not in op and "links" not in json.dumps(op)
         ok = _resolve(op["responses"]["200"], spec)
         assert "x-scf-reqid" in ok["headers"]
