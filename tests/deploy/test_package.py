@@ -167,3 +167,22 @@ def _remove_user(rooms, room: int, user_id: str) -> None:
     req = models.RemoveUserRequest()
     req.SdkAppId, req.RoomId, req.UserIds = rooms.sdk_app_id, room, [user_id]
     rooms.trtc_client().RemoveUser(req)
+
+
+def test_the_layers_native_modules_load_in_a_bare_interpreter(deployed):
+    """liteav (ROOM_BACKEND=trtc's SDK), PyAV and pydantic-core load from the unpacked layers alone
+    (their bundled .libs resolved); liteav is only imported, no TRTCCloud is created."""
+    import subprocess
+    import sys
+
+    code = ("import sys, json; sys.path[0:0] = sys.argv[1:]\n"
+            "import liteav, av, pydantic_core, crcmod, qcloud_cos, redis\n"
+            "print(json.dumps({m.__name__: m.__file__ for m in (liteav, av, pydantic_core, crcmod)}"
+            " | {'trtc': hasattr(liteav, 'TRTCCloud'), 'h264': 'h264' in av.codecs_available}))\n")
+    proc = subprocess.run([sys.executable, "-I", "-S", "-c", code, str(deployed.code), str(deployed.opt)],
+                          capture_output=True, text=True, timeout=60, env={"PATH": "/usr/bin:/bin"})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    found = json.loads(proc.stdout.strip().splitlines()[-1])
+    for name in ("liteav", "av", "pydantic_core", "crcmod"):
+        assert found[name].startswith(str(deployed.opt) + "/"), (name, found[name])
+    assert found["trtc"] is True and found["h264"] is True
