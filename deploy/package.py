@@ -110,7 +110,8 @@ def _deflated_size(path: Path) -> int:
             for chunk in iter(lambda: fh.read(1 << 20), b""):
                 n += len(c.compress(chunk))
         n += len(c.flush())
-        total += min(n, f.stat().st_size) + 100 + 2 * len(str(f))  # + local and central headers
+        # + local and central headers, which hold the path inside the zip (not this machine's path)
+        total += min(n, f.stat().st_size) + 100 + 2 * len(f.relative_to(path.parent).as_posix())
     return total
 
 

@@ -186,3 +186,26 @@ def test_the_layers_native_modules_load_in_a_bare_interpreter(deployed):
     for name in ("liteav", "av", "pydantic_core", "crcmod"):
         assert found[name].startswith(str(deployed.opt) + "/"), (name, found[name])
     assert found["trtc"] is True and found["h264"] is True
+
+
+def test_layer_plan_does_not_depend_on_where_the_dependencies_were_installed(tmp_path):
+    import random
+    import shutil
+
+    rng = random.Random(7)
+    site = tmp_path / "a"
+    for i in range(6):
+        pkg = site / f"pkg{i}"
+        pkg.mkdir(parents=True)
+        (pkg / "data.bin").write_bytes(rng.randbytes(20_000 + 3_000 * i))
+        (site / f"pkg{i}-1.0.dist-info").mkdir()
+        (site / f"pkg{i}-1.0.dist-info" / "METADATA").write_text(f"Name: pkg{i}\n")
+    other = tmp_path / "a-much-longer-folder-name" / "deeper" / "site"
+    shutil.copytree(site, other)
+    plan = [[p.name for p in layer] for layer in package.plan_layers(site, limit=70_000)]
+    assert plan == [[p.name for p in layer] for layer in package.plan_layers(other, limit=70_000)]
+    assert len(plan) > 1
+    for layer in plan:  # a package and its metadata stay in one layer
+        for name in layer:
+            if name.endswith(".dist-info"):
+                assert name.split("-")[0] in layer
