@@ -75,6 +75,9 @@ def check_destination(url: str, allowlist_env: str, what: str, resolve: bool = T
     except ValueError:
         if not resolve:
             return
+        if host == "invalid" or host.endswith(".invalid"):
+            # RFC 6761: such names never resolve; don't ask a resolver.
+            raise DestinationRefused(f"{what} host {host} does not resolve: reserved .invalid name") from None
         try:
             infos = socket.getaddrinfo(host, parts.port or 80, type=socket.SOCK_STREAM)
         except (socket.gaierror, UnicodeError) as e:
