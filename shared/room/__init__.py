@@ -5,6 +5,7 @@ ROOM_BACKEND=local is the emulator's room server at LOCAL_ROOM_ADDRESS (host:por
 """
 from __future__ import annotations
 
+import importlib.util
 import os
 
 from .base import *  # noqa: F401,F403  (the room vocabulary is this package's public API)
@@ -24,6 +25,10 @@ def backend_from_env(env: "os._Environ[str] | dict[str, str] | None" = None) -> 
     if backend not in BACKENDS:
         raise RoomConfigError(f"ROOM_BACKEND={backend!r} is not one of {', '.join(BACKENDS)}")
     address = None
+    if backend == "trtc" and importlib.util.find_spec("liteav") is None:
+        # Found without importing it: loading liteav is left to the moment a room is opened.
+        raise RoomConfigError("ROOM_BACKEND=trtc needs Tencent's liteav package, which is not installed "
+                              "(deploy it with the dependency layers, or set ROOM_BACKEND=local for the emulator)")
     if backend == "local":
         address = (env.get("LOCAL_ROOM_ADDRESS") or "").strip()
         host, _, port = address.rpartition(":")

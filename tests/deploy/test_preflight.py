@@ -53,3 +53,14 @@ def test_a_valid_backend_goes_on_to_validate_the_parameters(monkeypatch):
     response = push_index.main_handler(_gateway({"videoSrc": "x"}), CONTEXT)
     assert response["statusCode"] == 400
     assert json.loads(response["body"])["reason"] == "invalid_parameters"
+
+
+def test_trtc_backend_without_liteav_installed_names_it(monkeypatch):
+    import importlib.util
+
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "liteav" else real_find_spec(name, *a))
+    monkeypatch.setenv("ROOM_BACKEND", "trtc")
+    result = record_index.main_handler({"anything": "at all"}, CONTEXT)
+    assert result["reason"] == "configuration_error" and "liteav" in result["message"]
