@@ -256,3 +256,14 @@ def children():
 
 
 from tests.media_fixtures import clips, media_http  # noqa: E402,F401  (fixtures: named clips, local HTTP/HLS)
+
+
+def poll_until(predicate, timeout: float = 5.0, step: float = 0.05):
+    """The predicate's first truthy value within `timeout` (else its last value): bounded waiting."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(step)
+    return predicate()

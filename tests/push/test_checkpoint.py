@@ -12,6 +12,8 @@ from shared.checkpoint import Checkpoint, CheckpointUnavailable, checkpoint_key
 from shared.room import RoomRef
 from shared.runtime import get_logger
 
+from .conftest import poll_until
+
 APP = 1400000001
 
 
@@ -22,13 +24,7 @@ def _connect(server, request_id: str, src: str = "http://example.com/a.mp4", roo
 
 
 def _wait_for(predicate, timeout: float = 5.0, step: float = 0.05):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(step)
-    return predicate()
+    return poll_until(predicate, timeout, step)
 
 
 def test_key_covers_app_room_and_source():

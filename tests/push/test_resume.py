@@ -15,7 +15,7 @@ from functions.push_stream.index import main_handler
 from shared.checkpoint import checkpoint_key
 from shared.room import RoomRef
 
-from .conftest import make_clip, new_room, params_for
+from .conftest import make_clip, new_room, params_for, poll_until
 
 
 @pytest.fixture(scope="session")
@@ -33,13 +33,7 @@ def _redis_params(server) -> dict:
 
 
 def _wait(predicate, timeout: float = 15.0, step: float = 0.05):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(step)
-    return predicate()
+    return poll_until(predicate, timeout, step)
 
 
 def _position(client: redis.Redis, key: str) -> float:
