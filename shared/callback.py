@@ -15,7 +15,6 @@ import hashlib
 import hmac
 import json
 import os
-import random
 import time
 from typing import Any, Mapping
 from urllib.parse import urlsplit
@@ -23,7 +22,7 @@ from urllib.parse import urlsplit
 import requests
 
 from shared.egress import CALLBACK_ALLOWLIST_ENV, DestinationRefused, check_destination
-from shared.runtime import RunLogger, get_logger, redact_value
+from shared.runtime import RetryPolicy, RunLogger, get_logger, redact_value
 
 SIGN_KEY_ENV = "CALLBACK_SIGN_KEY"
 _sleep = time.sleep  # the backoff wait (a test brings the receiver back during it)
@@ -84,9 +83,9 @@ def post_result(
     if isinstance(body, Mapping) and body.get("SdkAppId") is not None:
         headers["SdkAppId"] = str(body["SdkAppId"])
 
-    tries = max(3, tries)
+    policy = RetryPolicy(tries=max(3, tries), backoff=backoff, max_backoff=max_backoff, deadline=deadline)
     last = ""
-    for attempt in range(1, tries + 1):
+    for attempt in range(1, policy.tries + 1):
         retryable = True
         try:
             resp = requests.post(url, data=data, headers=headers, timeout=timeout, allow_redirects=False)
@@ -97,10 +96,10 @@ def post_result(
             retryable = resp.status_code >= 500 or resp.status_code in (408, 429)
         except requests.RequestException as e:
             last = f"{type(e).__name__}: {e}"
-        if not retryable or attempt == tries:
+        if not retryable or attempt == policy.tries:
             break
-        wait_s = min(max_backoff, backoff * 2 ** (attempt - 1)) * random.uniform(0.75, 1.0)
-        if deadline is not None and time.monotonic() + wait_s > deadline:
+        wait_s = policy.delay(attempt)
+        if not policy.in_time(wait_s):
             last += "; no time left to retry"
             break
         log.warning("callback attempt failed, retrying", url=url, attempt=attempt, error=last,

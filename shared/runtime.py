@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import random
 import re
 import signal
 import sys
@@ -236,3 +237,25 @@ class StopSignal:
 
     def __exit__(self, *exc: object) -> None:
         self.uninstall()
+
+
+# --- retrying ----------------------------------------------------------------------------------
+
+
+@dataclass
+class RetryPolicy:
+    """Exponential backoff with jitter, bounded in tries and by a deadline (COS uploads, callbacks)."""
+
+    tries: int = 4  # attempts, at least 3 where the caller says so
+    backoff: float = 0.5  # first wait, doubled each time...
+    max_backoff: float = 8.0  # ...up to this
+    deadline: float | None = None  # time.monotonic() after which no retry starts
+
+    def delay(self, attempt: int) -> float:
+        """The wait after failed attempt number `attempt` (1-based)."""
+        base = min(self.max_backoff, self.backoff * (2 ** (attempt - 1)))
+        return base * random.uniform(0.75, 1.0)  # jitter: parallel requests do not retry in step
+
+    def in_time(self, wait_s: float) -> bool:
+        """Whether a retry after waiting `wait_s` still starts before the deadline."""
+        return self.deadline is None or time.monotonic() + wait_s <= self.deadline

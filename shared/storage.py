@@ -21,7 +21,6 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-import random
 import re
 import threading
 import time
@@ -31,7 +30,7 @@ from datetime import datetime, timezone
 from typing import Any, Callable, TypeVar
 from urllib.parse import quote, unquote, urlsplit
 
-from shared.runtime import RunLogger, get_logger, redact_value
+from shared.runtime import RetryPolicy, RunLogger, get_logger, redact_value
 
 T = TypeVar("T")
 
@@ -212,18 +211,6 @@ def make_client(region: str, creds: Credentials, timeout: float = 30.0) -> Any:
 # --- retries -------------------------------------------------------------------------------------
 
 
-@dataclass
-class RetryPolicy:
-    tries: int = 4  # attempts per request, at least 3
-    backoff: float = 0.5  # first wait, doubled each time...
-    max_backoff: float = 8.0  # ...up to this
-    deadline: float | None = None  # time.monotonic() after which no retry starts
-
-    def delay(self, attempt: int) -> float:
-        base = min(self.max_backoff, self.backoff * (2 ** (attempt - 1)))
-        return base * random.uniform(0.75, 1.0)  # jitter: parallel parts do not retry in step
-
-
 def _classify(exc: Exception, what: str) -> UploadError:
     from qcloud_cos.cos_exception import CosClientError, CosServiceError
 
@@ -263,7 +250,7 @@ def _with_retries(call: Callable[[], T], what: str, policy: RetryPolicy, log: Ru
                     err = UploadError(f"{err.message} after {attempt} tries", err.code, err.status, True)
                 raise err from None
             wait_s = policy.delay(attempt)
-            if policy.deadline is not None and time.monotonic() + wait_s > policy.deadline:
+            if not policy.in_time(wait_s):
                 raise UploadError(f"{err.message}; no time left to retry", err.code, err.status, True) from None
             log.warning("cos request failed, retrying", what=what, attempt=attempt, code=err.code,
                         retry_in_s=round(wait_s, 2))
