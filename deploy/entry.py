@@ -6,7 +6,6 @@ environment variable ENTRY_FUNCTION, which serverless.yml sets per function. The
 `functions/<name>/index.py` sit beside this file, unchanged.
 """
 import importlib.util
-import json
 import os
 import sys
 
@@ -29,19 +28,20 @@ def _entry(name):
     return _loaded[name]
 
 
-def _config_error(event, message):
-    # The same shapes as shared.gateway: a 500 JSON for the gateway, a failed result otherwise.
-    result = {"status": "failed", "reason": "configuration_error", "message": message}
-    print(json.dumps({"level": "ERROR", "message": message, "reason": "configuration_error"}), flush=True)
-    if isinstance(event, dict) and "httpMethod" in event and "requestContext" in event:
-        return {"isBase64Encoded": False, "statusCode": 500, "headers": {"Content-Type": "application/json"},
-                "body": json.dumps(result)}
-    return result
+def _config_error(event, context, message):
+    # Reported like every other configuration error (shared.gateway's shapes and JSON logger).
+    from shared.gateway import failed_result, gateway_response, is_gateway_event
+    from shared.runtime import Invocation, get_logger
+
+    inv = Invocation.from_context(context)
+    get_logger(inv.request_id).error(message, reason="configuration_error")
+    result = failed_result("configuration_error", message)
+    return gateway_response(500, result) if is_gateway_event(event) else result
 
 
 def main_handler(event, context):
     name = (os.environ.get(ENTRY_ENV) or "").strip()
     if name not in FUNCTIONS:
-        return _config_error(event, f"{ENTRY_ENV}={name!r} must name the function this deployment runs: "
-                                    f"one of {', '.join(FUNCTIONS)}")
+        return _config_error(event, context, f"{ENTRY_ENV}={name!r} must name the function this deployment "
+                                             f"runs: one of {', '.join(FUNCTIONS)}")
     return _entry(name)(event, context)
