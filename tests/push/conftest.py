@@ -217,14 +217,14 @@ def params_for(room_service, src: Path | str, room: int | str, user: str = "push
 
 
 class Child:
-    """A push in its own process (python -m tests.push.child), to be signalled or killed."""
+    """A push in its own process (python -m tests.child push_stream), to be signalled or killed."""
 
     def __init__(self, params: dict[str, Any], env: dict[str, str], request_id: str,
                  context: dict[str, Any] | None = None):
         ctx = {"request_id": request_id, "function_name": "push_stream", **(context or {})}
         self.request_id = request_id
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "tests.push.child", json.dumps(params), json.dumps(ctx)],
+            [sys.executable, "-m", "tests.child", "push_stream", json.dumps(params), json.dumps(ctx)],
             cwd=str(REPO), env={**os.environ, **env}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
     def result(self, timeout: float = 30.0) -> tuple[dict[str, Any], str]:

@@ -185,7 +185,7 @@ class Child:
 
     def __init__(self, event: dict[str, Any], context: dict[str, Any], env: dict[str, str]):
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "tests.record.child", json.dumps(event), json.dumps(context)],
+            [sys.executable, "-m", "tests.child", "record_stream", json.dumps(event), json.dumps(context)],
             cwd=str(REPO), env={**os.environ, **env}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
     def wait(self, timeout: float = RUN_TIMEOUT_S) -> tuple[dict[str, Any], str]:

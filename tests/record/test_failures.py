@@ -111,7 +111,8 @@ def test_writes_failing_mid_recording_end_it_with_what_was_written(studio, tmp_p
     room = studio.new_room()
     event = studio.event(room, mode="00")
     context = studio.context()
-    proc = subprocess.Popen([sys.executable, "-m", "tests.record.child", json.dumps(event), json.dumps(context)],
+    proc = subprocess.Popen([sys.executable, "-m", "tests.child", "record_stream", json.dumps(event),
+                             json.dumps(context)],
                             cwd=str(REPO), env={**os.environ, **studio.env, "PYTHONDONTWRITEBYTECODE": "1"},
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=_limit_file_size)
     try:
