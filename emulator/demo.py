@@ -256,10 +256,10 @@ class Demo:
         return "\n".join("    " + line for line in text.splitlines()[-n:])
 
     def checkpoint(self, clip: Path) -> dict[str, str]:
-        """The push's record in Redis, as push_stream keeps it (shared.checkpoint)."""
+        """The push's record in Redis, as push_stream keeps it (shared.push.checkpoint)."""
         import redis
 
-        from shared.checkpoint import checkpoint_key
+        from shared.push.checkpoint import checkpoint_key
         from shared.room.base import RoomRef
 
         r = redis.Redis(host=self.info["redis"]["host"], port=self.info["redis"]["port"],
@@ -396,7 +396,7 @@ class Demo:
         recordings = []
         cos = cos_client(info)
         for f in files:
-            from shared.storage import parse_cos_url
+            from shared.record.storage import parse_cos_url
 
             bucket, _, key = parse_cos_url(f["RecordFile"])
             local = self.dir / Path(key).name

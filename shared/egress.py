@@ -91,3 +91,15 @@ def check_destination(url: str, allowlist_env: str, what: str, resolve: bool = T
             shown = host if str(addr) == host else f"{host} ({addr})"
             raise DestinationRefused(
                 f"{what} host {shown} is {why}, refused inside a VPC; set {allowlist_env} to allow it")
+
+
+def validate_callback_url(url: str, resolve: bool = True) -> str:
+    """The URL if a callback may go there; else DestinationRefused (a ValueError) saying why."""
+    if not isinstance(url, str) or not url.strip():
+        raise DestinationRefused("Callback must be an http or https URL")
+    url = url.strip()
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise DestinationRefused(f"Callback {url!r} must be an http or https URL with a host")
+    check_destination(url, CALLBACK_ALLOWLIST_ENV, "Callback", resolve=resolve)
+    return url

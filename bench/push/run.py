@@ -261,7 +261,7 @@ def bench_resume(rooms: Any, work: Path) -> list[tuple[str, str, str, str]]:
 
     from emulator.redis import RedisServer
     from functions.push_stream.index import main_handler
-    from shared.checkpoint import checkpoint_key
+    from shared.push.checkpoint import checkpoint_key
     from shared.room import EnterParams, RemoteVideo, Role, RoomRef, VideoFormat
     from shared.room.local import LocalRoom
 

@@ -41,7 +41,7 @@ sys.path.insert(0, str(ROOT))
 import av  # noqa: E402
 
 from shared.room import AUDIO_SAMPLE_RATE, AudioFrame, H264Frame, PixelFrame  # noqa: E402
-from shared.room.pixels import to_av_frame  # noqa: E402
+from shared.media.pixels import to_av_frame  # noqa: E402
 
 TARGET_CPU_RATIO = 1.1
 TARGET_CORE_SHARE = 0.05  # of one core per stream, for the modes that copy video
@@ -112,7 +112,7 @@ def stream(units: list[H264Frame], tone: list[bytes], seconds: int, audio: bool,
 
 
 def ours_cpu(mode: str, units, tone, seconds: int, workdir: Path) -> tuple[float, float]:
-    from shared.media.writer import AnchorRecording
+    from shared.record.writer import AnchorRecording
 
     out = workdir / f"ours-{mode}"
     out.mkdir()
@@ -220,7 +220,7 @@ def _rss_kb(field: str) -> int:
 
 def rss_child(minutes: int) -> None:
     """Mode 02 for `minutes` of media at full speed; prints JSON with RSS samples."""
-    from shared.media.writer import AnchorRecording
+    from shared.record.writer import AnchorRecording
 
     units, tone = make_units(), tone_second()
     with tempfile.TemporaryDirectory(prefix="bench-record-rss-") as tmp:

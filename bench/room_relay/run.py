@@ -27,7 +27,7 @@ sys.path.insert(0, str(ROOT))
 
 import av  # noqa: E402
 
-from shared import usersig  # noqa: E402
+from emulator.trtc import signature as usersig  # noqa: E402
 from shared.room import (  # noqa: E402
     AudioFrame, EnterParams, H264Frame, RemoteAudio, RemoteVideo, Role, RoomClosed, RoomRef, VideoEncodeConfig,
     VideoFormat,

@@ -13,7 +13,7 @@ import secrets
 from typing import Any
 
 from emulator.cloudapi import CloudApi
-from shared import usersig as _usersig
+from . import signature as _usersig
 
 from . import api
 from .models import DEFAULT_DISMISS_AFTER_S, Rooms

@@ -15,7 +15,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Protocol, Union
 
-from shared import usersig
+from . import signature as usersig
 from shared.room.base import (
     ERR_BANNED_BY_SERVER, ERR_INVALID_PARAMETER, ERR_INVALID_ROOM_ID, ERR_INVALID_SDK_APP_ID, ERR_INVALID_USER_ID, ERR_INVALID_USER_SIG,
     LEFT_KICKED, CloseReason, Role, RoomRef,

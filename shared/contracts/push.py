@@ -11,8 +11,8 @@ from typing import Optional, Union
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationInfo, field_validator
 
-from ..room.base import MAX_ROOM_ID, Role, RoomRef
-from ..runtime import redact_value
+from shared.room.base import MAX_ROOM_ID, Role, RoomRef
+from shared.runtime import redact_value
 
 DEFAULT_REDIS_PORT = 6379
 

@@ -11,10 +11,10 @@ from typing import Any, Literal, Optional
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationInfo, field_validator
 
-from ..callback import validate_callback_url
-from ..egress import DestinationRefused
-from ..room.base import MAX_ROOM_ID, RoomRef
-from ..runtime import redact_value
+from shared.egress import validate_callback_url
+from shared.egress import DestinationRefused
+from shared.room.base import MAX_ROOM_ID, RoomRef
+from shared.runtime import redact_value
 
 # Characters TRTC allows in a string room id (besides letters and digits).
 _STR_ROOM_ID = re.compile(r"^[A-Za-z0-9 !#$%&()+\-:;<=.>?@\[\]^_{}|~,]{1,64}$")

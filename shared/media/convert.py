@@ -15,8 +15,9 @@ import av.bitstream
 from av.filter import Graph
 from av.video.reformatter import Interpolation, VideoReformatter
 
-from shared.room.base import AUDIO_FRAME_MS, AUDIO_SAMPLE_RATE, AudioFrame, H264Frame, PixelFrame
-from shared.room.pixels import to_pixel_frame
+from shared.media.frames import AUDIO_FRAME_MS, AUDIO_SAMPLE_RATE, AudioFrame, H264Frame, PixelFrame
+from shared.media.h264 import NAL_IDR, NAL_PPS, NAL_SPS, nal_type, split_nals
+from shared.media.pixels import to_pixel_frame
 
 SAMPLES_PER_MS = AUDIO_SAMPLE_RATE // 1000
 FRAME_SAMPLES = AUDIO_SAMPLE_RATE * AUDIO_FRAME_MS // 1000  # 960
@@ -255,35 +256,6 @@ class VideoConverter:
 
 # --- video: H.264 passthrough ----------------------------------------------------------------------
 
-NAL_IDR = 5
-NAL_SPS = 7
-NAL_PPS = 8
-
-
-def split_nals(data: bytes) -> list[bytes]:
-    """Annex-B NAL units (without their start codes)."""
-    nals = []
-    i, n = 0, len(data)
-    starts = []
-    while True:
-        j = data.find(b"\x00\x00\x01", i)
-        if j < 0:
-            break
-        starts.append(j + 3)
-        i = j + 3
-    for k, s in enumerate(starts):
-        end = starts[k + 1] - 3 if k + 1 < len(starts) else n
-        # a 4-byte start code leaves a trailing zero on the previous unit
-        while k + 1 < len(starts) and end > s and data[end - 1] == 0:
-            end -= 1
-        nals.append(data[s:end])
-    return [u for u in nals if u]
-
-
-def nal_type(nal: bytes) -> int:
-    return nal[0] & 0x1F
-
-
 class H264Passthrough:
     """H.264 packets -> Annex-B access units; key frames (IDR) always carry SPS and PPS."""
 
@@ -325,7 +297,3 @@ class H264Passthrough:
                 data = b"\x00\x00\x00\x01" + self._sps + b"\x00\x00\x00\x01" + self._pps + data
             out.append((data, key, p))
         return out
-
-
-def h264_frame(data: bytes, key: bool, pts_ms: int, dts_ms: int | None) -> H264Frame:
-    return H264Frame(data, pts_ms, key, dts_ms)

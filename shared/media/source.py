@@ -22,7 +22,7 @@ from shared.media.convert import (
     VideoConverter,
     to_ms,
 )
-from shared.room.base import AudioFrame, H264Frame, PixelFrame
+from shared.media.frames import AudioFrame, H264Frame, PixelFrame
 from shared.runtime import RunLogger, get_logger
 
 SOURCE_TIMEOUT_ENV = "SOURCE_TIMEOUT_SECONDS"

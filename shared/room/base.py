@@ -15,7 +15,11 @@ import queue
 import threading
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from typing import Any, Union
+from typing import Union
+
+from shared.media.frames import (  # noqa: F401  (re-exported: the media a room carries)
+    AUDIO_FRAME_MS, AUDIO_SAMPLE_RATE, AudioFrame, H264Frame, PixelFrame, VideoFrame, yuv420p_size,
+)
 
 # TRTC's own error codes (liteav.Error); a RoomError always carries one of these.
 ERR_FAILED = -1
@@ -35,9 +39,6 @@ LEFT_NORMALLY = 0
 LEFT_TIMEOUT = 1
 LEFT_KICKED = 2
 LEFT_ROLE_SWITCHED = 3
-
-AUDIO_SAMPLE_RATE = 48000
-AUDIO_FRAME_MS = 20
 
 MAX_ROOM_ID = 4294967295
 
@@ -118,54 +119,6 @@ class VideoEncodeConfig:
 
 
 # --- media -------------------------------------------------------------------------------------
-
-
-@dataclass(slots=True)
-class AudioFrame:
-    """PCM s16 interleaved; 20 ms at `sample_rate` when sent to or received from a room."""
-
-    data: bytes
-    pts_ms: int
-    sample_rate: int = AUDIO_SAMPLE_RATE
-    channels: int = 1
-
-    @property
-    def samples(self) -> int:
-        return len(self.data) // (2 * self.channels)
-
-
-@dataclass(slots=True)
-class PixelFrame:
-    """One YUV420p picture: the Y plane, then U, then V, no padding."""
-
-    data: bytes
-    width: int
-    height: int
-    pts_ms: int
-    # The decoded picture `data` was packed from (an av.VideoFrame), when there is one: a backend
-    # that encodes with PyAV uses it instead of unpacking `data` (see shared/room/pixels.py).
-    picture: Any = field(default=None, repr=False, compare=False)
-
-
-@dataclass(slots=True)
-class H264Frame:
-    """One H.264 access unit in Annex-B; no B-frames; key frames carry SPS and PPS."""
-
-    data: bytes
-    pts_ms: int
-    key: bool
-    dts_ms: int | None = None
-
-
-VideoFrame = Union[PixelFrame, H264Frame]
-
-
-def yuv420p_size(width: int, height: int) -> int:
-    """Bytes in a packed YUV420p picture (chroma planes round odd sizes up)."""
-    return width * height + 2 * ((width + 1) // 2) * ((height + 1) // 2)
-
-
-# --- events ------------------------------------------------------------------------------------
 
 
 class CloseReason(str, enum.Enum):

@@ -19,7 +19,7 @@ import av
 
 from . import wire
 from .base import yuv420p_size
-from .pixels import to_av_frame, to_pixel_frame
+from shared.media.pixels import to_av_frame, to_pixel_frame
 from .base import (
     AUDIO_FRAME_MS, AUDIO_SAMPLE_RATE, ERR_ENTER_ROOM_FAILED, ERR_FAILED, ERR_INVALID_OPERATION,
     ERR_INVALID_PARAMETER, ERR_NETWORK_UNREACHABLE, ERR_REQUEST_SERVER_TIMEOUT, AudioAvailable, AudioFrame,

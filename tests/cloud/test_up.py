@@ -12,7 +12,7 @@ from pathlib import Path
 
 import requests
 
-from shared import usersig
+from emulator.trtc import signature as usersig
 
 from .conftest import PROBE_ROOT, alive, until
 

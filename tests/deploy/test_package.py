@@ -13,7 +13,7 @@ import av
 import pytest
 
 from deploy import package
-from shared.storage import parse_cos_url
+from shared.record.storage import parse_cos_url
 from tests.media_fixtures import make_clip
 
 _rooms = itertools.count(4_100_001)

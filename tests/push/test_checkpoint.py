@@ -8,7 +8,7 @@ import uuid
 import pytest
 import redis
 
-from shared.checkpoint import Checkpoint, CheckpointUnavailable, checkpoint_key
+from shared.push.checkpoint import Checkpoint, CheckpointUnavailable, checkpoint_key
 from shared.room import RoomRef
 from shared.runtime import get_logger
 

@@ -188,9 +188,9 @@ def test_code_root_with_shared_beside_it(push_env, subscribe, clip3, tmp_path):
 
 
 def test_progress_lines_carry_position_fps_bitrate_and_speed(push_env, subscribe, clip10, monkeypatch, capfd):
-    import shared.pusher
+    import shared.push.pusher
 
-    monkeypatch.setattr(shared.pusher, "PROGRESS_EVERY_S", 0.4)  # 5 s in production; shortened here
+    monkeypatch.setattr(shared.push.pusher, "PROGRESS_EVERY_S", 0.4)  # 5 s in production; shortened here
     monkeypatch.setenv("PACING_SPEED", "4")
     result = main_handler(params_for(push_env, clip10, new_room(), maxDuration=6), {"request_id": "req-prog"})
     assert result["status"] == "completed"

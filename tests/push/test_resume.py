@@ -12,7 +12,7 @@ import pytest
 import redis
 
 from functions.push_stream.index import main_handler
-from shared.checkpoint import checkpoint_key
+from shared.push.checkpoint import checkpoint_key
 from shared.room import RoomRef
 
 from .conftest import make_clip, new_room, params_for, poll_until

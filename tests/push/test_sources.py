@@ -9,7 +9,7 @@ import pytest
 import redis
 
 from functions.push_stream.index import main_handler
-from shared.checkpoint import checkpoint_key
+from shared.push.checkpoint import checkpoint_key
 from shared.room import RoomRef
 
 from .conftest import new_room, params_for

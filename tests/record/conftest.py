@@ -21,7 +21,7 @@ import pytest
 
 from shared.room import AUDIO_SAMPLE_RATE, AudioFrame, EnterParams, H264Frame, Role, RoomRef, VideoFormat
 from shared.room.local import LocalRoom
-from shared.storage import parse_cos_url
+from shared.record.storage import parse_cos_url
 from tests.room.media import h264_units  # noqa: F401  (test_writer imports it from here)
 
 REPO = Path(__file__).resolve().parents[2]

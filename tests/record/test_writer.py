@@ -7,7 +7,7 @@ import fractions
 import av
 import pytest
 
-from shared.media.writer import AnchorRecording, key_frame_dimensions
+from shared.record.writer import AnchorRecording, key_frame_dimensions
 
 from .conftest import probe, tone
 

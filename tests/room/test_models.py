@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from emulator.trtc.models import Rooms
-from shared import usersig
+from emulator.trtc import signature as usersig
 from shared.room import RoomRef
 from shared.room.wire import Message
 

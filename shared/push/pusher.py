@@ -19,16 +19,16 @@ from typing import Any, Mapping, Optional
 
 import av
 
-from .checkpoint import Checkpoint, CheckpointUnavailable, Record
-from .contracts.push import PushParams
-from .gateway import UserError
-from .media.pacing import Pacer
-from .media.source import AudioPlan, MediaSource, SourceError, VideoPlan, safe_url
-from .room import (
+from shared.push.checkpoint import Checkpoint, CheckpointUnavailable, Record
+from shared.contracts.push import PushParams
+from shared.gateway import UserError
+from shared.media.pacing import Pacer
+from shared.media.source import AudioPlan, MediaSource, SourceError, VideoPlan, safe_url
+from shared.room import (
     AUDIO_FRAME_MS, AudioFrame, BitrateRequested, CloseReason, EnterParams, H264Frame, KeyFrameRequested, Role, Room,
     RoomClosed, RoomConfigError, RoomError, VideoEncodeConfig, VideoFormat, open_room,
 )
-from .runtime import Invocation, RunLogger, StopSignal, redact_value
+from shared.runtime import Invocation, RunLogger, StopSignal, redact_value
 
 PACING_SPEED_ENV = "PACING_SPEED"
 PROGRESS_EVERY_S = 5.0

@@ -29,8 +29,8 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from .room.base import RoomRef
-from .runtime import RunLogger
+from shared.room.base import RoomRef
+from shared.runtime import RunLogger
 
 KEY_PREFIX = "trtc-push"
 TTL_ENV = "CHECKPOINT_TTL_SECONDS"

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import av
 
-from .base import PixelFrame, yuv420p_size
+from .frames import PixelFrame, yuv420p_size
 
 __all__ = ["pack_yuv420p", "to_av_frame", "to_pixel_frame", "yuv420p_size"]
 

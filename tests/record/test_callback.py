@@ -1,4 +1,4 @@
-"""shared.callback against a local receiver: the body arrives, signed as TRTC signs, despite failures."""
+"""shared.record.callback against a local receiver: the body arrives, signed as TRTC signs, despite failures."""
 from __future__ import annotations
 
 import base64
@@ -8,8 +8,8 @@ import json
 
 import pytest
 
-import shared.callback as callback
-from shared.callback import post_result, validate_callback_url
+import shared.record.callback as callback
+from shared.record.callback import post_result, validate_callback_url
 from shared.egress import DestinationRefused
 
 RESULT = {"SdkAppId": 1400000001, "RoomId": 1234, "UserId": "recorder", "StrRoomId": "",

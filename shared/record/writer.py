@@ -27,7 +27,8 @@ from typing import Callable
 
 import av
 
-from ..room.base import AUDIO_SAMPLE_RATE, AudioFrame, H264Frame
+from shared.media.frames import AUDIO_SAMPLE_RATE, AudioFrame, H264Frame
+from shared.media.h264 import key_frame_dimensions
 
 MODE_MP3 = "00"
 MODE_MP4_VIDEO = "01"
@@ -86,115 +87,6 @@ class RecordedFile:
     @property
     def ext(self) -> str:
         return self.path.suffix.lstrip(".")
-
-
-# --- H.264 parameter sets ------------------------------------------------------------------------
-
-
-def nal_units(data: bytes) -> list[bytes]:
-    """The NAL units of an Annex-B access unit (start codes removed)."""
-    units: list[bytes] = []
-    start = data.find(b"\x00\x00\x01")
-    while start >= 0:
-        begin = start + 3
-        nxt = data.find(b"\x00\x00\x01", begin)
-        end = len(data) if nxt < 0 else nxt
-        unit = data[begin:end]
-        if nxt >= 0 and unit.endswith(b"\x00"):  # the 4th byte of a 00 00 00 01 start code
-            unit = unit.rstrip(b"\x00")
-        if unit:
-            units.append(unit)
-        start = nxt
-    return units
-
-
-class _Bits:
-    def __init__(self, rbsp: bytes):
-        self.value = int.from_bytes(rbsp, "big")
-        self.left = len(rbsp) * 8
-
-    def u(self, n: int) -> int:
-        if n > self.left:
-            raise ValueError("SPS ends early")
-        self.left -= n
-        return (self.value >> self.left) & ((1 << n) - 1)
-
-    def ue(self) -> int:
-        zeros = 0
-        while self.u(1) == 0:
-            zeros += 1
-            if zeros > 31:
-                raise ValueError("bad exp-Golomb code in SPS")
-        return (1 << zeros) - 1 + self.u(zeros)
-
-    def se(self) -> int:
-        k = self.ue()
-        return (k + 1) // 2 if k % 2 else -(k // 2)
-
-
-def sps_dimensions(sps: bytes) -> tuple[int, int]:
-    """(width, height) of the pictures an SPS NAL unit (header byte included) describes."""
-    rbsp = sps[1:].replace(b"\x00\x00\x03", b"\x00\x00")
-    b = _Bits(rbsp)
-    profile_idc = b.u(8)
-    b.u(16)  # constraint flags, level_idc
-    b.ue()  # seq_parameter_set_id
-    chroma_format_idc, separate_planes = 1, 0
-    if profile_idc in (100, 110, 122, 244, 44, 83, 86, 118, 128, 138, 139, 134, 135):
-        chroma_format_idc = b.ue()
-        if chroma_format_idc == 3:
-            separate_planes = b.u(1)
-        b.ue()
-        b.ue()  # bit depths
-        b.u(1)  # qpprime_y_zero_transform_bypass_flag
-        if b.u(1):  # seq_scaling_matrix_present_flag
-            for i in range(8 if chroma_format_idc != 3 else 12):
-                if b.u(1):
-                    last = nxt = 8
-                    for _ in range(16 if i < 6 else 64):
-                        if nxt:
-                            nxt = (last + b.se() + 256) % 256
-                        last = nxt or last
-    b.ue()  # log2_max_frame_num_minus4
-    poc_type = b.ue()
-    if poc_type == 0:
-        b.ue()
-    elif poc_type == 1:
-        b.u(1)
-        b.se()
-        b.se()
-        for _ in range(b.ue()):
-            b.se()
-    b.ue()  # max_num_ref_frames
-    b.u(1)  # gaps_in_frame_num_value_allowed_flag
-    width = (b.ue() + 1) * 16
-    map_units = b.ue() + 1
-    frame_mbs_only = b.u(1)
-    if not frame_mbs_only:
-        b.u(1)
-    b.u(1)  # direct_8x8_inference_flag
-    height = (2 - frame_mbs_only) * map_units * 16
-    if b.u(1):  # frame_cropping_flag
-        left, right, top, bottom = b.ue(), b.ue(), b.ue(), b.ue()
-        chroma = 0 if separate_planes else chroma_format_idc
-        unit_x = 2 if chroma in (1, 2) else 1
-        unit_y = (2 if chroma == 1 else 1) * (2 - frame_mbs_only)
-        width -= (left + right) * unit_x
-        height -= (top + bottom) * unit_y
-    if width <= 0 or height <= 0:
-        raise ValueError("SPS describes an empty picture")
-    return width, height
-
-
-def key_frame_dimensions(data: bytes) -> tuple[int, int] | None:
-    """The picture size from the SPS a key frame carries, or None when it carries none."""
-    for unit in nal_units(data):
-        if unit[0] & 0x1F == 7:
-            try:
-                return sps_dimensions(unit)
-            except ValueError:
-                return None
-    return None
 
 
 # --- one file ------------------------------------------------------------------------------------

@@ -20,13 +20,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from .contracts.record import RecordParams
-from .media.writer import AnchorRecording, RecordedFile, WriteError
-from .room import (
+from shared.contracts.record import RecordParams
+from shared.record.writer import AnchorRecording, RecordedFile, WriteError
+from shared.room import (
     AudioAvailable, CloseReason, EnterParams, H264Frame, RemoteAudio, RemoteVideo, Role, Room, RoomClosed,
     RoomError, UserEntered, UserLeft, VideoFormat, open_room,
 )
-from .runtime import Invocation, RunLogger, StopSignal
+from shared.runtime import Invocation, RunLogger, StopSignal
 
 CFS_PATH_ENV = "CFS_PATH"
 MIN_FREE_ENV = "RECORD_MIN_FREE_MB"

@@ -1,4 +1,4 @@
-"""shared.storage against the local COS endpoint: what a recording's upload does and reports."""
+"""shared.record.storage against the local COS endpoint: what a recording's upload does and reports."""
 from __future__ import annotations
 
 import os
@@ -6,7 +6,7 @@ from datetime import datetime, timezone
 
 import pytest
 
-from shared.storage import UploadError, cos_url, object_key, parse_cos_url, upload_file
+from shared.record.storage import UploadError, cos_url, object_key, parse_cos_url, upload_file
 
 
 @pytest.fixture

@@ -7,8 +7,8 @@ import zlib
 import pytest
 import TLSSigAPIv2
 
-from shared import usersig
-from shared.usersig import UserSigError
+from emulator.trtc import signature as usersig
+from emulator.trtc.signature import UserSigError
 
 APP = 1400000001
 KEY = "5bd2850fff3ecb11d7c805251c51ee463a25727bddc2385f3fa8bfee1bb93b5e"

@@ -17,11 +17,10 @@ import json
 import os
 import time
 from typing import Any, Mapping
-from urllib.parse import urlsplit
 
 import requests
 
-from shared.egress import CALLBACK_ALLOWLIST_ENV, DestinationRefused, check_destination
+from shared.egress import DestinationRefused, validate_callback_url
 from shared.runtime import RetryPolicy, RunLogger, get_logger, redact_value
 
 SIGN_KEY_ENV = "CALLBACK_SIGN_KEY"
@@ -31,18 +30,6 @@ _sleep = time.sleep  # the backoff wait (a test brings the receiver back during 
 def sign_body(key: str, body: bytes) -> str:
     """TRTC's callback signature: base64(HMAC-SHA256(key, body))."""
     return base64.b64encode(hmac.new(key.encode(), body, hashlib.sha256).digest()).decode()
-
-
-def validate_callback_url(url: str, resolve: bool = True) -> str:
-    """The URL if a callback may go there; else DestinationRefused (a ValueError) saying why."""
-    if not isinstance(url, str) or not url.strip():
-        raise DestinationRefused("Callback must be an http or https URL")
-    url = url.strip()
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise DestinationRefused(f"Callback {url!r} must be an http or https URL with a host")
-    check_destination(url, CALLBACK_ALLOWLIST_ENV, "Callback", resolve=resolve)
-    return url
 
 
 def encode_body(body: Mapping[str, Any]) -> bytes:

@@ -1,0 +1,1 @@
+"""push_stream's own stack: the push loop, where it starts, and its Redis checkpoint."""

@@ -1,0 +1,1 @@
+"""record_stream's own stack: the recorder, its files, the COS upload and the callback."""
