@@ -23,15 +23,15 @@ import pytest
 
 liteav = pytest.importorskip("liteav")
 
-from shared.room import (  # noqa: E402
+from shared.room import (
     ERR_FAILED, ERR_INVALID_PARAMETER, AudioAvailable, CloseReason, EnterParams, RemoteAudio, RemoteVideo,
     RoomClosed, RoomConfigError, RoomError, RoomRef, UserEntered, VideoAvailable, VideoEncodeConfig,
     backend_from_env,
 )
-from shared.room.trtc import CALLBACKS, TRTCRoom  # noqa: E402
-from tests.fakes import liteav_fake as fake  # noqa: E402
-from tests.room import media  # noqa: E402
-from tests.room.conftest import WAIT_S, drain, wait_for  # noqa: E402
+from shared.room.trtc import CALLBACKS, TRTCRoom
+from tests.fakes import liteav_fake as fake
+from tests.room import media
+from tests.room.conftest import WAIT_S, drain, wait_for
 
 _rooms = iter(range(820001, 829999))
 
