@@ -17,6 +17,11 @@ The dependencies are SCF's: `pip install --target --platform manylinux_2_28_x86_
 --only-binary=:all:`, never this machine's. A requirement published only as an sdist and whose
 C part is optional (crcmod, from cos-python-sdk-v5) is turned into a pure-Python wheel first.
 Sizes are printed and checked against SCF's limits; over a limit the command fails saying which.
+
+The packaged native code (`.so` files) is read too (its ELF dynamic section and version needs, by
+the small reader below): what it needs from the runtime's image (glibc, GLIBCXX, system libraries
+such as libstdc++.so.6 and libz.so.1) is printed, and anything the target image (`--target`, one of
+TARGET_IMAGES) is not known to provide fails the command, naming it and who needs it.
 """
 from __future__ import annotations
 
@@ -27,6 +32,7 @@ import json
 import os
 import re
 import shutil
+import struct
 import subprocess
 import sys
 import tarfile
@@ -84,6 +90,8 @@ class Manifest:
     limits: dict[str, int]
     # The newest glibc a packaged wheel needs (its manylinux tag): SCF's image must have at least it.
     glibc: str = "2.17"
+    # What the packaged .so files need from the image, and the image checked against (RuntimeNeeds).
+    runtime_needs: dict = field(default_factory=dict)
 
     @property
     def unpacked_total(self) -> int:
@@ -328,6 +336,192 @@ def build_layers(site: Path, dest: Path, limit: int = ZIP_LIMIT, runtime: str = 
     return artifacts
 
 
+# --- what the native code needs from the runtime's image ---------------------------------------------
+
+
+@dataclass(frozen=True)
+class TargetImage:
+    """What a runtime image provides to native code: its system libraries, by soname, and the newest
+    version node of each versioned family (GLIBC_2.36: glibc; GLIBCXX_3.4.30, CXXABI_1.3.13:
+    libstdc++; GCC_12.0.0: libgcc_s; ZLIB_1.2.12: zlib)."""
+
+    name: str
+    libraries: frozenset[str]
+    versions: dict[str, str]
+    # Version nodes that carry no number (glibc 2.36's GLIBC_ABI_DT_RELR).
+    other_nodes: frozenset[str] = frozenset()
+
+
+# glibc 2.36's libraries (libc6).
+_GLIBC_236 = frozenset({
+    "ld-linux-x86-64.so.2", "libc.so.6", "libm.so.6", "libmvec.so.1", "libpthread.so.0", "libdl.so.2",
+    "librt.so.1", "libresolv.so.2", "libutil.so.1", "libanl.so.1", "libnsl.so.1", "libBrokenLocale.so.1",
+    "libthread_db.so.1", "libnss_files.so.2", "libnss_dns.so.2",
+})
+# The images a deployment may run in. Each entry says only what is known to be there: a soname or
+# version not listed fails the check until someone confirms it in the image and adds it here.
+TARGET_IMAGES = {
+    # Debian 12 (bookworm) packages as in the python:3.11-slim-bookworm image: libc6 2.36, libstdc++6 and
+    # libgcc-s1 12.2, zlib1g 1.2.13, and what the base system and CPython itself link (OpenSSL 3,
+    # SQLite, libffi, bzip2, xz, zstd, ncurses, readline, libuuid).
+    "python:3.11-slim-bookworm": TargetImage(
+        name="python:3.11-slim-bookworm",
+        libraries=_GLIBC_236 | frozenset({
+            "libstdc++.so.6", "libgcc_s.so.1", "libz.so.1", "libbz2.so.1.0", "liblzma.so.5", "libzstd.so.1",
+            "libffi.so.8", "libssl.so.3", "libcrypto.so.3", "libsqlite3.so.0", "libuuid.so.1", "libtinfo.so.6",
+            "libncursesw.so.6", "libreadline.so.8", "libcrypt.so.1", "libselinux.so.1", "libpcre2-8.so.0",
+            "libacl.so.1", "libattr.so.1", "libgmp.so.10", "libblkid.so.1", "libmount.so.1", "libmd.so.0",
+        }),
+        versions={"GLIBC": "2.36", "GLIBCXX": "3.4.30", "CXXABI": "1.3.13", "GCC": "12.0.0", "ZLIB": "1.2.12"},
+        other_nodes=frozenset({"GLIBC_ABI_DT_RELR"}),
+    ),
+}
+DEFAULT_TARGET = "python:3.11-slim-bookworm"
+
+
+@dataclass
+class ElfNeeds:
+    """What one shared object asks of the dynamic loader."""
+
+    path: str
+    soname: str | None = None
+    needed: list[str] = field(default_factory=list)
+    # Version nodes it needs, by the library that must define them: {"libc.so.6": {"GLIBC_2.28"}}.
+    versions: dict[str, set[str]] = field(default_factory=dict)
+
+
+_SHT_DYNAMIC, _SHT_GNU_VERNEED = 6, 0x6FFFFFFE
+_DT_NULL, _DT_NEEDED, _DT_SONAME = 0, 1, 14
+
+
+def read_elf_needs(path: Path) -> ElfNeeds | None:
+    """DT_NEEDED, DT_SONAME and the version needs (.gnu.version_r) of an ELF file; None if it is not one."""
+    with open(path, "rb") as f:
+        ident = f.read(16)
+        if len(ident) < 16 or ident[:4] != b"\x7fELF" or ident[4] not in (1, 2) or ident[5] not in (1, 2):
+            return None
+        wide, e = ident[4] == 2, "<" if ident[5] == 1 else ">"
+
+        def unpack(fmt: str, offset: int) -> tuple[int, ...]:
+            f.seek(offset)
+            size = struct.calcsize(e + fmt)
+            data = f.read(size)
+            if len(data) != size:
+                raise PackageError(f"{path}: truncated ELF file")
+            return struct.unpack(e + fmt, data)
+
+        header = "HHIQQQIHHHHHH" if wide else "HHIIIIIHHHHHH"
+        (_, _, _, _, _, shoff, _, _, _, _, shentsize, shnum, _) = unpack(header, 16)
+        shdr = "IIQQQQIIQQ" if wide else "IIIIIIIIII"
+        sections = []
+        for i in range(shnum if shoff else 0):
+            name, kind, _, _, offset, size, link, info, _, entsize = unpack(shdr, shoff + i * shentsize)
+            sections.append((kind, offset, size, link, info, entsize))
+
+        def string(table: int, index: int) -> str:
+            _, offset, size, _, _, _ = sections[table]
+            f.seek(offset + index)
+            raw = f.read(min(4096, max(0, size - index)))
+            return raw.split(b"\0", 1)[0].decode("utf-8", "replace")
+
+        needs = ElfNeeds(str(path))
+        for kind, offset, size, link, info, entsize in sections:
+            if kind == _SHT_DYNAMIC:
+                dyn = "qQ" if wide else "iI"
+                step = entsize or struct.calcsize(e + dyn)
+                for at in range(offset, offset + size, step):
+                    tag, value = unpack(dyn, at)
+                    if tag == _DT_NULL:
+                        break
+                    if tag == _DT_NEEDED:
+                        needs.needed.append(string(link, value))
+                    elif tag == _DT_SONAME:
+                        needs.soname = string(link, value)
+            elif kind == _SHT_GNU_VERNEED:
+                at = offset
+                for _ in range(info):  # sh_info: how many libraries the file needs versions of
+                    _, count, file_name, aux, next_need = unpack("HHIII", at)
+                    library = needs.versions.setdefault(string(link, file_name), set())
+                    aux_at = at + aux
+                    for _ in range(count):
+                        _, _, _, vna_name, vna_next = unpack("IHHII", aux_at)
+                        library.add(string(link, vna_name))
+                        aux_at += vna_next
+                    if not next_need:
+                        break
+                    at += next_need
+        return needs
+
+
+def _version_key(version: str) -> tuple[int, ...]:
+    return tuple(int(p) for p in version.split("."))
+
+
+def runtime_needs(site: Path) -> dict:
+    """What the ELF files under `site` need from outside it: {"glibc", "versions": {family: newest},
+    "libraries": {soname: [who needs it]}, "nodes": {node: [who needs it]}}."""
+    elves = []
+    for p in sorted(site.rglob("*")):
+        if p.is_file() and not p.is_symlink() and (p.suffix == ".so" or ".so." in p.name):
+            needs = read_elf_needs(p)
+            if needs is not None:
+                elves.append(needs)
+    bundled = {Path(n.path).name for n in elves} | {n.soname for n in elves if n.soname}
+    libraries: dict[str, list[str]] = {}
+    nodes: dict[str, list[str]] = {}
+    for n in elves:
+        who = Path(n.path).relative_to(site).as_posix()
+        for lib in n.needed:
+            if lib not in bundled:
+                libraries.setdefault(lib, []).append(who)
+        for lib, names in n.versions.items():
+            if lib not in bundled:
+                for name in names:
+                    nodes.setdefault(name, []).append(who)
+    versions: dict[str, str] = {}
+    for name in nodes:
+        m = re.fullmatch(r"([A-Z][A-Z0-9_]*?)_(\d+(?:\.\d+)*)", name)
+        if m and (m.group(1) not in versions or _version_key(m.group(2)) > _version_key(versions[m.group(1)])):
+            versions[m.group(1)] = m.group(2)
+    return {"glibc": versions.get("GLIBC", "2.17"), "versions": dict(sorted(versions.items())),
+            "libraries": dict(sorted(libraries.items())), "nodes": dict(sorted(nodes.items()))}
+
+
+def _who(files: list[str]) -> str:
+    return files[0] + (f" and {len(files) - 1} more" if len(files) > 1 else "")
+
+
+def check_runtime(needs: dict, target: TargetImage) -> list[str]:
+    """What `needs` asks of `target` that it is not known to provide, each naming who needs it."""
+    problems = []
+    for lib, files in needs["libraries"].items():
+        if lib not in target.libraries:
+            problems.append(f"{lib} (needed by {_who(files)}) is not known to be in {target.name}")
+    for node, files in needs["nodes"].items():
+        m = re.fullmatch(r"([A-Z][A-Z0-9_]*?)_(\d+(?:\.\d+)*)", node)
+        if m is None:
+            if node not in target.other_nodes:
+                problems.append(f"{node} (needed by {_who(files)}) is not known to be in {target.name}")
+            continue
+        family, version = m.groups()
+        have = target.versions.get(family)
+        if have is None:
+            problems.append(f"{node} (needed by {_who(files)}): {target.name} is not known to provide {family}_*")
+        elif _version_key(version) > _version_key(have):
+            problems.append(f"{node} (needed by {_who(files)}) is newer than {target.name}'s {family}_{have}")
+    return problems
+
+
+def describe_needs(needs: dict) -> str:
+    """One line: glibc, the other version families, then the system libraries."""
+    versions = needs["versions"]
+    parts = [f"glibc >= {needs['glibc']}"]
+    parts += [f"{family}_{version}" for family, version in versions.items() if family != "GLIBC"]
+    glibc_libs = [lib for lib in needs["libraries"] if lib in _GLIBC_236]
+    others = [lib for lib in needs["libraries"] if lib not in _GLIBC_236]
+    return ", ".join(parts) + f"; from glibc {', '.join(glibc_libs)}" + (f"; and {', '.join(others)}" if others else "")
+
+
 # --- the command -----------------------------------------------------------------------------------
 
 
@@ -359,9 +553,11 @@ def check_limits(manifest: Manifest) -> list[str]:
 
 
 def build(out: Path, python: str = DEFAULT_PYTHON, cache: Path | None = None,
-          requirements: Path = REPO_ROOT / "requirements.txt") -> Manifest:
+          requirements: Path = REPO_ROOT / "requirements.txt", target: str = DEFAULT_TARGET) -> Manifest:
     if not re.fullmatch(r"3\.\d{1,2}", python):
         raise PackageError(f"--python must be a version such as 3.11 (got {python!r})")
+    if target not in TARGET_IMAGES:
+        raise PackageError(f"--target must be one of {', '.join(TARGET_IMAGES)} (got {target!r})")
     out = out.resolve()
     cache = (cache or out / ".cache").resolve()
     out.mkdir(parents=True, exist_ok=True)
@@ -374,17 +570,23 @@ def build(out: Path, python: str = DEFAULT_PYTHON, cache: Path | None = None,
     layers = build_layers(site, out / "layers", runtime=f"Python{python}")
     manifest = Manifest(python, f"Python{python}", list(PLATFORMS), code, layers,
                         {"zip_bytes": ZIP_LIMIT, "unpacked_bytes": UNPACKED_LIMIT, "layers": MAX_LAYERS},
-                        required_glibc(site))
+                        required_glibc(site), {"target": target, **runtime_needs(site)})
     (out / "manifest.json").write_text(json.dumps(asdict(manifest), indent=1), "utf-8")
     problems = check_limits(manifest)
     if problems:
         raise PackageError("over SCF's limits: " + "; ".join(problems))
+    missing = check_runtime(manifest.runtime_needs, TARGET_IMAGES[target])
+    if missing:
+        raise PackageError(f"the packaged native code needs what {target} does not have: " + "; ".join(missing))
     return manifest
 
 
 def report(manifest: Manifest) -> Iterable[str]:
     yield (f"runtime {manifest.runtime}, manylinux x86_64 wheels needing glibc >= {manifest.glibc} "
            f"in SCF's image")
+    if manifest.runtime_needs:
+        yield (f"the .so files need from the image: {describe_needs(manifest.runtime_needs)} "
+               f"(all in {manifest.runtime_needs['target']})")
     yield f"{'artifact':<14}{'unpacked':>12}{'zipped':>12}  contents"
     for a in [manifest.code, *manifest.layers]:
         yield f"{a.kind + ' ' + a.name:<14}{human(a.unpacked_bytes):>12}{human(a.zipped_bytes):>12}  {', '.join(a.top_level)}"
@@ -397,9 +599,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--python", default=DEFAULT_PYTHON, help="SCF's Python runtime version (default %(default)s)")
     ap.add_argument("--out", type=Path, default=REPO_ROOT / "build", help="output folder (default build/)")
     ap.add_argument("--cache", type=Path, default=None, help="where installed dependencies are kept (default OUT/.cache)")
+    ap.add_argument("--target", default=DEFAULT_TARGET, choices=sorted(TARGET_IMAGES),
+                    help="the image the functions run in, whose libraries the native code may use (default %(default)s)")
     args = ap.parse_args(argv)
     try:
-        manifest = build(args.out, args.python, args.cache)
+        manifest = build(args.out, args.python, args.cache, target=args.target)
     except PackageError as e:
         print(f"package: {e}", file=sys.stderr)
         return 1

@@ -5,11 +5,17 @@ the ones several parts use.
 """
 from __future__ import annotations
 
+import importlib.util
 import os
 
 import pytest
 
 from emulator.redis import RedisServer
+
+if importlib.util.find_spec("liteav") is not None:
+    # Before any test can reach it: the real liteav never creates a TRTCCloud here (it would contact
+    # Tencent's servers). Importing the fake makes every way to a real one raise.
+    from tests.fakes import liteav_fake  # noqa: F401
 
 # The emulator's TRTC application (also what `python -m emulator up` uses by default).
 SDK_APP_ID = 1400000001

@@ -5,6 +5,10 @@ handler's module from the code root, calls `handler(event, context)` and writes
 {"result": <return value>} or {"error": {"errorType", "errorMessage", "stackTrace"}} to
 `result_path`. Exit code 0 when the handler returned, 1 when it raised. Whatever the handler prints
 goes to stdout/stderr, which the emulator keeps as the run's log.
+
+On SCF every directory but /tmp is read-only (a mounted CFS aside), so the handler runs with HOME
+where nothing can be created: a library that writes under ~ by default (liteav's log goes to
+~/.cache/<app>/liteav/log unless told otherwise) fails here as it would there.
 """
 from __future__ import annotations
 
@@ -25,7 +29,12 @@ def _write(path: str, outcome: dict[str, Any]) -> None:
     tmp.replace(path)
 
 
+# A path under a character device: no one, root included, can create anything below it.
+UNWRITABLE_HOME = "/dev/null/scf-home"
+
+
 def main() -> int:
+    os.environ["HOME"] = UNWRITABLE_HOME
     request = json.loads(sys.stdin.buffer.read() or b"{}")
     result_path = request["result_path"]
     module_name, _, func_name = str(request.get("handler") or "index.main_handler").rpartition(".")

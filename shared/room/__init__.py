@@ -2,6 +2,8 @@
 
 ROOM_BACKEND=trtc (the default in a deployment) is Tencent's service through `liteav`;
 ROOM_BACKEND=local is the emulator's room server at LOCAL_ROOM_ADDRESS (host:port).
+The trtc backend's own settings (LITEAV_LOG_LEVEL, TRTC_PUSH_SCENE, TRTC_RECORD_SCENE) are checked
+here too, so that a wrong one fails the first call, not a run part-way.
 """
 from __future__ import annotations
 
@@ -29,6 +31,13 @@ def backend_from_env(env: "os._Environ[str] | dict[str, str] | None" = None) -> 
         # Found without importing it: loading liteav is left to the moment a room is opened.
         raise RoomConfigError("ROOM_BACKEND=trtc needs Tencent's liteav package, which is not installed "
                               "(deploy it with the dependency layers, or set ROOM_BACKEND=local for the emulator)")
+    if backend == "trtc":
+        from .trtc import check_env  # the module itself does not import liteav
+
+        try:
+            check_env(env)
+        except ValueError as e:
+            raise RoomConfigError(str(e)) from None
     if backend == "local":
         address = (env.get("LOCAL_ROOM_ADDRESS") or "").strip()
         host, _, port = address.rpartition(":")
@@ -49,4 +58,4 @@ def open_room(env: "dict[str, str] | None" = None) -> Room:
         return LocalRoom(host, int(port))
     from .trtc import TRTCRoom
 
-    return TRTCRoom()
+    return TRTCRoom(env=os.environ if env is None else env)

@@ -5,31 +5,44 @@ calls that the SDK answers with a callback (EnterRoom -> OnEnterRoom/OnError,
 CreateLocal*Channel -> OnLocal*ChannelCreated, ExitRoom -> OnExitRoom) wait for that callback with
 a timeout, and everything else the SDK reports becomes an `Event` on `Room.poll`.
 
-Delegate callbacks arrive on the SDK's own threads. An exception escaping one of them reaches the
-SDK's native director and terminates the process, so every callback catches everything, logs it and
-only hands data over (copied out of the SDK's objects) through `Room._emit` / `Room._close`.
+Delegate callbacks arrive on the SDK's own threads, several of them (media and room events do not
+share one), so nothing here assumes an order between callbacks of different kinds. Every one of
+TRTCCloudDelegate's 18 pure virtual methods is implemented: one the SDK calls without a Python
+override raises inside the SDK's thread. An exception escaping a callback would reach the SDK's
+native code and end the process, so each callback catches everything; an unexpected one is logged
+once and closes the room with ERR_FAILED. Media that is not what we asked for (a codec, sample rate
+or size we cannot use) is dropped, counted and logged once per anchor, and never costs the others.
+
+Before the first cloud the SDK is told where to log (under CFS_PATH or /tmp: on SCF nothing else is
+writable), to keep off the console, and how much (LITEAV_LOG_LEVEL). The native cloud is destroyed
+when its last reference goes (DestroyTRTCCloud does nothing), so leaving is ExitRoom, a bounded wait
+for OnExitRoom, then dropping the cloud, always on one of our threads, never on the SDK's.
 
 `liteav` is imported only when a `TRTCRoom` is created without an injected `sdk` module: the local
-backend and the emulator never load it (tests inject `tests/fakes/liteav_fake.py`).
+backend and the emulator never load it (tests inject tests/fakes/liteav_fake.py: the real module
+with only its network part replaced). README's "What we know and what we assume about TRTC" lists
+each assumption made here and how to check it against the real service.
 """
 from __future__ import annotations
 
 import enum
+import os
 import threading
 import time
 import weakref
+from pathlib import Path
 from types import ModuleType
-from typing import Any, Callable, NoReturn
+from typing import Any, Callable, Mapping, NoReturn
 
 from shared.runtime import RunLogger, get_logger
 
 from .base import yuv420p_size
 from .base import (
-    AUDIO_FRAME_MS, AUDIO_SAMPLE_RATE, ERR_BANNED_BY_SERVER, ERR_ENTER_ROOM_FAILED,
+    AUDIO_FRAME_MS, AUDIO_SAMPLE_RATE, ERR_BANNED_BY_SERVER, ERR_ENTER_ROOM_FAILED, ERR_FAILED,
     ERR_INVALID_OPERATION, ERR_INVALID_PARAMETER, ERR_INVALID_ROOM_ID, ERR_INVALID_SDK_APP_ID,
     ERR_INVALID_USER_ID, ERR_INVALID_USER_SIG, ERR_NETWORK_UNREACHABLE, ERR_REQUEST_SERVER_TIMEOUT,
     AudioAvailable, AudioFrame, BitrateRequested, CloseReason, EnterParams, Event, H264Frame,
-    KeyFrameRequested, PixelFrame, RemoteAudio, RemoteVideo, Role, Room, RoomClosed, RoomError,
+    KeyFrameRequested, PixelFrame, RemoteAudio, RemoteVideo, Role, Room, RoomClosed, RoomError, RoomRef,
     UserEntered, UserLeft, VideoAvailable, VideoEncodeConfig, VideoFormat,
 )
 
@@ -44,6 +57,26 @@ _MAX_VIDEO_BITRATE = 20_000_000
 # Bitrates TRTC recommends for 48 kHz Opus (AudioEncodeParams.bitrate_bps).
 _AUDIO_BITRATE = {1: 50_000, 2: 100_000}
 
+# --- configuration from the environment (checked at the first call by shared.room.backend_from_env) ---
+
+# The SDK's own log: SetLogLevel's levels by name (or 0..5), default warnings and worse.
+LOG_LEVEL_ENV = "LITEAV_LOG_LEVEL"
+LOG_LEVELS = {"debug": 0, "info": 1, "warning": 2, "error": 3, "fatal": 4, "none": 5}
+DEFAULT_LOG_LEVEL = "warning"
+LOG_DIR_NAME = "liteav_log"  # under CFS_PATH when set, else /tmp
+
+# The TRTC scene each use enters with (TRTCScene without its TRTC_SCENE_ prefix), and the variable
+# that overrides it. A member that receives media is a recorder: it needs one PCM callback per
+# anchor, which the server SDK's headers document for TRTC_SCENE_RECORD only. A member that only
+# publishes (a pusher) is an anchor of a live broadcast.
+PUSH_SCENE_ENV = "TRTC_PUSH_SCENE"
+RECORD_SCENE_ENV = "TRTC_RECORD_SCENE"
+DEFAULT_SCENES = {PUSH_SCENE_ENV: "live", RECORD_SCENE_ENV: "record"}
+SCENES = ("video_call", "audio_call", "live", "voice_chat", "record")
+
+# The remote streams a member that receives no media unsubscribes from (the SDK subscribes to all).
+_UNSUBSCRIBED = ("STREAM_TYPE_AUDIO", "STREAM_TYPE_VIDEO_HIGH", "STREAM_TYPE_VIDEO_LOW", "STREAM_TYPE_VIDEO_AUX")
+
 # What a person can do about each TRTC error code.
 _ERROR_TEXT = {
     ERR_INVALID_USER_SIG: "the UserSig is invalid or expired for this SdkAppId and UserId",
@@ -56,6 +89,7 @@ _ERROR_TEXT = {
     ERR_NETWORK_UNREACHABLE: "the network is unreachable",
     ERR_INVALID_PARAMETER: "an invalid parameter was passed to the SDK",
     ERR_INVALID_OPERATION: "the SDK refused the operation in its current state",
+    ERR_FAILED: "an internal failure (see the log)",
     -4: "the SDK does not support this",
     -5: "the SDK licence is invalid",
     -7: "the TRTC server failed to process the request",
@@ -68,6 +102,39 @@ def error_text(code: int) -> str:
     return _ERROR_TEXT.get(code, f"TRTC SDK error {code}")
 
 
+def log_level(env: Mapping[str, str]) -> int:
+    """SetLogLevel's argument from LITEAV_LOG_LEVEL (a name or 0..5); ValueError naming the variable."""
+    raw = (env.get(LOG_LEVEL_ENV) or DEFAULT_LOG_LEVEL).strip().lower()
+    if raw.isdigit() and int(raw) in LOG_LEVELS.values():
+        return int(raw)
+    if raw not in LOG_LEVELS:
+        raise ValueError(f"{LOG_LEVEL_ENV}={raw!r} is not one of {', '.join(LOG_LEVELS)} (or 0..5)")
+    return LOG_LEVELS[raw]
+
+
+def log_directory(env: Mapping[str, str]) -> Path:
+    """Where the SDK writes its log: the only writable places on SCF are /tmp and a mounted CFS."""
+    return Path(env.get("CFS_PATH") or "/tmp") / LOG_DIR_NAME
+
+
+def scene_name(params: EnterParams, env: Mapping[str, str]) -> str:
+    """The TRTC scene for this entry: the recording one for a member that receives media."""
+    variable = RECORD_SCENE_ENV if params.receive_media else PUSH_SCENE_ENV
+    name = (env.get(variable) or DEFAULT_SCENES[variable]).strip().lower()
+    if name.startswith("trtc_scene_"):
+        name = name[len("trtc_scene_"):]
+    if name not in SCENES:
+        raise ValueError(f"{variable}={name!r} is not one of {', '.join(SCENES)}")
+    return name
+
+
+def check_env(env: Mapping[str, str]) -> None:
+    """Every trtc setting of the environment, checked before a run starts; ValueError says which."""
+    log_level(env)
+    for receive_media in (True, False):
+        scene_name(EnterParams(1, RoomRef(1), "u", "s", receive_media=receive_media), env)
+
+
 class _State(enum.Enum):
     NEW = "new"
     ENTERING = "entering"
@@ -76,8 +143,8 @@ class _State(enum.Enum):
     DONE = "done"
 
 
-def enter_room_params(sdk: ModuleType, params: EnterParams) -> Any:
-    """liteav.EnterRoomParams for `params` (the room as room_id or str_room_id, role, media formats)."""
+def enter_room_params(sdk: ModuleType, params: EnterParams, scene: str | None = None) -> Any:
+    """liteav.EnterRoomParams for `params` (the room as room_id or str_room_id, role, scene, media formats)."""
     erp = sdk.EnterRoomParams()
     room = erp.room
     room.sdk_app_id = params.sdk_app_id
@@ -90,8 +157,7 @@ def enter_room_params(sdk: ModuleType, params: EnterParams) -> Any:
     else:
         room.room_id = int(params.room.id)
     erp.role = sdk.TRTC_ROLE_ANCHOR if params.role is Role.ANCHOR else sdk.TRTC_ROLE_AUDIENCE
-    # LIVE: anchors publish, audiences only watch; the right scene for both a pusher and a recorder.
-    erp.scene = sdk.TRTC_SCENE_LIVE
+    erp.scene = getattr(sdk, "TRTC_SCENE_" + (scene or scene_name(params, os.environ)).upper())
     erp.use_pixel_frame_input = params.video_input is VideoFormat.YUV420P
     erp.use_pixel_frame_output = params.video_output is VideoFormat.YUV420P
     obtain = erp.audio_obtain_params
@@ -103,6 +169,38 @@ def enter_room_params(sdk: ModuleType, params: EnterParams) -> Any:
     obtain.output_frame_length_ms = AUDIO_FRAME_MS
     obtain.output_audio_codec_type = sdk.AUDIO_CODEC_TYPE_PCM
     return erp
+
+
+_configured: "weakref.WeakSet[ModuleType]" = weakref.WeakSet()
+_configure_lock = threading.Lock()
+
+
+def configure_sdk(sdk: ModuleType, env: Mapping[str, str], log: RunLogger) -> None:
+    """The SDK's process-wide log settings, once per SDK module, before its first cloud.
+
+    Console off first (its lines would mix with our JSON on stderr), then the level, then the log
+    file under /tmp or CFS_PATH; where that cannot be had, no log file at all: by default the SDK
+    writes to ~/.cache, which SCF does not let it.
+    """
+    with _configure_lock:
+        if sdk in _configured:
+            return
+        level = log_level(env)
+        sdk.DisableConsoleLog()
+        sdk.SetLogLevel(level)
+        directory = log_directory(env)
+        where = "none"
+        if level < LOG_LEVELS["none"]:
+            try:
+                directory.mkdir(parents=True, exist_ok=True)
+                if sdk.SetLogPath(str(directory)):
+                    where = str(directory)
+            except OSError as e:
+                log.warning("cannot keep the SDK's log", directory=str(directory), error=str(e))
+        if where == "none":
+            sdk.DisableLogFile(True)
+        _configured.add(sdk)
+    log.info("liteav configured", log_level=level, log_directory=where)
 
 
 def _check_enter_params(params: EnterParams) -> None:
@@ -126,6 +224,13 @@ def _u32(value: int, what: str) -> int:
         raise RoomError(ERR_INVALID_PARAMETER, f"{what} must be an integer in 0..{_U32_MAX}, got {value!r}")
     return value
 
+
+def _name(value: Any) -> str:
+    """An SDK enum's name (VIDEO_CODEC_TYPE_H265), or whatever the value says of itself."""
+    return str(getattr(value, "name", value))
+
+
+# --- the delegate ------------------------------------------------------------------------------
 
 _delegate_classes: "weakref.WeakKeyDictionary[type, type]" = weakref.WeakKeyDictionary()
 _delegate_lock = threading.Lock()
@@ -152,49 +257,50 @@ def _guarded(handler: Callable[..., None]) -> Callable[..., None]:
                 handler(room, *args)
         except BaseException as e:  # noqa: BLE001 - anything escaping here kills the process
             try:
-                self._report(callback.__name__, e)
-            except BaseException:  # noqa: BLE001 - not even logging may raise into the SDK
+                room = self._room()
+                if room is not None:
+                    room._callback_failed(callback.__name__, e)
+            except BaseException:  # noqa: BLE001 - not even reporting may raise into the SDK
                 pass
 
     return callback
 
 
 class _DelegateMixin:
-    """The callbacks liteav calls; each forwards to the TRTCRoom it belongs to."""
+    """The callbacks liteav calls; each forwards to the TRTCRoom it belongs to.
+
+    All 18 pure virtual methods of liteav.TRTCCloudDelegate are here (a test calls each through
+    the real base class). The four with a C++ default (OnSeiMessageReceived, OnReceiveCustomCmdMsg,
+    OnMissCustomCmdMsg, OnNetworkQuality) are left to it: we use none of them.
+    """
 
     def __init__(self, room: "TRTCRoom") -> None:
         super().__init__()  # pybind11: the native base must be initialised
         # Weak: the cloud holds the delegate strongly, and the room holds the cloud.
         self._room = weakref.ref(room)
-        self._log = room._log
-        self._failures: dict[str, int] = {}
-
-    def _report(self, callback: str, error: BaseException) -> None:
-        # A broken frame repeats at frame rate: log the 1st, 10th, 100th, ... of each callback.
-        n = self._failures.get(callback, 0) + 1
-        self._failures[callback] = n
-        if n & (n - 1) == 0 or n % 1000 == 0:
-            self._log.error("liteav callback failed; ignored", callback=callback, failures=n,
-                            error=f"{type(error).__name__}: {error}")
 
     # Lifecycle
     OnEnterRoom = _guarded(lambda room: room._on_enter_room())
     OnExitRoom = _guarded(lambda room: room._on_exit_room())
     OnError = _guarded(lambda room, error: room._on_error(int(error)))
     OnConnectionStateChanged = _guarded(lambda room, old, new: room._log.debug(
-        "trtc connection state", old=getattr(old, "name", str(old)), new=getattr(new, "name", str(new))))
+        "trtc connection state", old=_name(old), new=_name(new)))
     OnLocalAudioChannelCreated = _guarded(lambda room: room._audio_ready.set())
-    OnLocalVideoChannelCreated = _guarded(lambda room, stream_type: room._on_video_channel(stream_type))
+    OnLocalAudioChannelDestroyed = _guarded(lambda room: room._audio_ready.clear())
+    OnLocalVideoChannelCreated = _guarded(lambda room, stream_type: room._on_video_channel(stream_type, True))
+    OnLocalVideoChannelDestroyed = _guarded(lambda room, stream_type: room._on_video_channel(stream_type, False))
     # Remote users
-    OnRemoteUserEnterRoom = _guarded(lambda room, info: room._deliver(UserEntered(info.user_id.GetValue())))
-    OnRemoteUserExitRoom = _guarded(lambda room, info, reason: room._deliver(
-        UserLeft(info.user_id.GetValue(), int(reason))))
-    OnRemoteAudioAvailable = _guarded(lambda room, user_id, available: room._deliver(
-        AudioAvailable(str(user_id), bool(available))))
+    OnRemoteUserEnterRoom = _guarded(lambda room, info: room._on_user_entered(info.user_id.GetValue()))
+    OnRemoteUserExitRoom = _guarded(lambda room, info, reason: room._on_user_left(
+        info.user_id.GetValue(), int(reason)))
+    OnRemoteAudioAvailable = _guarded(lambda room, user_id, available: room._on_audio_available(
+        str(user_id), bool(available)))
     OnRemoteVideoAvailable = _guarded(lambda room, user_id, available, stream_type: room._on_video_available(
         str(user_id), bool(available), stream_type))
     # Remote media
     OnRemoteAudioReceived = _guarded(lambda room, user_id, frame: room._on_remote_audio(str(user_id), frame))
+    OnRemoteMixedAudioReceived = _guarded(lambda room, frame: room._drop(
+        "", "mixed_audio", "a mix of every remote user's audio, which we never ask for"))
     OnRemoteVideoFrameReceived = _guarded(lambda room, user_id, stream_type, frame: room._on_remote_h264(
         str(user_id), stream_type, frame))
     OnRemotePixelFrameReceived = _guarded(lambda room, user_id, stream_type, frame: room._on_remote_pixels(
@@ -206,20 +312,28 @@ class _DelegateMixin:
 
 
 # Name each callback after the liteav method it implements, so that failures are logged under it.
-for _name, _value in list(vars(_DelegateMixin).items()):
-    if _name.startswith("On") and callable(_value):
-        _value.__name__ = _name
-        _value.__qualname__ = f"TRTCRoomDelegate.{_name}"
+for _name_, _value in list(vars(_DelegateMixin).items()):
+    if _name_.startswith("On") and callable(_value):
+        _value.__name__ = _name_
+        _value.__qualname__ = f"TRTCRoomDelegate.{_name_}"
+
+CALLBACKS = tuple(n for n in vars(_DelegateMixin) if n.startswith("On"))
+
+
+# --- the room ----------------------------------------------------------------------------------
 
 
 class TRTCRoom(Room):
-    """A member of one TRTC room through liteav. `sdk` is the liteav module (injected in tests)."""
+    """A member of one TRTC room through liteav. `sdk` is the liteav module (injected in tests);
+    `env` the environment its settings come from (os.environ by default)."""
 
-    def __init__(self, sdk: ModuleType | None = None, logger: RunLogger | None = None):
+    def __init__(self, sdk: ModuleType | None = None, logger: RunLogger | None = None,
+                 env: Mapping[str, str] | None = None):
         super().__init__()
         if sdk is None:
             import liteav as sdk  # lazy: only the trtc backend ever loads the native SDK
         self._sdk = sdk
+        self._env = os.environ if env is None else env
         self._log = logger or get_logger()
         self._lock = threading.Lock()
         # Serialises delivery against closing, so RoomClosed is always the last event.
@@ -230,10 +344,23 @@ class TRTCRoom(Room):
         self._entered = threading.Event()  # OnEnterRoom or an OnError answered EnterRoom
         self._enter_error: int | None = None
         self._sdk_exited = threading.Event()  # OnExitRoom seen
+        self._left = threading.Event()  # exit() is done: out of the room, the cloud dropped
         self._audio_ready = threading.Event()
         self._video_ready = threading.Event()
         self._audio_channels = 0
         self._video_config: VideoEncodeConfig | None = None
+        # Users whose exit we reported: media from them that a media thread still delivers after
+        # it would start a new stay in the recorder, so it is dropped until they enter again.
+        self._gone: set[str] = set()
+        self._dropped: dict[tuple[str, str], int] = {}
+        self._failures: dict[str, int] = {}
+        self._tally_lock = threading.Lock()
+
+    @property
+    def dropped_frames(self) -> dict[tuple[str, str], int]:
+        """Frames from the SDK we could not use, by (user id, problem): codec, sample_rate, size, ..."""
+        with self._tally_lock:
+            return dict(self._dropped)
 
     # --- lifecycle -----------------------------------------------------------------------------
 
@@ -246,10 +373,15 @@ class TRTCRoom(Room):
             self._params = params
         sdk = self._sdk
         where = f"room {params.room.id!r} as {params.user_id!r}"
-        self._log.info("entering trtc room", room=str(params.room), user_id=params.user_id,
-                       role=params.role.value)
         try:
-            erp = enter_room_params(sdk, params)
+            scene = scene_name(params, self._env)
+            configure_sdk(sdk, self._env, self._log)
+        except ValueError as e:  # a setting of the environment; backend_from_env names it earlier
+            self._fail_enter(RoomError(ERR_INVALID_PARAMETER, f"cannot enter {where}: {e}"))
+        self._log.info("entering trtc room", room=str(params.room), user_id=params.user_id,
+                       role=params.role.value, scene=scene)
+        try:
+            erp = enter_room_params(sdk, params, scene)
             self._cloud = sdk.CreateTRTCCloud(_delegate_class(sdk)(self))
             rc = int(self._cloud.EnterRoom(erp))
         except (TypeError, ValueError) as e:  # the SDK's bindings refusing a value
@@ -275,24 +407,49 @@ class TRTCRoom(Room):
     def exit(self) -> None:
         with self._lock:
             state = self._state
-            if state is _State.EXITING:
-                return  # another thread is leaving
-            self._state = _State.EXITING if state in (_State.ENTERING, _State.IN_ROOM) else _State.DONE
+            if state in (_State.ENTERING, _State.IN_ROOM):
+                self._state = _State.EXITING
+            elif state is _State.NEW:
+                self._state = _State.DONE
+        if state is _State.EXITING:  # another thread is leaving: done when it is
+            self._left.wait(EXIT_WAIT_S + 1.0)
+            return
+        if state is _State.DONE:
+            return
         self._entered.set()  # an enter() still waiting in another thread gives up now
         try:
             cloud = self._cloud
             # After a dismissal or removal the SDK has already left (OnExitRoom): nothing to wait for.
-            if state in (_State.ENTERING, _State.IN_ROOM) and cloud is not None and not self._sdk_exited.is_set():
+            if state is not _State.NEW and cloud is not None and not self._sdk_exited.is_set():
                 rc = int(cloud.ExitRoom())
                 if rc == 0:
-                    self._sdk_exited.wait(EXIT_WAIT_S)
+                    if not self._sdk_exited.wait(EXIT_WAIT_S):
+                        self._log.warning("no OnExitRoom from the SDK; dropping the cloud anyway",
+                                          waited_s=EXIT_WAIT_S)
                 else:
                     self._log.warning("ExitRoom failed", code=rc, error=error_text(rc))
+            del cloud
         finally:
             self._close_and_deliver(RoomClosed(CloseReason.EXITED))
             self._drop_cloud()
             with self._lock:
                 self._state = _State.DONE
+            self._left.set()
+            self._log_tallies()
+
+    def _leave_in_background(self) -> None:
+        """The room closed by itself (removed, dismissed, an error): finish leaving on our own thread.
+
+        The SDK may still be in the room (after an error), and the native cloud goes with its last
+        reference, which must not be dropped on an SDK thread (its destructor would wait for the
+        thread it runs on). So a thread of ours gives the SDK a moment to report OnExitRoom (it
+        follows a removal), then calls exit(): ExitRoom if still needed, then the drop.
+        """
+        def leave() -> None:
+            self._sdk_exited.wait(EXIT_WAIT_S)
+            self.exit()
+
+        threading.Thread(target=leave, name="trtc-leave", daemon=True).start()
 
     def _abandon(self) -> None:
         """After a failed enter: leave whatever the SDK half-did and drop the cloud."""
@@ -301,16 +458,31 @@ class TRTCRoom(Room):
         cloud = self._cloud
         try:
             if cloud is not None and not self._sdk_exited.is_set():
-                cloud.ExitRoom()
+                if int(cloud.ExitRoom()) == 0:
+                    self._sdk_exited.wait(EXIT_WAIT_S)
         except Exception as e:  # noqa: BLE001 - the enter error is what the caller needs to see
             self._log.warning("ExitRoom after a failed enter failed", error=str(e))
         finally:
+            del cloud
             self._drop_cloud()
+            self._left.set()
 
     def _drop_cloud(self) -> None:
-        cloud, self._cloud = self._cloud, None
+        with self._lock:
+            cloud, self._cloud = self._cloud, None
         if cloud is not None:
+            # A no-op in liteav (kept in case a version does more): the native cloud is destroyed
+            # when this, the last reference, goes.
             self._sdk.DestroyTRTCCloud(cloud)
+
+    def _log_tallies(self) -> None:
+        with self._tally_lock:
+            dropped = {f"{user or '(mix)'}:{problem}": n for (user, problem), n in self._dropped.items()}
+            failures = dict(self._failures)
+        if dropped:
+            self._log.warning("frames from the SDK dropped in this room", dropped=dropped)
+        if failures:
+            self._log.error("liteav callbacks that failed in this room", failures=failures)
 
     # --- publishing ----------------------------------------------------------------------------
 
@@ -364,7 +536,7 @@ class TRTCRoom(Room):
     def send_audio(self, frame: AudioFrame) -> None:
         cloud = self._live_cloud()
         if not self._audio_ready.is_set():
-            raise RoomError(ERR_INVALID_OPERATION, "send_audio before start_audio")
+            raise RoomError(ERR_INVALID_OPERATION, "send_audio before start_audio (or after the SDK closed the channel)")
         if frame.sample_rate != AUDIO_SAMPLE_RATE or frame.channels != self._audio_channels:
             raise RoomError(ERR_INVALID_PARAMETER,
                             f"audio frame is {frame.sample_rate} Hz x{frame.channels}; the channel takes "
@@ -385,7 +557,7 @@ class TRTCRoom(Room):
     def send_video(self, frame: PixelFrame | H264Frame) -> None:
         cloud = self._live_cloud()
         if not self._video_ready.is_set():
-            raise RoomError(ERR_INVALID_OPERATION, "send_video before start_video")
+            raise RoomError(ERR_INVALID_OPERATION, "send_video before start_video (or after the SDK closed the channel)")
         assert self._params is not None
         sdk = self._sdk
         if isinstance(frame, PixelFrame):
@@ -465,11 +637,48 @@ class TRTCRoom(Room):
             if self._closed is None:
                 self._emit(event)
 
-    def _close_and_deliver(self, event: RoomClosed) -> None:
+    def _deliver_media(self, user_id: str, event: Event) -> None:
         with self._deliver_lock:
-            if self._close(event):
-                self._log.info("left trtc room", reason=event.reason.value, code=event.code,
-                               message=event.message)
+            if self._closed is None and user_id not in self._gone:
+                self._emit(event)
+
+    def _close_and_deliver(self, event: RoomClosed) -> bool:
+        with self._deliver_lock:
+            won = self._close(event)
+        if won:
+            self._log.info("left trtc room", reason=event.reason.value, code=event.code, message=event.message)
+        return won
+
+    def _closed_by_itself(self, event: RoomClosed) -> None:
+        """The room closed while we were in it and did not ask to leave."""
+        if self._close_and_deliver(event):
+            self._leave_in_background()
+
+    def _callback_failed(self, callback: str, error: BaseException) -> None:
+        """A callback raised: logged the first time, and the room closes (or the entry fails) with ERR_FAILED."""
+        with self._tally_lock:
+            n = self._failures[callback] = self._failures.get(callback, 0) + 1
+        if n == 1:
+            self._log.error("liteav callback failed; the room is closed", callback=callback,
+                            error=f"{type(error).__name__}: {error}", exc_info=error)
+        with self._lock:
+            state = self._state
+            if state is _State.ENTERING and self._enter_error is None:
+                self._enter_error = ERR_FAILED
+        if state is _State.ENTERING:
+            self._entered.set()
+        elif state is _State.IN_ROOM:
+            self._closed_by_itself(RoomClosed(CloseReason.ERROR, ERR_FAILED,
+                                              f"the trtc adapter failed in {callback}: {type(error).__name__}: {error}"))
+
+    def _drop(self, user_id: str, problem: str, detail: str) -> None:
+        """A frame we cannot use: counted, and logged the first time per anchor and problem."""
+        with self._tally_lock:
+            key = (user_id, problem)
+            n = self._dropped[key] = self._dropped.get(key, 0) + 1
+        if n == 1:
+            self._log.warning("dropped a frame from the SDK; more like it from this anchor are only counted",
+                              anchor=user_id, problem=problem, detail=detail)
 
     def _on_enter_room(self) -> None:
         with self._lock:
@@ -492,10 +701,10 @@ class TRTCRoom(Room):
         if state is _State.ENTERING:
             self._entered.set()
         elif state is _State.IN_ROOM:
-            if code == ERR_BANNED_BY_SERVER:
-                self._close_and_deliver(RoomClosed(CloseReason.REMOVED, code, error_text(code)))
-            else:
-                self._close_and_deliver(RoomClosed(CloseReason.ERROR, code, error_text(code)))
+            # -205 is every way the server puts us out: RemoveUser, and the same userId entering
+            # elsewhere (the SDK says which in neither case).
+            reason = CloseReason.REMOVED if code == ERR_BANNED_BY_SERVER else CloseReason.ERROR
+            self._closed_by_itself(RoomClosed(reason, code, error_text(code)))
 
     def _on_exit_room(self) -> None:
         self._sdk_exited.set()
@@ -506,51 +715,105 @@ class TRTCRoom(Room):
         if state is _State.ENTERING:
             self._entered.set()
         elif state is _State.IN_ROOM:
-            # We did not call ExitRoom, yet the SDK left the room. liteav has no dismissal callback
-            # (the client SDKs' onExitRoom(reason=2) has no server-SDK counterpart): when the server
-            # dismisses the room, the SDK just reports OnExitRoom. A removal comes as OnError(-205)
-            # first and has already closed the room as REMOVED, so what remains is a dismissal.
-            self._close_and_deliver(RoomClosed(CloseReason.DISMISSED, 0, "the room was dismissed"))
+            # We did not call ExitRoom, yet the SDK left the room. liteav's OnExitRoom() carries no
+            # reason (the client SDKs' onExitRoom(reason=2) has no server-SDK counterpart): when the
+            # server dismisses the room, the SDK just reports OnExitRoom. A removal comes as
+            # OnError(-205) first and has already closed the room as REMOVED, so what remains is a
+            # dismissal.
+            self._closed_by_itself(RoomClosed(CloseReason.DISMISSED, 0, "the room was dismissed"))
 
-    def _on_video_channel(self, stream_type: Any) -> None:
+    def _on_video_channel(self, stream_type: Any, created: bool) -> None:
         if stream_type == self._sdk.STREAM_TYPE_VIDEO_HIGH:
-            self._video_ready.set()
+            (self._video_ready.set if created else self._video_ready.clear)()
+
+    def _on_user_entered(self, user_id: str) -> None:
+        self._unsubscribe(user_id, *_UNSUBSCRIBED)
+        with self._deliver_lock:
+            self._gone.discard(user_id)
+            if self._closed is None:
+                self._emit(UserEntered(user_id))
+
+    def _on_user_left(self, user_id: str, reason: int) -> None:
+        with self._deliver_lock:
+            self._gone.add(user_id)
+            if self._closed is None:
+                self._emit(UserLeft(user_id, reason))
+
+    def _on_audio_available(self, user_id: str, available: bool) -> None:
+        if available:
+            self._unsubscribe(user_id, "STREAM_TYPE_AUDIO")
+        self._deliver(AudioAvailable(user_id, available))
 
     def _on_video_available(self, user_id: str, available: bool, stream_type: Any) -> None:
+        if available:
+            self._unsubscribe(user_id, _name(stream_type))
         # Only the main (camera) stream is recorded; small and screen-share streams are not ours.
         if stream_type == self._sdk.STREAM_TYPE_VIDEO_HIGH:
             self._deliver(VideoAvailable(user_id, available))
 
-    def _wants_media(self) -> bool:
-        # receive_media=False (a pusher): liteav subscribes to everything by itself, so drop it here.
+    def _receives_media(self) -> bool:
         params = self._params
         return params is None or params.receive_media
 
-    def _on_remote_audio(self, user_id: str, frame: Any) -> None:
-        if not self._wants_media():
+    def _unsubscribe(self, user_id: str, *stream_types: str) -> None:
+        """receive_media=False (a pusher): stop the SDK receiving and decoding what nobody reads.
+
+        liteav subscribes to every remote stream by itself; asked again whenever a user enters or
+        starts a stream, since whether a subscription outlives those is not documented.
+        """
+        cloud = self._cloud
+        if self._receives_media() or cloud is None or self._state is not _State.IN_ROOM:
             return
+        for name in stream_types:
+            stream_type = getattr(self._sdk, name, None)
+            if stream_type is None:
+                continue
+            rc = int(cloud.Unsubscribe(user_id, stream_type))
+            if rc != 0:
+                self._log.debug("Unsubscribe refused", user_id=user_id, stream_type=name, code=rc)
+
+    def _on_remote_audio(self, user_id: str, frame: Any) -> None:
+        if not self._receives_media():
+            return  # unsubscribed; what the SDK had in flight is not ours to deliver
+        assert self._params is not None
         # Copy everything out now: the SDK reuses its frame once the callback returns.
         pcm = bytes(frame.data)
-        self._deliver(RemoteAudio(user_id, AudioFrame(pcm, int(frame.pts), int(frame.sample_rate),
-                                                      int(frame.channels))))
+        rate, channels, codec = int(frame.sample_rate), int(frame.channels), frame.codec
+        expected = self._params.audio_output_channels
+        if codec != self._sdk.AUDIO_CODEC_TYPE_PCM:
+            self._drop(user_id, "codec", f"audio in {_name(codec)}; we asked for PCM")
+        elif rate != AUDIO_SAMPLE_RATE:
+            self._drop(user_id, "sample_rate", f"audio at {rate} Hz; we asked for {AUDIO_SAMPLE_RATE}")
+        elif channels != expected:
+            self._drop(user_id, "channels", f"audio with {channels} channel(s); we asked for {expected}")
+        elif not pcm or len(pcm) % (2 * channels):
+            self._drop(user_id, "size", f"{len(pcm)} bytes are no whole number of s16 x{channels} samples")
+        else:
+            self._deliver_media(user_id, RemoteAudio(user_id, AudioFrame(pcm, int(frame.pts), rate, channels)))
 
     def _on_remote_h264(self, user_id: str, stream_type: Any, frame: Any) -> None:
-        if stream_type != self._sdk.STREAM_TYPE_VIDEO_HIGH or not self._wants_media():
+        if stream_type != self._sdk.STREAM_TYPE_VIDEO_HIGH or not self._receives_media():
             return
         data = bytes(frame.data)
-        self._deliver(RemoteVideo(user_id, H264Frame(data, int(frame.pts), bool(frame.is_key_frame),
-                                                     int(frame.dts))))
+        if frame.codec != self._sdk.VIDEO_CODEC_TYPE_H264:
+            self._drop(user_id, "codec", f"video in {_name(frame.codec)}; only H.264 is recorded")
+        elif not data:
+            self._drop(user_id, "size", "an empty video frame")
+        else:
+            self._deliver_media(user_id, RemoteVideo(user_id, H264Frame(
+                data, int(frame.pts), bool(frame.is_key_frame), int(frame.dts))))
 
     def _on_remote_pixels(self, user_id: str, stream_type: Any, frame: Any) -> None:
-        if stream_type != self._sdk.STREAM_TYPE_VIDEO_HIGH or not self._wants_media():
+        if stream_type != self._sdk.STREAM_TYPE_VIDEO_HIGH or not self._receives_media():
             return
-        if frame.format != self._sdk.VIDEO_PIXEL_FORMAT_YUV420p:
-            raise ValueError(f"remote pixel frame in {frame.format}, expected YUV420p")
         w, h = int(frame.width), int(frame.height)
         data = bytes(frame.data)
-        if len(data) != yuv420p_size(w, h):
-            raise ValueError(f"remote {w}x{h} YUV420p frame has {len(data)} bytes")
-        self._deliver(RemoteVideo(user_id, PixelFrame(data, w, h, int(frame.pts))))
+        if frame.format != self._sdk.VIDEO_PIXEL_FORMAT_YUV420p:
+            self._drop(user_id, "pixel_format", f"a picture in {_name(frame.format)}; we asked for YUV420p")
+        elif w <= 0 or h <= 0 or len(data) != yuv420p_size(w, h):
+            self._drop(user_id, "size", f"a {w}x{h} YUV420p picture of {len(data)} bytes")
+        else:
+            self._deliver_media(user_id, RemoteVideo(user_id, PixelFrame(data, w, h, int(frame.pts))))
 
     def _on_key_frame_request(self, stream_type: Any) -> None:
         if stream_type == self._sdk.STREAM_TYPE_VIDEO_HIGH:
@@ -559,4 +822,3 @@ class TRTCRoom(Room):
     def _on_bitrate_request(self, stream_type: Any, bitrate_bps: int) -> None:
         if stream_type == self._sdk.STREAM_TYPE_VIDEO_HIGH:
             self._deliver(BitrateRequested(bitrate_bps))
-

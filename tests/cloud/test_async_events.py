@@ -64,6 +64,8 @@ def test_invoke_request_response_waits_and_returns_the_handler_result(scf_stack,
     seen = json.loads(out.read_text())
     assert seen["event"] == {"echo": "sync", "out": str(out)}  # an Invoke hands the event as is
     assert seen["context"]["request_id"] == result.FunctionRequestId
+    # As on SCF, nothing outside /tmp (and a CFS) is writable: not even HOME.
+    assert (seen["home_writable"], seen["tmp_writable"]) == (False, True)
 
     failed = _invoke(client, "probe", {"mode": "raise"}, "RequestResponse")
     assert failed.InvokeResult == -1 and failed.RetMsg == ""

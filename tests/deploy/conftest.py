@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 from deploy import package
+from emulator.scf.runner import UNWRITABLE_HOME
 
 BOOTSTRAP = Path(__file__).with_name("scf_bootstrap.py")
 _run_ids = itertools.count(1)
@@ -39,7 +40,8 @@ class Deployed:
         Its stdout and stderr go to files (a long run's log would fill a pipe)."""
         context = {"request_id": request_id, "function_name": entry, "namespace": "default",
                    "time_limit_in_ms": 120_000, "memory_limit_in_mb": 1024}
-        clean_env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(self.out),
+        # HOME where nothing can be created, as on SCF (everything but /tmp is read-only there).
+        clean_env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": UNWRITABLE_HOME,
                      "PYTHONDONTWRITEBYTECODE": "x", "ENTRY_FUNCTION": entry, **env}
         logs = self.out / "runs"
         logs.mkdir(exist_ok=True)

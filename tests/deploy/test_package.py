@@ -45,12 +45,19 @@ def test_package_holds_the_code_root_and_dependency_layers_within_scf_limits(bui
     saved = json.loads((out / "manifest.json").read_text())
     assert saved["runtime"] == "Python3.11" and len(saved["layers"]) == len(manifest.layers)
     assert manifest.glibc == "2.28"  # PyAV 18's wheels are manylinux_2_28 only; liteav's 2_27 or 2_28
+    # What the .so files ask of the image agrees: glibc 2.28, libstdc++ and zlib, all in the target.
+    needs = saved["runtime_needs"]
+    assert needs["target"] == package.DEFAULT_TARGET and needs["glibc"] == "2.28"
+    assert {"libc.so.6", "libstdc++.so.6", "libz.so.1"} <= set(needs["libraries"])
+    assert not [lib for lib in needs["libraries"] if lib.startswith(("libav", "libliteav", "libx264"))]
 
 
 def test_sizes_are_printed_against_the_limits(built):
     manifest, _ = built
     lines = list(package.report(manifest))
     assert "glibc >= 2.28" in lines[0]
+    assert lines[1].startswith("the .so files need from the image: glibc >= 2.28, ") and "GLIBCXX_3.4" in lines[1]
+    assert "libstdc++.so.6" in lines[1] and lines[1].endswith(f"(all in {package.DEFAULT_TARGET})")
     assert any(line.startswith("code code") and "MB" in line for line in lines)
     assert sum(line.startswith("layer deps") for line in lines) == len(manifest.layers)
     assert "of 500.0 MB" in lines[-1] and f"{len(manifest.layers)} of 5 layers" in lines[-1]

@@ -21,6 +21,15 @@ def _params(event):
     return event if isinstance(event, dict) else {}
 
 
+def _can_create(path):
+    try:
+        os.makedirs(path)
+    except OSError:
+        return False
+    os.rmdir(path)
+    return True
+
+
 def main_handler(event, context):
     p = _params(event)
     mode = p.get("mode", "echo")
@@ -30,7 +39,9 @@ def main_handler(event, context):
     if p.get("out"):
         with open(p["out"] + ".tmp", "w") as f:
             json.dump({"event": event, "context": context, "env": dict(os.environ), "cwd": os.getcwd(),
-                       "pid": os.getpid(), "child": child.pid if child else None}, f)
+                       "pid": os.getpid(), "child": child.pid if child else None,
+                       "home_writable": _can_create(os.path.expanduser("~/.cache/probe")),
+                       "tmp_writable": _can_create("/tmp/probe-" + str(os.getpid()))}, f)
         os.replace(p["out"] + ".tmp", p["out"])
     print(json.dumps({"msg": "probe started", "mode": mode}), flush=True)
     if mode == "raise":
