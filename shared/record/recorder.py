@@ -118,6 +118,7 @@ class Recorder:
     _broken: set[str] = field(default_factory=set)  # anchors whose files failed until they leave
     _uploads: list[Future] = field(default_factory=list)
     _pool: ThreadPoolExecutor | None = None
+    _stay_count: int = 0  # names the local files: "anchor001_...", never the userId (remote input)
 
     def __post_init__(self) -> None:
         if self.directory is None:
@@ -290,11 +291,12 @@ class Recorder:
         def ask_key_frame() -> None:
             room.request_key_frame(user_id)
 
+        self._stay_count += 1
         recording = AnchorRecording(user_id, self.params.Mode, self.directory, max_file_ms=self._max_file_ms,
-                                    request_key_frame=ask_key_frame)
+                                    request_key_frame=ask_key_frame, label=f"anchor{self._stay_count:03d}")
         recording.set_audio_muted(user_id in self._muted)
         stay = self._stays[user_id] = _Stay(recording)
-        self.log.info("recording anchor", anchor=user_id)
+        self.log.info("recording anchor", anchor=user_id, files=f"{recording.label}_*")
         return stay
 
     def _end_stay(self, user_id: str, now: float) -> None:

@@ -79,6 +79,7 @@ class Credentials:
 # --- keys and URLs -------------------------------------------------------------------------------
 
 _SAFE = re.compile(r"[^A-Za-z0-9._-]")
+_MAX_COMPONENT = 64  # characters of an id kept in a key
 
 
 def _component(value: object, allow_underscore: bool = True) -> str:
@@ -87,8 +88,11 @@ def _component(value: object, allow_underscore: bool = True) -> str:
     text = str(value)
     pattern = _SAFE if allow_underscore else re.compile(r"[^A-Za-z0-9.-]")
     cleaned = pattern.sub("-", text)
-    if cleaned != text or not cleaned or cleaned in (".", ".."):
-        cleaned = f"{cleaned}-{hashlib.sha1(text.encode()).hexdigest()[:6]}"
+    if cleaned != text or not cleaned or cleaned in (".", "..") or len(cleaned) > _MAX_COMPONENT:
+        # Long ids are cut (the full id is in the result's UserId): a key stays readable and far
+        # below COS's 850 bytes, and every tool that maps keys to file names copes with it.
+        digest = hashlib.sha1(text.encode("utf-8", "surrogatepass")).hexdigest()[:6]
+        cleaned = f"{cleaned[:_MAX_COMPONENT]}-{digest}"
     return cleaned
 
 

@@ -189,6 +189,16 @@ def test_object_key_is_unique_sortable_and_rooted():
         object_key("a/../b", 1, 2, "u", t, "mp4")
 
 
+def test_object_key_from_hostile_user_ids_stays_one_short_distinct_segment():
+    t = datetime(2026, 11, 21, 5, 6, 7, 890000, tzinfo=timezone.utc)
+    ids = ["../../x", "/abs/x", "a/b", "a-b", "nul\x00id", "\U0001F600", "../" * 66 + "xx", "../" * 66 + "xy", ".."]
+    keys = [object_key("p", 1, 2, user_id, t, "mp3") for user_id in ids]
+    assert len(set(keys)) == len(ids)
+    for key in keys:
+        assert key.startswith("p/1_2_") and key.count("/") == 1, key
+        assert len(key) < 120 and all(ch.isascii() and (ch.isalnum() or ch in "/_-.") for ch in key), key
+
+
 def test_cos_url_quotes_the_key():
     assert cos_url("b-1250000000", "ap-guangzhou", "a b/c.mp4") == \
         "https://b-1250000000.cos.ap-guangzhou.myqcloud.com/a%20b/c.mp4"
