@@ -285,7 +285,7 @@ def _with_retries(call: Callable[[], T], what: str, policy: RetryPolicy, log: Ru
         return policy.run(attempt, retryable=lambda e: isinstance(e, UploadError) and e.retryable,
                           on_retry=on_retry, sleep=cancelled.wait if cancelled is not None else time.sleep)
     except GaveUp as g:
-        err = g.error if isinstance(g.error, UploadError) else _classify(g.error, what, prefix)  # type: ignore[arg-type]
+        err = g.error if isinstance(g.error, UploadError) else UploadError(f"{prefix}: {g.error}", "InternalError")
         if g.why == "tries" and g.attempts > 1:
             err = UploadError(f"{err.message} after {g.attempts} tries", err.code, err.status, True)
         elif g.why == "deadline":
