@@ -5,6 +5,7 @@
   (userSig, redisPassword, SecretKey, UserSig, ...) redacted wherever they appear.
 - `StopSignal` turns SIGTERM (TerminateAsyncEvent with GraceShutdown) and the approaching time
   limit into one thing a work loop checks.
+- `RetryPolicy(...).run(call, retryable=...)` is the one retry loop (COS uploads, callbacks).
 """
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping, TypeVar
 
 # Field names whose values never reach a log, in any casing.
 SECRET_FIELDS = frozenset(
@@ -241,21 +242,96 @@ class StopSignal:
 
 # --- retrying ----------------------------------------------------------------------------------
 
+T = TypeVar("T")
+
+
+class GaveUp(Exception):
+    """`RetryPolicy.run` stopped trying. `error` is the last attempt's exception, `attempts` how
+    many were made, `why` one of "not_retryable", "tries", "deadline", "cancelled"."""
+
+    def __init__(self, error: BaseException, attempts: int, why: str):
+        super().__init__(f"{error} ({why} after {attempts} attempt{'s' if attempts != 1 else ''})")
+        self.error = error
+        self.attempts = attempts
+        self.why = why
+
 
 @dataclass
 class RetryPolicy:
-    """Exponential backoff with jitter, bounded in tries and by a deadline (COS uploads, callbacks)."""
+    """The one retry loop (COS uploads, callbacks): exponential backoff with jitter, bounded in
+    attempts and by a deadline. `tries` is what the caller asked for, never raised behind its back."""
 
-    tries: int = 4  # attempts, at least 3 where the caller says so
+    tries: int = 4  # attempts in all (1: no retry)
     backoff: float = 0.5  # first wait, doubled each time...
     max_backoff: float = 8.0  # ...up to this
-    deadline: float | None = None  # time.monotonic() after which no retry starts
+    deadline: float | None = None  # clock() after which no retry starts
+    jitter: float = 0.25  # each wait is shortened by up to this fraction (parallel retries spread out)
+    clock: Callable[[], float] = time.monotonic
+
+    def __post_init__(self) -> None:
+        if self.tries < 1:
+            raise ValueError(f"tries must be at least 1 (got {self.tries})")
+        if self.backoff < 0 or self.max_backoff < 0 or not 0 <= self.jitter < 1:
+            raise ValueError("backoff and max_backoff must be >= 0 and jitter in [0, 1)")
+
+    @classmethod
+    def spanning(cls, seconds: float, backoff: float, max_backoff: float, **kwargs: Any) -> "RetryPolicy":
+        """A policy that keeps retrying for at least `seconds` (its shortest jittered waits add up
+        to that), unless its deadline comes first."""
+        policy = cls(tries=1, backoff=backoff, max_backoff=max_backoff, **kwargs)
+        if policy.backoff <= 0 or policy.max_backoff <= 0:
+            raise ValueError("a policy spanning a time needs a positive backoff")
+        while policy.shortest_span() < seconds:
+            policy.tries += 1
+        return policy
+
+    def nominal_delay(self, attempt: int) -> float:
+        """The wait after failed attempt number `attempt` (1-based), before jitter."""
+        return min(self.max_backoff, self.backoff * (2 ** (attempt - 1)))
 
     def delay(self, attempt: int) -> float:
-        """The wait after failed attempt number `attempt` (1-based)."""
-        base = min(self.max_backoff, self.backoff * (2 ** (attempt - 1)))
-        return base * random.uniform(0.75, 1.0)  # jitter: parallel requests do not retry in step
+        return self.nominal_delay(attempt) * random.uniform(1.0 - self.jitter, 1.0)
+
+    def shortest_span(self) -> float:
+        """The least time all the waits between `tries` attempts can add up to."""
+        return sum(self.nominal_delay(n) * (1.0 - self.jitter) for n in range(1, self.tries))
+
+    def longest_span(self) -> float:
+        return sum(self.nominal_delay(n) for n in range(1, self.tries))
+
+    def seconds_left(self) -> float | None:
+        return None if self.deadline is None else self.deadline - self.clock()
 
     def in_time(self, wait_s: float) -> bool:
         """Whether a retry after waiting `wait_s` still starts before the deadline."""
-        return self.deadline is None or time.monotonic() + wait_s <= self.deadline
+        return self.deadline is None or self.clock() + wait_s <= self.deadline
+
+    def run(
+        self,
+        call: Callable[[], T],
+        *,
+        retryable: Callable[[BaseException], bool],
+        on_retry: Callable[[int, BaseException, float], None] | None = None,
+        sleep: Callable[[float], Any] = time.sleep,
+    ) -> T:
+        """`call()` until it returns; its value. Raises GaveUp when an error is not `retryable`, the
+        tries are used up, the next wait would pass the deadline, or `sleep(wait)` returns True (a
+        `threading.Event.wait` that was set: cancelled). `on_retry(attempt, error, wait)` is told
+        before each wait."""
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                return call()
+            except Exception as e:  # the caller's predicate decides what is worth another try
+                if not retryable(e):
+                    raise GaveUp(e, attempt, "not_retryable") from None
+                if attempt >= self.tries:
+                    raise GaveUp(e, attempt, "tries") from None
+                wait_s = self.delay(attempt)
+                if not self.in_time(wait_s):
+                    raise GaveUp(e, attempt, "deadline") from None
+                if on_retry is not None:
+                    on_retry(attempt, e, wait_s)
+                if sleep(wait_s) is True:
+                    raise GaveUp(e, attempt, "cancelled") from None

@@ -21,10 +21,11 @@ from typing import Any, Mapping
 import requests
 
 from shared.egress import DestinationRefused, validate_callback_url
-from shared.runtime import RetryPolicy, RunLogger, get_logger, redact_value
+from shared.runtime import GaveUp, RetryPolicy, RunLogger, get_logger, redact_value
 
 SIGN_KEY_ENV = "CALLBACK_SIGN_KEY"
 _sleep = time.sleep  # the backoff wait (a test brings the receiver back during it)
+_clock = time.monotonic  # what the deadline is measured on (a test runs the schedule on a virtual clock)
 
 
 def sign_body(key: str, body: bytes) -> str:
@@ -36,23 +37,44 @@ def encode_body(body: Mapping[str, Any]) -> bytes:
     return json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
 
 
+# TRTC retries its own callbacks every 10 s for a minute; ours keep trying at least as long.
+RETRY_FOR_S = 60.0
+
+
+class _NotDelivered(Exception):
+    def __init__(self, text: str, retryable: bool):
+        super().__init__(text)
+        self.retryable = retryable
+
+
+def callback_policy(tries: int | None = None, backoff: float = 1.0, max_backoff: float = 10.0,
+                    retry_for: float = RETRY_FOR_S, deadline: float | None = None) -> RetryPolicy:
+    """The callback's retry schedule: `tries` attempts when given, else as many as keep it trying
+    for at least `retry_for` seconds; never past `deadline`."""
+    if tries is not None:
+        return RetryPolicy(tries=tries, backoff=backoff, max_backoff=max_backoff, deadline=deadline, clock=_clock)
+    return RetryPolicy.spanning(retry_for, backoff, max_backoff, deadline=deadline, clock=_clock)
+
+
 def post_result(
     url: str,
     body: Mapping[str, Any],
     *,
     sign_key: str | None = None,
-    tries: int = 3,
+    tries: int | None = None,
     backoff: float = 1.0,
-    max_backoff: float = 8.0,
+    max_backoff: float = 10.0,
+    retry_for: float = RETRY_FOR_S,
     timeout: float = 5.0,
     deadline: float | None = None,
     log: RunLogger | None = None,
 ) -> bool:
     """POST `body` as JSON to `url`; True once the receiver answers 2xx.
 
-    Network errors, 5xx, 408 and 429 are retried up to `tries` times (at least 3) with backoff
-    `backoff`, 2×`backoff`, ... capped at `max_backoff`; no retry starts after `deadline`
-    (time.monotonic()). Redirects are not followed (they could lead past the egress check).
+    Network errors, 5xx, 408 and 429 are retried with backoff `backoff`, 2×`backoff`, ... capped at
+    `max_backoff`: `tries` attempts when given, else for at least `retry_for` seconds; no retry
+    starts after `deadline` (time.monotonic()), and no attempt waits past it. Other 4xx are not
+    retried; a redirect is not followed (it could lead past the egress check) and is logged as such.
     """
     log = log or get_logger()
     if sign_key is None:
@@ -70,27 +92,37 @@ def post_result(
     if isinstance(body, Mapping) and body.get("SdkAppId") is not None:
         headers["SdkAppId"] = str(body["SdkAppId"])
 
-    policy = RetryPolicy(tries=max(3, tries), backoff=backoff, max_backoff=max_backoff, deadline=deadline)
-    last = ""
-    for attempt in range(1, policy.tries + 1):
-        retryable = True
+    policy = callback_policy(tries, backoff, max_backoff, retry_for, deadline)
+    attempts = 0
+
+    def attempt() -> int:
+        nonlocal attempts
+        attempts += 1
+        left = policy.seconds_left()
+        attempt_timeout = timeout if left is None else max(0.1, min(timeout, left))  # the result is still returned
         try:
-            resp = requests.post(url, data=data, headers=headers, timeout=timeout, allow_redirects=False)
-            if 200 <= resp.status_code < 300:
-                log.info("callback delivered", url=url, status=resp.status_code, attempt=attempt)
-                return True
-            last = f"HTTP {resp.status_code}"
-            retryable = resp.status_code >= 500 or resp.status_code in (408, 429)
+            resp = requests.post(url, data=data, headers=headers, timeout=attempt_timeout, allow_redirects=False)
         except requests.RequestException as e:
-            last = f"{type(e).__name__}: {e}"
-        if not retryable or attempt == policy.tries:
-            break
-        wait_s = policy.delay(attempt)
-        if not policy.in_time(wait_s):
-            last += "; no time left to retry"
-            break
-        log.warning("callback attempt failed, retrying", url=url, attempt=attempt, error=last,
+            raise _NotDelivered(f"{type(e).__name__}: {e}", True) from None
+        status = resp.status_code
+        if 200 <= status < 300:
+            return status
+        if 300 <= status < 400:
+            where = resp.headers.get("Location")
+            raise _NotDelivered(f"HTTP {status} redirect{f' to {where}' if where else ''} not followed "
+                                "(give Callback the final URL)", False)
+        raise _NotDelivered(f"HTTP {status}", status >= 500 or status in (408, 429))
+
+    def on_retry(n: int, err: BaseException, wait_s: float) -> None:
+        log.warning("callback attempt failed, retrying", url=url, attempt=n, error=str(err),
                     retry_in_s=round(wait_s, 2))
-        _sleep(wait_s)
-    log.error("callback failed", url=url, tries=attempt, error=last)
-    return False
+
+    try:
+        status = policy.run(attempt, retryable=lambda e: isinstance(e, _NotDelivered) and e.retryable,
+                            on_retry=on_retry, sleep=lambda s: _sleep(s))
+    except GaveUp as g:
+        error = str(g.error) + ("; no time left to retry" if g.why == "deadline" else "")
+        log.error("callback failed", url=url, tries=g.attempts, error=error)
+        return False
+    log.info("callback delivered", url=url, status=status, attempt=attempts)
+    return True

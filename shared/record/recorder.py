@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -40,6 +39,11 @@ UPLOAD_WORKERS = 2
 CALLBACK_RESERVE_S = 3.0
 
 MESSAGE_OK = "success"
+# The result's "status": "failed" ends the run FAILED (SCF's async event status, as push_stream's).
+STATUS_FINISHED = "finished"
+STATUS_FAILED = "failed"
+# Seconds kept back from the time limit after the callback, to return the result.
+RETURN_RESERVE_S = 1.0
 
 _CLOSE_REASONS = {
     CloseReason.REMOVED: "removed",
@@ -59,6 +63,7 @@ _STOP_MESSAGES = {
     "disk_full": "the disk is full",
     "room_error": "the connection to the room failed",
     "enter_failed": "could not enter the room",
+    "cos_config": "CosConfig cannot be used",
     "exited": "the recorder left the room",
     "internal_error": "the recorder failed",
 }
@@ -118,6 +123,7 @@ class Recorder:
     _broken: set[str] = field(default_factory=set)  # anchors whose files failed until they leave
     _uploads: list[Future] = field(default_factory=list)
     _pool: ThreadPoolExecutor | None = None
+    _stay_count: int = 0  # names the local files: "anchor001_...", never the userId (remote input)
 
     def __post_init__(self) -> None:
         if self.directory is None:
@@ -145,6 +151,10 @@ class Recorder:
             self.directory.mkdir(parents=True, exist_ok=True)
         except OSError as e:
             return self._finish_without_room("disk_full", f"cannot create {self.directory}: {e}")
+
+        refused = self._check_cos()
+        if refused is not None:
+            return self._finish_without_room("cos_config", refused)
 
         try:
             room = self.room_factory()
@@ -290,11 +300,12 @@ class Recorder:
         def ask_key_frame() -> None:
             room.request_key_frame(user_id)
 
+        self._stay_count += 1
         recording = AnchorRecording(user_id, self.params.Mode, self.directory, max_file_ms=self._max_file_ms,
-                                    request_key_frame=ask_key_frame)
+                                    request_key_frame=ask_key_frame, label=f"anchor{self._stay_count:03d}")
         recording.set_audio_muted(user_id in self._muted)
         stay = self._stays[user_id] = _Stay(recording)
-        self.log.info("recording anchor", anchor=user_id)
+        self.log.info("recording anchor", anchor=user_id, files=f"{recording.label}_*")
         return stay
 
     def _end_stay(self, user_id: str, now: float) -> None:
@@ -320,6 +331,22 @@ class Recorder:
             self.reason, self.reason_detail = reason, detail
             self.stopped_at = time.monotonic()
             self.log.info("recording stopping", reason=reason, detail=detail)
+
+    def _check_cos(self) -> str | None:
+        """Try CosConfig's credentials on the bucket before entering the room: a wrong key fails
+        the run now, not when the first file is uploaded. None when the recording may go on (COS
+        that is only unreachable for now is logged by check_access; the uploads retry)."""
+        from .storage import UploadError, check_access
+
+        cos = self.params.CosConfig
+        try:
+            check_access(bucket=cos.Bucket, region=cos.Region, path_prefix=cos.Path,
+                         secret_id=cos.SecretId.get_secret_value() if cos.SecretId else None,
+                         secret_key=cos.SecretKey.get_secret_value() if cos.SecretKey else None,
+                         deadline=self.inv.deadline - CALLBACK_RESERVE_S, log=self.log)
+        except UploadError as e:
+            return e.detail
+        return None
 
     # --- the end --------------------------------------------------------------------------------
 
@@ -351,6 +378,7 @@ class Recorder:
         self.log.error("recording did not start", reason=reason, detail=detail, code=code)
         self._tidy()
         result = self._result([])
+        result["status"] = STATUS_FAILED  # the run ends FAILED (a recording that never started)
         if code is not None:
             result["Code"] = code
         self._callback(result)
@@ -368,6 +396,7 @@ class Recorder:
             "UserId": p.UserId,
             "StrRoomId": p.StrRoomId or "",
             "Files": files,
+            "status": STATUS_FINISHED,
             "Reason": reason,
             "Message": message,
             "RequestId": self.inv.request_id,
@@ -421,7 +450,7 @@ class Recorder:
         from .callback import post_result
 
         started = time.monotonic()
-        ok = post_result(url, result, deadline=self.inv.deadline, log=self.log)
+        ok = post_result(url, result, deadline=self.inv.deadline - RETURN_RESERVE_S, log=self.log)
         if ok:
             self.log.info("callback delivered", seconds=round(time.monotonic() - started, 3),
                           stop_to_callback_s=round(time.monotonic() - (self.stopped_at or started), 3))

@@ -3,6 +3,8 @@
 - `object_key(...)`    a unique, sortable key: "{Path}/{SdkAppId}_{room}_{UserId}_{start}[_{part}].{ext}"
 - `upload_file(...)`   put (or multipart for large files) with cos-python-sdk-v5, retrying 5xx and
                        network errors with exponential backoff; returns the object's COS URL
+- `check_access(...)`  HEAD the bucket with the credentials before a recording starts: wrong keys,
+                       a missing bucket or a refusal fail then, not an hour later at the upload
 - `cos_url(...)`       "https://{bucket}.cos.{region}.myqcloud.com/{key}"
 - `UploadError`        "upload failed: <COS error code>: <what to check>"
 
@@ -30,7 +32,7 @@ from datetime import datetime, timezone
 from typing import Any, Callable, TypeVar
 from urllib.parse import quote, unquote, urlsplit
 
-from shared.runtime import RetryPolicy, RunLogger, get_logger, redact_value
+from shared.runtime import GaveUp, RetryPolicy, RunLogger, get_logger, redact_value
 
 T = TypeVar("T")
 
@@ -49,12 +51,17 @@ MAX_PARTS = 10_000
 _HINTS = {
     "SignatureDoesNotMatch": "check CosConfig.SecretKey",
     "InvalidAccessKeyId": "check CosConfig.SecretId (temporary credentials also need their session token)",
-    "AccessDenied": "the credentials may not write to this bucket and path",
+    "AccessDenied": "the credentials may not use this bucket and path: a recording needs cos:HeadBucket, "
+                    "cos:PutObject and the multipart upload actions on it",
     "NoSuchBucket": "check CosConfig.Bucket (name-APPID) and CosConfig.Region",
     "RequestTimeTooSkewed": "the machine's clock is off",
     "InvalidToken": "the temporary credentials' session token is invalid or expired",
     "ExpiredToken": "the temporary credentials have expired",
 }
+
+
+UPLOAD_FAILED = "upload failed"
+CHECK_FAILED = "CosConfig cannot be used"  # the start check's prefix (check_access)
 
 
 class UploadError(Exception):
@@ -66,6 +73,11 @@ class UploadError(Exception):
         self.code = code
         self.status = status
         self.retryable = retryable
+
+    @property
+    def detail(self) -> str:
+        """The message without its "upload failed: " (or "CosConfig cannot be used: ") prefix."""
+        return self.message.split(": ", 1)[-1]
 
 
 @dataclass(frozen=True)
@@ -79,6 +91,7 @@ class Credentials:
 # --- keys and URLs -------------------------------------------------------------------------------
 
 _SAFE = re.compile(r"[^A-Za-z0-9._-]")
+_MAX_COMPONENT = 64  # characters of an id kept in a key
 
 
 def _component(value: object, allow_underscore: bool = True) -> str:
@@ -87,8 +100,11 @@ def _component(value: object, allow_underscore: bool = True) -> str:
     text = str(value)
     pattern = _SAFE if allow_underscore else re.compile(r"[^A-Za-z0-9.-]")
     cleaned = pattern.sub("-", text)
-    if cleaned != text or not cleaned or cleaned in (".", ".."):
-        cleaned = f"{cleaned}-{hashlib.sha1(text.encode()).hexdigest()[:6]}"
+    if cleaned != text or not cleaned or cleaned in (".", "..") or len(cleaned) > _MAX_COMPONENT:
+        # Long ids are cut (the full id is in the result's UserId): a key stays readable and far
+        # below COS's 850 bytes, and every tool that maps keys to file names copes with it.
+        digest = hashlib.sha1(text.encode("utf-8", "surrogatepass")).hexdigest()[:6]
+        cleaned = f"{cleaned[:_MAX_COMPONENT]}-{digest}"
     return cleaned
 
 
@@ -211,54 +227,70 @@ def make_client(region: str, creds: Credentials, timeout: float = 30.0) -> Any:
 # --- retries -------------------------------------------------------------------------------------
 
 
-def _classify(exc: Exception, what: str) -> UploadError:
+def _error_code(exc: Any, status: int | None) -> str:
+    try:  # a HEAD answer has no body: the SDK then holds the headers, which have no code
+        code = exc.get_error_code()
+    except (KeyError, TypeError):
+        code = None
+    if code == "Unknown":  # what the SDK says when it found no code
+        code = None
+    if code == "NoSuchResource":  # the SDK's name for a HEAD 404
+        code = "NoSuchKey"
+    return code or (f"HTTP{status}" if status else "Unknown")
+
+
+def _classify(exc: Exception, what: str, prefix: str = UPLOAD_FAILED) -> UploadError:
     from qcloud_cos.cos_exception import CosClientError, CosServiceError
 
     if isinstance(exc, UploadError):
         return exc
     if isinstance(exc, CosServiceError):
         status = exc.get_status_code()
-        code = exc.get_error_code() or (f"HTTP{status}" if status else "Unknown")
-        if code == "NoSuchResource":  # the SDK's name for a HEAD 404
-            code = "NoSuchKey"
-        msg = (exc.get_error_msg() or "").strip()
+        code = _error_code(exc, status)
+        try:
+            msg = (exc.get_error_msg() or "").strip()
+        except (KeyError, TypeError):
+            msg = ""
+        if msg == "Unknown":
+            msg = ""
         hint = _HINTS.get(code)
-        text = f"upload failed: {code}"
+        text = f"{prefix}: {code}"
         if msg:
             text += f": {msg}"
         text += f" (HTTP {status} on {what}" + (f"; {hint})" if hint else ")")
         retryable = status is None or status >= 500 or status in (408, 429)
         return UploadError(text, code, status, retryable)
     if isinstance(exc, CosClientError):
-        return UploadError(f"upload failed: network error on {what}: {exc}", "NetworkError", None, True)
+        return UploadError(f"{prefix}: network error on {what}: {exc}", "NetworkError", None, True)
     if isinstance(exc, OSError):
-        return UploadError(f"upload failed: cannot read the file: {exc}", "FileError", None, False)
-    return UploadError(f"upload failed: {type(exc).__name__}: {exc}", "InternalError", None, False)
+        return UploadError(f"{prefix}: cannot read the file: {exc}", "FileError", None, False)
+    return UploadError(f"{prefix}: {type(exc).__name__}: {exc}", "InternalError", None, False)
 
 
 def _with_retries(call: Callable[[], T], what: str, policy: RetryPolicy, log: RunLogger,
-                  cancelled: threading.Event | None = None) -> T:
-    attempt = 0
-    while True:
-        attempt += 1
+                  cancelled: threading.Event | None = None, prefix: str = UPLOAD_FAILED) -> T:
+    """`call` under `policy`: 5xx, 408, 429 and network errors are retried, the rest raised at once
+    as UploadError."""
+    def attempt() -> T:
         try:
             return call()
-        except Exception as e:  # classified below; only 5xx and network errors are retried
-            err = _classify(e, what)
-            if not err.retryable or attempt >= policy.tries or (cancelled and cancelled.is_set()):
-                if err.retryable and attempt > 1:
-                    err = UploadError(f"{err.message} after {attempt} tries", err.code, err.status, True)
-                raise err from None
-            wait_s = policy.delay(attempt)
-            if not policy.in_time(wait_s):
-                raise UploadError(f"{err.message}; no time left to retry", err.code, err.status, True) from None
-            log.warning("cos request failed, retrying", what=what, attempt=attempt, code=err.code,
-                        retry_in_s=round(wait_s, 2))
-            if cancelled is not None:
-                if cancelled.wait(wait_s):  # another part failed for good: stop waiting
-                    raise err from None
-            else:
-                time.sleep(wait_s)
+        except Exception as e:  # classified here, so that the policy only asks "retryable?"
+            raise _classify(e, what, prefix) from None
+
+    def on_retry(attempt: int, err: BaseException, wait_s: float) -> None:
+        log.warning("cos request failed, retrying", what=what, attempt=attempt,
+                    code=getattr(err, "code", None), retry_in_s=round(wait_s, 2))
+
+    try:
+        return policy.run(attempt, retryable=lambda e: isinstance(e, UploadError) and e.retryable,
+                          on_retry=on_retry, sleep=cancelled.wait if cancelled is not None else time.sleep)
+    except GaveUp as g:
+        err = g.error if isinstance(g.error, UploadError) else UploadError(f"{prefix}: {g.error}", "InternalError")
+        if g.why == "tries" and g.attempts > 1:
+            err = UploadError(f"{err.message} after {g.attempts} tries", err.code, err.status, True)
+        elif g.why == "deadline":
+            err = UploadError(f"{err.message}; no time left to retry", err.code, err.status, True)
+        raise err from None
 
 
 # --- upload --------------------------------------------------------------------------------------
@@ -303,7 +335,7 @@ def upload_file(
         raise UploadError(f"upload failed: cannot read the file {path}: {e.strerror}", "FileError") from None
     creds = resolve_credentials(secret_id, secret_key, token)
     client = make_client(region, creds, timeout)
-    policy = RetryPolicy(tries=max(3, tries), backoff=backoff, max_backoff=max_backoff, deadline=deadline)
+    policy = RetryPolicy(tries=tries, backoff=backoff, max_backoff=max_backoff, deadline=deadline)
     threshold = DEFAULT_MULTIPART_THRESHOLD if multipart_threshold is None else multipart_threshold
     started = time.monotonic()
     extra = {"ContentType": content_type} if content_type else {}
@@ -390,3 +422,75 @@ def _complete(client: Any, bucket: str, key: str, upload_id: str, parts: list[di
             raise
 
     _with_retries(complete, f"complete multipart upload of {bucket}/{key}", policy, log)
+
+
+# --- the start check -----------------------------------------------------------------------------
+
+
+def check_access(
+    *,
+    bucket: str,
+    region: str,
+    path_prefix: str | None = None,
+    secret_id: str | None = None,
+    secret_key: str | None = None,
+    token: str | None = None,
+    tries: int = 3,
+    backoff: float = 0.25,
+    timeout: float = 5.0,
+    deadline: float | None = None,
+    log: RunLogger | None = None,
+) -> str | None:
+    """Try the credentials a recording will upload with on one cheap request (HEAD bucket).
+
+    Raises UploadError ("CosConfig cannot be used: <code>: ... <what to check>") when they cannot
+    work: no credentials, a bad COS_ENDPOINT, a wrong SecretId or SecretKey, no such bucket, access
+    denied. Returns None when COS let them in, or a warning when COS could not be reached (network
+    errors and 5xx for `tries` attempts): a COS that is down for a moment must not cost a recording;
+    its uploads retry, and a file that still cannot go up stays on disk and is reported.
+    """
+    log = log or get_logger()
+    started = time.monotonic()
+    try:
+        normalize_prefix(path_prefix)
+        creds = resolve_credentials(secret_id, secret_key, token)
+        client = make_client(region, creds, timeout)
+    except UploadError as e:
+        raise UploadError(f"{CHECK_FAILED}: {e.detail}", e.code) from None
+    except ValueError as e:
+        raise UploadError(f"{CHECK_FAILED}: InvalidArgument: {e}", "InvalidArgument") from None
+    what = f"HEAD bucket {bucket}"
+    policy = RetryPolicy(tries=tries, backoff=backoff, max_backoff=4 * backoff, deadline=deadline)
+    try:
+        _with_retries(lambda: client.head_bucket(Bucket=bucket), what, policy, log, prefix=CHECK_FAILED)
+    except UploadError as e:
+        if e.retryable:
+            warning = f"COS not reachable at start: {e.detail}"
+            log.warning("cos not reachable at start; recording anyway, the uploads will retry", error=warning)
+            return warning
+        raise _explain_refusal(client, bucket, path_prefix, e, what) from None
+    log.info("cos credentials accepted", bucket=bucket, credentials=creds.source,
+             seconds=round(time.monotonic() - started, 3))
+    return None
+
+
+def _explain_refusal(client: Any, bucket: str, path_prefix: str | None, err: UploadError, what: str) -> UploadError:
+    """A HEAD answer has no body, so no COS error code: name what a 404 or 403 means, asking COS
+    once more (GET bucket, whose error has a body) for a 403's code."""
+    if err.status == 404:
+        return UploadError(f"{CHECK_FAILED}: NoSuchBucket: the bucket does not exist (HTTP 404 on {what}; "
+                           f"{_HINTS['NoSuchBucket']})", "NoSuchBucket", 404)
+    if err.status != 403 or err.code in _HINTS:
+        return err
+    from qcloud_cos.cos_exception import CosServiceError
+
+    try:
+        client.list_objects(Bucket=bucket, Prefix=normalize_prefix(path_prefix), MaxKeys=1)
+    except CosServiceError as e:
+        told = _classify(e, f"GET bucket {bucket}", CHECK_FAILED)
+        if told.code in _HINTS:
+            return told
+    except Exception:  # only an explanation: the 403 stands without it
+        pass
+    return UploadError(f"{CHECK_FAILED}: AccessDenied: COS refused the credentials (HTTP 403 on {what}; "
+                       f"check CosConfig.SecretId and SecretKey; {_HINTS['AccessDenied']})", "AccessDenied", 403)

@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import errno
 import fractions
+import hashlib
+import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -58,6 +60,10 @@ SILENT_AFTER_MS = 2000
 FILL_LAG_MS = 1000
 DEFAULT_FRAME_MS = 40  # the duration given to a last video frame when it has no successor
 SILENCE_CHUNK = AUDIO_SAMPLE_RATE  # silence is written a second at a time, never one huge buffer
+
+# A file's local name is "{label}_{stamp}_{part}.{ext}"; the label is ours, never the userId (remote
+# input: "../x", "/abs", NUL, 200 characters), which stays in RecordedFile.user_id and the COS key.
+_LABEL = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
 # OSError numbers that mean "no room left to write" (a full disk, a quota, a file size limit).
 NO_SPACE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
@@ -251,6 +257,7 @@ class AnchorRecording:
     directory: Path
     max_file_ms: int | None = None
     request_key_frame: Callable[[], None] | None = None
+    label: str = ""  # the files' name prefix (letters, digits, "_", "-"); default: a hash of user_id
     clock: Callable[[], float] = time.monotonic
     wall: Callable[[], float] = time.time
     files: list[RecordedFile] = field(default_factory=list)
@@ -258,6 +265,10 @@ class AnchorRecording:
     def __post_init__(self) -> None:
         if self.mode not in EXTENSIONS:
             raise ValueError(f"unknown recording mode {self.mode!r}")
+        if not self.label:
+            self.label = "u" + hashlib.sha256(self.user_id.encode("utf-8", "surrogatepass")).hexdigest()[:16]
+        if not _LABEL.fullmatch(self.label):
+            raise ValueError(f"a file label is letters, digits, '_' and '-' (1..64), not {self.label!r}")
         self._timeline = _Clock()
         self._part: _Part | None = None
         self._part_no = 0
@@ -404,7 +415,7 @@ class AnchorRecording:
         self._part_no += 1
         start = self.wall() if start_time is None else start_time
         stamp = time.strftime("%Y%m%d%H%M%S", time.gmtime(start)) + f"{int(start * 1000) % 1000:03d}"
-        name = f"{self.user_id}_{stamp}_{self._part_no}.{EXTENSIONS[self.mode]}"
+        name = f"{self.label}_{stamp}_{self._part_no}.{EXTENSIONS[self.mode]}"
         self.directory.mkdir(parents=True, exist_ok=True)
         path = self.directory / name
         try:

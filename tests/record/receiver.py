@@ -1,5 +1,6 @@
 """A callback receiver on 127.0.0.1 for tests: records each POST (headers, raw body, JSON) and can
-answer 503 to the first N, drop N connections unanswered, or be down (connection refused)."""
+answer 503 (or any status; a 3xx with a Location) to the first N, drop N connections unanswered, or be
+down (connection refused)."""
 from __future__ import annotations
 
 import json
@@ -64,6 +65,8 @@ class CallbackReceiver:
                     return
                 reply = b"ok" if status == 200 else b"unavailable"
                 self.send_response(status)
+                if 300 <= status < 400:  # a redirect, to a path of this receiver that records POSTs too
+                    self.send_header("Location", f"{receiver.path}/moved")
                 self.send_header("Content-Type", "text/plain")
                 self.send_header("Content-Length", str(len(reply)))
                 self.end_headers()

@@ -104,3 +104,74 @@ def test_sign_key_never_logged(callback_receiver, monkeypatch, capfd):
     assert post_result(callback_receiver.url + "?token=abcd1234", RESULT, backoff=0.05)
     err = capfd.readouterr().err
     assert "super-secret-sign-key" not in err and "abcd1234" not in err
+
+
+class _VirtualTime:
+    """A clock that only moves when the callback waits: the 60 s schedule runs in no time."""
+
+    def __init__(self, monkeypatch):
+        self.now = 1000.0
+        self.waits: list[float] = []
+        monkeypatch.setattr(callback, "_clock", lambda: self.now)
+        monkeypatch.setattr(callback, "_sleep", self.sleep)
+
+    def sleep(self, seconds: float) -> None:
+        self.waits.append(seconds)
+        self.now += seconds
+
+
+def _failures(capfd):
+    lines = [json.loads(line) for line in capfd.readouterr().err.splitlines() if line.startswith("{")]
+    return [line for line in lines if line["msg"] == "callback failed"]
+
+
+def test_default_schedule_keeps_trying_for_at_least_a_minute(callback_receiver, monkeypatch, capfd):
+    policy = callback.callback_policy()
+    assert policy.shortest_span() >= 60.0  # even with every wait jittered to its shortest
+    assert policy.longest_span() <= 120.0
+    clock = _VirtualTime(monkeypatch)
+    callback_receiver.down()
+    assert post_result(callback_receiver.url, RESULT) is False
+    assert len(clock.waits) == policy.tries - 1 and sum(clock.waits) >= 60.0, clock.waits
+    assert max(clock.waits) <= 10.0  # backs off to TRTC's own 10 s between tries, no further
+    [failed] = _failures(capfd)
+    assert failed["tries"] == policy.tries and "Connection" in failed["error"]
+
+
+def test_the_deadline_bounds_the_schedule(callback_receiver, monkeypatch, capfd):
+    clock = _VirtualTime(monkeypatch)
+    callback_receiver.down()
+    assert post_result(callback_receiver.url, RESULT, deadline=clock.now + 20.0) is False
+    assert clock.now <= 1020.0 and 10.0 <= sum(clock.waits) <= 20.0, clock.waits
+    [failed] = _failures(capfd)
+    assert failed["error"].endswith("no time left to retry")
+
+
+def test_down_for_most_of_a_minute_is_still_delivered(callback_receiver, monkeypatch):
+    clock = _VirtualTime(monkeypatch)
+    callback_receiver.down()
+
+    def sleep_then_maybe_recover(seconds: float) -> None:
+        clock.sleep(seconds)
+        if clock.now - 1000.0 >= 45.0:  # back after 45 s: TRTC's own callbacks would still arrive
+            callback_receiver.up()
+
+    monkeypatch.setattr(callback, "_sleep", sleep_then_maybe_recover)
+    assert post_result(callback_receiver.url, RESULT) is True
+    assert callback_receiver.wait_for(1)[0].json == RESULT
+
+
+def test_the_callers_tries_are_kept(callback_receiver):
+    callback_receiver.fail_next(5)
+    assert post_result(callback_receiver.url, RESULT, tries=1, backoff=0.01) is False
+    assert callback_receiver.attempts == 1  # one try asked for, one made (it used to be raised to 3)
+    assert post_result(callback_receiver.url, RESULT, tries=2, backoff=0.01) is False
+    assert callback_receiver.attempts == 3
+
+
+def test_a_redirect_is_not_followed_and_is_reported(callback_receiver, capfd):
+    callback_receiver.fail_next(1, status=302)
+    assert post_result(callback_receiver.url, RESULT, backoff=0.01) is False
+    assert callback_receiver.attempts == 1 and callback_receiver.received == []  # not retried, not followed
+    [failed] = _failures(capfd)
+    assert failed["error"] == "HTTP 302 redirect to /callback/moved not followed (give Callback the final URL)"

@@ -8,8 +8,12 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
+import pytest
+
+from emulator.scf.models import says_failed
 from functions.record_stream.index import main_handler
 
 from .conftest import REPO, probe
@@ -26,7 +30,7 @@ def _record_briefly(studio, seconds=1.0, mode="00", **extra):
 
 
 def test_cos_failing_twice_then_succeeding(studio, tmp_path):
-    studio.cos.fail_next(2)
+    studio.cos.fail_next(2, when="PUT ")
     result = _record_briefly(studio)
     [entry] = result["Files"]
     assert entry["Status"] == 1, entry
@@ -36,8 +40,14 @@ def test_cos_failing_twice_then_succeeding(studio, tmp_path):
 
 
 def test_cos_refusing_reports_status_0_and_keeps_the_file(studio):
+    """COS let the recorder in at start, then refuses the upload (a policy changed meanwhile)."""
+    room = studio.new_room()
+    run = studio.start(studio.event(room, mode="00"))  # returns once the start check passed
     studio.cos.deny()
-    result = _record_briefly(studio)
+    anchor = studio.anchor(room, "alice").publish(1.0).wait()
+    studio.remove(room)
+    result = run.wait()
+    anchor.leave()
     [entry] = result["Files"]
     assert entry["Status"] == 0 and entry["RecordFile"] == ""
     assert entry["Message"].startswith("upload failed: AccessDenied"), entry
@@ -61,11 +71,24 @@ def test_callback_down_then_up_is_delivered(studio):
     assert body == result and body["Files"][0]["Status"] == 1
 
 
-def test_callback_never_answering_still_returns_the_result(studio):
+def test_callback_never_answering_still_returns_the_result_in_time(studio, monkeypatch, capfd):
+    """The callback keeps trying for up to a minute, but never past the time limit: the run returns
+    its result before SCF would end it."""
+    monkeypatch.setenv("STOP_MARGIN_SECONDS", "3")
     studio.callback.down()
-    result = _record_briefly(studio)
+    room = studio.new_room()
+    started = time.monotonic()
+    run = studio.start(studio.event(room, mode="00"), studio.context(time_limit_s=8.0))
+    anchor = studio.anchor(room, "alice").publish(1.0).wait()
+    studio.remove(room)
+    result = run.wait()
+    anchor.leave()
+    assert time.monotonic() - started < 8.0
     assert result["Files"][0]["Status"] == 1
     assert studio.callback.received == []
+    lines = [json.loads(line) for line in capfd.readouterr().err.splitlines() if line.startswith("{")]
+    [failed] = [line for line in lines if line["msg"] == "callback failed"]
+    assert failed["tries"] >= 3 and failed["error"].endswith("no time left to retry"), failed
 
 
 def test_disk_filling_up_mid_recording_ends_it_cleanly(studio, tmp_path, monkeypatch):
@@ -153,7 +176,51 @@ def test_a_bad_usersig_is_reported_with_trtc_code(studio):
     result = main_handler(event, studio.context())
     assert result["Reason"] == "enter_failed" and result["Code"] == -3320, result
     assert result["Files"] == []
+    assert result["status"] == "failed" and says_failed(result)  # the run ends FAILED, not FINISHED 200
     assert studio.callback.wait_for(1)[0].json["Code"] == -3320
+
+
+def _gateway_event(params):
+    return {"httpMethod": "POST", "path": "/record_stream", "requestContext": {}, "headers": {},
+            "body": json.dumps(params)}
+
+
+@pytest.mark.parametrize("change,code,names", [
+    ({"SecretKey": "a-wrong-secret-key-0123"}, "SignatureDoesNotMatch", "CosConfig.SecretKey"),
+    ({"SecretId": "AKIDnobodyKnowsThis000000"}, "InvalidAccessKeyId", "CosConfig.SecretId"),
+    ({"Bucket": "missing-1250000000"}, "NoSuchBucket", "CosConfig.Bucket"),
+    ({"deny": True}, "AccessDenied", "cos:PutObject"),
+])
+def test_cos_config_that_cannot_work_fails_the_run_at_start(studio, change, code, names):
+    """Wrong keys, a missing bucket or a refusal end the run FAILED in about a second, with the
+    reason naming CosConfig, before the recorder enters the room (not after an hour of recording)."""
+    room = studio.new_room()
+    event = studio.event(room, MaxIdleTime=2)  # were it to enter the room, it would stop soon
+    if change.pop("deny", False):
+        studio.cos.deny()
+    event["CosConfig"].update(change)
+    started = time.monotonic()
+    answer = main_handler(_gateway_event(event), studio.context())
+    assert time.monotonic() - started < 5.0
+    assert answer["statusCode"] == 200 and says_failed(answer)  # the emulator's rule: FAILED (430)
+    result = json.loads(answer["body"])
+    assert (result["status"], result["Reason"], result["Files"]) == ("failed", "cos_config", []), result
+    assert result["Message"].startswith(f"CosConfig cannot be used: {code}") and names in result["Message"], result
+    assert studio.callback.wait_for(1)[0].json == result
+    assert not any(r.method == "PUT" for r in studio.cos.requests if f"_{room}_" in r.key)
+    assert studio.rooms.rooms.get(studio.rooms.sdk_app_id, room) is None  # never entered
+    if code == "SignatureDoesNotMatch":
+        assert change["SecretKey"] not in json.dumps(result)
+
+
+def test_cos_unreachable_for_a_moment_at_start_does_not_stop_the_recording(studio, tmp_path, capfd):
+    studio.cos.fail_next(3, when="HEAD ")  # every try of the start check gets a 503
+    result = _record_briefly(studio)
+    assert result["status"] == "finished" and not says_failed(result)
+    [entry] = result["Files"]
+    assert entry["Status"] == 1, entry
+    assert abs(probe(studio.fetch(entry["RecordFile"], tmp_path / "late.mp3")).audio_s - 1.0) <= 0.1
+    assert "cos not reachable at start; recording anyway" in capfd.readouterr().err
 
 
 def test_internal_callback_is_refused_unless_allowlisted(studio, monkeypatch):

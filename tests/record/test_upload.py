@@ -6,7 +6,7 @@ from datetime import datetime, timezone
 
 import pytest
 
-from shared.record.storage import UploadError, cos_url, object_key, parse_cos_url, upload_file
+from shared.record.storage import UploadError, check_access, cos_url, object_key, parse_cos_url, upload_file
 
 
 @pytest.fixture
@@ -189,6 +189,16 @@ def test_object_key_is_unique_sortable_and_rooted():
         object_key("a/../b", 1, 2, "u", t, "mp4")
 
 
+def test_object_key_from_hostile_user_ids_stays_one_short_distinct_segment():
+    t = datetime(2026, 11, 21, 5, 6, 7, 890000, tzinfo=timezone.utc)
+    ids = ["../../x", "/abs/x", "a/b", "a-b", "nul\x00id", "\U0001F600", "../" * 66 + "xx", "../" * 66 + "xy", ".."]
+    keys = [object_key("p", 1, 2, user_id, t, "mp3") for user_id in ids]
+    assert len(set(keys)) == len(ids)
+    for key in keys:
+        assert key.startswith("p/1_2_") and key.count("/") == 1, key
+        assert len(key) < 120 and all(ch.isascii() and (ch.isalnum() or ch in "/_-.") for ch in key), key
+
+
 def test_cos_url_quotes_the_key():
     assert cos_url("b-1250000000", "ap-guangzhou", "a b/c.mp4") == \
         "https://b-1250000000.cos.ap-guangzhou.myqcloud.com/a%20b/c.mp4"
@@ -216,3 +226,67 @@ def test_a_part_refused_fails_the_upload_and_aborts_it(cos_env, tmp_path):
     assert not pending.get("Upload")  # aborted: no parts left behind to be billed
     assert cos_env.list_keys(key) == []
     assert any(r.method == "DELETE" and "uploadId" in r.query for r in cos_env.requests if r.key == key)
+
+
+# --- the start check: credentials tried before a recording starts ---------------------------------
+
+
+def _check(svc, **kw):
+    kw.setdefault("secret_id", svc.secret_id)
+    kw.setdefault("secret_key", svc.secret_key)
+    kw.setdefault("bucket", svc.bucket)
+    kw.setdefault("backoff", 0.05)
+    return check_access(region=svc.region, path_prefix="/trtc/check", **kw)
+
+
+def test_start_check_accepts_good_credentials_with_one_head(cos_env):
+    before = len(cos_env.requests)
+    assert _check(cos_env) is None
+    assert [(r.method, r.key, r.status) for r in cos_env.requests[before:]] == [("HEAD", "", 200)]
+
+
+@pytest.mark.parametrize("kw,code,names", [
+    ({"secret_key": "wrong-key-0123456789"}, "SignatureDoesNotMatch", "CosConfig.SecretKey"),
+    ({"secret_id": "AKIDnobodyKnowsThis000000"}, "InvalidAccessKeyId", "CosConfig.SecretId"),
+    ({"bucket": "missing-1250000000"}, "NoSuchBucket", "CosConfig.Bucket"),
+    ({"secret_key": None}, "MissingCredentials", "CosConfig.SecretKey is missing"),
+])
+def test_start_check_names_what_is_wrong(cos_env, kw, code, names):
+    with pytest.raises(UploadError) as e:
+        _check(cos_env, **kw)
+    assert e.value.code == code
+    assert str(e.value).startswith(f"CosConfig cannot be used: {code}") and names in str(e.value), str(e.value)
+
+
+def test_start_check_access_denied(cos_env):
+    cos_env.deny()
+    with pytest.raises(UploadError, match=r"^CosConfig cannot be used: AccessDenied.*cos:HeadBucket") as e:
+        _check(cos_env)
+    assert not e.value.retryable
+
+
+def test_start_check_treats_an_unreachable_cos_as_a_warning(cos_env, monkeypatch):
+    cos_env.fail_next(1)
+    assert _check(cos_env) is None  # a 503, then in: retried like an upload
+    cos_env.fail_next(3)
+    warning = _check(cos_env, tries=3)
+    assert warning.startswith("COS not reachable at start: HTTP503") and "after 3 tries" in warning, warning
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    monkeypatch.setenv("COS_ENDPOINT", f"http://127.0.0.1:{port}")
+    assert "network error" in _check(cos_env, tries=2, timeout=2)
+
+
+def test_the_callers_tries_are_kept(cos_env, tmp_path):
+    src = tmp_path / "two.mp3"
+    src.write_bytes(b"t" * 10)
+    cos_env.fail_next(50)
+    with pytest.raises(UploadError, match="after 2 tries"):
+        _upload(cos_env, src, "up/two/two.mp3", tries=2)
+    assert sum(1 for r in cos_env.requests if r.key == "up/two/two.mp3") == 2  # not raised to 3
+    with pytest.raises(UploadError, match="ServiceUnavailable"):
+        _upload(cos_env, src, "up/two/one.mp3", tries=1)
+    assert sum(1 for r in cos_env.requests if r.key == "up/two/one.mp3") == 1

@@ -141,3 +141,20 @@ def test_a_new_picture_size_starts_a_new_file(tmp_path):
     found = [probe(f.path) for f in files]
     assert [round(p.video_s, 2) for p in found] == [1.0, 1.0], found
     assert abs(sum(p.audio_s for p in found) - 2.0) <= 0.1, found
+
+
+def test_file_names_never_come_from_the_user_id(tmp_path):
+    """The userId is remote input; the writer names files by a label of its owner's (by default a
+    hash of the id), so "../x" or a NUL lands inside the directory and the id stays in metadata."""
+    run_dir = tmp_path / "run"
+    for user_id in ("../x", "nul\x00id", "a/b"):
+        rec = AnchorRecording(user_id, "00", run_dir)
+        for i in range(10):
+            rec.add_audio(tone(i), arrival=10.0 + i * 0.02)
+        [f] = rec.close(arrival=10.2)
+        assert f.user_id == user_id and f.error is None and f.path.parent == run_dir
+        assert probe(f.path).audio_s > 0.15
+    assert sorted(p.parent for p in tmp_path.rglob("*.mp3")) == [run_dir] * 3
+    assert AnchorRecording("x", "00", run_dir, label="anchor007").label == "anchor007"
+    with pytest.raises(ValueError, match="file label"):
+        AnchorRecording("x", "00", run_dir, label="../x")
