@@ -89,3 +89,14 @@ def test_a_boolean_is_not_a_number(name):
 @pytest.mark.parametrize("value", ["Infinity", "NaN", "1e400"])
 def test_a_split_length_is_finite(value):
     assert "MaxMediaFileDuration:" in refused({**GOOD, "MaxMediaFileDuration": value})
+
+
+def test_a_failing_callback_logs_no_query_even_in_the_http_client_s_error(capsys):
+    from shared.record.callback import post_result
+
+    url = "http://127.0.0.1:9/cb?sig=callback-signature-2"  # nothing listens on port 9
+    params = RecordParams.model_validate({**GOOD, "Callback": url})
+    assert post_result(params.Callback, {"SdkAppId": 1}, tries=3, backoff=0.01, max_backoff=0.01) is False
+    err = capsys.readouterr().err
+    assert "callback failed" in err and "http://127.0.0.1:9/cb?***" in err
+    assert "callback-signature-2" not in err
