@@ -117,6 +117,7 @@ def redact_event(event: Any) -> Any:
     if not is_gateway_event(event):
         return redact(event)
     kept = redact({k: v for k, v in event.items() if k != "body"})
+    kept["isBase64Encoded"] = False  # the body kept is text, whatever it arrived as
     try:
         body, form = _body_params(event)
     except UserError as e:
@@ -128,7 +129,6 @@ def redact_event(event: Any) -> Any:
         kept["body"] = urlencode([(k, str(v)) for k, v in redact(body).items()])
     else:
         kept["body"] = json.dumps(redact(body), ensure_ascii=False)
-    kept["isBase64Encoded"] = False
     return kept
 
 

@@ -42,7 +42,7 @@ class Params(BaseModel):
     def _numbers(cls, v: Any, info: ValidationInfo) -> Any:
         if info.field_name is None:
             return v
-        annotation = cls.model_fields[info.field_name].annotation
+        annotation: Any = cls.model_fields[info.field_name].annotation
         if not _numeric(annotation):
             return v
         if isinstance(v, bool):
