@@ -11,12 +11,13 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import sys
 from typing import Any, Callable, Mapping, TypeVar
-from urllib.parse import parse_qsl
+from urllib.parse import parse_qsl, urlencode
 
 from pydantic import BaseModel, ValidationError
 
-from .runtime import Invocation, RunLogger, get_logger, redact
+from .runtime import MAX_DEPTH, REDACTED, Invocation, RunLogger, get_logger, redact
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -40,14 +41,22 @@ def extract_params(event: Any) -> dict[str, Any]:
     if not isinstance(event, Mapping):
         raise UserError(f"the event must be a JSON object, got {type(event).__name__}", "invalid_parameters")
     if not is_gateway_event(event):
+        _check_depth(event, "parameters")
         return dict(event)
     params: dict[str, Any] = {}
     query = event.get("queryString") or event.get("queryStringParameters") or {}
     if isinstance(query, Mapping):
         params.update({k: v for k, v in query.items() if v is not None})
+    body, _ = _body_params(event)
+    params.update(body or {})
+    return params
+
+
+def _body_params(event: Mapping[str, Any]) -> tuple[dict[str, Any] | None, bool]:
+    """A gateway event's body as parameters (None when there is none), and whether it was a form."""
     body = event.get("body")
     if body in (None, ""):
-        return params
+        return None, False
     if isinstance(body, (bytes, bytearray)):
         body = bytes(body).decode("utf-8", "replace")
     if isinstance(body, str) and event.get("isBase64Encoded") in (True, "true", "True"):
@@ -56,22 +65,71 @@ def extract_params(event: Any) -> dict[str, Any]:
         except (binascii.Error, UnicodeDecodeError) as e:
             raise UserError(f"body is marked base64 but does not decode: {e}", "invalid_parameters") from None
     if isinstance(body, Mapping):
-        params.update(body)
-        return params
+        _check_depth(body, "body")
+        return dict(body), False
     text = str(body).strip()
     content_type = _header(event, "content-type")
     if "application/x-www-form-urlencoded" in content_type and not text.startswith("{"):
-        params.update(dict(parse_qsl(text, keep_blank_values=True)))
-        return params
-    try:
-        parsed = json.loads(text)
-    except json.JSONDecodeError as e:
-        raise UserError(f"body is not valid JSON: {e.msg} at line {e.lineno} column {e.colno}",
-                        "invalid_parameters") from None
+        return dict(parse_qsl(text, keep_blank_values=True)), True
+    parsed = parse_json(text, "body")
     if not isinstance(parsed, dict):
         raise UserError(f"body must be a JSON object, got {type(parsed).__name__}", "invalid_parameters")
-    params.update(parsed)
-    return params
+    return parsed, False
+
+
+def parse_json(text: str | bytes, what: str = "body") -> Any:
+    """`text` as JSON, or a UserError naming `what`: bad syntax, nesting deeper than MAX_DEPTH levels,
+    or an integer too long to convert (Python's limit of int digits). The one place a caller's JSON
+    is read, so no body can end in a traceback."""
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise UserError(f"{what} is not valid JSON: {e.msg} at line {e.lineno} column {e.colno}",
+                        "invalid_parameters") from None
+    except RecursionError:  # json's C scanner recurses per level
+        raise UserError(f"{what}: nested too deeply (at most {MAX_DEPTH} levels)", "invalid_parameters") from None
+    except ValueError:  # "Exceeds the limit (4300 digits) for integer string conversion"
+        raise UserError(f"{what}: number too large (at most {sys.get_int_max_str_digits()} digits)",
+                        "invalid_parameters") from None
+    _check_depth(value, what)
+    return value
+
+
+def _check_depth(value: Any, what: str) -> None:
+    """Refuse objects/arrays nested deeper than MAX_DEPTH (walked without recursion): what is accepted
+    must be validated, logged and recorded without exhausting the stack."""
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        v, depth = stack.pop()
+        children = v.values() if isinstance(v, Mapping) else v if isinstance(v, (list, tuple)) else None
+        if children is None:
+            continue
+        if depth > MAX_DEPTH:
+            raise UserError(f"{what}: nested too deeply (at most {MAX_DEPTH} levels)", "invalid_parameters")
+        stack.extend((c, depth + 1) for c in children)
+
+
+def redact_event(event: Any) -> Any:
+    """The event as it may be kept in a record (the emulator's run.json). A gateway event's body is
+    decoded and parsed as `extract_params` reads it, redacted by field, and kept as text again
+    (JSON, or a form); a body that does not parse is not kept at all, since nothing in it can be
+    told apart from a secret. Any other event is redacted as it is."""
+    if not is_gateway_event(event):
+        return redact(event)
+    kept = redact({k: v for k, v in event.items() if k != "body"})
+    kept["isBase64Encoded"] = False  # the body kept is text, whatever it arrived as
+    try:
+        body, form = _body_params(event)
+    except UserError as e:
+        kept["body"] = f"{REDACTED} (not kept: {e.message})"
+        return kept
+    if body is None:
+        kept["body"] = event.get("body")
+    elif form:
+        kept["body"] = urlencode([(k, str(v)) for k, v in redact(body).items()])
+    else:
+        kept["body"] = json.dumps(redact(body), ensure_ascii=False)
+    return kept
 
 
 def _header(event: Mapping[str, Any], name: str) -> str:
@@ -95,11 +153,22 @@ def describe_validation_error(err: ValidationError) -> str:
             msg = "is required"
         elif e.get("type") == "extra_forbidden":
             msg = "is not a known parameter"
-        elif "input" in e and e.get("type") not in ("missing",) and not isinstance(e["input"], (dict, list)):
-            shown = redact({loc.split(".")[-1]: e["input"]})[loc.split(".")[-1]]
-            msg = f"{msg} (got {shown!r})"
+        elif e.get("input") is not None and not isinstance(e["input"], (dict, list)):
+            msg = f"{msg} (got {_shown(loc.split('.')[-1], e['input'])})"
         parts.append(f"{loc}: {msg}")
     return "invalid parameters: " + "; ".join(parts)
+
+
+SHOWN_INPUT_CHARS = 80  # a bad value is quoted in the 400 up to this length
+
+
+def _shown(field: str, value: Any) -> str:
+    """A bad input as quoted in an error: redacted as its field would be, and cut short."""
+    try:
+        text = repr(redact({field: value})[field])
+    except ValueError:  # an int beyond Python's digit limit cannot even be shown
+        return f"an integer of {value.bit_length()} bits" if isinstance(value, int) else "an unreadable value"
+    return text if len(text) <= SHOWN_INPUT_CHARS else text[:SHOWN_INPUT_CHARS - 1] + "…"
 
 
 def gateway_response(status: int, body: Any) -> dict[str, Any]:
@@ -151,6 +220,9 @@ def handle(
     except UserError as e:
         log.error(e.message, reason=e.reason)
         return answer(e.status_code, failed_result(e.reason, e.message))
+    except Exception as e:  # a validator's own bug: reported like one in `work`, not as a traceback
+        log.error("internal error validating the parameters", error=f"{type(e).__name__}: {e}")
+        return answer(500, failed_result("internal_error", f"{type(e).__name__}: {e}"))
 
     try:
         result = work(params, inv, log)

@@ -9,6 +9,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Callable
 from urllib.parse import parse_qsl, urlsplit
 
+from shared.gateway import UserError, parse_json
+
 from .errors import ApiError
 from .signature import verify
 
@@ -93,9 +95,9 @@ class CloudApi:
             params: Any = dict(parse_qsl(query))
         else:
             try:
-                params = json.loads(body or b"{}")
-            except json.JSONDecodeError as e:
-                raise ApiError("InvalidParameter", f"The request body is not valid JSON: {e.msg}.") from None
+                params = parse_json(body or b"{}", "The request body")
+            except UserError as e:
+                raise ApiError("InvalidParameter", f"{e.message}.") from None
         if not isinstance(params, dict):
             raise ApiError("InvalidParameter", "The request body must be a JSON object.")
         return actions[action](params)

@@ -4,7 +4,7 @@ Every invocation is one process (`python -m emulator.scf.runner`, which imports 
 `index.py` from its code root and calls `main_handler(event, context)`), in a session of its own so
 that a kill takes every child with it. A run is kept by request id in `runs_dir/<request id>/`:
 
-    run.json     what is known about the run (status, times, result, redacted event)
+    run.json     what is known about the run (status, times, result, the event with secrets redacted)
     log          the function's stdout and stderr, between SCF's START and END/Report lines
     result.json  what the runner wrote: the handler's return value, or the error it raised
 
@@ -28,7 +28,7 @@ from enum import Enum
 from pathlib import Path
 from typing import Any, Mapping
 
-from shared.runtime import redact
+from shared.gateway import redact_event
 
 from .exceptions import ScfError, concurrency_exceeded, event_not_found, function_not_found, request_too_large
 
@@ -233,8 +233,9 @@ class Scf:
             running = sum(1 for r in self._runs.values() if r.status is Status.RUNNING)
             if running >= self.max_concurrency:
                 raise concurrency_exceeded(self.max_concurrency)
+            # Kept as the function reads it: a gateway body decoded and parsed, then redacted by field.
             run = Run(request_id, fn, invoke_type, source, self.runs_dir / request_id, datetime.now(),
-                      redact(event))
+                      redact_event(event))
             self._runs[request_id] = run
         try:
             self._spawn(run, payload_event)

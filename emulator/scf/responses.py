@@ -10,6 +10,7 @@ from datetime import datetime
 from typing import Any, Callable
 
 from emulator.cloudapi import ApiError, CloudApi
+from shared.gateway import UserError, parse_json
 
 from .exceptions import ScfError
 from .models import DEFAULT_NAMESPACE, EVENT, INVOKE_TYPES, LATEST, REQUEST_RESPONSE, TIME_FORMAT, Run, Scf, Status
@@ -111,11 +112,10 @@ def actions(scf: Scf) -> dict[str, Action]:
         if context not in (None, ""):
             if not isinstance(context, str):
                 raise ApiError("InvalidParameterValue.ClientContext", "`ClientContext` must be a JSON string.")
-            try:
-                event = json.loads(context)
-            except json.JSONDecodeError as e:
-                raise ApiError("InvalidParameterValue.ClientContext",
-                               f"`ClientContext` is not valid JSON: {e.msg} at column {e.colno}.") from None
+            try:  # bad JSON, too deep, a number too long: the caller's error, not ours
+                event = parse_json(context, "`ClientContext`")
+            except UserError as e:
+                raise ApiError("InvalidParameterValue.ClientContext", f"{e.message}.") from None
         run = scf.invoke(name, event, invoke_type, source="invoke")
         if invoke_type == EVENT:
             return {"Result": {"FunctionRequestId": run.request_id, "RetMsg": "Async run task submitted", "Log": "",

@@ -1,20 +1,26 @@
 """push_stream's parameters: the seed's names and types (000/001), plus the optional extensions.
 
 The gateway hands strings, so "true", "1400000001" and "6379" are accepted where a bool or an int
-is meant (pydantic's lax mode). Every bad field is reported at once; `shared.gateway` turns the
-errors into one sentence naming them.
+is meant (pydantic's lax mode); a boolean is never a number (shared.contracts.fields.Params). Every
+bad field is reported at once; `shared.gateway` turns the errors into one sentence naming them.
 """
 from __future__ import annotations
 
 import re
 from typing import Optional, Union
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationInfo, field_validator
+from pydantic import Field, SecretStr, ValidationInfo, field_validator
 
 from shared.room.base import MAX_ROOM_ID, Role, RoomRef
 from shared.runtime import redact_value
 
+from .fields import Params, check_url
+
 DEFAULT_REDIS_PORT = 6379
+# Bounds that keep every duration a finite, convertible number of seconds (a pusher multiplies
+# them into timestamps and deadlines): a week of media per run, a seek of at most a year.
+MAX_DURATION_S = 7 * 86_400
+MAX_SEEK_S = 365 * 86_400
 
 # Characters TRTC allows in a string room id (besides letters and digits).
 _STR_ROOM_ID = re.compile(r"^[A-Za-z0-9 !#$%&()+\-:;<=.>?@\[\]^_{}|~,]{1,64}$")
@@ -27,10 +33,8 @@ def _looks_like_int_room(room_id: Union[int, str]) -> bool:
     return bool(_INT_ROOM_ID.match(room_id)) and int(room_id) <= MAX_ROOM_ID
 
 
-class PushParams(BaseModel):
+class PushParams(Params):
     """One push_stream request. Secrets are SecretStr: their repr never shows them."""
-
-    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True, hide_input_in_errors=False)
 
     # --- the seed's parameters ---
     videoSrc: str = Field(min_length=1, max_length=4096)
@@ -47,9 +51,9 @@ class PushParams(BaseModel):
     redisPassword: Optional[SecretStr] = None
 
     # --- extensions (named after TRTC's StartStreamIngest where one exists) ---
-    seekSecond: float = Field(default=0.0, ge=0)  # where a fresh push starts; a Redis record wins
+    seekSecond: float = Field(default=0.0, ge=0, le=MAX_SEEK_S)  # where a fresh push starts; a Redis record wins
     repeatNum: int = Field(default=0, ge=-1)  # -1 loops forever; N plays the source 1 + N times
-    maxDuration: Optional[float] = Field(default=None, gt=0)  # seconds of media this run pushes
+    maxDuration: Optional[float] = Field(default=None, gt=0, le=MAX_DURATION_S)  # seconds of media this run pushes
     volume: int = Field(default=100, ge=0, le=100)
     videoWidth: Optional[int] = Field(default=None, ge=16, le=4096)
     videoHeight: Optional[int] = Field(default=None, ge=16, le=4096)
@@ -57,6 +61,12 @@ class PushParams(BaseModel):
     videoBitrate: Optional[int] = Field(default=None, ge=16, le=50_000)  # kbit/s
     videoGop: Optional[int] = Field(default=None, ge=1, le=30)  # seconds
     redisDb: int = Field(default=0, ge=0, le=1023)
+
+    @field_validator("videoSrc", mode="after")
+    @classmethod
+    def _video_src(cls, v: str) -> str:
+        check_url(v)
+        return v
 
     @field_validator("userSig", "redisPassword", mode="after")
     @classmethod

@@ -1,20 +1,24 @@
 """record_stream's parameters: the seed's names and types (003), plus the optional extensions.
 
 The gateway hands strings, so "1400000001" and "300" are accepted where an int is meant (pydantic's
-lax mode). Every bad field is reported at once; `shared.gateway` turns the errors into one sentence
-naming them.
+lax mode); a boolean is never a number (shared.contracts.fields.Params). Everything that can be
+checked before the recording starts is checked here (CosConfig.Path by storage's own rule, the
+SecretId/SecretKey pair, the Callback URL), so that no recording is lost at its upload. Every bad
+field is reported at once; `shared.gateway` turns the errors into one sentence naming them.
 """
 from __future__ import annotations
 
 import re
 from typing import Any, Literal, Optional
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationInfo, field_validator
+from pydantic import Field, SecretStr, ValidationInfo, field_validator
 
-from shared.egress import validate_callback_url
-from shared.egress import DestinationRefused
+from shared.egress import DestinationRefused, validate_callback_url
+from shared.record.storage import path_problem
 from shared.room.base import MAX_ROOM_ID, RoomRef
 from shared.runtime import redact_value
+
+from .fields import Params, check_url, without_url
 
 # Characters TRTC allows in a string room id (besides letters and digits).
 _STR_ROOM_ID = re.compile(r"^[A-Za-z0-9 !#$%&()+\-:;<=.>?@\[\]^_{}|~,]{1,64}$")
@@ -39,13 +43,12 @@ def _mode(v: Any) -> Any:
     return v.strip() if isinstance(v, str) else v
 
 
-class CosSettings(BaseModel):
+class CosSettings(Params):
     """Where the files go. Without SecretId/SecretKey the execution role's credentials are used."""
 
-    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True, hide_input_in_errors=False)
-
-    SecretId: Optional[SecretStr] = None
-    SecretKey: Optional[SecretStr] = None
+    # Validated even when absent, so that SecretKey's check sees a SecretId given alone.
+    SecretId: Optional[SecretStr] = Field(default=None, validate_default=True)
+    SecretKey: Optional[SecretStr] = Field(default=None, validate_default=True)
     Region: str = Field(min_length=1)
     Bucket: str = Field(min_length=1)
     Path: str = Field(min_length=1, max_length=512)
@@ -64,7 +67,8 @@ class CosSettings(BaseModel):
     def _pair(cls, v: Optional[SecretStr], info: ValidationInfo) -> Optional[SecretStr]:
         has_id = info.data.get("SecretId") is not None
         if "SecretId" in info.data and has_id != (v is not None):
-            raise ValueError("SecretId and SecretKey go together: give both or neither")
+            raise ValueError("is required with SecretId: give both or neither" if has_id else
+                             "needs SecretId as well: give both or neither")
         return v
 
     @field_validator("Region", mode="after")
@@ -85,8 +89,9 @@ class CosSettings(BaseModel):
     @field_validator("Path", mode="after")
     @classmethod
     def _path(cls, v: str) -> str:
-        if ".." in v.split("/") or "\\" in v:
-            raise ValueError("must be a folder in the bucket such as /trtc (no '..' or backslash)")
+        problem = path_problem(v)  # the rule object_key applies at upload
+        if problem:
+            raise ValueError(problem)
         return v
 
     @property
@@ -95,10 +100,8 @@ class CosSettings(BaseModel):
         return self.Path.strip("/")
 
 
-class RecordParams(BaseModel):
+class RecordParams(Params):
     """One record_stream request. Secrets are SecretStr: their repr never shows them."""
-
-    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True, hide_input_in_errors=False)
 
     # --- the seed's parameters ---
     SdkAppId: int = Field(gt=0, lt=1 << 32)
@@ -118,15 +121,6 @@ class RecordParams(BaseModel):
     UnsubscribeUserIds: Optional[list[str]] = None
     # Minutes, as TRTC's; fractions are accepted so that a split can be short.
     MaxMediaFileDuration: Optional[float] = Field(default=None, gt=0, le=1440)
-
-    @field_validator("SdkAppId", "RoomId", "MaxIdleTime", "MaxDuration", mode="before")
-    @classmethod
-    def _no_bool(cls, v: Any) -> Any:
-        if isinstance(v, bool):
-            raise ValueError("must be an integer, not a boolean")
-        if isinstance(v, str) and not v.strip():
-            return None
-        return v
 
     @field_validator("RoomId", mode="after")
     @classmethod
@@ -175,12 +169,13 @@ class RecordParams(BaseModel):
     def _callback(cls, v: Optional[str]) -> Optional[str]:
         if not v:
             return None
+        check_url(v)
         if not re.match(r"^https?://", v, re.I):
             raise ValueError("must be an http:// or https:// URL")
         try:
             validate_callback_url(v)
         except DestinationRefused as e:
-            raise ValueError(str(e)) from None
+            raise ValueError(without_url(str(e), v)) from None
         return v
 
     @field_validator("Mode", mode="before")

@@ -117,14 +117,34 @@ def _timestamp(start_time: float | datetime) -> str:
     return dt.strftime("%Y%m%dT%H%M%S") + f"{dt.microsecond // 1000:03d}Z"
 
 
+# Room left in COS's 850-byte key for the file name object_key appends (about 150 bytes at most).
+MAX_PREFIX_BYTES = 600
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def path_problem(path_prefix: str | None) -> str | None:
+    """What is wrong with CosConfig.Path as a key prefix, or None. The one rule for Path:
+    record_stream's parameter model asks this too, so a Path refused here is refused before the
+    recording starts, not at its upload."""
+    text = path_prefix or ""
+    if "\\" in text:
+        return "must be a folder in the bucket such as /trtc, with '/' between folders (no backslash)"
+    if _CONTROL.search(text):
+        return "must not contain control characters (NUL, newline, ...)"
+    if len(text.encode("utf-8")) > MAX_PREFIX_BYTES:
+        return f"must be at most {MAX_PREFIX_BYTES} bytes (COS keys are at most 850)"
+    if any(p in (".", "..") for p in text.split("/")):
+        return "must not contain '.' or '..' segments"
+    return None
+
+
 def normalize_prefix(path_prefix: str | None) -> str:
     """CosConfig.Path as a key prefix: "" for the bucket root, else "a/b/" (no leading slash,
-    no empty segments)."""
-    parts = [p for p in (path_prefix or "").replace("\\", "/").split("/") if p]
-    bad = [p for p in parts if p in (".", "..")]
-    if bad:
-        raise ValueError(f"CosConfig.Path {path_prefix!r} must not contain '.' or '..' segments")
-    return "".join(p + "/" for p in parts)
+    no empty segments); ValueError when `path_problem` finds something wrong."""
+    problem = path_problem(path_prefix)
+    if problem:
+        raise ValueError(f"CosConfig.Path {path_prefix!r} {problem}")
+    return "".join(p + "/" for p in (path_prefix or "").split("/") if p)
 
 
 def object_key(

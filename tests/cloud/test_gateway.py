@@ -79,11 +79,16 @@ def test_handler_sees_the_api_gateway_event_and_the_scf_context(scf_stack, tmp_p
 
 def test_a_body_that_is_not_text_arrives_base64_encoded(scf_stack, tmp_path: Path):
     url = scf_stack.gateway.url
-    r = requests.post(f"{url}/release/probe", data=b"\xff\xfe\x00binary", timeout=5)  # the stage prefix works too
+    out = tmp_path / "seen.json"
+    r = requests.post(f"{url}/release/probe", params={"out": str(out)}, data=b"\xff\xfe\x00binary",
+                      timeout=5)  # the stage prefix works too
     assert r.status_code == 200
     run = _finished(url, r.headers["x-scf-reqid"])
-    assert run["event"]["isBase64Encoded"] is True
-    assert base64.b64decode(run["event"]["body"]) == b"\xff\xfe\x00binary"
+    event = json.loads(out.read_text())["event"]
+    assert event["isBase64Encoded"] is True
+    assert base64.b64decode(event["body"]) == b"\xff\xfe\x00binary"
+    # The record keeps only what could be parsed and redacted; these bytes could not.
+    assert run["event"]["isBase64Encoded"] is False and run["event"]["body"].startswith("*** (not kept:")
 
 
 def test_past_the_concurrency_limit_the_gateway_answers_432_resource_limit_reached(scf_stack):

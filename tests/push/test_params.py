@@ -95,3 +95,46 @@ def test_integer_room_type_refuses_a_string_room():
     result = main_handler({**GOOD, "roomId": "class-7b", "roomIdType": 1}, {})
     assert result["reason"] == "invalid_parameters"
     assert "roomId: an integer room id must be in 1..4294967295" in result["message"]
+
+
+# --- numbers are numbers, finite and in range; URLs parse ----------------------------------------
+
+@pytest.mark.parametrize("name", ["roomId", "sdkAppId", "volume", "videoFps", "videoGop", "videoWidth",
+                                  "repeatNum", "maxDuration", "seekSecond", "redisPort", "redisDb", "roomIdType"])
+def test_a_boolean_is_not_a_number(name):
+    # JSON true would otherwise be 1: room 1, volume 1, 1 fps.
+    response = main_handler(gateway_event({**GOOD, name: True}), {})
+    assert response["statusCode"] == 400
+    assert f"{name}: must be a number, not true/false" in json.loads(response["body"])["message"]
+
+
+@pytest.mark.parametrize("name, raw", [
+    ("maxDuration", "1e308"), ("maxDuration", '"Infinity"'), ("maxDuration", "1e400"), ("maxDuration", "NaN"),
+    ("maxDuration", "604801"), ("seekSecond", "1e308"), ("seekSecond", '"inf"'), ("seekSecond", "-0.5"),
+])
+def test_durations_are_finite_and_bounded(name, raw):
+    body = json.dumps(GOOD)[:-1] + f', "{name}": {raw}}}'  # raw JSON: 1e400 and NaN as a client sends them
+    event = {**gateway_event(GOOD), "body": body}
+    response = main_handler(event, {})
+    assert response["statusCode"] == 400, response
+    message = json.loads(response["body"])["message"]
+    assert f"{name}:" in message and "Traceback" not in message
+
+
+def test_a_week_of_media_is_the_longest_push():
+    assert PushParams.model_validate({**GOOD, "maxDuration": 604800}).maxDuration == 604800.0
+
+
+@pytest.mark.parametrize("src, why", [("http://[::1", "Invalid IPv6 URL"), ("http://h:99999/a.mp4", "Port out of range"),
+                                      ("http://h:0/a.mp4", "port 0"), ("rtmp://h:abc/live", "Port could not be cast")])
+def test_a_video_src_urllib_cannot_parse_is_a_400_naming_it(src, why):
+    response = main_handler(gateway_event({**GOOD, "videoSrc": src}), {})
+    assert response["statusCode"] == 400
+    message = json.loads(response["body"])["message"]
+    assert message.startswith("invalid parameters: videoSrc: is not a valid URL") and why in message
+
+
+def test_a_video_src_query_never_reaches_the_answer_or_the_log(capsys):
+    src = "http://[::1/a.mp4?auth_key=token-value-123"
+    response = main_handler(gateway_event({**GOOD, "videoSrc": src}), {})
+    assert "token-value-123" not in response["body"] and "token-value-123" not in capsys.readouterr().err

@@ -1,6 +1,6 @@
 """A test function: does what its parameters say, so tests can see what the emulator's SCF gives it.
 
-Parameters (from the API Gateway body or the Invoke event): `out` (write event, context, environment
+Parameters (from the API Gateway query string and body, or the Invoke event): `out` (write event, context, environment
 and process ids there), `mode` (echo, raise, failed, gateway_failed, crash, sleep), `seconds`,
 `marker` (written when SIGTERM arrives), `child` (start a `sleep` child process, to see it killed).
 """
@@ -13,11 +13,12 @@ import time
 
 def _params(event):
     if isinstance(event, dict) and "requestContext" in event and "httpMethod" in event:
-        body = event.get("body") or "{}"
+        params = dict(event.get("queryString") or {})
         try:
-            return json.loads(body)
+            body = json.loads(event.get("body") or "{}")
         except ValueError:
-            return {}
+            body = {}
+        return {**params, **body} if isinstance(body, dict) else params
     return event if isinstance(event, dict) else {}
 
 
