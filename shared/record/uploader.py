@@ -242,7 +242,8 @@ class FileOutput:
 
     def __post_init__(self) -> None:
         self._lock = threading.Lock()
-        self._submitted = 0
+        self._settled = threading.Condition(self._lock)
+        self._pending = 0  # this file's segments not yet landed or failed
         self._playlist_lock = threading.Lock()
 
     @property
@@ -252,20 +253,29 @@ class FileOutput:
     def on_segment(self, info: SegmentInfo) -> None:
         key = self.keys.segment(info.index)
         ext = "mp4" if info.is_init else key.rsplit(".", 1)[1]
-        self._submitted += 1
+        with self._lock:
+            self._pending += 1
 
         def done(job: UploadJob, error: UploadError | None) -> None:
-            if error is not None:
+            try:
+                if error is not None:
+                    with self._lock:
+                        self.failed[info.index] = (info.path, error.message)
+                    return
+                landed = Landed(info.index, key, info.bytes, info.duration_ms, info.media_offset, info.frames)
                 with self._lock:
-                    self.failed[info.index] = (info.path, error.message)
-                return
-            landed = Landed(info.index, key, info.bytes, info.duration_ms, info.media_offset, info.frames)
-            with self._lock:
-                self.landed[info.index] = landed
-            if "hls" in self.fmt:
-                self._put_playlist(ended=False)
-            if self.on_landed is not None:
-                self.on_landed(self, landed)
+                    self.landed[info.index] = landed
+                if "hls" in self.fmt:
+                    try:
+                        self._put_playlist(ended=False)
+                    except UploadError as e:  # the next segment's update (or the end) writes it again
+                        self.uploader.log.warning("playlist not updated", key=self.keys.playlist, error=e.message)
+                if self.on_landed is not None:
+                    self.on_landed(self, landed)
+            finally:
+                with self._settled:
+                    self._pending -= 1
+                    self._settled.notify_all()
 
         self.uploader.submit(UploadJob(info.path, key, CONTENT_TYPES[ext], done))
 
@@ -295,8 +305,11 @@ class FileOutput:
 
     def finalize(self, samples: int | None = None, deadline: float | None = None) -> list[dict[str, Any]]:
         """After the Segmenter closed: wait for this file's segments, then make the outputs.
-        Entries for Files[] (RecordFile, Status, Message, and LocalPath for what is kept)."""
-        self.uploader.drain(deadline)
+        Entries for Files[] (RecordFile, Status, Message, and LocalPath for what is kept).
+        Blocks on COS: call it from an upload thread, not the recording loop."""
+        with self._settled:  # this file's segments only: other anchors keep recording meanwhile
+            while self._pending and (deadline is None or time.monotonic() < deadline):
+                self._settled.wait(0.2)
         with self._lock:
             landed = dict(self.landed)
             failed = dict(self.failed)
