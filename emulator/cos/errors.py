@@ -14,6 +14,7 @@ STATUS = {
     "RequestTimeTooSkewed": 403,
     "InvalidArgument": 400,
     "NoSuchBucket": 404,
+    "FileAlreadyExists": 409,  # x-cos-forbid-overwrite: true and the key exists
     "InternalError": 500,
     "ServiceUnavailable": 503,
     "SlowDown": 503,

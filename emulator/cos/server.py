@@ -5,11 +5,16 @@ cos-python-sdk-v5 configured with `CosConfig(IP=..., Port=...)` sends every requ
 http://IP:PORT/<key> with `Host: <bucket>.cos.<region>.myqcloud.com` and signs that Host, so the
 bucket comes from the Host header; a request without a COS Host (curl to 127.0.0.1) goes to the
 service's own bucket.
+
+COS's own headers that S3 spells differently are translated: `x-cos-copy-source` (copy, part
+copy, with `x-cos-copy-source-range`) and `x-cos-forbid-overwrite: true` (PUT and complete
+multipart upload answer 409 FileAlreadyExists when the key exists, atomically).
 """
 from __future__ import annotations
 
 import io
 import logging
+from contextlib import nullcontext
 import re
 import socket
 import threading
@@ -57,6 +62,9 @@ class CosApp:
     def __init__(self, state: CosState):
         self.state = state
         self._moto = create_backend_app("s3")
+        # Requests with x-cos-forbid-overwrite check and write under one lock: of two racing
+        # create-once writes exactly one succeeds (what recovery's markers rely on).
+        self._write_once = threading.Lock()
 
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         request_id = new_request_id()
@@ -111,13 +119,28 @@ class CosApp:
 
         names = {k.lower() for k, _ in query}
         object_read = method in ("GET", "HEAD") and bool(key) and not names & {"uploadid", "acl", "tagging"}
-        status, out_headers, out_body = self._forward(environ, raw_uri, body, rewrite_body=not object_read)
+        forbid = headers.get("x-cos-forbid-overwrite", b"").decode("latin-1").strip().lower() == "true"
+        creates = forbid and key and (method == "PUT" and "uploadid" not in names
+                                      or method == "POST" and "uploadid" in names)
+        with self._write_once if creates else nullcontext():
+            try:
+                extra = self._copy_headers(headers)
+                if creates and self.state.backend.get_object(self.state.moto_bucket, key) is not None:
+                    raise CosError("FileAlreadyExists", "The object already exists and x-cos-forbid-overwrite "
+                                                        "is true.", 409)
+            except CosError as e:
+                return fail(e)
+            status, out_headers, out_body = self._forward(environ, raw_uri, body, rewrite_body=not object_read,
+                                                          extra_env=extra)
         if status >= 400:
             # moto's S3 error body lacks the Resource/TraceId the COS SDK reads; answer COS's shape.
             code, message = _s3_error(out_body, status)
             return fail(CosError(code, message, status))
         if status < 300 and key and self._changes_object(method, query):
             self.state.persist(key)
+        if status < 300 and not key and method == "POST" and "delete" in names:
+            for deleted in _deleted_keys(body):  # DeleteObjects: forget each key on disk too
+                self.state.persist(deleted)
         passed = [(k, v) for k, v in out_headers if k.lower() not in ("content-type", "content-length", "server")]
         # A HEAD answer has no body but tells the object's length.
         length = next((v for k, v in out_headers if k.lower() == "content-length"), None) if method == "HEAD" else None
@@ -149,10 +172,32 @@ class CosApp:
             return "uploadid" not in names
         return False
 
+    def _copy_headers(self, headers: dict[str, bytes]) -> dict[str, str]:
+        """COS's copy headers in moto's words: x-cos-copy-source names the source by its COS
+        domain ("bucket-appid.cos.region.myqcloud.com/key"), S3's by "/bucket/key"."""
+        env: dict[str, str] = {}
+        source = headers.get("x-cos-copy-source")
+        if source is None:
+            return env
+        host, _, path = source.decode("latin-1").partition("/")
+        m = COS_HOST.match(host.lower())
+        if not m or not path:
+            raise CosError("InvalidArgument", "x-cos-copy-source must be like "
+                                              "bucket-appid.cos.region.myqcloud.com/key", 400)
+        if m.group("bucket") != self.state.bucket or m.group("region") != self.state.region:
+            raise CosError("NoSuchBucket", "The source bucket does not exist.", 404)
+        env["HTTP_X_AMZ_COPY_SOURCE"] = f"/{self.state.moto_bucket}/{path}"
+        for cos, amz in (("x-cos-copy-source-range", "HTTP_X_AMZ_COPY_SOURCE_RANGE"),
+                         ("x-cos-metadata-directive", "HTTP_X_AMZ_METADATA_DIRECTIVE")):
+            if headers.get(cos):
+                env[amz] = headers[cos].decode("latin-1")
+        return env
+
     def _forward(self, environ: dict[str, Any], raw_uri: str, body: bytes,
-                 rewrite_body: bool) -> tuple[int, list[tuple[str, str]], bytes]:
+                 rewrite_body: bool, extra_env: dict[str, str] | None = None) -> tuple[int, list[tuple[str, str]], bytes]:
         bucket, internal = self.state.bucket, self.state.moto_bucket
         env = dict(environ)
+        env.update(extra_env or {})
         # The COS signature was checked above; moto only needs to see the request as signed (an
         # unsigned one is anonymous and refused on a private object).
         env["HTTP_AUTHORIZATION"] = ("AWS4-HMAC-SHA256 Credential=COSEMULATOR/20260101/us-east-1/s3/aws4_request, "
@@ -205,6 +250,15 @@ def _s3_error(body: bytes, status: int) -> tuple[str, str]:
     if not code:
         code = {404: "NoSuchKey", 403: "AccessDenied", 412: "PreconditionFailed"}.get(status, "InternalError")
     return code, message or _REASONS.get(status, "Error")
+
+
+def _deleted_keys(body: bytes) -> list[str]:
+    """The keys a DeleteObjects body names."""
+    try:
+        root = ElementTree.fromstring(body)
+    except ElementTree.ParseError:
+        return []
+    return [el.text or "" for el in root.iter() if el.tag.rsplit("}", 1)[-1] == "Key" and el.text]
 
 
 def _content_type(headers: list[tuple[str, str]], body: bytes) -> str:

@@ -514,3 +514,138 @@ def _explain_refusal(client: Any, bucket: str, path_prefix: str | None, err: Upl
         pass
     return UploadError(f"{CHECK_FAILED}: AccessDenied: COS refused the credentials (HTTP 403 on {what}; "
                        f"check CosConfig.SecretId and SecretKey; {_HINTS['AccessDenied']})", "AccessDenied", 403)
+
+
+# --- segments, assembly and recovery: the COS calls beyond one upload ------------------------------
+# One client for many small requests (segments, playlists, manifests, parts), each retried as above.
+
+FORBID_OVERWRITE_HEADER = "x-cos-forbid-overwrite"
+
+
+class AlreadyExists(UploadError):
+    """A create-once write (x-cos-forbid-overwrite) found the key taken."""
+
+
+def _allow_forbid_overwrite() -> None:
+    # cos-python-sdk-v5 refuses headers it has no name for; COS's create-once header has none yet.
+    from qcloud_cos import cos_comm
+
+    cos_comm.maplist.setdefault("ForbidOverwrite", FORBID_OVERWRITE_HEADER)
+
+
+class CosBucket:
+    """One bucket, one client, every call retried with `policy` (5xx and network errors only)."""
+
+    def __init__(self, bucket: str, region: str, creds: Credentials, *, policy: RetryPolicy | None = None,
+                 log: RunLogger | None = None, timeout: float = 30.0):
+        _allow_forbid_overwrite()
+        self.bucket = bucket
+        self.region = region
+        self.creds = creds
+        self.policy = policy or RetryPolicy()
+        self.log = log or get_logger()
+        self.client = make_client(region, creds, timeout)
+
+    @classmethod
+    def open(cls, bucket: str, region: str, secret_id: str | None = None, secret_key: str | None = None,
+             token: str | None = None, **kwargs: Any) -> "CosBucket":
+        """With the keys given, else the execution role's (see resolve_credentials)."""
+        return cls(bucket, region, resolve_credentials(secret_id, secret_key, token), **kwargs)
+
+    def url(self, key: str) -> str:
+        return cos_url(self.bucket, self.region, key)
+
+    def _call(self, fn: Callable[[], T], what: str) -> T:
+        return _with_retries(fn, what, self.policy, self.log)
+
+    def put_bytes(self, key: str, data: bytes, content_type: str | None = None, create_only: bool = False) -> None:
+        """PUT `data`; with `create_only`, AlreadyExists when the key exists (COS checks it atomically)."""
+        extra: dict[str, Any] = {"ContentType": content_type} if content_type else {}
+        if create_only:
+            extra["ForbidOverwrite"] = "true"
+        try:
+            self._call(lambda: self.client.put_object(Bucket=self.bucket, Key=key, Body=data, **extra), f"PUT {self.bucket}/{key}")
+        except UploadError as e:
+            if e.code == "FileAlreadyExists" or (create_only and e.status == 409):
+                raise AlreadyExists(e.message, e.code, e.status) from None
+            raise
+
+    def put_file(self, key: str, path: str | os.PathLike, content_type: str | None = None) -> int:
+        """PUT a local file (read per try); its size."""
+        extra = {"ContentType": content_type} if content_type else {}
+
+        def put() -> Any:
+            with open(path, "rb") as f:
+                return self.client.put_object(Bucket=self.bucket, Key=key, Body=f, **extra)
+
+        self._call(put, f"PUT {self.bucket}/{key}")
+        return os.path.getsize(path)
+
+    def get_bytes(self, key: str, first: int | None = None, last: int | None = None) -> bytes:
+        """An object's bytes (or bytes first..last, inclusive)."""
+        extra = {"Range": f"bytes={first or 0}-{'' if last is None else last}"} if first or last is not None else {}
+        return self._call(lambda: self.client.get_object(Bucket=self.bucket, Key=key, **extra)["Body"]
+                          .get_raw_stream().read(), f"GET {self.bucket}/{key}")
+
+    def head(self, key: str) -> dict[str, Any] | None:
+        """The object's headers, or None when it does not exist."""
+        try:
+            return self._call(lambda: self.client.head_object(Bucket=self.bucket, Key=key), f"HEAD {self.bucket}/{key}")
+        except UploadError as e:
+            if e.code in ("NoSuchKey", "NoSuchResource") or e.status == 404:
+                return None
+            raise
+
+    def list(self, prefix: str) -> list[tuple[str, int]]:
+        """(key, size) of every object under `prefix`, in key order."""
+        out: list[tuple[str, int]] = []
+        marker = ""
+        while True:
+            page = self._call(lambda: self.client.list_objects(Bucket=self.bucket, Prefix=prefix, Marker=marker,
+                                                               MaxKeys=1000), f"LIST {self.bucket}/{prefix}")
+            contents = page.get("Contents", [])
+            out += [(o["Key"], int(o["Size"])) for o in contents]
+            if page.get("IsTruncated") != "true" or not contents:
+                return out
+            marker = page.get("NextMarker") or contents[-1]["Key"]
+
+    def delete(self, keys: list[str]) -> None:
+        """Delete the keys (a missing key is no error), 1000 a request."""
+        for i in range(0, len(keys), 1000):
+            batch = {"Quiet": "true", "Object": [{"Key": k} for k in keys[i:i + 1000]]}
+            self._call(lambda: self.client.delete_objects(Bucket=self.bucket, Delete=batch), f"DELETE objects in {self.bucket}")
+
+    # multipart
+    def start_multipart(self, key: str, content_type: str | None = None) -> str:
+        extra = {"ContentType": content_type} if content_type else {}
+        return self._call(lambda: self.client.create_multipart_upload(Bucket=self.bucket, Key=key, **extra)["UploadId"],
+                          f"initiate multipart upload of {self.bucket}/{key}")
+
+    def put_part(self, key: str, upload_id: str, number: int, data: bytes) -> str:
+        answer = self._call(lambda: self.client.upload_part(Bucket=self.bucket, Key=key, Body=data, PartNumber=number,
+                                                            UploadId=upload_id), f"part {number} of {self.bucket}/{key}")
+        return {k.lower(): v for k, v in answer.items()}["etag"]
+
+    def copy_part(self, key: str, upload_id: str, number: int, source_key: str,
+                  first: int | None = None, last: int | None = None) -> str:
+        """A part copied inside COS from `source_key` (bytes first..last), no bytes through us."""
+        source = {"Bucket": self.bucket, "Region": self.region, "Key": source_key}
+        span = f"bytes={first}-{last}" if first is not None and last is not None else ""
+        answer = self._call(lambda: self.client.upload_part_copy(Bucket=self.bucket, Key=key, PartNumber=number,
+                                                                 UploadId=upload_id, CopySource=source,
+                                                                 CopySourceRange=span),
+                            f"part {number} of {self.bucket}/{key} (copy of {source_key})")
+        flat = {k.lower(): v for k, v in answer.items()}
+        etag = flat.get("etag") or (answer.get("CopyPartResult") or {}).get("ETag")
+        if not etag:
+            raise UploadError(f"upload failed: InternalError: no ETag for part {number} of {key}", "InternalError")
+        return etag
+
+    def complete(self, key: str, upload_id: str, parts: list[dict[str, Any]], size: int) -> None:
+        _complete(self.client, self.bucket, key, upload_id, parts, size, self.policy, self.log)
+
+    def abort(self, key: str, upload_id: str) -> None:
+        try:
+            self.client.abort_multipart_upload(Bucket=self.bucket, Key=key, UploadId=upload_id)
+        except Exception as e:  # billed parts are left; COS lifecycle rules can clear them
+            self.log.warning("could not abort the multipart upload", key=key, error=str(e))

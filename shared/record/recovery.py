@@ -1,0 +1,349 @@
+"""Recordings nobody can lose: the state a run leaves in COS, and `recover` that finishes a dead run.
+
+State, per run, under a prefix of a bucket the execution role can always use (the deployment's
+state bucket; `ManifestStore`):
+  {prefix}{requestId}.json        the manifest: the callback URL, the room, where each recording
+                                  file's segments go, a heartbeat. No secret ever: CosConfig's keys
+                                  are not in it (recovery works with the execution role's own).
+  {prefix}{requestId}.claim.N     create-once: whoever creates claim N finishes the run (N+1 may be
+                                  created only when claim N is older than CLAIM_LEASE_S).
+  {prefix}{requestId}.reported    create-once, written just before the callback is POSTed: of any
+                                  number of finishers (two recoveries, the original run coming
+                                  back) exactly one creates it, and only that one POSTs.
+Create-once is COS's `x-cos-forbid-overwrite: true` (PUT answers 409 FileAlreadyExists when the key
+exists; atomic in COS and in the emulator). It does not hold in a bucket that ever had versioning.
+
+Segments themselves are the truth about what was recorded: recovery LISTs each file's segment
+prefix, so the manifest is only written when a file opens or closes, and for the heartbeat.
+
+A run is dead when its heartbeat is older than STALE_AFTER_S (or SCF reports its event as no
+longer RUNNING, when the caller can ask). The trigger that looks for dead runs is described in
+the phase-2 notes (a timer in serverless.yml, every minute).
+"""
+from __future__ import annotations
+
+import json
+import os
+import time
+import uuid
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from shared.runtime import RunLogger, get_logger
+
+from .storage import AlreadyExists, CosBucket, UploadError, resolve_credentials
+from .uploader import CONTENT_TYPES, OutputKeys, finalize, segments_in
+
+STATE_PREFIX = ".recording/"
+HEARTBEAT_S = 15.0
+STALE_AFTER_S = 45.0  # three heartbeats missed: the run is gone
+CLAIM_LEASE_S = 600.0  # a finisher that claimed and went silent this long is replaced
+MANIFEST_VERSION = 1
+RECOVERED_NOTE = ("recovered: the recording run ended without finishing; this file holds what reached COS, "
+                  "the last seconds (up to SegmentDuration + 2 s) may be missing")
+
+
+@dataclass
+class FileRecord:
+    """One recording file (an anchor's stay, or one part of it)."""
+
+    user_id: str
+    part: int
+    start_time: float  # epoch seconds of its first media
+    final_key: str  # what storage.object_key gives; the other keys derive from it (OutputKeys)
+    channels: int = 1
+    local_dir: str | None = None  # where its segments are written (a shared CFS mount survives the run)
+    closed: bool = False
+    samples: int | None = None  # MP3: PCM samples encoded (known once closed)
+
+    @property
+    def keys(self) -> OutputKeys:
+        return OutputKeys(self.final_key)
+
+
+@dataclass
+class Manifest:
+    request_id: str
+    sdk_app_id: int
+    room_id: int
+    str_room_id: str
+    user_id: str  # the recorder's
+    callback: str | None
+    mode: str
+    output_format: str
+    segment_s: float
+    bucket: str
+    region: str
+    path: str
+    credentials: str = "role"  # "parameters" when the run had CosConfig keys (recovery cannot use them)
+    started_at: float = field(default_factory=time.time)
+    heartbeat_at: float = field(default_factory=time.time)
+    files: list[FileRecord] = field(default_factory=list)
+    version: int = MANIFEST_VERSION
+
+    def to_json(self) -> bytes:
+        return json.dumps(asdict(self), ensure_ascii=False, separators=(",", ":")).encode()
+
+    @classmethod
+    def from_json(cls, data: bytes) -> "Manifest":
+        raw = json.loads(data)
+        files = [FileRecord(**f) for f in raw.pop("files", [])]
+        known = {k: v for k, v in raw.items() if k in cls.__dataclass_fields__}
+        return cls(files=files, **known)
+
+    @classmethod
+    def for_run(cls, params: Any, request_id: str, output_format: str, segment_s: float) -> "Manifest":
+        """From record_stream's RecordParams: every field but the secrets (UserSig, CosConfig keys)."""
+        cos = params.CosConfig
+        return cls(request_id=request_id, sdk_app_id=params.SdkAppId,
+                   room_id=params.RoomId if params.RoomId is not None else 0,
+                   str_room_id=params.StrRoomId or "", user_id=params.UserId, callback=params.Callback,
+                   mode=params.Mode, output_format=output_format, segment_s=segment_s, bucket=cos.Bucket,
+                   region=cos.Region, path=cos.Path,
+                   credentials="parameters" if cos.SecretId is not None else "role")
+
+    def stale(self, now: float | None = None) -> bool:
+        return (time.time() if now is None else now) - self.heartbeat_at > STALE_AFTER_S
+
+
+class ManifestStore:
+    """The manifests and markers of every run, in one bucket under `prefix`."""
+
+    def __init__(self, bucket: CosBucket, prefix: str = STATE_PREFIX):
+        self.bucket = bucket
+        self.prefix = prefix if not prefix or prefix.endswith("/") else prefix + "/"
+
+    def _key(self, request_id: str, suffix: str = ".json") -> str:
+        safe = "".join(c if c.isalnum() or c in "-_." else "-" for c in request_id)[:128]
+        return f"{self.prefix}{safe}{suffix}"
+
+    def save(self, manifest: Manifest) -> None:
+        self.bucket.put_bytes(self._key(manifest.request_id), manifest.to_json(), "application/json")
+
+    def load(self, request_id: str) -> Manifest | None:
+        if self.bucket.head(self._key(request_id)) is None:
+            return None
+        return Manifest.from_json(self.bucket.get_bytes(self._key(request_id)))
+
+    def runs(self) -> list[str]:
+        """Request ids with a manifest (runs not yet finished and cleaned up)."""
+        return [k[len(self.prefix):-5] for k, _ in self.bucket.list(self.prefix) if k.endswith(".json")]
+
+    def claim(self, request_id: str, owner: str, now: float | None = None) -> bool:
+        """Become the one that finishes this run; False while another holds a fresh claim."""
+        now = time.time() if now is None else now
+        if self.reported(request_id):
+            return False  # finished and reported: claims are gone, the marker stays
+        base = self._key(request_id, ".claim.")
+        taken = sorted(int(k[len(base):]) for k, _ in self.bucket.list(base) if k[len(base):].isdigit())
+        if taken:
+            last = json.loads(self.bucket.get_bytes(f"{base}{taken[-1]}"))
+            if last.get("owner") == owner:
+                return True
+            if now - float(last.get("at", 0)) < CLAIM_LEASE_S:
+                return False
+        number = (taken[-1] if taken else 0) + 1
+        body = json.dumps({"owner": owner, "at": now}).encode()
+        try:
+            self.bucket.put_bytes(f"{base}{number}", body, "application/json", create_only=True)
+        except AlreadyExists:
+            return False
+        return True
+
+    def mark_reported(self, request_id: str, owner: str) -> bool:
+        """True for exactly one caller per run: the one that may POST the callback."""
+        body = json.dumps({"owner": owner, "at": time.time()}).encode()
+        try:
+            self.bucket.put_bytes(self._key(request_id, ".reported"), body, "application/json", create_only=True)
+        except AlreadyExists:
+            return False
+        return True
+
+    def reported(self, request_id: str) -> bool:
+        return self.bucket.head(self._key(request_id, ".reported")) is not None
+
+    def forget(self, request_id: str) -> None:
+        """After the report: the manifest and claims go; `.reported` stays (a late finisher reads it)."""
+        base = self._key(request_id, ".claim.")
+        self.bucket.delete([self._key(request_id)] + [k for k, _ in self.bucket.list(base)])
+
+
+class RunState:
+    """The live run's side: its manifest saved when a file opens or closes, and a heartbeat thread.
+
+        state = RunState(store, Manifest.for_run(params, rid, fmt, seg_s)).start()
+        state.add_file(FileRecord(...)); ...; state.close_file(record, samples)
+        if state.claim(): ...finalize, then state.report(post) sends the callback once
+    """
+
+    def __init__(self, store: ManifestStore, manifest: Manifest, log: RunLogger | None = None):
+        import threading
+
+        self.store = store
+        self.manifest = manifest
+        self.log = log or get_logger(manifest.request_id)
+        self.owner = f"run-{manifest.request_id}"
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._beat, name="heartbeat", daemon=True)
+
+    def start(self) -> "RunState":
+        self.save()
+        self._thread.start()
+        return self
+
+    def save(self) -> None:
+        with self._lock:
+            self.manifest.heartbeat_at = time.time()
+            try:
+                self.store.save(self.manifest)
+            except UploadError as e:  # the next beat tries again; the recording goes on
+                self.log.warning("recovery state not saved", error=e.message)
+
+    def add_file(self, record: FileRecord) -> None:
+        with self._lock:
+            self.manifest.files.append(record)
+        self.save()
+
+    def close_file(self, record: FileRecord, samples: int | None = None) -> None:
+        with self._lock:
+            record.closed, record.samples = True, samples
+        self.save()
+
+    def _beat(self) -> None:
+        while not self._stop.wait(HEARTBEAT_S):
+            self.save()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout=5)
+
+    def claim(self) -> bool:
+        """Before the run finishes its files: False when a recovery already took the run over."""
+        return self.store.claim(self.manifest.request_id, self.owner)
+
+    def report(self, post: Callable[[], bool]) -> bool:
+        """Send the callback (`post()`) only if nobody reported this run yet; then clean up."""
+        self.stop()
+        rid = self.manifest.request_id
+        if not self.store.mark_reported(rid, self.owner):
+            return False
+        post()
+        self.store.forget(rid)
+        return True
+
+
+# --- recovering one run ------------------------------------------------------------------------
+
+
+def _upload_leftovers(data: CosBucket, f: FileRecord, log: RunLogger) -> None:
+    """Segments a shared CFS still holds (closed, never uploaded) go up before the assembly."""
+    if not f.local_dir or not os.path.isdir(f.local_dir):
+        return
+    keys = f.keys
+    there = {k for _, k, _ in segments_in(data.list(keys.segment_prefix), keys)}
+    for path in sorted(Path(f.local_dir).iterdir()):
+        name = path.name
+        key = keys.segment_prefix + name
+        if key in there or not segments_in([(key, 0)], keys):
+            continue
+        # The segment being written when the run died is taken too: an MP3 one is whole frames up
+        # to the crash; an fMP4 one is written in one go when its fragment ends, so rarely partial.
+        data.put_file(key, path, CONTENT_TYPES.get(name.rsplit(".", 1)[-1], "application/octet-stream"))
+        log.info("uploaded a segment left on CFS", key=key)
+
+
+def recover(store: ManifestStore, manifest: Manifest, *, owner: str | None = None,
+            post: Callable[[str, dict[str, Any]], bool] | None = None,
+            open_bucket: Callable[[str, str], CosBucket] | None = None,
+            log: RunLogger | None = None) -> dict[str, Any] | None:
+    """Finish a dead run: assemble every file from what reached COS, report once.
+
+    Returns the result (the seed's shape, Reason "recovered"), or None when another finisher has
+    the run (a fresh claim) or it was already reported. `post(url, body)` sends the callback
+    (default: shared.record.callback.post_result); `open_bucket(bucket, region)` opens the
+    recording's bucket with the execution role (default: CosBucket.open without keys).
+    """
+    log = log or get_logger(manifest.request_id)
+    owner = owner or f"recovery-{uuid.uuid4()}"
+    rid = manifest.request_id
+    if store.reported(rid):
+        store.forget(rid)
+        return None
+    if not store.claim(rid, owner):
+        log.info("another finisher holds this run", request_id=rid)
+        return None
+    log.warning("recovering a run that ended without finishing", request_id=rid, files=len(manifest.files))
+    files: list[dict[str, Any]] = []
+    data: CosBucket | None = None
+    problem = ""
+    try:
+        data = (open_bucket or _role_bucket)(manifest.bucket, manifest.region)
+        data.list(manifest.path.strip("/") + "/" if manifest.path.strip("/") else "")  # can the role read it?
+    except UploadError as e:
+        problem = (f"the execution role cannot use bucket {manifest.bucket} ({e.message}); "
+                   f"grant it read and write on {manifest.bucket} so that recordings can be recovered")
+        if manifest.credentials == "parameters":
+            problem += " (the run used CosConfig keys, which are never stored)"
+        data = None
+    for f in manifest.files:
+        base = {"UserId": f.user_id, "StartTime": int(f.start_time * 1000)}
+        if data is None:
+            files.append({**base, "RecordFile": "", "Status": 0, "Message": f"{problem} ({RECOVERED_NOTE})"})
+            continue
+        try:
+            _upload_leftovers(data, f, log)
+        except (UploadError, OSError) as e:
+            log.error("segments left on CFS could not be uploaded", error=str(e))
+        for entry in finalize(data, f.keys, manifest.output_format, channels=f.channels,
+                              samples=f.samples if f.closed else None, segment_s=manifest.segment_s,
+                              note=RECOVERED_NOTE, log=log):
+            files.append({**base, **entry})
+    result = {
+        "SdkAppId": manifest.sdk_app_id,
+        "RoomId": manifest.room_id,
+        "UserId": manifest.user_id,
+        "StrRoomId": manifest.str_room_id,
+        "Files": files,
+        "Reason": "recovered",
+        "Message": "the run ended without finishing (killed, out of memory, or its instance lost); "
+                   "the project finished it from what reached COS" + (f": {problem}" if problem else ""),
+        "RequestId": rid,
+    }
+    if not store.mark_reported(rid, owner):
+        return None  # someone else reported in the meantime: never twice
+    if manifest.callback:
+        if post is None:
+            from .callback import post_result
+
+            def post(url: str, body: dict[str, Any]) -> bool:
+                return post_result(url, body, log=log)
+        if not post(manifest.callback, result):
+            log.error("recovered result not delivered to the callback", request_id=rid)
+    store.forget(rid)
+    return result
+
+
+def _role_bucket(bucket: str, region: str) -> CosBucket:
+    # Never CosConfig's keys: they were not stored. The execution role's, from the environment.
+    return CosBucket(bucket, region, resolve_credentials())
+
+
+def sweep(store: ManifestStore, *, now: float | None = None, is_running: Callable[[str], bool | None] | None = None,
+          **kwargs: Any) -> list[dict[str, Any]]:
+    """Recover every dead run in the store (what the timer trigger calls). `is_running(request_id)`
+    may ask SCF (GetAsyncEventStatus): False finishes a run at once, None falls back to the heartbeat."""
+    out = []
+    for rid in store.runs():
+        manifest = store.load(rid)
+        if manifest is None:
+            continue
+        running = is_running(rid) if is_running is not None else None
+        if running is True or (running is None and not manifest.stale(now)):
+            continue
+        result = recover(store, manifest, **kwargs)
+        if result is not None:
+            out.append(result)
+    return out

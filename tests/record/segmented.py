@@ -1,0 +1,87 @@
+"""What the segment tests share: feeding a Segmenter as writer.py's `_Part` would, a COS bucket on
+the local endpoint, and a look at what is in it."""
+from __future__ import annotations
+
+import array
+import itertools
+import math
+from pathlib import Path
+from typing import Callable, Iterator
+
+import av
+import pytest
+
+from shared.media.frames import AUDIO_SAMPLE_RATE, H264Frame
+from shared.record.segments import Segmenter
+from shared.record.storage import CosBucket, Credentials
+from shared.runtime import RetryPolicy
+
+SAMPLES_20MS = AUDIO_SAMPLE_RATE // 50
+FPS = 25
+_prefixes = itertools.count(1)
+
+
+def pcm_20ms(index: int, channels: int = 1, hz: float = 440.0) -> bytes:
+    start = index * SAMPLES_20MS
+    values = array.array("h")
+    for n in range(start, start + SAMPLES_20MS):
+        values.extend([int(9000 * math.sin(2 * math.pi * hz * n / AUDIO_SAMPLE_RATE))] * channels)
+    return values.tobytes()
+
+
+def feed(seg: Segmenter, seconds: float, units: list[H264Frame] | None = None,
+         between: Callable[[int], None] | None = None) -> None:
+    """`seconds` of media in arrival order: 20 ms of PCM, then the video due by then.
+    `between(i)` runs after each 20 ms step (a test looks at what happened so far)."""
+    v = 0
+    units = units or []
+    for i in range(int(seconds * 50)):
+        if seg.mode != "01":
+            seg.write_pcm(pcm_20ms(i, seg.channels))
+        while seg.mode != "00" and v < len(units) and units[v].pts_ms <= i * 20:
+            seg.write_video(units[v].data, units[v].pts_ms, 1000 // FPS, units[v].key)
+            v += 1
+        if between is not None:
+            between(i)
+
+
+def decoded(path: Path | str) -> dict[str, float]:
+    """What PyAV decodes: video frames, the first picture's key flag, audio seconds, duration."""
+    out = {"video_frames": 0, "audio_s": 0.0, "first_key": 0.0, "duration_s": 0.0}
+    with av.open(str(path)) as c:
+        out["duration_s"] = (c.duration or 0) / 1e6
+        if c.streams.video:
+            for n, frame in enumerate(c.decode(video=0)):
+                if n == 0:
+                    out["first_key"] = float(frame.key_frame)
+                out["video_frames"] += 1
+    with av.open(str(path)) as c:
+        if c.streams.audio:
+            out["audio_s"] = sum(f.samples for f in c.decode(audio=0)) / AUDIO_SAMPLE_RATE
+    return out
+
+
+@pytest.fixture
+def cos_env(monkeypatch, cos_service):
+    """COS redirected to the local endpoint, no execution role in the environment."""
+    monkeypatch.setenv("COS_ENDPOINT", cos_service.endpoint_url)
+    for name in ("TENCENTCLOUD_SECRETID", "TENCENTCLOUD_SECRETKEY", "TENCENTCLOUD_SESSIONTOKEN"):
+        monkeypatch.delenv(name, raising=False)
+    return cos_service
+
+
+@pytest.fixture
+def bucket(cos_env) -> CosBucket:
+    """The emulator's bucket with its own keys; retries quick so failure tests stay short."""
+    creds = Credentials(cos_env.secret_id, cos_env.secret_key)
+    return CosBucket(cos_env.bucket, cos_env.region, creds, policy=RetryPolicy(tries=3, backoff=0.02, max_backoff=0.1))
+
+
+@pytest.fixture
+def prefix() -> str:
+    """A key prefix of the test's own in the session's bucket."""
+    return f"seg/t{next(_prefixes)}/"
+
+
+def iter_keys(bucket: CosBucket, prefix: str) -> Iterator[str]:
+    return (k for k, _ in bucket.list(prefix))
