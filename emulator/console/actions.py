@@ -35,6 +35,8 @@ def _status_for(code: str) -> int:
 
 
 def _call(action: Any, params: dict[str, Any]) -> dict[str, Any]:
+    # What the page left out is missing, as in a request without it (MissingParameter, not Invalid).
+    params = {k: v for k, v in params.items() if v is not None}
     try:
         return dict(action(params))
     except ApiError as e:

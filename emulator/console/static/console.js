@@ -329,7 +329,7 @@ async function startPage() {
       let el;
       if (type === "select") el = h("select", { name }, dflt.map((o) => h("option", { value: o }, o)));
       else if (type === "checkbox") el = h("input", { type, name });
-      else el = h("input", { type, name, value: dflt, placeholder: name === "videoSrc" ? "/path/to/clip.mp4 or http://…" : null });
+      else el = h("input", { type, name, value: dflt, placeholder: name === "videoSrc" ? "/path/to/clip.mp4, or an HTTP(S), HLS or RTMP URL" : null });
       el.id = `${fn}-${name}`;
       inputs[name] = el;
       el.addEventListener("input", () => refresh(name === userField));
