@@ -213,3 +213,37 @@ def test_stale_pages_say_what_is_gone(page: Any):
     status = page.locator('#watch-status[data-state="gone"]')
     status.wait_for()
     assert "not in room 999" in status.inner_text()
+
+
+def test_a_growing_hls_playlist_in_cos_plays_live_in_the_recordings_page(page: Any, info: dict[str, Any],
+                                                                         tmp_path: Path):
+    """What a segmented recording leaves in COS while it runs: a playlist without an end that
+    gains segments, then the end."""
+    from qcloud_cos import CosConfig, CosS3Client
+
+    from tests.media_fixtures import make_hls
+
+    hls = make_hls(tmp_path / "hls", duration=5.0, segment_s=1)
+    cos = CosS3Client(CosConfig(IP=info["cos"]["ip"], Port=info["cos"]["port"], Region=info["cos"]["region"],
+                                Scheme="http", SecretId=info["secretId"], SecretKey=info["secretKey"]))
+    bucket, prefix = info["cos"]["bucket"], "console-live"
+    segments = sorted(hls.parent.glob("seg_*.ts"), key=lambda p: int(p.stem[4:]))
+    for seg in segments:
+        cos.put_object(Bucket=bucket, Key=f"{prefix}/{seg.name}", Body=seg.read_bytes())
+
+    def playlist(n: int, end: bool) -> None:
+        lines = ["#EXTM3U", "#EXT-X-VERSION:3", "#EXT-X-TARGETDURATION:1", "#EXT-X-MEDIA-SEQUENCE:0"]
+        for seg in segments[:n]:
+            lines += ["#EXTINF:1.000000,", seg.name]
+        cos.put_object(Bucket=bucket, Key=f"{prefix}/index.m3u8", Body="\n".join(lines + (["#EXT-X-ENDLIST"] if end else [])) + "\n")
+
+    playlist(3, end=False)
+    page.goto("#/recordings")
+    page.locator(f'tr[data-key="{prefix}/index.m3u8"] button.play').click()
+    player = "document.querySelector('#playing')"
+    # A live playlist starts near its live edge: three segments give the player room to start.
+    wait_for(lambda: page.evaluate(f"{player}.currentTime") > 0.3, 10, "the live playlist to play")
+    assert page.evaluate(f"{player}.duration") == float("inf")  # live: no end known yet
+    playlist(len(segments), end=True)  # the recording goes on, then ends
+    wait_for(lambda: page.evaluate(f"{player}.currentTime") > 2.5, 15, "the segments added later to play")
+    assert page.evaluate(f"{player}.error") is None
