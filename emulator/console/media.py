@@ -63,7 +63,7 @@ class Watcher:
 
     def __init__(self, key: StreamKey):
         self.key = key
-        self._items: deque[Message] = deque()
+        self._items: deque[tuple[int, Message]] = deque()  # (relayed at, wall ms; the packet)
         self._cond = threading.Condition()
         self._need_key = True
         self._facts: VideoFacts | None = None
@@ -77,7 +77,7 @@ class Watcher:
                 self.dropped += len(self._items)
                 self._items.clear()
                 self._need_key = True
-            self._items.append(message)
+            self._items.append((int(time.time() * 1000), message))
             self._cond.notify()
 
     def take(self, timeout: float) -> list[Message]:
@@ -88,8 +88,8 @@ class Watcher:
             items = list(self._items)
             self._items.clear()
         out: list[Message] = []
-        for m in items:
-            stamp = {"w": int(time.time() * 1000)}  # when the room relayed it, for the page's delay
+        for relayed_at, m in items:
+            stamp = {"w": relayed_at}  # the page measures how far behind the room it is with it
             if m.type == wire.VIDEO:
                 key = bool(m.header.get("k"))
                 if self._need_key and not key:

@@ -89,6 +89,14 @@ def async_status(scf_api: Any, reqid: str) -> str:
     return str(scf_api.GetAsyncEventStatus(req).Result.Status)
 
 
+def terminate(scf_api: Any, function: str, reqid: str, grace: bool) -> None:
+    from tencentcloud.scf.v20180416 import models
+
+    req = models.TerminateAsyncEventRequest()
+    req.FunctionName, req.InvokeRequestId, req.GraceShutdown = function, reqid, grace
+    scf_api.TerminateAsyncEvent(req)
+
+
 def wait_for(predicate: Callable[[], Any], timeout: float, what: str, every: float = 0.1) -> Any:
     deadline = time.monotonic() + timeout
     while True:

@@ -109,8 +109,9 @@ def test_watch_refuses_what_cannot_be_watched(info: dict[str, Any]):
 def test_the_watch_stream_joins_mid_stream_at_a_key_frame_with_its_codec(info: dict[str, Any], start: Any,
                                                                           gray_clip: Path, cloud: LocalCloud):
     start("push_stream", push_params(gray_clip, 411, repeatNum=-1))
-    assert cloud.rooms is not None
-    wait_for(lambda: any(m["video"] for r in cloud.rooms.rooms.snapshot() if r["roomId"] == 411 for m in r["members"]),
+    rooms = cloud.rooms
+    assert rooms is not None
+    wait_for(lambda: any(m["video"] for r in rooms.rooms.snapshot() if r["roomId"] == 411 for m in r["members"]),
              20, "the pusher to publish")
     wait_for(lambda: (lambda f: f and f["video"] and f["video"]["fps"] > 10)(
         cloud.console.tap.figures((APP, "i:411", "pusher"))), 10, "video in the room")  # type: ignore[union-attr]

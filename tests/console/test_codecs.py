@@ -12,7 +12,7 @@ from emulator.console.codecs import nal_units, opus_channels, video_facts
 from tests.media_fixtures import make_clip
 
 
-def _first_key_frame_annexb(path: Path) -> tuple[bytes, int, int, str]:
+def _first_key_frame_annexb(path: Path) -> tuple[bytes, int, int, str | None]:
     with av.open(str(path)) as c:
         stream = c.streams.video[0]
         bsf = av.bitstream.BitStreamFilterContext("h264_mp4toannexb", stream)

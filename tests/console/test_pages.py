@@ -12,11 +12,11 @@ from emulator.cloud import LocalCloud
 from emulator.trtc import usersig
 from shared import usersig as usersig_lib
 from shared.storage import parse_cos_url
-from shared.room import EnterParams, RemoteVideo, Role, RoomRef, VideoFormat
+from shared.room import EnterParams, PixelFrame, RemoteVideo, Role, RoomRef, VideoFormat
 from shared.room.local import LocalRoom
 from tests.media_fixtures import GRAY_LEVELS, gray_level
 
-from .conftest import APP, async_status, log_has, push_params, record_params, wait_for
+from .conftest import APP, async_status, terminate, log_has, push_params, record_params, wait_for
 
 
 def run_row(page: Any, reqid: str) -> Any:
@@ -70,7 +70,7 @@ class _Referee:
     def _read(self) -> None:
         while not self._stop.is_set():
             event = self.room.poll(0.2)
-            if isinstance(event, RemoteVideo):
+            if isinstance(event, RemoteVideo) and isinstance(event.frame, PixelFrame):
                 f = event.frame
                 luma = f.data[f.width * (f.height // 2) + f.width // 2]
                 self.seen.append((time.monotonic(), level_index(luma)))
@@ -97,10 +97,10 @@ def canvas_luma(page: Any) -> float:
 
 
 def test_the_watch_page_shows_the_pushed_picture_less_than_a_second_behind_the_room(
-        page: Any, start: Any, gray_clip: Path, info: dict[str, Any]):
+        page: Any, start: Any, gray_clip: Path, info: dict[str, Any], scf_api: Any):
     referee = _Referee(info, 402)
     try:
-        start("push_stream", push_params(gray_clip, 402, repeatNum=-1))
+        push = start("push_stream", push_params(gray_clip, 402, repeatNum=-1))
         wait_for(lambda: len(referee.seen) > 30, 20, "the push to reach the room")
         # The page joins mid-stream, between two key frames.
         page.goto("#/rooms")
@@ -128,6 +128,11 @@ def test_the_watch_page_shows_the_pushed_picture_less_than_a_second_behind_the_r
         assert stats["errors"] == 0
         # ... and the sound: the clip's tone (0.5 full scale, -9 dBFS) decoded in the page.
         assert stats["audioFrames"] > 50 and stats["audioLevel"] > -20
+
+        # The push stops (TerminateAsyncEvent, gracefully): the page says the stream ended.
+        terminate(scf_api, "push_stream", push, grace=True)
+        page.locator('#watch-status[data-state="ended"]').wait_for(timeout=15_000)
+        assert "left the room" in page.locator("#watch-status").inner_text()
     finally:
         referee.close()
 
