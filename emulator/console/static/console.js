@@ -260,7 +260,7 @@ function recordingsPage() {
     const media = h(kind, { controls: true, autoplay: true, src, id: "playing", dataset: { key: o.key } });
     const note = h("div", {});
     if (o.play === "hls" && !media.canPlayType("application/vnd.apple.mpegurl")) {
-      note.append(h("div", { class: "notice" }, "This browser does not play HLS itself; open the playlist in one that does (Safari, Chrome 141+)."));
+      note.append(h("div", { class: "notice" }, "This browser does not play HLS itself; open the playlist in one that does (Safari, a recent Chromium)."));
     }
     media.addEventListener("error", () => note.replaceChildren(h("div", { class: "error" },
       `cannot play ${o.key}: ${media.error ? media.error.message || "error " + media.error.code : "error"}`)));
