@@ -111,17 +111,21 @@ def test_the_watch_page_shows_the_pushed_picture_less_than_a_second_behind_the_r
         assert stats["firstChunk"] == "key" and stats["errors"] == 0
         assert (stats["width"], stats["height"]) == (320, 240)
 
-        shown = []
+        samples = []
         for _ in range(16):
-            moment = time.monotonic()
             page_level = level_index(canvas_luma(page))
-            room_level = referee.at(moment)
+            samples.append((time.monotonic(), page_level))
+            time.sleep(0.2)
+        time.sleep(0.2)
+        for moment, page_level in samples:
+            # Where the room was just after the page was read (0.1 s of slack: the referee decodes in
+            # Python and may see a new second a little after the browser does).
+            room_level = referee.at(moment + 0.1)
             assert room_level is not None
-            # The room's second minus the page's: 0, or 1 just after the room moved on.
+            # The room's second minus the page's: 0, or 1 for less than a second after the room moved on.
             behind = (room_level - page_level) % GRAY_LEVELS
             assert behind in (0, 1), f"the page shows second {page_level} while the room is at {room_level}"
-            shown.append(page_level)
-            time.sleep(0.2)
+        shown = [level for _, level in samples]
         assert len(set(shown)) >= 2, f"the picture did not change: {shown}"
         stats = page.evaluate("window.consoleWatch.stats")
         assert stats["delayMs"] is not None and stats["delayMs"] < 1000
