@@ -116,11 +116,11 @@ def test_the_watch_page_shows_the_pushed_picture_less_than_a_second_behind_the_r
             page_level = level_index(canvas_luma(page))
             samples.append((time.monotonic(), page_level))
             time.sleep(0.2)
-        time.sleep(0.2)
+        time.sleep(0.4)
         for moment, page_level in samples:
-            # Where the room was just after the page was read (0.1 s of slack: the referee decodes in
-            # Python and may see a new second a little after the browser does).
-            room_level = referee.at(moment + 0.1)
+            # Where the room was just after the page was read (slack: the referee decodes in Python,
+            # on a busy machine a little after the browser does; the page's own delay is checked below).
+            room_level = referee.at(moment + 0.25)
             assert room_level is not None
             # The room's second minus the page's: 0, or 1 for less than a second after the room moved on.
             behind = (room_level - page_level) % GRAY_LEVELS

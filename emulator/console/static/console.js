@@ -320,8 +320,16 @@ async function startPage() {
     const values = () => Object.fromEntries(Object.entries(inputs).map(([k, el]) => [k, el.type === "checkbox" ? el.checked : el.value]));
     const refresh = async (withSig) => {
       if (withSig) {
-        try { sig = (await api(`/api/usersig?userId=${encodeURIComponent(inputs[userField].value)}`)).userSig; }
-        catch (e) { sig = ""; answer.replaceChildren(errorBox(e)); }
+        const user = inputs[userField].value;
+        try {
+          const made = await api(`/api/usersig?userId=${encodeURIComponent(user)}`);
+          // Answers may come back out of order while someone types: keep the one for what is there now.
+          if (made.userId !== inputs[userField].value) return;
+          sig = made.userSig;
+        } catch (e) {
+          if (user !== inputs[userField].value) return;
+          sig = ""; answer.replaceChildren(errorBox(e));
+        }
       }
       textarea.value = pretty(spec.body(values(), sig));
     };
