@@ -118,7 +118,8 @@ class Console:
     # --- lifecycle ---------------------------------------------------------------------------
 
     def start(self) -> "Console":
-        self.rooms.taps.append(self.tap.on_media)
+        # A new list rather than a change to the one a relay may be going through on its thread.
+        self.rooms.taps = [*self.rooms.taps, self.tap.on_media]
         self._server = make_server(self._host, self._port, self, threaded=True, request_handler=_Handler)
         self._thread = threading.Thread(target=self._server.serve_forever, args=(0.1,), name="console", daemon=True)
         self._thread.start()
@@ -126,8 +127,7 @@ class Console:
 
     def stop(self) -> None:
         self._closing.set()  # every live stream ends at its next look
-        if self.tap.on_media in self.rooms.taps:
-            self.rooms.taps.remove(self.tap.on_media)
+        self.rooms.taps = [t for t in self.rooms.taps if t != self.tap.on_media]
         if self._server is not None:
             self._server.shutdown()
             self._server.server_close()

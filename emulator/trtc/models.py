@@ -120,10 +120,10 @@ class Rooms:
 
     def snapshot(self) -> list[dict[str, Any]]:
         """Every room and its members as plain data, read under the lock (for the console)."""
-        now = self._clock()
+        now, wall = self._clock(), time.monotonic()  # created_at is on the monotonic clock
         with self._lock:
             return [{"sdkAppId": s.sdk_app_id, "roomId": s.ref.id, "strRoom": s.ref.is_string, "key": s.ref.key,
-                     "ageS": round(now - s.created_at, 1),
+                     "ageS": round(wall - s.created_at, 1),
                      "anchorlessS": None if s.anchorless_since is None else round(now - s.anchorless_since, 1),
                      "members": [{"userId": m.user_id, "role": m.role.value, "audio": m.audio_on,
                                   "video": m.video_on, "receivesMedia": m.receive_media}
