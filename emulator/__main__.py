@@ -49,6 +49,7 @@ def _up(args: argparse.Namespace) -> int:
         return 2
     config = CloudConfig(state_dir=state_dir, gateway_port=args.gateway_port, cloud_api_port=args.cloud_api_port,
                          room_port=args.room_port, cos_port=args.cos_port, redis_port=args.redis_port,
+                         console_port=args.console_port,
                          max_concurrency=args.max_concurrency, time_limit_ms=int(args.time_limit * 1000),
                          functions_dir=Path(args.functions_dir))
     stop = threading.Event()
@@ -62,7 +63,8 @@ def _up(args: argparse.Namespace) -> int:
     try:
         sys.stdout.write(json.dumps(cloud.info()) + "\n")
         sys.stdout.flush()
-        print(f"local cloud up (state in {cloud.state_dir}); Ctrl-C or SIGTERM stops it", file=sys.stderr)
+        print(f"local cloud up (state in {cloud.state_dir}); console at {cloud.console.url if cloud.console else '-'}; "
+              "Ctrl-C or SIGTERM stops it", file=sys.stderr)
         while not stop.wait(0.5):
             pass
     finally:
@@ -96,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
     up = sub.add_parser("up", help="start the local cloud in the foreground")
     up.add_argument("--state-dir", default=str(DEFAULT_STATE_DIR),
                     help=f"where Redis data, COS objects and run logs are kept (default: ./{DEFAULT_STATE_DIR})")
-    for name in ("gateway", "cloud-api", "room", "cos", "redis"):
+    for name in ("gateway", "cloud-api", "room", "cos", "redis", "console"):
         up.add_argument(f"--{name}-port", type=_port, default=0, metavar="P", help=f"{name} port (default: any free port)")
     up.add_argument("--max-concurrency", type=_positive(int), default=8, metavar="N", help="function runs at once before 432 (default 8)")
     up.add_argument("--time-limit", type=_positive(float), default=86400.0, metavar="SECONDS",

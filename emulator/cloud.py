@@ -12,6 +12,8 @@ Everything it keeps lives under `state_dir`:
     cos/<bucket>/   COS objects, written through on every upload
     runs/<reqid>/   each function run: run.json, log, result.json
     files/          the functions' working files (CFS_PATH: recordings before upload)
+
+The console (emulator/console/) serves the runs, rooms and recordings in a browser at info()["console"].
 """
 from __future__ import annotations
 
@@ -24,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from emulator.cloudapi import CloudApi
+from emulator.console import Console
 from emulator.cos import CosService
 from emulator.redis import RedisServer
 from emulator.scf import FunctionConfig, Gateway, Scf
@@ -54,6 +57,7 @@ class CloudConfig:
     room_port: int = 0
     cos_port: int = 0
     redis_port: int = 0
+    console_port: int = 0
     secret_id: str = DEFAULT_SECRET_ID
     secret_key: str = DEFAULT_SECRET_KEY
     sdk_app_id: int = DEFAULT_SDK_APP_ID
@@ -80,6 +84,7 @@ class LocalCloud:
         self.cos: CosService | None = None
         self.scf: Scf | None = None
         self.gateway: Gateway | None = None
+        self.console: Console | None = None
         # The functions' execution role: temporary credentials that only the local COS accepts.
         self.role = {"TENCENTCLOUD_SECRETID": "AKIDtmp" + secrets.token_hex(12),
                      "TENCENTCLOUD_SECRETKEY": secrets.token_hex(16),
@@ -108,6 +113,11 @@ class LocalCloud:
             self.scf.load_previous()  # runs of an earlier `up` on this state directory stay readable
             register_scf(self.cloud_api, self.scf)
             self.gateway = Gateway(self.scf, c.host, c.gateway_port).start()
+            self.console = Console(scf=self.scf, rooms=self.rooms.rooms, buckets=[self.cos.state],
+                                   gateway_url=self.gateway.url, sdk_app_id=c.sdk_app_id,
+                                   sdk_secret_key=c.sdk_secret_key,
+                                   redis={"host": self.redis.host, "port": self.redis.port},
+                                   host=c.host, port=c.console_port).start()
         except BaseException:
             self.stop()
             raise
@@ -117,7 +127,8 @@ class LocalCloud:
     def stop(self) -> None:
         """Stop every part, the running functions first (SIGTERM, then a kill after the grace time)."""
         (self.state_dir / INFO_FILE).unlink(missing_ok=True)
-        for step in (lambda: self.gateway and self.gateway.stop(),
+        for step in (lambda: self.console and self.console.stop(),
+                     lambda: self.gateway and self.gateway.stop(),
                      lambda: self.scf and self.scf.shutdown(self.config.shutdown_grace_s),
                      lambda: self.rooms and self.rooms.stop(),
                      lambda: self.cloud_api and self.cloud_api.stop(),
@@ -127,7 +138,7 @@ class LocalCloud:
                 step()
             except Exception:  # one part failing to stop must not leave the others running
                 log.exception("stopping a part of the local cloud failed")
-        self.gateway = self.scf = self.rooms = self.cloud_api = self.cos = self.redis = None
+        self.console = self.gateway = self.scf = self.rooms = self.cloud_api = self.cos = self.redis = None
 
     def __enter__(self) -> "LocalCloud":
         return self.start()
@@ -168,7 +179,7 @@ class LocalCloud:
     # --- what clients need -------------------------------------------------------------------
 
     def info(self) -> dict[str, Any]:
-        assert self.gateway and self.cloud_api and self.cos and self.redis and self.rooms and self.scf
+        assert self.gateway and self.cloud_api and self.cos and self.redis and self.rooms and self.scf and self.console
         c = self.config
         return {
             "gateway": self.gateway.url,
@@ -180,6 +191,7 @@ class LocalCloud:
             "cos": {"ip": self.cos.ip, "port": self.cos.port, "region": self.cos.region, "bucket": self.cos.bucket},
             "redis": {"host": self.redis.host, "port": self.redis.port, "password": self.redis.password},
             "roomAddress": self.rooms.address,
+            "console": self.console.url,
             "functions": sorted(self.scf.functions),
             "stateDir": str(self.state_dir),
             "runsDir": str(self.scf.runs_dir),

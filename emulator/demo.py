@@ -320,6 +320,8 @@ class Demo:
         say(f"local cloud: gateway {info['gateway']}, Cloud API {info['cloudApiEndpoint']}, "
             f"COS {info['cos']['ip']}:{info['cos']['port']} ({info['cos']['bucket']}), "
             f"Redis {info['redis']['host']}:{info['redis']['port']}, rooms {info['roomAddress']}")
+        if info.get("console"):
+            say(f"console: {info['console']} (open it to see the runs, the room and the recording as the demo goes)")
         missing = {"push_stream", "record_stream"} - set(info.get("functions", []))
         if missing:
             raise DemoError(f"the cloud does not serve {', '.join(sorted(missing))} "

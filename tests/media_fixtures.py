@@ -2,6 +2,8 @@
 
 - `make_clip(path, ...)`: a short test pattern + tone in any container/codec mix the project meets
   (H.264 with or without B-frames, odd sizes, variable frame rate, 5.1, 8 kHz mono, audio only...).
+- `make_gray_clip(path, ...)`: flat gray pictures whose level (`gray_level(second)`) changes every
+  second, so that a picture read back (a canvas, a screenshot) tells the clip's time.
 - `Clips`: a per-session cache of named clips (`clips.get("tone_pattern")`); the `clips` fixture.
 - `MediaHTTPServer`: files with Range requests, a stalling route, a live HLS playlist that grows,
   an HTTP-FLV live stream; 404 for anything else. The `media_http` fixture.
@@ -162,6 +164,61 @@ def make_clip(
     return path
 
 
+GRAY_LEVELS = 12  # a gray clip's level repeats after this many seconds
+GRAY_STEP = 16
+
+
+def gray_level(second: int) -> int:
+    """The luma (Y, limited range) of a gray clip's pictures during its `second`-th second."""
+    return 32 + GRAY_STEP * (second % GRAY_LEVELS)
+
+
+def make_gray_clip(path: str | os.PathLike, *, duration: float = 12.0, width: int = 320, height: int = 240,
+                   fps: int = 25, audio: bool = True) -> Path:
+    """An H.264 (baseline, no B-frames, a key frame every second) + AAC tone MP4 whose pictures are
+    flat gray, the level changing every second (`gray_level`): a reader of any picture of it, a
+    screenshot included, knows which second of the clip it shows."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    out = av.open(str(path), "w", options={"movflags": "+faststart"})
+    enc, vopts = VIDEO_CODECS["h264"]
+    vs = out.add_stream(enc, rate=fps, options=dict(vopts))
+    vs.width, vs.height, vs.pix_fmt = width, height, "yuv420p"
+    vs.codec_context.gop_size = fps
+
+    def video_gen() -> Iterator:
+        for i in range(int(duration * fps)):
+            f = av.VideoFrame(width, height, "yuv420p")
+            for plane, value in zip(f.planes, (gray_level(i // fps), 128, 128)):
+                plane.update(bytes([value]) * plane.buffer_size)
+            f.pts, f.time_base = i, Fraction(1, fps)
+            # The first picture of every second is a key frame: a level starts on a clean picture.
+            f.pict_type = av.video.frame.PictureType.I if i % fps == 0 else av.video.frame.PictureType.NONE
+            yield i / fps, 1, f
+
+    as_ = None
+    audio_items: Iterator = iter(())
+    if audio:
+        as_ = out.add_stream("aac", rate=48000)
+        as_.layout, as_.format = "mono", "fltp"
+
+        def audio_gen() -> Iterator:
+            t = 0
+            for f in tone_frames(48000, "mono", duration, "fltp"):
+                f.pts, f.time_base = t, Fraction(1, 48000)
+                yield t / 48000, 0, f
+                t += f.samples
+
+        audio_items = audio_gen()
+    for _, kind, f in heapq.merge(video_gen(), audio_items, key=lambda x: (x[0], x[1])):
+        out.mux((vs if kind == 1 else as_).encode(f))
+    for s in (vs, as_):
+        if s is not None:
+            out.mux(s.encode(None))
+    out.close()
+    return path
+
+
 def make_hls(directory: str | os.PathLike, *, duration: float = 6.0, segment_s: int = 1, **clip) -> Path:
     """An HLS VOD (index.m3u8 + seg_N.ts), H.264 + AAC, key frames on segment boundaries."""
     directory = Path(directory)
@@ -213,6 +270,10 @@ CLIP_RECIPES: dict[str, dict] = {
     "long.mp4": {"duration": 6.0, "gop": 25},
     "live.flv": {"duration": 4.0, "options": {"flvflags": "no_duration_filesize"}},
 }
+# Clips made by their own generator: name -> (function, arguments).
+CLIP_MAKERS: dict[str, tuple] = {
+    "gray.mp4": (make_gray_clip, {}),
+}
 
 
 class Clips:
@@ -229,6 +290,9 @@ class Clips:
                 return path
             if name in CLIP_RECIPES:
                 return make_clip(path, **CLIP_RECIPES[name])
+            if name in CLIP_MAKERS:
+                maker, kwargs = CLIP_MAKERS[name]
+                return maker(path, **kwargs)
             if name == "truncated.mp4":
                 return truncate(self._get("tone_pattern.mp4"), path, 0.6)
             if name == "truncated_moov_at_end.mp4":

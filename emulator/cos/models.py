@@ -6,6 +6,7 @@ import os
 import random
 import threading
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 
 import moto.s3.models as moto_s3
@@ -124,6 +125,16 @@ class CosState:
         for key in list(bucket.keys):
             backend.delete_object(self.moto_bucket, key)
         backend.delete_bucket(self.moto_bucket)
+
+    def objects(self) -> list[tuple[str, int, datetime]]:
+        """(key, size, last modified UTC) of every object, by key (for the console)."""
+        backend = self.backend
+        keys = backend.list_objects(backend.get_bucket(self.moto_bucket), None, None, None, None)[0]
+        return [(k.name, k.size, k.last_modified) for k in keys]
+
+    def read(self, key: str) -> bytes | None:
+        obj = self.backend.get_object(self.moto_bucket, key)
+        return None if obj is None else bytes(obj.value)
 
     # --- persistence: write-through after each change the wire reports as done ----------------
 

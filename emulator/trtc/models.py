@@ -102,6 +102,9 @@ class Rooms:
         self._clock = clock
         self._lock = threading.RLock()
         self.rooms: dict[tuple[int, str], RoomState] = {}
+        # Called with every relayed media packet (the console's live figures and watch page). A tap
+        # runs under the lock on the room server's thread: it must only count and queue.
+        self.taps: list[Callable[[RoomState, str, Message], None]] = []
 
     # --- lookups (for the API and for tests) -------------------------------------------------
 
@@ -114,6 +117,18 @@ class Rooms:
         with self._lock:
             state = self.get(sdk_app_id, room)
             return sorted(state.members) if state else []
+
+    def snapshot(self) -> list[dict[str, Any]]:
+        """Every room and its members as plain data, read under the lock (for the console)."""
+        now, wall = self._clock(), time.monotonic()  # created_at is on the monotonic clock
+        with self._lock:
+            return [{"sdkAppId": s.sdk_app_id, "roomId": s.ref.id, "strRoom": s.ref.is_string, "key": s.ref.key,
+                     "ageS": round(wall - s.created_at, 1),
+                     "anchorlessS": None if s.anchorless_since is None else round(now - s.anchorless_since, 1),
+                     "members": [{"userId": m.user_id, "role": m.role.value, "audio": m.audio_on,
+                                  "video": m.video_on, "receivesMedia": m.receive_media}
+                                 for m in s.members.values()]}
+                    for s in self.rooms.values()]
 
     # --- entering and leaving ----------------------------------------------------------------
 
@@ -230,6 +245,11 @@ class Rooms:
             for other in state.members.values():
                 if other is not member and other.receive_media:
                     other.sink.send(out)
+            for tap in self.taps:
+                try:
+                    tap(state, member.user_id, out)
+                except Exception:  # a looker's bug never costs the room its media
+                    log.exception("a media tap failed")
             return True
 
     def request_key_frame(self, member: Member, target_user: str) -> bool:

@@ -47,7 +47,7 @@ def test_up_prints_the_json_line_first_and_leaves_nothing_behind_after_sigterm(t
     try:
         info = json.loads(_first_line(proc, 30))
         for key in ("gateway", "cloudApiEndpoint", "secretId", "secretKey", "sdkAppId", "sdkSecretKey", "cos",
-                    "redis", "roomAddress"):
+                    "redis", "roomAddress", "console"):
             assert key in info, key
         assert info["sdkAppId"] == 1400000001
         assert set(info["cos"]) >= {"ip", "port", "region", "bucket"}
@@ -67,7 +67,8 @@ def test_up_prints_the_json_line_first_and_leaves_nothing_behind_after_sigterm(t
         until(out.exists, 15, "the function to start")
         seen = json.loads(out.read_text())
         ports = [info["cos"]["port"], info["redis"]["port"], int(info["cloudApiEndpoint"].rsplit(":", 1)[1]),
-                 int(info["gateway"].rsplit(":", 1)[1]), int(info["roomAddress"].rsplit(":", 1)[1])]
+                 int(info["gateway"].rsplit(":", 1)[1]), int(info["roomAddress"].rsplit(":", 1)[1]),
+                 int(info["console"].rstrip("/").rsplit(":", 1)[1])]
         assert all(_listening(p) for p in ports)
 
         proc.send_signal(signal.SIGTERM)
