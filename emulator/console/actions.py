@@ -13,7 +13,7 @@ from emulator.scf.exceptions import ScfError
 from emulator.scf.models import Scf
 from emulator.trtc import api as trtc_api
 from emulator.trtc.models import Rooms
-from shared import usersig
+from emulator.trtc import signature as usersig
 
 MAX_USER_ID_BYTES = 32
 

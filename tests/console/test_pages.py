@@ -10,8 +10,8 @@ from typing import Any
 
 from emulator.cloud import LocalCloud
 from emulator.trtc import usersig
-from shared import usersig as usersig_lib
-from shared.storage import parse_cos_url
+from emulator.trtc import signature as usersig_lib
+from shared.record.storage import parse_cos_url
 from shared.room import EnterParams, PixelFrame, RemoteVideo, Role, RoomRef, VideoFormat
 from shared.room.local import LocalRoom
 from tests.media_fixtures import GRAY_LEVELS, gray_level
