@@ -61,7 +61,7 @@ ROLE_HEADERS = {
     "X-Scf-Secret-Key": "TENCENTCLOUD_SECRETKEY",
     "X-Scf-Session-Token": "TENCENTCLOUD_SESSIONTOKEN",
 }
-# What `--check` loads: the packages with native code the functions need.
+# What `--check` loads: the dependencies with native code (liteav, PyAV, pydantic-core) and the SDKs.
 NATIVE_MODULES = ("liteav", "av", "pydantic_core", "crcmod", "qcloud_cos", "redis", "tencentcloud")
 # A new spare worker is started this long after one is taken, so that its imports do not compete
 # for the CPU with the start of the invocation that was just handed over.

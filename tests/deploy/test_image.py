@@ -3,6 +3,7 @@ shared objects need from the base, and its entry server run from the very tree t
 called as SCF calls an image function (POST /event-invoke, the context in X-Scf-* headers)."""
 from __future__ import annotations
 
+import http.client
 import io
 import itertools
 import json
@@ -231,6 +232,14 @@ def test_malformed_invocations_get_scf_error_shape_and_the_server_keeps_serving(
     # Still serving: a real invocation, whose parameters are wrong, gets the function's own answer.
     status, body = server.invoke({"videoSrc": "x"}, scf_headers("req-after"))
     assert status == 200 and body["reason"] == "invalid_parameters" and "sdkAppId: is required" in body["message"]
+    # A body sent in chunks (no Content-Length) is read whole.
+    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=60)
+    conn.request("POST", "/event-invoke", body=iter([b'{"videoSrc":', b' "y"}']), headers=scf_headers("req-chunked"),
+                 encode_chunked=True)
+    response = conn.getresponse()
+    chunked = json.loads(response.read())
+    conn.close()
+    assert response.status == 200 and chunked["reason"] == "invalid_parameters"
     assert server.proc.poll() is None
     log = server.log()
     assert "Traceback" not in log
