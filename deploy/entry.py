@@ -1,31 +1,63 @@
-"""SCF entry point of the deployed code root (copied there as `index.py` by `deploy.package`).
+"""The deployed entry: `index.main_handler` hands each call to the function named by ENTRY_FUNCTION.
 
-Both functions are deployed from one code root (serverless.yml's `multi-scf` uploads one package
-for all its functions), so `index.main_handler` hands each call to the function named by the
-environment variable ENTRY_FUNCTION, which serverless.yml sets per function. The functions' own
-`functions/<name>/index.py` sit beside this file, unchanged.
+One image (deploy/image) serves every function, and serverless.yml sets ENTRY_FUNCTION per
+function; this file is copied into the image's code root as `index.py`, beside the functions' own
+`functions/<name>/index.py`, unchanged. The image's entry server (deploy/image/server.py) calls
+`preload()` in a worker waiting for its invocation, then `main_handler(event, context)`.
 """
+from __future__ import annotations
+
+import importlib
 import importlib.util
 import os
 import sys
+from typing import Any, Callable
+
+Handler = Callable[[Any, Any], Any]
 
 ENTRY_ENV = "ENTRY_FUNCTION"
-FUNCTIONS = ("push_stream", "record_stream")
+# The functions this deployment runs: name -> modules its run imports lazily, which a waiting
+# worker imports ahead (`preload`). A new function is one line here and its functions/<name>/.
+FUNCTIONS: dict[str, tuple[str, ...]] = {
+    "push_stream": (),
+    "record_stream": ("qcloud_cos",),  # the upload at the end of a recording
+}
 _ROOT = os.path.dirname(os.path.abspath(__file__))
-_loaded = {}
+_loaded: dict[str, Handler] = {}
 
 if _ROOT not in sys.path:
     sys.path.insert(0, _ROOT)
 
 
-def _entry(name):
+def load(name: str) -> Handler:
+    """`functions/<name>/index.py`'s main_handler, imported once."""
     if name not in _loaded:
         path = os.path.join(_ROOT, "functions", name, "index.py")
         spec = importlib.util.spec_from_file_location(f"{name}_index", path)
+        assert spec is not None and spec.loader is not None, path
         module = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(module)
         _loaded[name] = module.main_handler
     return _loaded[name]
+
+
+def preload() -> None:
+    """Import what the first call of ENTRY_FUNCTION would, so that the call starts warm: its module
+    (PyAV, pydantic, shared), its room backend (liteav for trtc: imported, never started) and its
+    lazy imports. A wrong setting is left for the call itself to report."""
+    name = (os.environ.get(ENTRY_ENV) or "").strip()
+    if name not in FUNCTIONS:
+        return
+    load(name)
+    from shared.room import RoomConfigError, backend_from_env
+
+    try:
+        backend, _ = backend_from_env()
+    except RoomConfigError:
+        return
+    modules: tuple[str, ...] = ("shared.room.trtc", "liteav") if backend == "trtc" else ("shared.room.local",)
+    for module in modules + FUNCTIONS[name]:
+        importlib.import_module(module)
 
 
 def _config_error(event, context, message):
@@ -44,4 +76,4 @@ def main_handler(event, context):
     if name not in FUNCTIONS:
         return _config_error(event, context, f"{ENTRY_ENV}={name!r} must name the function this deployment "
                                              f"runs: one of {', '.join(FUNCTIONS)}")
-    return _entry(name)(event, context)
+    return load(name)(event, context)

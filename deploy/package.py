@@ -1,6 +1,7 @@
 """Build what `sls deploy` uploads: the code root of both functions and its dependencies as layers.
 
     python -m deploy.package [--python 3.11] [--out build] [--cache DIR]      (or ./dev package)
+    python -m deploy.package --image [--tag NAME:TAG] ...    the image instead (deploy/image/build.py)
 
 Writes into --out:
 
@@ -601,7 +602,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--cache", type=Path, default=None, help="where installed dependencies are kept (default OUT/.cache)")
     ap.add_argument("--target", default=DEFAULT_TARGET, choices=sorted(TARGET_IMAGES),
                     help="the image the functions run in, whose libraries the native code may use (default %(default)s)")
+    ap.add_argument("--image", action="store_true",
+                    help="write the image's build context to OUT/image (and build it where docker, podman or "
+                         "buildah answers) instead of the code package and layers; see deploy/image/build.py")
+    ap.add_argument("--tag", default=None, help="with --image: the image's name:tag (default trtc-media:latest)")
     args = ap.parse_args(argv)
+    if args.image:
+        from deploy.image import build as image
+
+        return image.main(args.out / "image", args.python, args.cache, args.tag or image.DEFAULT_TAG)
     try:
         manifest = build(args.out, args.python, args.cache, target=args.target)
     except PackageError as e:

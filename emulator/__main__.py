@@ -16,7 +16,7 @@ import threading
 from pathlib import Path
 from typing import Any, Callable
 
-from emulator.cloud import DEFAULT_STATE_DIR, CloudConfig, LocalCloud, read_info
+from emulator.cloud import DEFAULT_IMAGE_DIR, DEFAULT_STATE_DIR, RUNTIMES, CloudConfig, LocalCloud, read_info
 
 
 def _positive(kind: Callable[[str], Any]) -> Callable[[str], Any]:
@@ -51,7 +51,8 @@ def _up(args: argparse.Namespace) -> int:
                          room_port=args.room_port, cos_port=args.cos_port, redis_port=args.redis_port,
                          console_port=args.console_port,
                          max_concurrency=args.max_concurrency, time_limit_ms=int(args.time_limit * 1000),
-                         functions_dir=Path(args.functions_dir))
+                         functions_dir=Path(args.functions_dir), runtime=args.runtime,
+                         image_dir=Path(args.image_dir))
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
@@ -87,7 +88,17 @@ def _usersig(args: argparse.Namespace) -> int:
 def _demo(args: argparse.Namespace) -> int:
     from emulator.demo import run_demo
 
-    return run_demo(use_running=args.use_running, state_dir=Path(args.state_dir) if args.state_dir else None)
+    return run_demo(use_running=args.use_running, state_dir=Path(args.state_dir) if args.state_dir else None,
+                    runtime=args.runtime, image_dir=Path(args.image_dir))
+
+
+def _runtime_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--runtime", choices=RUNTIMES, default="code",
+                        help="code: each run is the handler in SCF's Python runtime (default); image: each run goes "
+                             "through the deployed image's entry server (POST /event-invoke), built by "
+                             "./dev package --image")
+    parser.add_argument("--image-dir", default=str(DEFAULT_IMAGE_DIR),
+                        help="with --runtime image: the image's build context (default: build/image)")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -105,6 +116,7 @@ def main(argv: list[str] | None = None) -> int:
                     help="the functions' execution timeout (default 86400, SCF's async ceiling)")
     up.add_argument("--functions-dir", default=str(Path(__file__).resolve().parents[1] / "functions"),
                     help="directory holding <function>/index.py code roots (default: the repository's functions/)")
+    _runtime_options(up)
     up.set_defaults(run=_up)
 
     sig = sub.add_parser("usersig", help="print a UserSig valid in the emulator's rooms")
@@ -117,6 +129,7 @@ def main(argv: list[str] | None = None) -> int:
                       help="use the cloud already running with this state directory instead of starting one")
     demo.add_argument("--state-dir", help="state directory of the cloud the demo starts (default: a new "
                                           "directory under the system's temp dir, kept so the files can be looked at)")
+    _runtime_options(demo)
     demo.set_defaults(run=_demo)
 
     args = parser.parse_args(argv)

@@ -46,6 +46,10 @@ DEFAULT_STATE_DIR = Path(".state")
 INFO_FILE = "cloud.json"
 # Opened for the functions so that they may reach sources, callbacks and Redis on loopback.
 LOOPBACK_ALLOWLIST = "127.0.0.0/8,::1/128,localhost"
+# How the functions run: "code" as SCF's Python runtime does (functions_dir/<name>/index.py), or
+# "image" through the deployed image's entry server (image_dir, from `./dev package --image`).
+RUNTIMES = ("code", "image")
+DEFAULT_IMAGE_DIR = REPO_ROOT / "build" / "image"
 
 
 @dataclass
@@ -72,6 +76,8 @@ class CloudConfig:
     max_concurrency: int = 8
     shutdown_grace_s: float = 8.0
     extra_env: dict[str, str] = field(default_factory=dict)
+    runtime: str = "code"
+    image_dir: Path = DEFAULT_IMAGE_DIR
 
 
 class LocalCloud:
@@ -166,6 +172,8 @@ class LocalCloud:
     def _functions(self) -> list[FunctionConfig]:
         c = self.config
         env = self.function_env()
+        if c.runtime == "image":
+            return self._image_functions(env)
         found = []
         for name in c.functions:
             root = Path(c.functions_dir) / name
@@ -175,6 +183,17 @@ class LocalCloud:
             found.append(FunctionConfig(name, root.resolve(), time_limit_ms=c.time_limit_ms,
                                         memory_limit_mb=c.memory_limit_mb, environment=env))
         return found
+
+    def _image_functions(self, env: dict[str, str]) -> list[FunctionConfig]:
+        """Every function from the image's one code tree, told apart by ENTRY_FUNCTION (as serverless.yml does)."""
+        c = self.config
+        code = Path(c.image_dir).resolve() / "app" / "code"
+        if not (code / "server.py").is_file():
+            raise FileNotFoundError(f"--runtime image needs the image's tree at {code} (server.py is missing): "
+                                    f"build it with ./dev package --image")
+        return [FunctionConfig(name, code, time_limit_ms=c.time_limit_ms, memory_limit_mb=c.memory_limit_mb,
+                               environment={**env, "ENTRY_FUNCTION": name}, runner="emulator.scf.image_runner")
+                for name in c.functions]
 
     # --- what clients need -------------------------------------------------------------------
 
@@ -193,6 +212,7 @@ class LocalCloud:
             "roomAddress": self.rooms.address,
             "console": self.console.url,
             "functions": sorted(self.scf.functions),
+            "runtime": c.runtime,
             "stateDir": str(self.state_dir),
             "runsDir": str(self.scf.runs_dir),
             "pid": os.getpid(),

@@ -493,7 +493,8 @@ def _short(callback: dict[str, Any]) -> dict[str, Any]:
 
 
 @contextlib.contextmanager
-def _cloud(use_running: str | None, state_dir: Path | None, out: Out) -> Iterator[dict[str, Any]]:
+def _cloud(use_running: str | None, state_dir: Path | None, out: Out, runtime: str = "code",
+           image_dir: Path | None = None) -> Iterator[dict[str, Any]]:
     if use_running:
         try:
             info = read_info(use_running)
@@ -504,7 +505,10 @@ def _cloud(use_running: str | None, state_dir: Path | None, out: Out) -> Iterato
     directory = state_dir or Path(tempfile.mkdtemp(prefix="trtc-demo-"))
     out.say(f"starting the local cloud (state in {directory})")
     try:
-        cloud = LocalCloud(CloudConfig(state_dir=directory, shutdown_grace_s=5.0)).start()
+        config = CloudConfig(state_dir=directory, shutdown_grace_s=5.0, runtime=runtime)
+        if image_dir is not None:
+            config.image_dir = image_dir
+        cloud = LocalCloud(config).start()
     except Exception as e:
         raise DemoError(f"the local cloud did not start: {e}") from None
     try:
@@ -514,13 +518,14 @@ def _cloud(use_running: str | None, state_dir: Path | None, out: Out) -> Iterato
         cloud.stop()
 
 
-def run_demo(use_running: str | None = None, state_dir: Path | None = None) -> int:
+def run_demo(use_running: str | None = None, state_dir: Path | None = None, runtime: str = "code",
+             image_dir: Path | None = None) -> int:
     out = Out()
     # The cloud's own INFO lines would drown the story; its warnings and errors still show.
     for name in ("emulator", "qcloud_cos"):
         logging.getLogger(name).setLevel(logging.WARNING)
     try:
-        with _cloud(use_running, state_dir, out) as info:
+        with _cloud(use_running, state_dir, out, runtime, image_dir) as info:
             Demo(info, out, owns_cloud=not use_running).main()
     except DemoError as e:
         print(f"\ndemo FAILED: {e}", file=sys.stderr, flush=True)

@@ -15,6 +15,10 @@
 (d) Resume error in frames: a push with Redis is killed with SIGKILL mid-push, a new push resumes
     from the record; error = |first frame's timestamp - checkpoint| in frames.
 (e) Peak RSS of the 1080p30 transcoding push process (and of ffmpeg doing the same).
+(f) Cold start of the deployed image's entry server (deploy/image/server.py, from the image's tree
+    that `./dev package --image` writes, compiled as the Dockerfile compiles it, in `python -I -S`):
+    process start to listening, and to the first frame in the room when SCF invokes it as soon as it
+    listens; then a warm invocation of the same instance (its spare worker has imported the function).
 """
 from __future__ import annotations
 
@@ -41,6 +45,8 @@ TARGET_DRIFT_MS = 10.0
 TARGET_FIRST_FRAME_S = 0.5
 TARGET_RESUME_FRAMES = 1.0
 TARGET_RSS_MB = 250.0
+TARGET_COLD_FIRST_FRAME_S = 1.0
+TARGET_WARM_FIRST_FRAME_S = 0.1
 
 
 # --- the child: one push in its own process -------------------------------------------------------
@@ -314,6 +320,142 @@ def bench_resume(rooms: Any, work: Path) -> list[tuple[str, str, str, str]]:
     return rows
 
 
+# --- (f) -----------------------------------------------------------------------------------------
+
+
+def _first_frame(sub: Any, user_id: str, deadline: float) -> float | None:
+    """time.monotonic() when `user_id`'s first frame reaches the subscriber, or None by `deadline`."""
+    from shared.room import RemoteAudio, RemoteVideo
+
+    while time.monotonic() < deadline:
+        event = sub.poll(0.2)
+        if isinstance(event, (RemoteAudio, RemoteVideo)) and event.user_id == user_id:
+            return time.monotonic()
+    return None
+
+
+class _ImageInstance:
+    """One SCF instance of the image: the entry server started from the image's tree, invoked as SCF does."""
+
+    def __init__(self, rooms: Any, app: Path, src: Path):
+        import socket
+
+        from deploy.image import build as image_build
+
+        self.rooms, self.src = rooms, src
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.port = int(s.getsockname()[1])
+        env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(app.parent), "ENTRY_FUNCTION": "push_stream",
+               "ENTRY_LISTEN": f"127.0.0.1:{self.port}", "PACING_SPEED": "1", "SOURCE_ALLOWLIST": "127.0.0.0/8",
+               "LOG_LEVEL": "WARNING", **rooms.env}
+        self.t0 = time.monotonic()
+        self.proc = subprocess.Popen([sys.executable, *image_build.COMMAND[1:-1], str(app / "code" / "server.py")],
+                                     env=env, cwd="/", stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def wait_listening(self) -> float | None:
+        import http.client
+
+        while time.monotonic() < self.t0 + 30 and self.proc.poll() is None:
+            conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=1)
+            try:
+                conn.request("GET", "/")
+                if conn.getresponse().status == 200:
+                    return time.monotonic()
+            except OSError:
+                time.sleep(0.005)
+            finally:
+                conn.close()
+        return None
+
+    def first_frame(self, room_id: int, request_id: str) -> float | None:
+        """Invoke a 1 s push into a watched room; when its first frame arrived (None if never)."""
+        import http.client
+
+        from shared.room import EnterParams, Role, RoomRef, VideoFormat
+        from shared.room.local import LocalRoom
+
+        host, _, port = self.rooms.address.rpartition(":")
+        room = RoomRef(room_id)
+        sub = LocalRoom(host, int(port))
+        sub.enter(EnterParams(self.rooms.sdk_app_id, room, "watcher", self.rooms.usersig("watcher"),
+                              role=Role.AUDIENCE, video_output=VideoFormat.H264))
+        params = {"videoSrc": str(self.src), "sdkAppId": self.rooms.sdk_app_id, "roomId": room.id, "userId": "bench",
+                  "userSig": self.rooms.usersig("bench"), "maxDuration": 1}
+
+        def invoke() -> None:
+            conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
+            conn.request("POST", "/event-invoke", json.dumps(params), {
+                "Content-Type": "application/json", "X-Scf-Request-Id": request_id, "X-Scf-Timeout": "60000",
+                "X-Scf-Memory": "1024"})
+            conn.getresponse().read()
+            conn.close()
+
+        call = threading.Thread(target=invoke)
+        call.start()
+        try:
+            return _first_frame(sub, "bench", time.monotonic() + 15)
+        finally:
+            call.join(30)
+            sub.exit()
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(timeout=15)
+
+
+def bench_image_start(rooms: Any, work: Path) -> list[tuple[str, str, str, str]]:
+    """Process start -> listening -> first frame, for the image's entry server (cold), then warm;
+    the best of RUNS fresh instances (the machine is shared)."""
+    from deploy.image import build as image_build
+    from deploy.image import server as entry_server
+    from tests.media_fixtures import make_clip  # PyAV's clip maker: this part needs no ffmpeg
+
+    context = image_build.write_context(work / "image", cache=ROOT / "build" / ".cache")
+    app = Path(context.directory) / "app"
+    subprocess.run([sys.executable, *image_build.COMPILE_ARGS, str(app)], check=True, stdout=subprocess.DEVNULL)
+    src = Path(make_clip(work / "src720p-3-pyav.mp4", duration=3.0, width=1280, height=720, fps=30))
+    listen, cold, warm = [], [], []
+    for run in range(RUNS):
+        instance = _ImageInstance(rooms, app, src)
+        try:
+            listening = instance.wait_listening()
+            if listening is None:
+                continue
+            listen.append(listening - instance.t0)
+            first = instance.first_frame(950_000 + 2 * run, f"bench-cold-{run}")  # SCF invokes once it listens
+            if first is not None:
+                cold.append(first - instance.t0)
+            time.sleep(entry_server.REFILL_DELAY_S + 3.0)  # the spare worker has imported the function
+            t1 = time.monotonic()
+            first = instance.first_frame(950_001 + 2 * run, f"bench-warm-{run}")
+            if first is not None:
+                warm.append(first - t1)
+        finally:
+            instance.stop()
+    # What a cold start spends most on: the function's imports in a fresh interpreter (what the
+    # spare worker does before it can take the call).
+    probe = ("import sys, time; t = time.monotonic(); sys.path[0:0] = sys.argv[1:]\n"
+             "import index; index.preload(); print(time.monotonic() - t)")
+    env = {"PATH": os.environ.get("PATH", ""), "ENTRY_FUNCTION": "push_stream", **rooms.env}
+    imports = [subprocess.run([sys.executable, "-I", "-S", "-c", probe, str(app / "site"), str(app / "code")],
+                              env=env, cwd="/", capture_output=True, text=True, timeout=60) for _ in range(RUNS)]
+    preload = [float(p.stdout.strip()) for p in imports if p.returncode == 0]
+
+    def shown(values: list[float]) -> str:
+        return f"{min(values):.3f} s (worst {max(values):.3f})" if values else "never"
+
+    return [
+        ("(f) image cold start: process start to listening", shown(listen), "", "SCF allows 30 s"),
+        ("(f) image cold start: process start to first frame", shown(cold),
+         "(invoked once listening; 720p passthrough)", f"target <= {TARGET_COLD_FIRST_FRAME_S:g} s"),
+        ("(f) image cold start: the function's imports alone", shown(preload),
+         "(PyAV, pydantic models, redis, shared)", ""),
+        ("(f) image warm: invoke to first frame", shown(warm), "(same instance, spare worker ready)",
+         f"target <= {TARGET_WARM_FIRST_FRAME_S:g} s"),
+    ]
+
+
 # --- main -----------------------------------------------------------------------------------------
 
 
@@ -323,9 +465,9 @@ def main() -> None:
         return
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--seconds", type=float, default=10.0, help="media seconds for the CPU runs (default 10)")
-    ap.add_argument("--only", default="abcde", help="which parts to run, e.g. --only ae (default: all)")
+    ap.add_argument("--only", default="abcdef", help="which parts to run, e.g. --only ae (default: all)")
     args = ap.parse_args()
-    if subprocess.run(["which", "ffmpeg"], capture_output=True).returncode != 0:
+    if set(args.only) - {"b", "f"} and subprocess.run(["which", "ffmpeg"], capture_output=True).returncode != 0:
         sys.exit("bench/push needs Debian's ffmpeg as its anchor: ./dev bench installs it "
                  "(or apt-get install ffmpeg)")
     os.environ.setdefault("LOG_LEVEL", "WARNING")  # the pushes' JSON lines are not the report
@@ -343,6 +485,8 @@ def main() -> None:
             rows += bench_first_frame(rooms, work)
         if "d" in args.only:
             rows += bench_resume(rooms, work)
+        if "f" in args.only:
+            rows += bench_image_start(rooms, work)
     width = max(len(r[0]) for r in rows)
     print(f"push_stream benchmark ({os.cpu_count()} CPUs, {time.monotonic() - t0:.0f} s)")
     print(f"{'measure':<{width}}  {'push_stream':<34}  {'anchor':<40}  ratio / target")

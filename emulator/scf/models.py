@@ -68,6 +68,8 @@ class FunctionConfig:
     time_limit_ms: int = 86_400_000  # SCF's ceiling for an async function
     memory_limit_mb: int = 512
     environment: Mapping[str, str] = field(default_factory=dict)
+    # The module each run is (`python -m ...`): SCF's Python runtime, or the image's entry server.
+    runner: str = "emulator.scf.runner"
 
 
 @dataclass(eq=False)
@@ -291,7 +293,7 @@ class Scf:
             logf.write(f"START RequestId: {run.request_id}\n".encode())
             logf.flush()
             # Its own session: a kill reaches the whole process group, children included.
-            proc = subprocess.Popen([self.python, "-m", "emulator.scf.runner"], cwd=str(fn.code_root),
+            proc = subprocess.Popen([self.python, "-m", fn.runner], cwd=str(fn.code_root),
                                     env=self._env(fn), stdin=subprocess.PIPE, stdout=logf,
                                     stderr=subprocess.STDOUT, start_new_session=True)
         run._proc = proc

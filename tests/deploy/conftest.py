@@ -18,6 +18,7 @@ from deploy import package
 from emulator.scf.runner import UNWRITABLE_HOME
 
 BOOTSTRAP = Path(__file__).with_name("scf_bootstrap.py")
+REPO = Path(__file__).resolve().parents[2]
 _run_ids = itertools.count(1)
 
 
@@ -76,10 +77,19 @@ class Deployed:
 
 
 @pytest.fixture(scope="session")
-def built(tmp_path_factory: pytest.TempPathFactory) -> tuple[package.Manifest, Path]:
-    """`./dev package --python 3.11` into a session folder (pip's own cache keeps it quick)."""
+def package_cache() -> Path:
+    """Where the dependencies installed for SCF are kept between sessions (build/, ignored by git):
+    `./dev package` reuses an install whose requirements did not change."""
+    cache = REPO / "build" / ".test-cache"
+    cache.mkdir(parents=True, exist_ok=True)
+    return cache
+
+
+@pytest.fixture(scope="session")
+def built(tmp_path_factory: pytest.TempPathFactory, package_cache: Path) -> tuple[package.Manifest, Path]:
+    """`./dev package --python 3.11` into a session folder."""
     out = tmp_path_factory.mktemp("build")
-    manifest = package.build(out, PYTHON, cache=tmp_path_factory.mktemp("package-cache"))
+    manifest = package.build(out, PYTHON, cache=package_cache)
     return manifest, out
 
 
@@ -107,3 +117,33 @@ def _restore_modes(manifest: package.Manifest, code: Path, opt: Path) -> None:
                 mode = info.external_attr >> 16
                 if mode:
                     os.chmod(dest / info.filename, mode & 0o777)
+
+
+@pytest.fixture(scope="session")
+def image_context(tmp_path_factory: pytest.TempPathFactory, package_cache: Path):
+    """`./dev package --image` into a session folder, then compiled as the Dockerfile compiles /app:
+    app/ is then the file tree the image holds (what the entry server tests run)."""
+    from deploy.image import build as image_build
+
+    out = tmp_path_factory.mktemp("build") / "image"
+    context = image_build.write_context(out, PYTHON, cache=package_cache)
+    subprocess.run([sys.executable, *image_build.COMPILE_ARGS, str(out / "app")], check=True,
+                   stdout=subprocess.DEVNULL, timeout=300)
+    return context
+
+
+@pytest.fixture
+def entry_servers(image_context, tmp_path: Path):
+    """start(function, env) -> a running EntryServer on the image's tree; all stopped after the test."""
+    from tests.deploy.entry_server import EntryServer
+
+    started: list[EntryServer] = []
+
+    def start(function: str, env: dict[str, str] | None = None) -> EntryServer:
+        server = EntryServer(Path(image_context.directory) / "app" / "code", function, env or {}, tmp_path / "logs")
+        started.append(server)
+        return server
+
+    yield start
+    for server in started:
+        server.stop()

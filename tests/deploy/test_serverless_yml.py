@@ -1,11 +1,13 @@
 """serverless.yml against the multi-scf component's documented inputs, the code's environment
-variables and what `./dev package` builds.
+variables and the image `./dev package --image` builds.
 
-The documented inputs are those of serverless-components/tencent-multi-scf: docs/configure.md
-("inputs 配置参数", "FunctionObject", "Vpc", "Cfs", "Cls", "Layer", "Environment", "Trigger",
-"API 网关触发器", "endpoints 参数") and src/interface/inputs.ts (FaasBaseConfig: asyncRunEnable,
-traceEnable — "traceEnable needs asyncRunEnable true"). SCF's limits: "Quota Limits" (583/11637),
-timeout up to 86400 s for asynchronous execution ("Async Execution", 583/39466).
+The documented inputs are those of serverless-components/tencent-multi-scf at its newest commit:
+docs/configure.md ("inputs 配置参数", "FunctionObject", "Image", "Vpc", "Cfs", "Cls", "Environment",
+"Trigger", "API 网关触发器", "endpoints 参数"), src/interface/inputs.ts (FaasBaseConfig, FaasInputs.image)
+and src/formatter.ts (what it does with them: `environments` becomes the function's variables and
+replaces `environment`; a function with `image` uploads no code; apigw's `name` is the service name).
+The component's own validation (serverless.component.yml) allows these runtimes only. SCF's limits:
+"Quota Limits" (583/11637), timeout up to 86400 s for asynchronous execution ("Async Execution", 583/39466).
 """
 from __future__ import annotations
 
@@ -15,26 +17,35 @@ from pathlib import Path
 import pytest
 import yaml
 
-from deploy import entry, package
+from deploy import entry
+from deploy.image import build as image_build
 
 REPO = Path(__file__).resolve().parents[2]
 
 # name -> accepted Python types (a ${env:X} string is accepted where the value is deploy-time).
 TOP_LEVEL = {"app": str, "stage": str, "component": str, "name": str, "org": str, "inputs": dict}
+# inputs: the "inputs 配置参数" table plus FaasBaseConfig (inputs.ts: Inputs extends FaasBaseConfig,
+# merged into every function by formatter.ts formatInputs).
 INPUTS = {"src": (str, dict), "region": str, "runtime": str, "namespace": str, "memorySize": int, "timeout": int,
-          "functions": dict, "triggers": list, "ignoreTriggers": bool, "type": str, "description": str,
-          "environment": (list, dict), "vpc": dict, "vpcConfig": dict, "cfs": list, "cls": dict, "tags": (list, dict),
-          "layers": list, "eip": bool, "publicAccess": bool, "installDependency": bool, "asyncRunEnable": bool,
-          "traceEnable": bool, "initTimeout": int}
+          "functions": dict, "triggers": list, "ignoreTriggers": bool, "isAutoPublish": bool,
+          "publishDescription": str, "type": str, "description": str, "nodeType": str, "nodeSpec": str,
+          "environments": list, "environment": dict, "vpc": dict, "vpcConfig": dict, "cfs": list, "cls": dict,
+          "tags": (list, dict), "layers": list, "eip": bool, "publicAccess": bool, "installDependency": bool,
+          "asyncRunEnable": bool, "traceEnable": bool}
 SRC = {"src": str, "exclude": list, "bucket": str, "object": str}
-FUNCTION = {"name": str, "handler": str, "role": str, "description": str, "memorySize": int, "timeout": int,
-            "environment": (list, dict), "vpc": dict, "vpcConfig": dict, "layers": list, "cls": dict,
-            "tags": (list, dict), "cfs": list, "publicAccess": bool, "eip": bool, "asyncRunEnable": bool,
-            "traceEnable": bool, "installDependency": bool, "runtime": str, "namespace": str, "initTimeout": int}
+FUNCTION = {"handler": str, "type": str, "nodeType": str, "nodeSpec": str, "name": str, "src": str, "role": str,
+            "description": str, "memorySize": int, "timeout": int, "environments": list, "environment": dict,
+            "vpc": dict, "vpcConfig": dict, "layers": list, "cls": dict, "tags": (list, dict), "cfs": list,
+            "publicAccess": bool, "eip": bool, "asyncRunEnable": bool, "traceEnable": bool,
+            "installDependency": bool, "image": dict, "msgTTL": int, "retryNum": int, "runtime": str,
+            "namespace": str}
+IMAGE = {"imageUrl": str, "imageType": str, "registryId": str, "command": str, "args": str}
+RUNTIMES = {"Python2.7", "Python3.6", "Python3.7", "Nodejs6.10", "Nodejs8.9", "Nodejs10.15", "Nodejs12.16",
+            "Nodejs14.18", "Nodejs16.13", "Php5", "Php7", "Php7.4", "Php8.0", "Go1", "Java8", "Java11",
+            "CustomRuntime"}  # serverless.component.yml, actions.deploy.inputs.runtime.allow
 VPC = {"vpcId": str, "subnetId": str}
 CFS = {"cfsId": str, "mountInsId": str, "localMountDir": str, "remoteMountDir": str}
 CLS = {"logsetId": str, "topicId": str}
-LAYER = {"name": str, "version": (int, str)}
 ENV_ITEM = {"key": str, "value": str}
 TRIGGER = {"type": str, "function": str, "parameters": dict}
 APIGW = {"name": str, "id": str, "serviceId": str, "serviceName": str, "environment": str, "protocols": list,
@@ -58,7 +69,8 @@ def _check(obj: dict, schema: dict, where: str) -> None:
 
 def _env_names_in_code() -> set[str]:
     names = set()
-    for path in list((REPO / "shared").rglob("*.py")) + [REPO / "deploy" / "entry.py"]:
+    for path in list((REPO / "shared").rglob("*.py")) + [REPO / "deploy" / "entry.py",
+                                                          REPO / "deploy" / "image" / "server.py"]:
         text = path.read_text("utf-8")
         names |= set(re.findall(r'_ENV\s*=\s*"([A-Z][A-Z0-9_]+)"', text))
         names |= set(re.findall(r'environ\.get\("([A-Z][A-Z0-9_]+)"', text))
@@ -76,17 +88,16 @@ def test_every_key_is_a_documented_multi_scf_input(config):
     assert config["component"] == "multi-scf"
     inputs = config["inputs"]
     _check(inputs, INPUTS, "inputs")
-    _check(inputs["src"], SRC, "inputs.src")
     _check(inputs["vpc"], VPC, "inputs.vpc")
     _check(inputs["cls"], CLS, "inputs.cls")
     for item in inputs["cfs"]:
         _check(item, CFS, "inputs.cfs[]")
-    for item in inputs["layers"]:
-        _check(item, LAYER, "inputs.layers[]")
+    assert inputs["runtime"] in RUNTIMES  # the component refuses any other
     for key, fn in inputs["functions"].items():
         _check(fn, FUNCTION, f"inputs.functions.{key}")
-        for item in fn.get("environment", []):
-            _check(item, ENV_ITEM, f"inputs.functions.{key}.environment[]")
+        _check(fn["image"], IMAGE, f"inputs.functions.{key}.image")
+        for item in fn["environments"]:
+            _check(item, ENV_ITEM, f"inputs.functions.{key}.environments[]")
     for trigger in inputs["triggers"]:
         _check(trigger, TRIGGER, "inputs.triggers[]")
         if trigger["type"] == "apigw":
@@ -95,41 +106,54 @@ def test_every_key_is_a_documented_multi_scf_input(config):
                 _check(api, API, "apigw.parameters.apis[]")
 
 
-def test_both_functions_run_asynchronously_on_the_packaged_runtime(config, built):
-    manifest, _ = built
+def test_no_variable_list_is_under_environment_where_the_component_drops_it(config):
+    """formatter.ts formatFaasInputs sets `environment` from `environments` (a list of key/value),
+    over whatever `environment` held: a list there would deploy a function without its variables."""
+    for where in [config["inputs"], *config["inputs"]["functions"].values()]:
+        legacy = where.get("environment")
+        assert legacy is None or (isinstance(legacy, dict) and isinstance(legacy.get("variables"), dict)), \
+            f"environment: {legacy!r} would be replaced by `environments`"
+
+
+def test_every_function_is_the_one_image_running_its_entry_server(config):
     inputs = config["inputs"]
-    assert set(inputs["functions"]) == {"push_stream", "record_stream"}
-    assert inputs["src"]["src"] == "./build/code"  # where `./dev package` writes the code root
+    assert set(inputs["functions"]) == set(entry.FUNCTIONS)
+    assert "src" not in inputs and "layers" not in inputs  # nothing but the image is deployed
+    images = [fn["image"] for fn in inputs["functions"].values()]
+    assert all(image == images[0] for image in images)  # one image; ENTRY_FUNCTION tells them apart
+    image = images[0]
+    assert re.fullmatch(r"\$\{env:[A-Z0-9_]+\}", image["imageUrl"])
+    # SCF runs the image with exactly the Dockerfile's CMD (ImageConfig: Command, then Args split on spaces).
+    assert [image["command"], *image["args"].split(" ")] == list(image_build.COMMAND)
     for key, fn in inputs["functions"].items():
-        assert fn["handler"] == "index.main_handler"
-        assert fn.get("runtime", inputs["runtime"]) == manifest.runtime == "Python3.11"
+        assert fn["type"] == "event" and "handler" not in fn and "layers" not in fn
         assert fn["asyncRunEnable"] is True and fn["traceEnable"] is True
         assert 1 <= fn["timeout"] <= ASYNC_TIMEOUT_MAX
         assert fn["memorySize"] in MEMORY_SIZES
-        env = {item["key"]: item["value"] for item in fn["environment"]}
-        assert env[entry.ENTRY_ENV] == key  # the packaged index.py hands the call to this function
+        env = {item["key"]: item["value"] for item in fn["environments"]}
+        assert env[entry.ENTRY_ENV] == key  # the image's index.py hands the call to this function
         assert env["ROOM_BACKEND"] == "trtc"
     assert inputs["cls"]  # asynchronous execution needs its logs in CLS
-    # One layer entry per layer the package builds, within SCF's five.
-    assert len(inputs["layers"]) == len(manifest.layers) <= package.MAX_LAYERS
 
 
 def test_environment_names_are_the_ones_the_code_reads(config):
     known = _env_names_in_code()
-    for key, fn in config["inputs"]["functions"].items():
-        names = [item["key"] for item in fn["environment"]]
+    functions = config["inputs"]["functions"]
+    for key, fn in functions.items():
+        names = [item["key"] for item in fn["environments"]]
         assert len(names) == len(set(names))
         assert set(names) <= known, f"{key}: {sorted(set(names) - known)} are read by no code"
         # Deployment-only knobs of the emulator and tests never ship.
-        assert not {"COS_ENDPOINT", "LOCAL_ROOM_ADDRESS", "PACING_SPEED"} & set(names)
-    record_env = {item["key"] for item in config["inputs"]["functions"]["record_stream"]["environment"]}
-    push_env = {item["key"] for item in config["inputs"]["functions"]["push_stream"]["environment"]}
+        assert not {"COS_ENDPOINT", "LOCAL_ROOM_ADDRESS", "PACING_SPEED", "ENTRY_LISTEN"} & set(names)
+        # The role's keys come per invocation in headers; none is configured.
+        assert not [n for n in names if n.startswith("TENCENTCLOUD_")]
+    record_env = {item["key"] for item in functions["record_stream"]["environments"]}
+    push_env = {item["key"] for item in functions["push_stream"]["environments"]}
     assert {"CFS_PATH", "CALLBACK_SIGN_KEY", "CALLBACK_ALLOWLIST"} <= record_env
     assert {"SOURCE_ALLOWLIST", "CHECKPOINT_TTL_SECONDS"} <= push_env
     # CFS_PATH lies under the CFS mount.
     mount = config["inputs"]["cfs"][0]["localMountDir"]
-    cfs_path = next(i["value"] for i in config["inputs"]["functions"]["record_stream"]["environment"]
-                    if i["key"] == "CFS_PATH")
+    cfs_path = next(i["value"] for i in functions["record_stream"]["environments"] if i["key"] == "CFS_PATH")
     assert cfs_path.startswith(mount.rstrip("/") + "/")
 
 
@@ -151,23 +175,3 @@ def test_openapi_paths_match_the_gateway_routes(config):
     [apigw] = [t for t in config["inputs"]["triggers"] if t["type"] == "apigw"]
     routes = {(api["method"].lower(), api["path"]) for api in apigw["parameters"]["apis"]}
     assert routes == {(m, p) for p, ops in spec["paths"].items() for m in ops}
-
-
-LAYER_COMPONENT = {"region": str, "name": str, "src": str, "runtimes": list, "description": str}
-
-
-def test_each_built_layer_has_its_publishing_yml_named_as_serverless_yml_expects(config, built):
-    """`cd build/layers && sls deploy` publishes the layers the root serverless.yml binds (the `layer`
-    component: region, name, src, runtimes, description)."""
-    manifest, out = built
-    root_layers = config["inputs"]["layers"]
-    for i, layer in enumerate(manifest.layers):
-        path = out / "layers" / f"publish-{layer.name}" / "serverless.yml"
-        doc = yaml.safe_load(path.read_text("utf-8"))
-        _check(doc, TOP_LEVEL, str(path))
-        assert doc["component"] == "layer"
-        _check(doc["inputs"], LAYER_COMPONENT, f"{path}: inputs")
-        assert doc["inputs"]["runtimes"] == [manifest.runtime]
-        assert (path.parent / doc["inputs"]["src"]).resolve() == Path(layer.directory).resolve()
-        assert doc["inputs"]["name"] == root_layers[i]["name"] == f"${{env:{package.layer_env(layer.name)}_NAME}}"
-        assert root_layers[i]["version"] == f"${{env:{package.layer_env(layer.name)}_VERSION}}"

@@ -1,0 +1,238 @@
+"""`./dev package --image`: the build context of the functions' image, and the image where an engine exists.
+
+    python -m deploy.package --image [--tag NAME:TAG] [--python 3.11] [--out build] [--cache DIR]
+
+Writes OUT/image:
+
+    Dockerfile        deploy/image/Dockerfile
+    app/site/         requirements.txt installed for CPython --python, manylinux x86_64 (the same
+                      install `./dev package` makes, from the same cache: the wheels the tests ran)
+    app/code/         server.py (the entry server), index.py (deploy/entry.py), functions/, shared/
+    manifest.json     sizes, the base image, what the shared objects need
+
+then checks what the `.so` files of app/site need (glibc, GLIBCXX, CXXABI, system libraries)
+against the base image, and fails naming what the base lacks. Where docker or podman answers (or
+buildah), it builds and tags the image, prints its size and loads the native modules inside it
+(`server.py --check`); without one it prints the command to build it.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Iterable, Sequence
+
+from deploy import package
+from deploy.image.elf import BaseSystem, ElfNeeds, elf_needs, shared_objects
+
+HERE = Path(__file__).resolve().parent
+DOCKERFILE = HERE / "Dockerfile"
+SERVER = HERE / "server.py"
+DEFAULT_TAG = "trtc-media:latest"
+ENGINES = ("docker", "podman", "buildah")
+# What the Dockerfile runs over /app after copying it (the test tree is compiled the same way).
+COMPILE_ARGS = ("-m", "compileall", "-q", "-j", "0", "--invalidation-mode", "unchecked-hash")
+# The image's command (the Dockerfile's CMD; serverless.yml's image.command + image.args).
+COMMAND = ("/usr/local/bin/python3", "-I", "-S", "-u", "/app/code/server.py")
+
+# The base (the Dockerfile's FROM) is Debian 12 "bookworm" slim with CPython 3.11: glibc 2.36
+# (libc6), libstdc++6 and libgcc-s1 from GCC 12, zlib1g 1.2.13. Its system libraries, and the newest
+# symbol version of each family they define (tests/deploy checks these against a Debian 12 host).
+BASE = BaseSystem(
+    name="python:3.11-slim-bookworm (Debian 12)",
+    libraries=frozenset({
+        "ld-linux-x86-64.so.2", "libc.so.6", "libm.so.6", "libmvec.so.1", "libpthread.so.0", "libdl.so.2",
+        "librt.so.1", "libresolv.so.2", "libutil.so.1", "libgcc_s.so.1", "libstdc++.so.6", "libz.so.1",
+    }),
+    newest={"GLIBC": "2.36", "GLIBCXX": "3.4.30", "CXXABI": "1.3.13", "GCC": "12.0.0", "ZLIB": "1.2.12"},
+)
+
+
+@dataclass
+class ImageContext:
+    directory: str
+    python: str
+    base_image: str
+    command: list[str]
+    code_bytes: int
+    site_bytes: int
+    system_libraries: list[str]
+    newest_versions: dict[str, str]
+    problems: list[str] = field(default_factory=list)
+    engine: str | None = None
+    engine_note: str = ""
+    tag: str | None = None
+    image_bytes: int | None = None
+    in_image: dict | None = None
+
+
+def base_image(dockerfile: Path = DOCKERFILE) -> str:
+    """The image the Dockerfile builds FROM (its reference as written: tag and digest)."""
+    for line in dockerfile.read_text("utf-8").splitlines():
+        m = re.match(r"\s*FROM\s+(?:--platform=\S+\s+)?(\S+)", line, re.I)
+        if m:
+            return m.group(1)
+    raise package.PackageError(f"{dockerfile} has no FROM line")
+
+
+def _link_tree(src: Path, dest: Path) -> None:
+    """A copy of `src` at `dest`, hard-linked where the file system allows (the site is 160 MB)."""
+    def link(s: str, d: str) -> None:
+        try:
+            os.link(s, d)
+        except OSError:
+            shutil.copy2(s, d)
+
+    shutil.copytree(src, dest, copy_function=link, ignore=shutil.ignore_patterns(".complete", "__pycache__"))
+
+
+def write_context(out: Path, python: str = package.DEFAULT_PYTHON, cache: Path | None = None,
+                  requirements: Path = package.REPO_ROOT / "requirements.txt") -> ImageContext:
+    """The build context in `out` (replaced), checked against the base image."""
+    if not re.fullmatch(r"3\.\d{1,2}", python):
+        raise package.PackageError(f"--python must be a version such as 3.11 (got {python!r})")
+    out = out.resolve()
+    cache = (cache or out.parent / ".cache").resolve()
+    cache.mkdir(parents=True, exist_ok=True)
+    site = package.install_dependencies(requirements, python, cache)
+    shutil.rmtree(out, ignore_errors=True)
+    (out / "app").mkdir(parents=True)
+    _link_tree(site, out / "app" / "site")
+    code = out / "app" / "code"
+    package.build_code_root(code)
+    shutil.copy2(SERVER, code / "server.py")
+    shutil.copy2(DOCKERFILE, out / "Dockerfile")
+    (out / ".dockerignore").write_text("manifest.json\n", "utf-8")
+
+    needs = elf_needs(shared_objects(out / "app" / "site"))
+    context = ImageContext(str(out), python, base_image(), list(COMMAND), package.tree_size(code),
+                           package.tree_size(out / "app" / "site"), sorted(needs.system),
+                           _newest(needs), needs.check(BASE))
+    _save(context)
+    if context.problems:
+        raise package.PackageError(f"the base image lacks what the packaged .so files need: "
+                                   + "; ".join(context.problems))
+    return context
+
+
+def _newest(needs: ElfNeeds) -> dict[str, str]:
+    out = {}
+    for family in ("GLIBC", "GLIBCXX", "CXXABI", "GCC"):
+        v = needs.newest(family)
+        if v:
+            out[family] = ".".join(map(str, v))
+    return out
+
+
+def _save(context: ImageContext) -> None:
+    (Path(context.directory) / "manifest.json").write_text(json.dumps(asdict(context), indent=1), "utf-8")
+
+
+# --- the container engine ------------------------------------------------------------------------
+
+
+def _run(cmd: Sequence[str], timeout: float) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(list(cmd), capture_output=True, text=True, timeout=timeout)
+
+
+def find_engine() -> tuple[str | None, str]:
+    """The first container engine that answers, or None and why none did."""
+    notes = []
+    for name in ENGINES:
+        path = shutil.which(name)
+        if not path:
+            continue
+        probe = [path, "version"] if name == "buildah" else [path, "info"]
+        try:
+            proc = _run(probe, timeout=30)
+        except (OSError, subprocess.TimeoutExpired) as e:
+            notes.append(f"{name} found but `{name} {probe[1]}` failed: {e}")
+            continue
+        if proc.returncode == 0:
+            return path, f"{name} at {path}"
+        why = (proc.stderr or proc.stdout).strip().splitlines()
+        notes.append(f"{name} found but `{name} {probe[1]}` failed: {why[-1] if why else f'exit {proc.returncode}'}")
+    return None, "; ".join(notes) or "no docker, podman or buildah on PATH"
+
+
+def build_image(engine: str, context: ImageContext, tag: str) -> ImageContext:
+    """Build and tag the image; its size, and what loads inside it (docker and podman)."""
+    name = Path(engine).name
+    directory = context.directory
+    verb = ["bud"] if name == "buildah" else ["build"]
+    cmd = [engine, *verb, "--platform", "linux/amd64", "-t", tag, "-f", str(Path(directory) / "Dockerfile"), directory]
+    proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    if proc.returncode != 0:
+        raise package.PackageError(f"{' '.join(cmd)} failed (exit {proc.returncode}):\n"
+                                   + "\n".join(proc.stdout.splitlines()[-25:]))
+    context.engine = name
+    if name == "buildah":
+        size = _run([engine, "inspect", "--type", "image", "--format", "{{.Size}}", tag], timeout=60)
+    else:
+        size = _run([engine, "image", "inspect", "--format", "{{.Size}}", tag], timeout=60)
+    text = size.stdout.strip()
+    context.image_bytes = int(text) if text.isdigit() else None
+    if name != "buildah":
+        check = _run([engine, "run", "--rm", "--platform", "linux/amd64", "--network", "none", tag,
+                      *COMMAND, "--check"], timeout=300)
+        lines = [ln for ln in check.stdout.splitlines() if ln.startswith("{")]
+        context.in_image = json.loads(lines[-1]) if lines else {"failed": (check.stderr or check.stdout)[-2000:]}
+        if check.returncode != 0:
+            _save(context)
+            raise package.PackageError(f"the native modules do not load inside {tag}: {context.in_image}")
+    _save(context)
+    return context
+
+
+# --- the command ---------------------------------------------------------------------------------
+
+
+def report(context: ImageContext) -> Iterable[str]:
+    h = package.human
+    yield (f"image context {context.directory}: app/code {h(context.code_bytes)}, app/site {h(context.site_bytes)} "
+           f"(CPython {context.python}, manylinux x86_64 wheels)")
+    yield f"base {context.base_image}"
+    versions = ", ".join(f"{k}_{v}" for k, v in context.newest_versions.items())
+    yield f"the .so files need {versions}; system libraries {', '.join(context.system_libraries)}"
+    yield ("all present in the base (Debian 12: GLIBC_2.36, GLIBCXX_3.4.30, CXXABI_1.3.13)" if not context.problems
+           else "the base lacks: " + "; ".join(context.problems))
+    if context.engine:
+        size = h(context.image_bytes) if context.image_bytes is not None else "size unknown"
+        yield f"built {context.tag} with {context.engine}: {size}"
+        if context.in_image:
+            mods = context.in_image.get("modules", {})
+            yield (f"inside it: Python {context.in_image.get('python')}, {context.in_image.get('glibc')}; "
+                   f"{', '.join(mods)} load")
+    else:
+        yield f"no image built ({context.engine_note}); build it with:"
+        yield f"  docker build --platform linux/amd64 -t {context.tag or DEFAULT_TAG} {context.directory}"
+
+
+def run(out: Path, python: str = package.DEFAULT_PYTHON, cache: Path | None = None, tag: str = DEFAULT_TAG,
+        build: bool = True) -> ImageContext:
+    context = write_context(out, python, cache)
+    context.tag = tag
+    if build:
+        engine, note = find_engine()
+        context.engine_note = note
+        if engine:
+            context = build_image(engine, context, tag)
+        else:
+            _save(context)
+    return context
+
+
+def main(out: Path, python: str, cache: Path | None, tag: str) -> int:
+    try:
+        context = run(out, python, cache, tag)
+    except package.PackageError as e:
+        print(f"package --image: {e}", file=sys.stderr)
+        return 1
+    for line in report(context):
+        print(line)
+    return 0
