@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import random
 import re
 import signal
@@ -23,6 +22,8 @@ import uuid
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping, TypeVar
 from urllib.parse import urlsplit, urlunsplit
+
+from shared.settings import ConfigError, settings
 
 # Field names whose values never reach a log or a record, in any casing. Redaction is by field, on
 # parsed objects (a gateway body is decoded and parsed first, so JSON escapes in a key do not hide it).
@@ -200,6 +201,14 @@ class RunLogger(logging.LoggerAdapter):
 _handler_lock = threading.Lock()
 
 
+def _log_level() -> str:
+    # The logger exists before the preflight runs; a bad LOG_LEVEL is named by the preflight.
+    try:
+        return settings().log_level
+    except ConfigError:
+        return "INFO"
+
+
 def get_logger(request_id: str = "", function: str = "") -> RunLogger:
     """A logger whose lines carry `request_id`; JSON on stderr (what SCF collects)."""
     base = logging.getLogger("trtc_media")
@@ -208,7 +217,7 @@ def get_logger(request_id: str = "", function: str = "") -> RunLogger:
             h = _StderrHandler()
             h.setFormatter(JsonFormatter())
             base.addHandler(h)
-            base.setLevel(os.environ.get("LOG_LEVEL", "INFO").upper())
+            base.setLevel(_log_level())
             base.propagate = False
     return RunLogger(base, {"request_id": request_id or None, "function": function or None})
 
@@ -225,7 +234,7 @@ class StopSignal:
 
     def __init__(self, deadline: float | None = None, margin: float | None = None):
         if margin is None:
-            margin = float(os.environ.get("STOP_MARGIN_SECONDS", DEFAULT_STOP_MARGIN_S))
+            margin = settings().stop_margin_seconds
         self._deadline = None if deadline is None else deadline - margin
         self._reason: str | None = None
         self._event = threading.Event()

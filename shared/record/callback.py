@@ -14,16 +14,15 @@ import base64
 import hashlib
 import hmac
 import json
-import os
 import time
 from typing import Any, Mapping
 
 import requests
 
 from shared.egress import DestinationRefused, validate_callback_url
+from shared.settings import settings
 from shared.runtime import GaveUp, RetryPolicy, RunLogger, get_logger, redact_value
 
-SIGN_KEY_ENV = "CALLBACK_SIGN_KEY"
 _sleep = time.sleep  # the backoff wait (a test brings the receiver back during it)
 _clock = time.monotonic  # what the deadline is measured on (a test runs the schedule on a virtual clock)
 
@@ -78,7 +77,7 @@ def post_result(
     """
     log = log or get_logger()
     if sign_key is None:
-        sign_key = os.environ.get(SIGN_KEY_ENV) or None
+        sign_key = settings().callback_sign_key
     redact_value(sign_key)
     try:
         validate_callback_url(url)

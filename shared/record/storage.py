@@ -32,18 +32,15 @@ from datetime import datetime, timezone
 from typing import Any, Callable, TypeVar
 from urllib.parse import quote, unquote, urlsplit
 
+from shared.settings import settings
 from shared.runtime import GaveUp, RetryPolicy, RunLogger, get_logger, redact_value
 
 T = TypeVar("T")
 
-COS_ENDPOINT_ENV = "COS_ENDPOINT"
-ROLE_ENV = ("TENCENTCLOUD_SECRETID", "TENCENTCLOUD_SECRETKEY", "TENCENTCLOUD_SESSIONTOKEN")
 
 MB = 1024 * 1024
 # Files above this go up in parts (COS's simple upload takes up to 5 GB, but a part that fails is
 # cheaper to retry than a whole recording). Both can be set in the environment.
-DEFAULT_MULTIPART_THRESHOLD = int(os.environ.get("COS_MULTIPART_THRESHOLD", 20 * MB))
-DEFAULT_PART_SIZE = int(os.environ.get("COS_PART_SIZE", 8 * MB))
 MIN_PART_SIZE = 1 * MB  # COS's smallest part (all but the last)
 MAX_PARTS = 10_000
 
@@ -201,7 +198,8 @@ def resolve_credentials(secret_id: str | None = None, secret_key: str | None = N
                               "MissingCredentials")
         creds = Credentials(secret_id, secret_key, token or None, "parameters")
     else:
-        env_id, env_key, env_token = (os.environ.get(n) or None for n in ROLE_ENV)
+        s = settings()
+        env_id, env_key, env_token = s.tencentcloud_secretid, s.tencentcloud_secretkey, s.tencentcloud_sessiontoken
         if not (env_id and env_key):
             raise UploadError(
                 "upload failed: MissingCredentials: no COS credentials; give CosConfig.SecretId and SecretKey, "
@@ -216,14 +214,11 @@ def resolve_credentials(secret_id: str | None = None, secret_key: str | None = N
 
 def endpoint_override() -> tuple[str, str, int | None] | None:
     """(scheme, host, port) from COS_ENDPOINT, or None to use {bucket}.cos.{region}.myqcloud.com."""
-    value = (os.environ.get(COS_ENDPOINT_ENV) or "").strip()
+    value = settings().cos_endpoint  # validated by the preflight: http(s)://host[:port]
     if not value:
         return None
-    parts = urlsplit(value if "://" in value else f"http://{value}")
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise UploadError(f"upload failed: InvalidEndpoint: {COS_ENDPOINT_ENV}={value!r} is not like "
-                          "http://127.0.0.1:9000", "InvalidEndpoint")
-    return parts.scheme, parts.hostname, parts.port
+    parts = urlsplit(value)
+    return parts.scheme, parts.hostname or "", parts.port
 
 
 def make_client(region: str, creds: Credentials, timeout: float = 30.0) -> Any:
@@ -356,7 +351,7 @@ def upload_file(
     creds = resolve_credentials(secret_id, secret_key, token)
     client = make_client(region, creds, timeout)
     policy = RetryPolicy(tries=tries, backoff=backoff, max_backoff=max_backoff, deadline=deadline)
-    threshold = DEFAULT_MULTIPART_THRESHOLD if multipart_threshold is None else multipart_threshold
+    threshold = settings().cos_multipart_threshold if multipart_threshold is None else multipart_threshold
     started = time.monotonic()
     extra = {"ContentType": content_type} if content_type else {}
 
@@ -377,7 +372,7 @@ def upload_file(
 
 def _multipart(client: Any, path: str, size: int, bucket: str, key: str, part_size: int | None,
                max_workers: int, policy: RetryPolicy, log: RunLogger, extra: dict[str, Any]) -> int:
-    part_size = max(MIN_PART_SIZE, DEFAULT_PART_SIZE if part_size is None else int(part_size))
+    part_size = max(MIN_PART_SIZE, settings().cos_part_size if part_size is None else int(part_size))
     part_size = max(part_size, -(-size // MAX_PARTS))  # at most 10,000 parts
     count = -(-size // part_size)
     where = f"{bucket}/{key}"

@@ -12,39 +12,22 @@ import os
 
 from .base import *  # noqa: F401,F403  (the room vocabulary is this package's public API)
 from .base import Room
+from shared.settings import ConfigError, settings
 
-BACKENDS = ("trtc", "local")
-
-
-class RoomConfigError(ValueError):
+class RoomConfigError(ConfigError):
     """The environment does not name a usable room backend."""
 
 
 def backend_from_env(env: "os._Environ[str] | dict[str, str] | None" = None) -> tuple[str, str | None]:
-    """(backend, local address) from the environment, or RoomConfigError saying what is wrong."""
-    env = os.environ if env is None else env
-    backend = (env.get("ROOM_BACKEND") or "trtc").strip().lower()
-    if backend not in BACKENDS:
-        raise RoomConfigError(f"ROOM_BACKEND={backend!r} is not one of {', '.join(BACKENDS)}")
-    address = None
-    if backend == "trtc" and importlib.util.find_spec("liteav") is None:
+    """(backend, local address) from the environment, or a ValueError saying what is wrong.
+
+    Checks every setting (shared/settings.py) too: this is the functions' preflight."""
+    s = settings(env)
+    if s.room_backend == "trtc" and importlib.util.find_spec("liteav") is None:
         # Found without importing it: loading liteav is left to the moment a room is opened.
         raise RoomConfigError("ROOM_BACKEND=trtc needs Tencent's liteav package, which is not installed "
-                              "(deploy it with the dependency layers, or set ROOM_BACKEND=local for the emulator)")
-    if backend == "trtc":
-        from .trtc import check_env  # the module itself does not import liteav
-
-        try:
-            check_env(env)
-        except ValueError as e:
-            raise RoomConfigError(str(e)) from None
-    if backend == "local":
-        address = (env.get("LOCAL_ROOM_ADDRESS") or "").strip()
-        host, _, port = address.rpartition(":")
-        if not host or not port.isdigit():
-            raise RoomConfigError(
-                f"ROOM_BACKEND=local needs LOCAL_ROOM_ADDRESS=host:port (got {address!r})")
-    return backend, address
+                              "(use the project's container image, or set ROOM_BACKEND=local for the emulator)")
+    return s.room_backend, s.local_room_address
 
 
 def open_room(env: "dict[str, str] | None" = None) -> Room:

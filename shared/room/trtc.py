@@ -35,6 +35,7 @@ from types import ModuleType
 from typing import Any, Callable, Mapping, NoReturn
 
 from shared.runtime import RunLogger, get_logger
+from shared.settings import LITEAV_LOG_LEVELS, TRTC_SCENES, settings
 
 from .base import yuv420p_size
 from .base import (
@@ -42,8 +43,7 @@ from .base import (
     ERR_INVALID_OPERATION, ERR_INVALID_PARAMETER, ERR_INVALID_ROOM_ID, ERR_INVALID_SDK_APP_ID,
     ERR_INVALID_USER_ID, ERR_INVALID_USER_SIG, ERR_NETWORK_UNREACHABLE, ERR_REQUEST_SERVER_TIMEOUT,
     AudioAvailable, AudioFrame, BitrateRequested, CloseReason, EnterParams, Event, H264Frame,
-    KeyFrameRequested, PixelFrame, RemoteAudio, RemoteVideo, Role, Room, RoomClosed, RoomError, RoomRef,
-    UserEntered, UserLeft, VideoAvailable, VideoEncodeConfig, VideoFormat,
+    KeyFrameRequested, PixelFrame, RemoteAudio, RemoteVideo, Role, Room, RoomClosed, RoomError, UserEntered, UserLeft, VideoAvailable, VideoEncodeConfig, VideoFormat,
 )
 
 # How long exit() waits for OnExitRoom before dropping the cloud anyway: leaving must not hang a stop.
@@ -57,22 +57,17 @@ _MAX_VIDEO_BITRATE = 20_000_000
 # Bitrates TRTC recommends for 48 kHz Opus (AudioEncodeParams.bitrate_bps).
 _AUDIO_BITRATE = {1: 50_000, 2: 100_000}
 
-# --- configuration from the environment (checked at the first call by shared.room.backend_from_env) ---
+# --- configuration (shared/settings.py reads and validates the variables) ------------------------
 
-# The SDK's own log: SetLogLevel's levels by name (or 0..5), default warnings and worse.
-LOG_LEVEL_ENV = "LITEAV_LOG_LEVEL"
-LOG_LEVELS = {"debug": 0, "info": 1, "warning": 2, "error": 3, "fatal": 4, "none": 5}
-DEFAULT_LOG_LEVEL = "warning"
-LOG_DIR_NAME = "liteav_log"  # under CFS_PATH when set, else /tmp
+# The SDK's own log: SetLogLevel's levels by name (LITEAV_LOG_LEVEL), under CFS_PATH when set, else /tmp.
+LOG_LEVELS = LITEAV_LOG_LEVELS
+LOG_DIR_NAME = "liteav_log"
 
-# The TRTC scene each use enters with (TRTCScene without its TRTC_SCENE_ prefix), and the variable
-# that overrides it. A member that receives media is a recorder: it needs one PCM callback per
-# anchor, which the server SDK's headers document for TRTC_SCENE_RECORD only. A member that only
-# publishes (a pusher) is an anchor of a live broadcast.
-PUSH_SCENE_ENV = "TRTC_PUSH_SCENE"
-RECORD_SCENE_ENV = "TRTC_RECORD_SCENE"
-DEFAULT_SCENES = {PUSH_SCENE_ENV: "live", RECORD_SCENE_ENV: "record"}
-SCENES = ("video_call", "audio_call", "live", "voice_chat", "record")
+# The TRTC scene each use enters with (TRTCScene without its TRTC_SCENE_ prefix; TRTC_PUSH_SCENE and
+# TRTC_RECORD_SCENE override them). A member that receives media is a recorder: it needs one PCM
+# callback per anchor, which the server SDK's headers document for TRTC_SCENE_RECORD only. A member
+# that only publishes (a pusher) is an anchor of a live broadcast.
+SCENES = TRTC_SCENES
 
 # The remote streams a member that receives no media unsubscribes from (the SDK subscribes to all).
 _UNSUBSCRIBED = ("STREAM_TYPE_AUDIO", "STREAM_TYPE_VIDEO_HIGH", "STREAM_TYPE_VIDEO_LOW", "STREAM_TYPE_VIDEO_AUX")
@@ -103,36 +98,19 @@ def error_text(code: int) -> str:
 
 
 def log_level(env: Mapping[str, str]) -> int:
-    """SetLogLevel's argument from LITEAV_LOG_LEVEL (a name or 0..5); ValueError naming the variable."""
-    raw = (env.get(LOG_LEVEL_ENV) or DEFAULT_LOG_LEVEL).strip().lower()
-    if raw.isdigit() and int(raw) in LOG_LEVELS.values():
-        return int(raw)
-    if raw not in LOG_LEVELS:
-        raise ValueError(f"{LOG_LEVEL_ENV}={raw!r} is not one of {', '.join(LOG_LEVELS)} (or 0..5)")
-    return LOG_LEVELS[raw]
+    """SetLogLevel's argument from LITEAV_LOG_LEVEL."""
+    return LOG_LEVELS[settings(env).liteav_log_level]
 
 
 def log_directory(env: Mapping[str, str]) -> Path:
     """Where the SDK writes its log: the only writable places on SCF are /tmp and a mounted CFS."""
-    return Path(env.get("CFS_PATH") or "/tmp") / LOG_DIR_NAME
+    return (settings(env).cfs_path or Path("/tmp")) / LOG_DIR_NAME
 
 
 def scene_name(params: EnterParams, env: Mapping[str, str]) -> str:
     """The TRTC scene for this entry: the recording one for a member that receives media."""
-    variable = RECORD_SCENE_ENV if params.receive_media else PUSH_SCENE_ENV
-    name = (env.get(variable) or DEFAULT_SCENES[variable]).strip().lower()
-    if name.startswith("trtc_scene_"):
-        name = name[len("trtc_scene_"):]
-    if name not in SCENES:
-        raise ValueError(f"{variable}={name!r} is not one of {', '.join(SCENES)}")
-    return name
-
-
-def check_env(env: Mapping[str, str]) -> None:
-    """Every trtc setting of the environment, checked before a run starts; ValueError says which."""
-    log_level(env)
-    for receive_media in (True, False):
-        scene_name(EnterParams(1, RoomRef(1), "u", "s", receive_media=receive_media), env)
+    s = settings(env)
+    return s.trtc_record_scene if params.receive_media else s.trtc_push_scene
 
 
 class _State(enum.Enum):

@@ -45,7 +45,7 @@ def test_local_backend_with_a_malformed_address_names_it(monkeypatch):
     monkeypatch.setenv("ROOM_BACKEND", "local")
     monkeypatch.setenv("LOCAL_ROOM_ADDRESS", "127.0.0.1")
     result = push_index.main_handler({}, CONTEXT)
-    assert result["reason"] == "configuration_error" and "(got '127.0.0.1')" in result["message"]
+    assert result["reason"] == "configuration_error" and "LOCAL_ROOM_ADDRESS='127.0.0.1' must be host:port" in result["message"]
 
 
 def test_a_valid_backend_goes_on_to_validate_the_parameters(monkeypatch):

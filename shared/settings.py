@@ -1,0 +1,235 @@
+"""The deployment's configuration: every environment variable the functions read, in one model.
+
+`settings()` reads the environment, validates every documented variable and hands back a frozen
+`Settings`; a bad value of any of them is a `ConfigError` naming the variable and the values it
+accepts, never a silent default. The gateway's preflight calls it before a run starts, so a wrong
+setting fails the first call at once as a `configuration_error`; the code reading a setting later
+calls it again and gets the same, already validated object (it is cached on the variables' values,
+so a test that changes the environment gets a fresh one).
+
+README's "Environment variables" table lists exactly the names in `VARIABLES` (a test checks).
+"""
+from __future__ import annotations
+
+import functools
+import ipaddress
+import os
+from pathlib import Path
+from typing import Any, Callable, Mapping, Optional
+from urllib.parse import urlsplit
+
+from pydantic import BaseModel, ConfigDict, ValidationError, field_validator, model_validator
+
+MB = 1024 * 1024
+
+# The TRTC SDK's choices: SetLogLevel's levels and TRTCScene without its TRTC_SCENE_ prefix.
+LITEAV_LOG_LEVELS = {"debug": 0, "info": 1, "warning": 2, "error": 3, "fatal": 4, "none": 5}
+TRTC_SCENES = ("video_call", "audio_call", "live", "voice_chat", "record")
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
+
+class ConfigError(ValueError):
+    """A setting is wrong; the message names the variable and what it accepts."""
+
+
+def _split_list(value: str) -> tuple[str, ...]:
+    return tuple(item.strip() for item in value.split(",") if item.strip())
+
+
+class Settings(BaseModel):
+    """One field per environment variable (the alias is the variable's name)."""
+
+    model_config = ConfigDict(frozen=True, populate_by_name=True, extra="ignore")
+
+    # the room
+    room_backend: str = "trtc"
+    local_room_address: Optional[str] = None
+    liteav_log_level: str = "warning"
+    trtc_push_scene: str = "live"
+    trtc_record_scene: str = "record"
+    # where the functions may connect
+    source_allowlist: tuple[str, ...] = ()
+    callback_allowlist: tuple[str, ...] = ()
+    # push_stream
+    source_timeout_seconds: float = 15.0
+    checkpoint_ttl_seconds: int = 7 * 24 * 3600
+    pacing_speed: float = 1.0
+    # record_stream
+    cfs_path: Optional[Path] = None
+    record_min_free_mb: float = 64.0
+    callback_sign_key: Optional[str] = None
+    cos_endpoint: Optional[str] = None
+    cos_multipart_threshold: int = 20 * MB
+    cos_part_size: int = 8 * MB
+    # the execution role's temporary keys (SCF sets them)
+    tencentcloud_secretid: Optional[str] = None
+    tencentcloud_secretkey: Optional[str] = None
+    tencentcloud_sessiontoken: Optional[str] = None
+    # the image's entry
+    entry_function: Optional[str] = None
+    entry_listen: str = "0.0.0.0:9000"
+    # every function
+    stop_margin_seconds: float = 10.0
+    log_level: str = "INFO"
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _blank_is_unset(cls, v: Any, info: Any) -> Any:
+        # An empty variable means "not set" (serverless.yml writes every variable, some empty).
+        if isinstance(v, str) and not v.strip():
+            return cls.model_fields[info.field_name].default
+        return v.strip() if isinstance(v, str) else v
+
+    @field_validator("room_backend", "liteav_log_level", "trtc_push_scene", "trtc_record_scene", mode="before")
+    @classmethod
+    def _lower(cls, v: Any) -> Any:
+        return v.lower() if isinstance(v, str) else v
+
+    @field_validator("room_backend")
+    @classmethod
+    def _room_backend(cls, v: str) -> str:
+        return _one_of(v, ("trtc", "local"))
+
+    @field_validator("liteav_log_level")
+    @classmethod
+    def _liteav_log_level(cls, v: str) -> str:
+        if v.isdigit() and int(v) in LITEAV_LOG_LEVELS.values():
+            return next(name for name, n in LITEAV_LOG_LEVELS.items() if n == int(v))
+        return _one_of(v, tuple(LITEAV_LOG_LEVELS), " (or 0..5)")
+
+    @field_validator("trtc_push_scene", "trtc_record_scene")
+    @classmethod
+    def _scene(cls, v: str) -> str:
+        return _one_of(v.removeprefix("trtc_scene_"), TRTC_SCENES)
+
+    @field_validator("local_room_address", "entry_listen")
+    @classmethod
+    def _host_port(cls, v: Optional[str]) -> Optional[str]:
+        if v is None:
+            return v
+        host, _, port = v.rpartition(":")
+        if not host or not port.isdigit() or not 1 <= int(port) <= 65535:
+            raise ValueError("must be host:port")
+        return v
+
+    @field_validator("source_allowlist", "callback_allowlist", mode="before")
+    @classmethod
+    def _allowlist(cls, v: Any) -> Any:
+        items = _split_list(v) if isinstance(v, str) else tuple(v or ())
+        for item in items:
+            try:
+                ipaddress.ip_network(item, strict=False)
+            except ValueError:
+                if not all(part.isalnum() or part == "" for part in item.replace("-", "").split(".")) or "/" in item:
+                    raise ValueError(f"{item!r} is neither a CIDR, an address nor a host name") from None
+        return items
+
+    @field_validator("source_timeout_seconds", "pacing_speed")
+    @classmethod
+    def _positive(cls, v: float) -> float:
+        if not 0 < v < float("inf"):
+            raise ValueError("must be a number above 0")
+        return v
+
+    @field_validator("stop_margin_seconds", "record_min_free_mb")
+    @classmethod
+    def _not_negative(cls, v: float) -> float:
+        if not 0 <= v < float("inf"):
+            raise ValueError("must be a number of 0 or more")
+        return v
+
+    @field_validator("checkpoint_ttl_seconds")
+    @classmethod
+    def _ttl(cls, v: int) -> int:
+        if v < 1:
+            raise ValueError("must be a whole number of seconds, 1 or more")
+        return v
+
+    @field_validator("cos_multipart_threshold", "cos_part_size")
+    @classmethod
+    def _part(cls, v: int) -> int:
+        if v < MB:
+            raise ValueError(f"must be a number of bytes, {MB} (1 MB, COS's smallest part) or more")
+        return v
+
+    @field_validator("cos_endpoint")
+    @classmethod
+    def _endpoint(cls, v: Optional[str]) -> Optional[str]:
+        if v is None:
+            return v
+        if "://" not in v:
+            v = f"http://{v}"
+        try:
+            parts = urlsplit(v)
+            parts.port  # noqa: B018  (raises on a bad port)
+        except ValueError:
+            raise ValueError("must be http://host:port") from None
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError("must be http://host:port")
+        return v.rstrip("/")
+
+    @field_validator("entry_function")
+    @classmethod
+    def _entry(cls, v: Optional[str]) -> Optional[str]:
+        return v  # the image's entry checks it against its own function list (deploy/entry.py)
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _log_level(cls, v: Any) -> Any:
+        return _one_of(v.upper(), LOG_LEVELS) if isinstance(v, str) else v
+
+    @model_validator(mode="after")
+    def _local_needs_address(self) -> "Settings":
+        if self.room_backend == "local" and not self.local_room_address:
+            raise ValueError("ROOM_BACKEND=local needs LOCAL_ROOM_ADDRESS=host:port")
+        return self
+
+    @property
+    def min_free_bytes(self) -> int:
+        return int(self.record_min_free_mb * MB)
+
+
+def _one_of(value: str, choices: tuple[str, ...], more: str = "") -> str:
+    if value not in choices:
+        raise ValueError(f"is not one of {', '.join(choices)}{more}")
+    return value
+
+
+# Variable name -> field name; README's table lists exactly these names.
+VARIABLES: dict[str, str] = {name.upper(): name for name in Settings.model_fields}
+
+
+def _explain(err: ValidationError, env: Mapping[str, str]) -> str:
+    problems = []
+    for e in err.errors():
+        field = str(e["loc"][0]) if e["loc"] else ""
+        name = field.upper()
+        msg = str(e["msg"]).removeprefix("Value error, ")
+        kind = str(e["type"])
+        if kind.startswith("float") or kind.startswith("int"):
+            msg = "must be a number" if kind.startswith("float") else "must be a whole number"
+        if name in VARIABLES:
+            problems.append(f"{name}={env.get(name, '')!r} {msg}")
+        else:
+            problems.append(msg)
+    return "; ".join(problems)
+
+
+@functools.lru_cache(maxsize=16)
+def _load(values: tuple[tuple[str, str], ...]) -> Settings:
+    env = dict(values)
+    try:
+        return Settings(**{VARIABLES[name]: value for name, value in env.items()})
+    except ValidationError as e:
+        raise ConfigError(_explain(e, env)) from None
+
+
+def settings(env: Optional[Mapping[str, str]] = None) -> Settings:
+    """The validated settings of `env` (os.environ by default); ConfigError names what is wrong."""
+    env = os.environ if env is None else env
+    return _load(tuple((name, env[name]) for name in VARIABLES if name in env))
+
+
+def check(env: Optional[Mapping[str, str]] = None) -> Callable[[], Settings]:
+    """A gateway preflight: validates the settings of `env` when called."""
+    return lambda: settings(env)

@@ -1,0 +1,67 @@
+"""The settings object: every documented variable validated once, named when wrong, never defaulted silently."""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from functions.push_stream import index as push_index
+from shared.settings import VARIABLES, ConfigError, settings
+
+README = Path(__file__).resolve().parents[2] / "README.md"
+
+# A value each variable refuses (what a typo in serverless.yml's .env would give).
+BAD = {
+    "ROOM_BACKEND": "tcp", "LOCAL_ROOM_ADDRESS": "nohost", "LITEAV_LOG_LEVEL": "loud",
+    "TRTC_PUSH_SCENE": "concert", "TRTC_RECORD_SCENE": "tape", "SOURCE_ALLOWLIST": "10.0.0.0/8,bad/host",
+    "CALLBACK_ALLOWLIST": "a b", "SOURCE_TIMEOUT_SECONDS": "abc", "CHECKPOINT_TTL_SECONDS": "0",
+    "PACING_SPEED": "abc", "RECORD_MIN_FREE_MB": "-1", "COS_ENDPOINT": "ftp://x",
+    "COS_MULTIPART_THRESHOLD": "12", "COS_PART_SIZE": "8M", "ENTRY_LISTEN": "9000",
+    "STOP_MARGIN_SECONDS": "soon", "LOG_LEVEL": "LOUD",
+}
+# Free text: any value is a valid one.
+FREE = {"CFS_PATH", "CALLBACK_SIGN_KEY", "TENCENTCLOUD_SECRETID", "TENCENTCLOUD_SECRETKEY",
+        "TENCENTCLOUD_SESSIONTOKEN", "ENTRY_FUNCTION"}
+
+
+def _readme_variables() -> set[str]:
+    text = README.read_text()
+    section = text[text.index("## Environment variables"):]
+    section = section[:section.index("\n## ", 1)]
+    names: set[str] = set()
+    for line in section.splitlines():
+        if line.startswith("| `"):
+            names.update(re.findall(r"`([A-Z][A-Z0-9_]+)`", line.split("|")[1]))
+    return names
+
+
+def test_the_readme_table_and_the_settings_list_the_same_variables():
+    assert _readme_variables() == set(VARIABLES)
+
+
+def test_every_variable_is_either_checked_or_free_text():
+    assert set(BAD) | FREE == set(VARIABLES) and not set(BAD) & FREE
+
+
+@pytest.mark.parametrize("name", sorted(BAD))
+def test_a_bad_value_is_refused_naming_the_variable(name):
+    env = {"ROOM_BACKEND": "local", "LOCAL_ROOM_ADDRESS": "127.0.0.1:1", name: BAD[name]}
+    with pytest.raises(ConfigError) as e:
+        settings(env)
+    assert f"{name}={BAD[name]!r}" in str(e.value)
+
+
+def test_defaults_and_blank_values():
+    s = settings({"SOURCE_TIMEOUT_SECONDS": " ", "PACING_SPEED": "4", "SOURCE_ALLOWLIST": "127.0.0.0/8, localhost"})
+    assert s.source_timeout_seconds == 15.0 and s.pacing_speed == 4.0
+    assert s.source_allowlist == ("127.0.0.0/8", "localhost") and s.room_backend == "trtc"
+
+
+def test_a_bad_setting_fails_the_first_call_at_once(monkeypatch):
+    monkeypatch.setenv("ROOM_BACKEND", "local")
+    monkeypatch.setenv("LOCAL_ROOM_ADDRESS", "127.0.0.1:9")
+    monkeypatch.setenv("PACING_SPEED", "abc")
+    result = push_index.main_handler({}, {"request_id": "req-settings"})
+    assert result["status"] == "failed" and result["reason"] == "configuration_error"
+    assert "PACING_SPEED='abc' must be a number" in result["message"]
