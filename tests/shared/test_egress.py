@@ -38,3 +38,46 @@ def test_unresolvable_host_is_a_clear_error(monkeypatch):
     monkeypatch.delenv("SOURCE_ALLOWLIST", raising=False)
     with pytest.raises(DestinationRefused, match="does not resolve"):
         check_destination("http://no-such-host.invalid/a.mp4", "SOURCE_ALLOWLIST", "videoSrc")
+
+
+def test_connect_resolves_once_and_connects_to_the_checked_address(monkeypatch, fake_dns):
+    import socket
+
+    from shared.egress import connect
+
+    monkeypatch.setenv("SOURCE_ALLOWLIST", "127.0.0.1/32")
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(1)
+    port = server.getsockname()[1]
+    fake_dns["once.egress.test"] = ["127.0.0.1", "127.0.0.2"]
+    try:
+        sock = connect("once.egress.test", port, "SOURCE_ALLOWLIST", "videoSrc", 2.0)
+        assert sock.getpeername() == ("127.0.0.1", port) and fake_dns.lookups["once.egress.test"] == 1
+        sock.close()
+        with pytest.raises(DestinationRefused, match=r"once.egress.test \(127.0.0.2\) is a loopback address"):
+            connect("once.egress.test", port, "SOURCE_ALLOWLIST", "videoSrc", 2.0)  # the next answer
+    finally:
+        server.close()
+
+
+def test_local_paths_only_under_local_source_dirs(tmp_path, monkeypatch):
+    import os
+
+    from shared.egress import check_local_path
+
+    allowed, other = tmp_path / "a", tmp_path / "b"
+    allowed.mkdir()
+    other.mkdir()
+    (other / "x.mp4").write_bytes(b"x")
+    os.symlink(other / "x.mp4", allowed / "link.mp4")
+    monkeypatch.setenv("LOCAL_SOURCE_DIRS", f"{tmp_path / 'nope'},{allowed}")
+    assert check_local_path(str(allowed / "clip.mp4")) == str((allowed / "clip.mp4").resolve())
+    for path in (other / "x.mp4", allowed / "link.mp4", allowed / ".." / "b" / "x.mp4", tmp_path / "a2" / "x"):
+        with pytest.raises(DestinationRefused, match="LOCAL_SOURCE_DIRS"):
+            check_local_path(str(path))
+    monkeypatch.setenv("LOCAL_SOURCE_DIRS", f"{other}{os.pathsep}{allowed}")
+    assert check_local_path(str(allowed / "link.mp4")) == str((other / "x.mp4").resolve())
+    monkeypatch.delenv("LOCAL_SOURCE_DIRS")
+    with pytest.raises(DestinationRefused, match="names no directory"):
+        check_local_path(str(allowed / "clip.mp4"))
