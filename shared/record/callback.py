@@ -6,7 +6,7 @@ The key is CALLBACK_SIGN_KEY from the environment (or `sign_key`).
 
 A callback that cannot be delivered is logged and reported as False; it never raises, so the
 function still returns its result. Internal destinations are refused unless CALLBACK_ALLOWLIST
-opens them (see shared.egress).
+opens them (see shared.egress), checked on the address each POST actually connects to.
 """
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ from typing import Any, Mapping
 
 import requests
 
-from shared.egress import DestinationRefused, validate_callback_url
+from shared.egress import CALLBACK_ALLOWLIST_ENV, DestinationRefused, pinned_session, validate_callback_url
 from shared.runtime import RetryPolicy, RunLogger, get_logger, redact_value
 
 SIGN_KEY_ENV = "CALLBACK_SIGN_KEY"
@@ -34,6 +34,14 @@ def sign_body(key: str, body: bytes) -> str:
 
 def encode_body(body: Mapping[str, Any]) -> bytes:
     return json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
+
+
+def _post_once(url: str, **kwargs: Any) -> requests.Response:
+    """One POST, connected only to an address CALLBACK_ALLOWLIST's rule allows: the host is resolved
+    once when connecting and that checked address is the one used (no DNS-rebinding window).
+    Raises DestinationRefused when the address is refused, requests' errors otherwise."""
+    with pinned_session(CALLBACK_ALLOWLIST_ENV, "Callback") as session:
+        return session.post(url, **kwargs)
 
 
 def post_result(
@@ -59,7 +67,7 @@ def post_result(
         sign_key = os.environ.get(SIGN_KEY_ENV) or None
     redact_value(sign_key)
     try:
-        validate_callback_url(url)
+        validate_callback_url(url, resolve=False)  # the address is checked when connecting
     except DestinationRefused as e:
         log.error("callback refused", reason=str(e))
         return False
@@ -75,12 +83,15 @@ def post_result(
     for attempt in range(1, policy.tries + 1):
         retryable = True
         try:
-            resp = requests.post(url, data=data, headers=headers, timeout=timeout, allow_redirects=False)
+            resp = _post_once(url, data=data, headers=headers, timeout=timeout, allow_redirects=False)
             if 200 <= resp.status_code < 300:
                 log.info("callback delivered", url=url, status=resp.status_code, attempt=attempt)
                 return True
             last = f"HTTP {resp.status_code}"
             retryable = resp.status_code >= 500 or resp.status_code in (408, 429)
+        except DestinationRefused as e:
+            log.error("callback refused", reason=str(e))
+            return False
         except requests.RequestException as e:
             last = f"{type(e).__name__}: {e}"
         if not retryable or attempt == policy.tries:
