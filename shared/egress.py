@@ -37,6 +37,10 @@ METADATA_HOSTS = frozenset({"metadata.tencentyun.com", "metadata.google.internal
 METADATA_NETS = (ipaddress.ip_network("169.254.0.0/16"), ipaddress.ip_network("100.100.100.200/32"))
 
 
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
 class DestinationRefused(ValueError):
     """The destination is not allowed; the message names it and why."""
 
@@ -57,8 +61,8 @@ class Address:
         return str(self.sockaddr[0])
 
 
-def _allowlist(env_name: str) -> tuple[list[ipaddress._BaseNetwork], set[str]]:
-    nets: list[ipaddress._BaseNetwork] = []
+def _allowlist(env_name: str) -> tuple[list[IPNetwork], set[str]]:
+    nets: list[IPNetwork] = []
     hosts: set[str] = set()
     for item in (os.environ.get(env_name) or "").split(","):
         item = item.strip()
@@ -71,7 +75,7 @@ def _allowlist(env_name: str) -> tuple[list[ipaddress._BaseNetwork], set[str]]:
     return nets, hosts
 
 
-def _why_internal(addr: ipaddress._BaseAddress) -> str | None:
+def _why_internal(addr: IPAddress) -> str | None:
     if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
         addr = addr.ipv4_mapped  # ::ffff:127.0.0.1 is 127.0.0.1
     if any(addr in net for net in METADATA_NETS):
@@ -87,7 +91,7 @@ def _why_internal(addr: ipaddress._BaseAddress) -> str | None:
     return None
 
 
-def _literal(host: str) -> ipaddress._BaseAddress | None:
+def _literal(host: str) -> IPAddress | None:
     try:
         return ipaddress.ip_address(host.split("%")[0])
     except ValueError:
@@ -96,8 +100,7 @@ def _literal(host: str) -> ipaddress._BaseAddress | None:
 
 def _refuse_by_name(host: str, allowlist_env: str, what: str) -> bool:
     """True when the allowlist names `host` itself; raises for names that are refused as names."""
-    nets, hosts = _allowlist(allowlist_env)
-    if host in hosts:
+    if host in _allowlist(allowlist_env)[1]:
         return True
     if host in METADATA_HOSTS:
         raise DestinationRefused(f"{what} host {host} is a cloud metadata service; set {allowlist_env} to allow it")
@@ -107,7 +110,7 @@ def _refuse_by_name(host: str, allowlist_env: str, what: str) -> bool:
     return False
 
 
-def _check_addresses(host: str, ips: list[ipaddress._BaseAddress], allowlist_env: str, what: str) -> None:
+def _check_addresses(host: str, ips: list[IPAddress], allowlist_env: str, what: str) -> None:
     nets, _ = _allowlist(allowlist_env)
     for addr in ips:
         if any(addr in net for net in nets):

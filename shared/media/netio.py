@@ -71,12 +71,12 @@ def _reason(e: egress.DestinationRefused, what: str) -> str:
 
 
 def _timed_out(timeout_s: float) -> av.FFmpegError:
-    return av.error.ExitError(av.error.ErrorType.EXIT.value, f"no data within {timeout_s:g} s")
+    return av.error.ExitError(errno.ETIMEDOUT, f"no data within {timeout_s:g} s")
 
 
 def _http_error(status: int, reason: str) -> av.FFmpegError:
     text = f"Server returned {status} {reason}".strip()
-    cls = {400: av.error.HTTPBadRequestError, 401: av.error.HTTPUnauthorizedError,
+    cls: Optional[type[av.FFmpegError]] = {400: av.error.HTTPBadRequestError, 401: av.error.HTTPUnauthorizedError,
            403: av.error.HTTPForbiddenError, 404: av.error.HTTPNotFoundError,
            429: av.error.HTTPTooManyRequestsError}.get(status)
     if cls is None:
@@ -560,7 +560,7 @@ class SourceOpener:
 
     def _open(self, url: str, options: dict[str, str], main: bool) -> Any:
         low = url[:10].lower()
-        if low.startswith("crypto+") or low.startswith("crypto:"):
+        if low.startswith(("crypto+", "crypto:")):
             try:
                 key, iv = bytes.fromhex(options.get("key", "")), bytes.fromhex(options.get("iv", ""))
             except ValueError:

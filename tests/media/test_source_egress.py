@@ -263,3 +263,42 @@ def test_a_local_playlist_cannot_reach_outside_local_source_dirs(dirs, clips):
     with pytest.raises(SourceError, match="LOCAL_SOURCE_DIRS"):
         with MediaSource(str(allowed / "index.m3u8")) as src:
             pull(src)
+
+
+def test_an_https_source_is_read_from_the_checked_address_with_tls_to_its_name(clips, fake_dns, tmp_path,
+                                                                               monkeypatch, only_127_0_0_1):
+    import ssl
+
+    import shared.media.netio as netio
+    from tests.fakes.tls import self_signed, server_context
+
+    clips.get("moov_at_end.mp4")
+    cert, key = self_signed(tmp_path, "tls.egress.test")
+    sni: list = []
+    server = MediaHTTPServer(clips.root)
+    server._httpd.socket = server_context(cert, key, sni).wrap_socket(server._httpd.socket, server_side=True)
+    server.start()
+    monkeypatch.setattr(netio, "_TLS", ssl.create_default_context(cafile=str(cert)))  # trust this one CA
+    fake_dns["tls.egress.test"] = ["127.0.0.1"]
+    try:
+        with MediaSource(f"https://tls.egress.test:{server.port}/moov_at_end.mp4") as src:
+            assert len(pull(src).video) == 50
+        with pytest.raises(SourceError, match="TLS"):  # the certificate names tls.egress.test, not this
+            MediaSource(f"https://127.0.0.1:{server.port}/moov_at_end.mp4", timeout_s=3)
+    finally:
+        server.stop()
+    assert sni.count("tls.egress.test") >= 2  # the first request and the Range one for the moov at the end
+
+
+def test_a_refused_segment_mid_stream_ends_the_source_with_the_refusal(clips, media_http, internal, only_127_0_0_1):
+    """The first segments are allowed (the source opens and plays), a later one is not."""
+    _hls_copy(clips, "later_offsite.m3u8",
+              lambda seg: internal.url(f"hls/{seg}") if seg in ("seg_4.ts", "seg_5.ts") else media_http.url(f"hls/{seg}"))
+    got = []
+    with MediaSource(media_http.url("egress/later_offsite.m3u8"), timeout_s=3) as src:
+        with pytest.raises(SourceError) as e:
+            for f in src.frames():
+                got.append(f)
+    assert f"refers to {internal.url('hls/seg_4.ts')}" in str(e.value) and "SOURCE_ALLOWLIST" in str(e.value)
+    assert len(got) > 100  # what came before was delivered
+    assert internal.all_requests() == []

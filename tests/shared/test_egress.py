@@ -81,3 +81,45 @@ def test_local_paths_only_under_local_source_dirs(tmp_path, monkeypatch):
     monkeypatch.delenv("LOCAL_SOURCE_DIRS")
     with pytest.raises(DestinationRefused, match="names no directory"):
         check_local_path(str(allowed / "clip.mp4"))
+
+
+def test_a_pinned_session_speaks_tls_to_the_name_it_was_given(tmp_path, monkeypatch, fake_dns):
+    """Connected to the checked address, the TLS handshake still sends the name (SNI) and the
+    certificate is checked against the name, not the address."""
+    import http.server
+    import threading
+
+    import requests
+
+    from shared.egress import pinned_session
+    from tests.fakes.tls import self_signed, server_context
+
+    class Ok(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.send_header("Content-Length", "2")
+            self.end_headers()
+            self.wfile.write(self.headers["Host"].split(":")[0][:2].encode())
+
+        def log_message(self, *args) -> None:
+            pass
+
+    cert, key = self_signed(tmp_path, "tls.egress.test")
+    sni: list = []
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Ok)
+    server.socket = server_context(cert, key, sni).wrap_socket(server.socket, server_side=True)
+    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
+    thread.start()
+    monkeypatch.setenv("CALLBACK_ALLOWLIST", "127.0.0.1/32")
+    fake_dns["tls.egress.test"] = ["127.0.0.1"]
+    port = server.server_address[1]
+    try:
+        with pinned_session("CALLBACK_ALLOWLIST", "Callback") as s:
+            r = s.get(f"https://tls.egress.test:{port}/", verify=str(cert), timeout=5)
+            assert r.status_code == 200 and r.content == b"tl"  # Host: the name
+            with pytest.raises(requests.exceptions.SSLError):
+                s.get(f"https://127.0.0.1:{port}/", verify=str(cert), timeout=5)  # not the cert's name
+        assert sni[0] == "tls.egress.test"
+    finally:
+        server.shutdown()
+        server.server_close()
