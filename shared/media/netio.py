@@ -140,8 +140,11 @@ class HttpFile:
     """
 
     def __init__(self, url: str, *, timeout_s: float, label: str, refuse: Refuse,
-                 allowlist_env: str = egress.SOURCE_ALLOWLIST_ENV, start: int = 0, end: Optional[int] = None):
+                 allowlist_env: str = egress.SOURCE_ALLOWLIST_ENV, start: int = 0, end: Optional[int] = None,
+                 on_read_error: Optional[Callable[[BaseException], None]] = None):
         self.url = url
+        # Given: a read error (not a refusal) is reported to it and the part reads as ended.
+        self.on_read_error = on_read_error
         self.timeout_s = timeout_s
         self.label = label  # "" for the source itself, else "refers to <url>"
         self.refuse = refuse
@@ -188,6 +191,12 @@ class HttpFile:
             return b""
         try:
             return self._read(n)
+        except av.FFmpegError as e:
+            self.close()
+            if self.on_read_error is None:
+                raise
+            self.on_read_error(e)
+            return b""
         except BaseException:
             # PyAV keeps the exception for its caller; FFmpeg may read again before that, and a
             # second exception would replace the first: after a failure this part reads as ended.
@@ -580,8 +589,13 @@ class SourceOpener:
             start = int(options.get("offset") or 0)
             end = int(options["end_offset"]) if options.get("end_offset") else None
             label = "" if main else f"refers to {safe_url(url)}"
+
+            def skipped(e: BaseException) -> None:  # as FFmpeg ends a segment on a read error
+                self.log.warning("source part cut short; skipped", part=safe_url(url),
+                                 error=getattr(e, "strerror", None) or str(e))
+
             f = HttpFile(url, timeout_s=self.timeout_s, label=label, refuse=self.refuse, start=start,
-                         end=end if end and end > start else None)
+                         end=end if end and end > start else None, on_read_error=None if main else skipped)
             if main or f.final_url == url or not _is_playlist(f):
                 return f
             try:  # a playlist the demuxer found, redirected: its entries resolve where it went

@@ -302,3 +302,13 @@ def test_a_refused_segment_mid_stream_ends_the_source_with_the_refusal(clips, me
     assert f"refers to {internal.url('hls/seg_4.ts')}" in str(e.value) and "SOURCE_ALLOWLIST" in str(e.value)
     assert len(got) > 100  # what came before was delivered
     assert internal.all_requests() == []
+
+
+def test_a_segment_that_stalls_is_skipped_as_ffmpeg_would(clips, media_http):
+    """A part the demuxer found that fails while read ends early (with a warning); the source goes on."""
+    _hls_copy(clips, "one_stalls.m3u8",
+              lambda seg: media_http.url(f"stallbody/hls/{seg}") if seg == "seg_2.ts" else media_http.url(f"hls/{seg}"))
+    with MediaSource(media_http.url("egress/one_stalls.m3u8"), timeout_s=1) as src:
+        got = pull(src)
+    assert got.video_pts[-1] >= 5500  # the segments after the stalled one arrived
+    assert strictly_increasing(got.video_pts)
