@@ -514,7 +514,7 @@ class SourceOpener:
         self.refused = False
         self._first = True
         self._prepared: Optional[HttpFile] = None
-        self._files: list[Any] = []
+        self._files: list[Any] = []  # the source itself, closed by close()
 
     def prepare(self, url: str) -> tuple[str, Optional[str]]:
         """Open a network source before FFmpeg asks (its failures are the source's, raised here).
@@ -556,10 +556,12 @@ class SourceOpener:
         except Exception:
             self.refused = True
             raise
-        self._files.append(f)
+        if main:
+            self._files.append(f)  # FFmpeg closes the parts it opened; the source itself (custom I/O) it does not
         return f
 
     def close(self) -> None:
+        """Close the source itself (after a failed open; otherwise it closes with its container)."""
         files, self._files = self._files, []
         for f in files:
             try:

@@ -148,6 +148,7 @@ class MediaSource:
         self.skipped = 0
         self._errors_in_row: dict[str, int] = {}
         self._container: av.container.InputContainer | None = None
+        self._opener: SourceOpener | None = None  # holds the source's own file: FFmpeg does not close custom I/O
         self._primed: list[av.Packet] = []
         self._iterations = 0
         self._origin_us: int | None = None
@@ -202,7 +203,8 @@ class MediaSource:
         else:
             # Every URL FFmpeg would open (the source, HLS playlists, keys, segments) is opened by
             # the opener instead, checked there (shared.media.netio): FFmpeg itself opens nothing.
-            opener = SourceOpener(local=kind == "file", timeout_s=self.timeout_s, log=self.log, refuse=self._fail)
+            opener = self._opener = SourceOpener(local=kind == "file", timeout_s=self.timeout_s, log=self.log,
+                                                 refuse=self._fail)
             options.update({
                 "protocol_whitelist": "none",
                 # FFmpeg's HLS keep-alive reuses its own HTTP connections, which a Python reader has not.
@@ -211,21 +213,20 @@ class MediaSource:
             })
         fmt: str | None = None
         try:
-            if opener is not None:
-                target, fmt = opener.prepare(target)
-            self._container = av.open(target, "r", format=fmt, options=options,
-                                      timeout=(self.timeout_s, self.timeout_s), io_open=opener)
+            try:
+                if opener is not None:
+                    target, fmt = opener.prepare(target)
+                self._container = av.open(target, "r", format=fmt, options=options,
+                                          timeout=(self.timeout_s, self.timeout_s), io_open=opener)
+            except BaseException:
+                if opener is not None:
+                    opener.close()  # what it opened before the failure
+                raise
         except SourceError:
-            if opener is not None:
-                opener.close()
             raise
         except av.FFmpegError as e:
-            if opener is not None:
-                opener.close()
             raise self._fail(_reason(e, self.timeout_s)) from None
         except OSError as e:
-            if opener is not None:
-                opener.close()
             raise self._fail(e.strerror or str(e)) from None
         try:
             self._probe()
@@ -370,6 +371,8 @@ class MediaSource:
                 c.close()
             except Exception:
                 pass
+        if self._opener is not None:
+            self._opener.close()
 
     def __enter__(self) -> "MediaSource":
         return self
