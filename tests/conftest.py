@@ -127,7 +127,9 @@ def fake_dns(monkeypatch):
     real = socket.getaddrinfo
 
     class Answers(dict):
-        lookups: dict[str, int] = {}
+        def __init__(self) -> None:
+            super().__init__()
+            self.lookups: dict[str, int] = {}
 
     answers = Answers()
 
@@ -141,5 +143,4 @@ def fake_dns(monkeypatch):
         return real(host, port, *args, **kwargs)
 
     monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
-    answers.lookups = {}
     return answers
