@@ -12,6 +12,7 @@ Everything it keeps lives under `state_dir`:
     cos/<bucket>/   COS objects, written through on every upload
     runs/<reqid>/   each function run: run.json, log, result.json
     files/          the functions' working files (CFS_PATH: recordings before upload)
+    media/          local clips push_stream may read (LOCAL_SOURCE_DIRS, with demo/)
 
 The console (emulator/console/) serves the runs, rooms and recordings in a browser at info()["console"].
 """
@@ -50,6 +51,8 @@ LOOPBACK_ALLOWLIST = "127.0.0.0/8,::1/128,localhost"
 # "image" through the deployed image's entry server (image_dir, from `./dev package --image`).
 RUNTIMES = ("code", "image")
 DEFAULT_IMAGE_DIR = REPO_ROOT / "build" / "image"
+# Under the state dir: where local clips may be put for push_stream (LOCAL_SOURCE_DIRS).
+MEDIA_DIR = "media"
 
 
 @dataclass
@@ -158,12 +161,21 @@ class LocalCloud:
         assert self.rooms is not None and self.cos is not None
         files = self.state_dir / "files"
         files.mkdir(parents=True, exist_ok=True)
+        media = self.state_dir / MEDIA_DIR
+        media.mkdir(parents=True, exist_ok=True)
+        # Local sources: the state dir's media/ and demo/ (the demo's clips), plus whatever
+        # LOCAL_SOURCE_DIRS `up` was started with. Never files/: other runs' recordings are there.
+        local_dirs = [str(media), str(self.state_dir / "demo")]
+        inherited = (os.environ.get("LOCAL_SOURCE_DIRS") or "").strip()
+        local_dirs += [inherited] if inherited else []
         return {
             "ROOM_BACKEND": "local",
             "LOCAL_ROOM_ADDRESS": self.rooms.address,
             "COS_ENDPOINT": self.cos.endpoint_url,
             "SOURCE_ALLOWLIST": LOOPBACK_ALLOWLIST,
             "CALLBACK_ALLOWLIST": LOOPBACK_ALLOWLIST,
+            "REDIS_ALLOWLIST": LOOPBACK_ALLOWLIST,
+            "LOCAL_SOURCE_DIRS": ",".join(local_dirs),
             "CFS_PATH": str(files),
             **self.role,
             **self.config.extra_env,

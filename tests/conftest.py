@@ -114,7 +114,39 @@ def fresh_redis(tmp_path):
 
 
 @pytest.fixture(autouse=True)
-def _no_outside_network(monkeypatch):
-    """The functions refuse internal addresses by default; tests serve everything on loopback."""
+def _no_outside_network(monkeypatch, tmp_path_factory: pytest.TempPathFactory):
+    """The functions refuse internal addresses and local files by default; tests serve everything
+    on loopback and keep their clips under the session's temporary directory."""
     monkeypatch.setenv("SOURCE_ALLOWLIST", "127.0.0.0/8,::1/128,localhost")
     monkeypatch.setenv("CALLBACK_ALLOWLIST", "127.0.0.0/8,::1/128,localhost")
+    monkeypatch.setenv("REDIS_ALLOWLIST", "127.0.0.0/8,::1/128,localhost")
+    monkeypatch.setenv("LOCAL_SOURCE_DIRS", str(tmp_path_factory.getbasetemp()))
+
+
+@pytest.fixture
+def fake_dns(monkeypatch):
+    """A resolver hook: `fake_dns["name.test"] = ["127.0.0.1", "127.0.0.2"]` makes each lookup of
+    that name answer the next address in the list (the last one from then on): a DNS answer that
+    changes between a check and a connect. Other names resolve as usual. `.lookups[name]` counts."""
+    import socket
+
+    real = socket.getaddrinfo
+
+    class Answers(dict):
+        def __init__(self) -> None:
+            super().__init__()
+            self.lookups: dict[str, int] = {}
+
+    answers = Answers()
+
+    def getaddrinfo(host, port, *args, **kwargs):
+        name = host.decode() if isinstance(host, bytes) else host
+        if isinstance(name, str) and name.lower() in answers:
+            queue = answers[name.lower()]
+            answers.lookups[name.lower()] = answers.lookups.get(name.lower(), 0) + 1
+            address = queue.pop(0) if len(queue) > 1 else queue[0]
+            return real(address, port, *args, **kwargs)
+        return real(host, port, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+    return answers

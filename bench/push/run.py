@@ -477,6 +477,8 @@ def main() -> None:
     t0 = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="bench-push-") as tmp, RoomService() as rooms:
         work = Path(tmp)
+        # The clips are local files under `work`, and Redis is on loopback: open both to the pushes.
+        os.environ.update({"LOCAL_SOURCE_DIRS": str(work), "REDIS_ALLOWLIST": "127.0.0.0/8"})
         if "a" in args.only or "e" in args.only:
             rows += bench_cpu(rooms, work, args.seconds)
         if "b" in args.only:

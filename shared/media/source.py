@@ -11,11 +11,11 @@ import os
 from dataclasses import dataclass
 from fractions import Fraction
 from typing import Iterator
-from urllib.parse import unquote, urlsplit, urlunsplit
+from urllib.parse import unquote, urlsplit
 
 import av
 
-from shared.egress import SOURCE_ALLOWLIST_ENV, DestinationRefused, check_destination
+from shared.egress import DestinationRefused, check_local_path
 from shared.media.convert import (
     AudioConverter,
     H264Passthrough,
@@ -23,6 +23,7 @@ from shared.media.convert import (
     to_ms,
 )
 from shared.media.frames import AudioFrame, H264Frame, PixelFrame
+from shared.media.netio import SourceOpener, pinned_rtmp, safe_url
 from shared.runtime import RunLogger, get_logger
 
 SOURCE_TIMEOUT_ENV = "SOURCE_TIMEOUT_SECONDS"
@@ -88,18 +89,6 @@ class AudioPlan:
     channels: int | None = None  # None: 1 for mono sources, 2 otherwise (more channels downmixed)
 
 
-def safe_url(url: str) -> str:
-    """The URL as it may be shown: no user:password, no query or fragment (tokens live there)."""
-    parts = urlsplit(url)
-    if not parts.scheme or len(parts.scheme) == 1:
-        return url  # a local path (or a Windows drive letter)
-    host = parts.hostname or ""
-    if ":" in host:
-        host = f"[{host}]"
-    netloc = host + (f":{parts.port}" if parts.port else "")
-    return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
-
-
 def _timeout_from_env() -> float:
     raw = os.environ.get(SOURCE_TIMEOUT_ENV)
     try:
@@ -159,6 +148,7 @@ class MediaSource:
         self.skipped = 0
         self._errors_in_row: dict[str, int] = {}
         self._container: av.container.InputContainer | None = None
+        self._opener: SourceOpener | None = None  # holds the source's own file: FFmpeg does not close custom I/O
         self._primed: list[av.Packet] = []
         self._iterations = 0
         self._origin_us: int | None = None
@@ -190,38 +180,48 @@ class MediaSource:
         kind = self._kind()
         self._kind_name = kind
         target = self.url
-        if kind == "file":
-            path = unquote(urlsplit(self.url).path) if self.url.startswith("file://") else self.url
-            if not os.path.exists(path):
-                raise self._fail("file not found")
-            if os.path.isdir(path):
-                raise self._fail("is a directory, not a media file")
-            target = path
-        else:
-            try:
-                check_destination(self.url, SOURCE_ALLOWLIST_ENV, "videoSrc")
-            except DestinationRefused as e:
-                reason = str(e).replace(self.url, self.name)
-                raise self._fail(reason[len("videoSrc "):] if reason.startswith("videoSrc ") else reason) from None
         us = str(int(self.timeout_s * 1_000_000))
         options: dict[str, str] = {}
-        if kind in ("http", "https"):
-            options.update({
-                # Only the listed protocols, so that a playlist cannot reach into local files.
-                "protocol_whitelist": "http,https,tcp,tls,crypto",
-                "reconnect": "1",
-                "reconnect_on_network_error": "1",
-                "reconnect_delay_max": "2",
-                "rw_timeout": us,
-                "user_agent": "trtc-media-functions",
-            })
-        elif kind in ("rtmp", "rtmps"):
+        opener: SourceOpener | None = None
+        try:
+            if kind == "file":
+                path = unquote(urlsplit(self.url).path) if self.url.startswith("file://") else self.url
+                check_local_path(path)  # before looking: a refused path's existence is not told
+                if not os.path.exists(path):
+                    raise self._fail("file not found")
+                if os.path.isdir(path):
+                    raise self._fail("is a directory, not a media file")
+                target = path
+            elif kind in ("rtmp", "rtmps"):
+                # FFmpeg's RTMP client owns its socket: it gets the checked address, not the name.
+                target, options = pinned_rtmp(self.url)
+        except DestinationRefused as e:
+            reason = str(e).replace(self.url, self.name)
+            raise self._fail(reason[len("videoSrc "):] if reason.startswith("videoSrc ") else reason) from None
+        if kind in ("rtmp", "rtmps"):
             options.update({"rw_timeout": us, "protocol_whitelist": "rtmp,rtmps,tcp,tls"})
         else:
-            options["protocol_whitelist"] = "file,crypto"
+            # Every URL FFmpeg would open (the source, HLS playlists, keys, segments) is opened by
+            # the opener instead, checked there (shared.media.netio): FFmpeg itself opens nothing.
+            opener = self._opener = SourceOpener(local=kind == "file", timeout_s=self.timeout_s, log=self.log,
+                                                 refuse=self._fail)
+            options.update({
+                "protocol_whitelist": "none",
+                # FFmpeg's HLS keep-alive reuses its own HTTP connections, which a Python reader has not.
+                "http_persistent": "0",
+                "http_multiple": "0",
+            })
+        fmt: str | None = None
         try:
-            self._container = av.open(
-                target, "r", options=options, timeout=(self.timeout_s, self.timeout_s))
+            try:
+                if opener is not None:
+                    target, fmt = opener.prepare(target)
+                self._container = av.open(target, "r", format=fmt, options=options,
+                                          timeout=(self.timeout_s, self.timeout_s), io_open=opener)
+            except BaseException:
+                if opener is not None:
+                    opener.close()  # what it opened before the failure
+                raise
         except SourceError:
             raise
         except av.FFmpegError as e:
@@ -371,6 +371,8 @@ class MediaSource:
                 c.close()
             except Exception:
                 pass
+        if self._opener is not None:
+            self._opener.close()
 
     def __enter__(self) -> "MediaSource":
         return self

@@ -15,11 +15,17 @@ The newest push claims the record; every later write is a compare-and-set on `re
 script, atomic in Redis), so an older push that was superseded can never overwrite the newer one's
 progress and learns that it was fenced. Writes happen on a background thread: a Redis that stops
 answering mid-push costs the push nothing but a log line, and the record catches up once it is back.
+
+Redis is a caller's address inside the VPC: every connection to it (the first, and each reconnect)
+is made by shared.egress.connect under REDIS_ALLOWLIST, on the address actually connected. A Redis
+that cannot be reached is "unreachable", never "refused" or "timed out": the answer must not tell
+a caller which ports are open on a host, and it takes the same time either way.
 """
 from __future__ import annotations
 
 import hashlib
 import os
+import socket
 import threading
 import time
 from dataclasses import dataclass
@@ -29,6 +35,7 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
+from shared import egress
 from shared.room.base import RoomRef
 from shared.runtime import RunLogger
 
@@ -69,6 +76,30 @@ return 1
 
 class CheckpointUnavailable(Exception):
     """Redis could not be reached or refused us; the message says where and why."""
+
+
+class RedisAddressRefused(redis.ConnectionError):
+    """REDIS_ALLOWLIST's rule refuses the address (nothing was sent there)."""
+
+
+class _CheckedConnection(redis.connection.Connection):
+    """A redis-py connection whose socket comes from shared.egress.connect: the host resolved once,
+    checked against REDIS_ALLOWLIST, and that address connected to."""
+
+    def _connect(self) -> socket.socket:
+        try:
+            sock = egress.connect(self.host, self.port, egress.REDIS_ALLOWLIST_ENV,
+                                  f"Redis at {self.host}:{self.port}:", self.socket_connect_timeout)
+        except egress.HostDoesNotResolve as e:
+            raise OSError(str(e)) from None  # unreachable, like any other failure to connect
+        except egress.DestinationRefused as e:
+            raise RedisAddressRefused(str(e)) from None
+        if self.socket_keepalive:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+            for k, v in self.socket_keepalive_options.items():
+                sock.setsockopt(socket.IPPROTO_TCP, k, v)
+        sock.settimeout(self.socket_timeout)
+        return sock
 
 
 def checkpoint_key(sdk_app_id: int, room: RoomRef, video_src: str) -> str:
@@ -171,8 +202,9 @@ class Checkpoint:
         timeout_s: float = SOCKET_TIMEOUT_S,
     ) -> "Checkpoint":
         """A checkpoint on a Redis that answered a PING; CheckpointUnavailable otherwise."""
-        where = f"redis {host}:{port}/{db}"
-        client = redis.Redis(
+        where = f"Redis at {host}:{port}/{db}"
+        pool = redis.ConnectionPool(
+            connection_class=_CheckedConnection,
             host=host, port=port, password=password or None, db=db,
             socket_timeout=timeout_s, socket_connect_timeout=timeout_s,
             # One attempt per call: the writer's own ticks are the retries, and a dead Redis must
@@ -180,17 +212,24 @@ class Checkpoint:
             retry=Retry(NoBackoff(), 0), retry_on_timeout=False, decode_responses=True,
             health_check_interval=0,
         )
+        client = redis.Redis(connection_pool=pool)
+        t0 = time.monotonic()
         try:
             client.ping()
+        except RedisAddressRefused as e:
+            client.close()
+            raise CheckpointUnavailable(str(e)) from None
         except redis.AuthenticationError as e:
             client.close()
             raise CheckpointUnavailable(f"{where} refused the password (redisPassword): {e}") from None
         except redis.ResponseError as e:
             client.close()
             raise CheckpointUnavailable(f"{where} refused us: {e}") from None
-        except (redis.ConnectionError, redis.TimeoutError, OSError) as e:
+        except (redis.ConnectionError, redis.TimeoutError, OSError):
             client.close()
-            raise CheckpointUnavailable(f"{where} is unreachable: {e}") from None
+            # Refused or timed out take the same time and read the same: no port-state oracle.
+            time.sleep(max(0.0, t0 + timeout_s - time.monotonic()))
+            raise CheckpointUnavailable(f"Redis at {host}:{port} is unreachable") from None
         return cls(client, checkpoint_key(sdk_app_id, room, video_src), request_id, video_src, log,
                    ttl_s=ttl_from_env() if ttl_s is None else ttl_s, interval_s=interval_s, where=where)
 

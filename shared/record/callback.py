@@ -6,7 +6,7 @@ The key is CALLBACK_SIGN_KEY from the environment (or `sign_key`).
 
 A callback that cannot be delivered is logged and reported as False; it never raises, so the
 function still returns its result. Internal destinations are refused unless CALLBACK_ALLOWLIST
-opens them (see shared.egress).
+opens them (see shared.egress), checked on the address each POST actually connects to.
 """
 from __future__ import annotations
 
@@ -19,9 +19,9 @@ from typing import Any, Mapping
 
 import requests
 
-from shared.egress import DestinationRefused, validate_callback_url
-from shared.settings import settings
+from shared.egress import CALLBACK_ALLOWLIST_ENV, DestinationRefused, pinned_session, validate_callback_url
 from shared.runtime import GaveUp, RetryPolicy, RunLogger, get_logger, redact_value
+from shared.settings import settings
 
 _sleep = time.sleep  # the backoff wait (a test brings the receiver back during it)
 _clock = time.monotonic  # what the deadline is measured on (a test runs the schedule on a virtual clock)
@@ -34,6 +34,14 @@ def sign_body(key: str, body: bytes) -> str:
 
 def encode_body(body: Mapping[str, Any]) -> bytes:
     return json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
+
+
+def _post_once(url: str, **kwargs: Any) -> requests.Response:
+    """One POST, connected only to an address CALLBACK_ALLOWLIST's rule allows: the host is resolved
+    once when connecting and that checked address is the one used (no DNS-rebinding window).
+    Raises DestinationRefused when the address is refused, requests' errors otherwise."""
+    with pinned_session(CALLBACK_ALLOWLIST_ENV, "Callback") as session:
+        return session.post(url, **kwargs)
 
 
 # TRTC retries its own callbacks every 10 s for a minute; ours keep trying at least as long.
@@ -80,7 +88,7 @@ def post_result(
         sign_key = settings().callback_sign_key
     redact_value(sign_key)
     try:
-        validate_callback_url(url)
+        validate_callback_url(url, resolve=False)  # the address is checked when connecting
     except DestinationRefused as e:
         log.error("callback refused", reason=str(e))
         return False
@@ -100,7 +108,7 @@ def post_result(
         left = policy.seconds_left()
         attempt_timeout = timeout if left is None else max(0.1, min(timeout, left))  # the result is still returned
         try:
-            resp = requests.post(url, data=data, headers=headers, timeout=attempt_timeout, allow_redirects=False)
+            resp = _post_once(url, data=data, headers=headers, timeout=attempt_timeout, allow_redirects=False)
         except requests.RequestException as e:
             raise _NotDelivered(f"{type(e).__name__}: {e}", True) from None
         status = resp.status_code
@@ -120,6 +128,9 @@ def post_result(
         status = policy.run(attempt, retryable=lambda e: isinstance(e, _NotDelivered) and e.retryable,
                             on_retry=on_retry, sleep=lambda s: _sleep(s))
     except GaveUp as g:
+        if isinstance(g.error, DestinationRefused):  # refused when connecting: never retried
+            log.error("callback refused", reason=str(g.error))
+            return False
         error = str(g.error) + ("; no time left to retry" if g.why == "deadline" else "")
         log.error("callback failed", url=url, tries=g.attempts, error=error)
         return False

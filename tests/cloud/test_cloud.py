@@ -100,6 +100,11 @@ def test_functions_run_with_the_local_services_and_role_credentials_in_their_env
     assert env["COS_ENDPOINT"] == f"http://127.0.0.1:{info['cos']['port']}"
     assert "127.0.0.0/8" in env["SOURCE_ALLOWLIST"] and "127.0.0.0/8" in env["CALLBACK_ALLOWLIST"]
     assert Path(env["CFS_PATH"]).parent == cloud.state_dir
+    assert "127.0.0.0/8" in env["REDIS_ALLOWLIST"]
+    # Local sources: the state dir's media/ and demo/, never files/ (other runs' recordings).
+    local_dirs = env["LOCAL_SOURCE_DIRS"].split(",")
+    assert {str(cloud.state_dir / "media"), str(cloud.state_dir / "demo")} <= set(local_dirs)
+    assert not any(Path(env["CFS_PATH"]).is_relative_to(d) for d in local_dirs)
 
     # The execution role's temporary credentials work against the local COS, with their token only.
     role = (env["TENCENTCLOUD_SECRETID"], env["TENCENTCLOUD_SECRETKEY"], env["TENCENTCLOUD_SESSIONTOKEN"])

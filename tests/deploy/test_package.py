@@ -120,6 +120,7 @@ def test_packaged_functions_push_a_clip_and_record_it_to_cos(deployed, room_serv
     cfs.mkdir()
     env = {**room_service.env, "COS_ENDPOINT": cos_service.endpoint_url, "CFS_PATH": str(cfs),
            "SOURCE_ALLOWLIST": "127.0.0.0/8,localhost", "CALLBACK_ALLOWLIST": "127.0.0.0/8,localhost",
+           "LOCAL_SOURCE_DIRS": str(tmp_path),
            "PACING_SPEED": "2"}
     record_event = {
         "SdkAppId": room_service.sdk_app_id, "RoomId": room, "UserId": "recorder",

@@ -150,7 +150,11 @@ def test_environment_names_are_the_ones_the_code_reads(config):
     record_env = {item["key"] for item in functions["record_stream"]["environments"]}
     push_env = {item["key"] for item in functions["push_stream"]["environments"]}
     assert {"CFS_PATH", "CALLBACK_SIGN_KEY", "CALLBACK_ALLOWLIST"} <= record_env
-    assert {"SOURCE_ALLOWLIST", "CHECKPOINT_TTL_SECONDS"} <= push_env
+    assert {"SOURCE_ALLOWLIST", "REDIS_ALLOWLIST", "LOCAL_SOURCE_DIRS", "CHECKPOINT_TTL_SECONDS"} <= push_env
+    # No local file is a source on SCF: the CFS both functions mount holds every caller's recordings.
+    local_dirs = next(i["value"] for i in config["inputs"]["functions"]["push_stream"]["environment"]
+                      if i["key"] == "LOCAL_SOURCE_DIRS")
+    assert local_dirs == ""
     # CFS_PATH lies under the CFS mount.
     mount = config["inputs"]["cfs"][0]["localMountDir"]
     cfs_path = next(i["value"] for i in functions["record_stream"]["environments"] if i["key"] == "CFS_PATH")

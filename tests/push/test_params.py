@@ -60,7 +60,8 @@ def test_base64_gateway_body_is_read():
     assert "redisHost: is required when redis is true" in json.loads(response["body"])["message"]
 
 
-def test_source_error_reaches_the_caller_without_a_traceback(push_env):
+def test_source_error_reaches_the_caller_without_a_traceback(push_env, monkeypatch):
+    monkeypatch.setenv("LOCAL_SOURCE_DIRS", "/nonexistent")  # a place local sources may be: a missing file
     response = main_handler(gateway_event(GOOD), {"request_id": "req-src"})
     body = json.loads(response["body"])
     assert response["statusCode"] == 400 and body["reason"] == "source_error"

@@ -177,7 +177,8 @@ def test_code_root_with_shared_beside_it(push_env, subscribe, clip3, tmp_path):
     script = ("import json, sys, index; "
               "print(json.dumps(index.main_handler(json.loads(sys.argv[1]), {'request_id': 'req-root'}))); "
               "print(index.shared.__file__ if hasattr(index, 'shared') else sys.modules['shared'].__file__)")
-    env = {**push_env.env, "PACING_SPEED": "8", "PATH": "/usr/bin:/bin", "SOURCE_ALLOWLIST": "127.0.0.0/8"}
+    env = {**push_env.env, "PACING_SPEED": "8", "PATH": "/usr/bin:/bin", "SOURCE_ALLOWLIST": "127.0.0.0/8",
+           "LOCAL_SOURCE_DIRS": str(clip3.parent)}
     proc = subprocess.run([sys.executable, "-c", script, json.dumps(params_for(push_env, clip3, room))],
                           cwd=root, env=env, capture_output=True, text=True, timeout=60)
     lines = proc.stdout.splitlines()

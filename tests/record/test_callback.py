@@ -175,3 +175,44 @@ def test_a_redirect_is_not_followed_and_is_reported(callback_receiver, capfd):
     assert callback_receiver.attempts == 1 and callback_receiver.received == []  # not retried, not followed
     [failed] = _failures(capfd)
     assert failed["error"] == "HTTP 302 redirect to /callback/moved not followed (give Callback the final URL)"
+
+
+def _port_of(receiver) -> int:
+    return int(receiver.url.rsplit(":", 1)[1].split("/")[0])
+
+
+def test_a_dns_answer_that_changes_after_the_check_never_reaches_the_internal_host(callback_receiver, fake_dns,
+                                                                                  monkeypatch, capfd):
+    """The name is allowed when it is checked and internal when it is connected to: the POST must
+    go where the check looked, or nowhere; 127.0.0.2 stands for the metadata service."""
+    from tests.record.receiver import CallbackReceiver
+
+    monkeypatch.setenv("CALLBACK_ALLOWLIST", "127.0.0.1/32")
+    port = _port_of(callback_receiver)
+    internal = CallbackReceiver(host="127.0.0.2", port=port).start()
+    try:
+        fake_dns["cb.egress.test"] = ["127.0.0.1", "127.0.0.2"]  # the first answer, then the rebound one
+        delivered = post_result(f"http://cb.egress.test:{port}/callback", RESULT, tries=3, backoff=0.01)
+        assert internal.attempts == 0 and internal.received == []
+        if delivered:  # connected to the address that was checked
+            assert callback_receiver.received[0].json == RESULT
+        else:
+            assert "callback refused" in capfd.readouterr().err
+    finally:
+        internal.stop()
+
+
+def test_a_callback_host_that_resolves_inside_is_refused_at_connect(callback_receiver, fake_dns, monkeypatch, capfd):
+    from tests.record.receiver import CallbackReceiver
+
+    monkeypatch.setenv("CALLBACK_ALLOWLIST", "127.0.0.1/32")
+    internal = CallbackReceiver(host="127.0.0.2").start()
+    try:
+        fake_dns["inside.egress.test"] = ["127.0.0.2"]
+        url = f"http://inside.egress.test:{_port_of(internal)}/callback"
+        assert post_result(url, RESULT, tries=3, backoff=0.01) is False
+        assert internal.attempts == 0
+        err = capfd.readouterr().err
+        assert "callback refused" in err and "CALLBACK_ALLOWLIST" in err and "127.0.0.2" in err
+    finally:
+        internal.stop()
