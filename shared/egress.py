@@ -27,6 +27,8 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
+from shared.settings import settings
+
 SOURCE_ALLOWLIST_ENV = "SOURCE_ALLOWLIST"
 CALLBACK_ALLOWLIST_ENV = "CALLBACK_ALLOWLIST"
 REDIS_ALLOWLIST_ENV = "REDIS_ALLOWLIST"
@@ -64,10 +66,7 @@ class Address:
 def _allowlist(env_name: str) -> tuple[list[IPNetwork], set[str]]:
     nets: list[IPNetwork] = []
     hosts: set[str] = set()
-    for item in (os.environ.get(env_name) or "").split(","):
-        item = item.strip()
-        if not item:
-            continue
+    for item in getattr(settings(), env_name.lower()):  # the variable's validated value
         try:
             nets.append(ipaddress.ip_network(item, strict=False))
         except ValueError:
@@ -203,9 +202,7 @@ def validate_callback_url(url: str, resolve: bool = True) -> str:
 
 def local_source_dirs() -> list[str]:
     """The directories LOCAL_SOURCE_DIRS names (comma- or os.pathsep-separated), symlinks resolved."""
-    raw = os.environ.get(LOCAL_SOURCE_DIRS_ENV) or ""
-    items = (p.strip() for chunk in raw.split(",") for p in chunk.split(os.pathsep))
-    return [os.path.realpath(p) for p in items if p]
+    return [os.path.realpath(p) for p in settings().local_source_dirs]
 
 
 def check_local_path(path: str) -> str:

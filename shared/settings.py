@@ -50,6 +50,8 @@ class Settings(BaseModel):
     # where the functions may connect
     source_allowlist: tuple[str, ...] = ()
     callback_allowlist: tuple[str, ...] = ()
+    redis_allowlist: tuple[str, ...] = ()
+    local_source_dirs: tuple[str, ...] = ()  # comma- or os.pathsep-separated
     # push_stream
     source_timeout_seconds: float = 15.0
     checkpoint_ttl_seconds: int = 7 * 24 * 3600
@@ -112,7 +114,14 @@ class Settings(BaseModel):
             raise ValueError("must be host:port")
         return v
 
-    @field_validator("source_allowlist", "callback_allowlist", mode="before")
+    @field_validator("local_source_dirs", mode="before")
+    @classmethod
+    def _dirs(cls, v: Any) -> Any:
+        if isinstance(v, str):
+            return tuple(p.strip() for chunk in v.split(",") for p in chunk.split(os.pathsep) if p.strip())
+        return v
+
+    @field_validator("source_allowlist", "callback_allowlist", "redis_allowlist", mode="before")
     @classmethod
     def _allowlist(cls, v: Any) -> Any:
         items = _split_list(v) if isinstance(v, str) else tuple(v or ())
