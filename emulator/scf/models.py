@@ -68,6 +68,9 @@ class FunctionConfig:
     time_limit_ms: int = 86_400_000  # SCF's ceiling for an async function
     memory_limit_mb: int = 512
     environment: Mapping[str, str] = field(default_factory=dict)
+    # True: API Gateway invokes it synchronously and answers with its result (push_control);
+    # False: asynchronously, answering "Async run task submitted" at once (the seed's functions).
+    sync: bool = False
 
 
 @dataclass(eq=False)
