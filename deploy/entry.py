@@ -1,6 +1,6 @@
 """SCF entry point of the deployed code root (copied there as `index.py` by `deploy.package`).
 
-Both functions are deployed from one code root (serverless.yml's `multi-scf` uploads one package
+The functions are deployed from one code root (serverless.yml's `multi-scf` uploads one package
 for all its functions), so `index.main_handler` hands each call to the function named by the
 environment variable ENTRY_FUNCTION, which serverless.yml sets per function. The functions' own
 `functions/<name>/index.py` sit beside this file, unchanged.
@@ -10,7 +10,7 @@ import os
 import sys
 
 ENTRY_ENV = "ENTRY_FUNCTION"
-FUNCTIONS = ("push_stream", "record_stream")
+FUNCTIONS = ("push_stream", "record_stream", "push_control")
 _ROOT = os.path.dirname(os.path.abspath(__file__))
 _loaded = {}
 

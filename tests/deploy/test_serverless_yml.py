@@ -95,20 +95,33 @@ def test_every_key_is_a_documented_multi_scf_input(config):
                 _check(api, API, "apigw.parameters.apis[]")
 
 
-def test_both_functions_run_asynchronously_on_the_packaged_runtime(config, built):
+ASYNC_FUNCTIONS = {"push_stream", "record_stream"}  # the seed's: answered at once, run for hours
+SYNC_FUNCTIONS = {"push_control"}  # answers with its result
+SYNC_TIMEOUT_MAX = 900  # SCF's ceiling for a synchronously invoked function
+
+
+def test_the_seed_functions_run_asynchronously_and_push_control_synchronously(config, built):
     manifest, _ = built
     inputs = config["inputs"]
-    assert set(inputs["functions"]) == {"push_stream", "record_stream"}
+    assert set(inputs["functions"]) == ASYNC_FUNCTIONS | SYNC_FUNCTIONS == set(entry.FUNCTIONS)
+    assert set(package.FUNCTIONS) == set(entry.FUNCTIONS)  # every function's code is packaged
     assert inputs["src"]["src"] == "./build/code"  # where `./dev package` writes the code root
     for key, fn in inputs["functions"].items():
         assert fn["handler"] == "index.main_handler"
         assert fn.get("runtime", inputs["runtime"]) == manifest.runtime == "Python3.11"
-        assert fn["asyncRunEnable"] is True and fn["traceEnable"] is True
-        assert 1 <= fn["timeout"] <= ASYNC_TIMEOUT_MAX
         assert fn["memorySize"] in MEMORY_SIZES
         env = {item["key"]: item["value"] for item in fn["environment"]}
         assert env[entry.ENTRY_ENV] == key  # the packaged index.py hands the call to this function
-        assert env["ROOM_BACKEND"] == "trtc"
+        if key in ASYNC_FUNCTIONS:
+            assert fn["asyncRunEnable"] is True and fn["traceEnable"] is True
+            assert 1 <= fn["timeout"] <= ASYNC_TIMEOUT_MAX
+            assert env["ROOM_BACKEND"] == "trtc"
+        else:
+            # Synchronous: no async execution (it would answer "Async run task submitted"), a short
+            # time limit, below the API's service timeout, and no room of its own.
+            assert not fn.get("asyncRunEnable") and not fn.get("traceEnable")
+            assert 1 <= fn["timeout"] <= SYNC_TIMEOUT_MAX
+            assert "ROOM_BACKEND" not in env
     assert inputs["cls"]  # asynchronous execution needs its logs in CLS
     # One layer entry per layer the package builds, within SCF's five.
     assert len(inputs["layers"]) == len(manifest.layers) <= package.MAX_LAYERS
@@ -125,7 +138,11 @@ def test_environment_names_are_the_ones_the_code_reads(config):
     record_env = {item["key"] for item in config["inputs"]["functions"]["record_stream"]["environment"]}
     push_env = {item["key"] for item in config["inputs"]["functions"]["push_stream"]["environment"]}
     assert {"CFS_PATH", "CALLBACK_SIGN_KEY", "CALLBACK_ALLOWLIST"} <= record_env
-    assert {"SOURCE_ALLOWLIST", "CHECKPOINT_TTL_SECONDS"} <= push_env
+    assert {"SOURCE_ALLOWLIST", "CHECKPOINT_TTL_SECONDS", "REDIS_URL"} <= push_env
+    # push_control finds pushes in the Redis they run with: the same REDIS_URL, the same egress rule.
+    control = {item["key"]: item["value"] for item in config["inputs"]["functions"]["push_control"]["environment"]}
+    push = {item["key"]: item["value"] for item in config["inputs"]["functions"]["push_stream"]["environment"]}
+    assert control["REDIS_URL"] == push["REDIS_URL"] and control["SOURCE_ALLOWLIST"] == push["SOURCE_ALLOWLIST"]
     # CFS_PATH lies under the CFS mount.
     mount = config["inputs"]["cfs"][0]["localMountDir"]
     cfs_path = next(i["value"] for i in config["inputs"]["functions"]["record_stream"]["environment"]
@@ -137,12 +154,16 @@ def test_gateway_posts_to_each_function_with_region_and_names_as_variables(confi
     inputs = config["inputs"]
     [apigw] = [t for t in inputs["triggers"] if t["type"] == "apigw"]
     routes = {(api["method"], api["path"]): api["function"] for api in apigw["parameters"]["apis"]}
-    assert routes == {("POST", "/push_stream"): "push_stream", ("POST", "/record_stream"): "record_stream"}
+    assert routes == {("POST", "/push_stream"): "push_stream", ("POST", "/record_stream"): "record_stream",
+                      ("POST", "/push_control"): "push_control"}
+    timeouts = {api["function"]: api["serviceTimeout"] for api in apigw["parameters"]["apis"]}
+    assert inputs["functions"]["push_control"]["timeout"] < timeouts["push_control"]  # it answers in time
     for api in apigw["parameters"]["apis"]:
         assert "function" not in api or isinstance(api["function"], str)  # a key of inputs.functions
     assert apigw["parameters"]["environment"] == "release"
     for value in (inputs["region"], inputs["functions"]["push_stream"]["name"],
-                  inputs["functions"]["record_stream"]["name"], config["stage"], apigw["parameters"]["name"]):
+                  inputs["functions"]["record_stream"]["name"], inputs["functions"]["push_control"]["name"],
+                  config["stage"], apigw["parameters"]["name"]):
         assert re.fullmatch(r"\$\{env:[A-Z0-9_]+\}", value)
 
 
