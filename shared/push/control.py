@@ -43,7 +43,7 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any, Mapping, Optional, cast
 
 import redis
 from redis.backoff import NoBackoff
@@ -180,6 +180,19 @@ def connect(address: RedisAddress, *, timeout_s: float = SOCKET_TIMEOUT_S,
         client.close()
         raise ControlUnavailable(f"{address.where} is unreachable: {e}") from None
     return client
+
+
+def _hash(client: "redis.Redis", key: str) -> dict[str, str]:
+    # decode_responses=True: redis-py's types cannot say so.
+    return cast(dict[str, str], client.hgetall(key))
+
+
+def _text(value: Any) -> Optional[str]:
+    return None if value is None else str(value)
+
+
+def _fields(mapping: Mapping[str, str]) -> Any:
+    return dict(mapping)  # a mapping redis-py's stubs accept for hset
 
 
 # --- what travels ----------------------------------------------------------------------------------
@@ -324,10 +337,10 @@ class ControlInbox:
         inbox = cls(client, reader, address=address, request_id=request_id, user=user, record=record, log=log,
                     ttl_s=ttl_s, heartbeat_s=heartbeat_s, read_wait_s=read_wait_s)
         try:
-            previous = client.get(user)
+            previous = _text(client.get(user))
             pipe = client.pipeline(transaction=True)
             pipe.delete(run_key(request_id), inbox_key(request_id))
-            pipe.hset(run_key(request_id), mapping=record)
+            pipe.hset(run_key(request_id), mapping=_fields(record))
             pipe.expire(run_key(request_id), ttl_s)
             pipe.set(user, request_id, ex=ttl_s)
             pipe.execute()
@@ -444,7 +457,7 @@ class ControlInbox:
                 self._stopping.wait(0.2)
                 continue
             try:
-                command = Command.parse(got[1], now_ms, self.request_id)
+                command = Command.parse(str(got[1]), now_ms, self.request_id)
             except (ValueError, KeyError, TypeError):
                 self.log.warning("control: dropped something in the inbox that is not a command", key=key)
                 continue
@@ -516,8 +529,8 @@ class ControlInbox:
                 # Gone (Redis restarted empty, or a stall longer than the TTL): register again, taking
                 # the user key back only if no newer push holds it.
                 pipe = self.client.pipeline(transaction=True)
-                pipe.hset(run_key(self.request_id), mapping={**self._record, "state": state,
-                                                             "updatedAt": f"{time.time():.3f}"})
+                pipe.hset(run_key(self.request_id), mapping=_fields({**self._record, "state": state,
+                                                                     "updatedAt": f"{time.time():.3f}"}))
                 pipe.expire(run_key(self.request_id), self.ttl_s)
                 pipe.execute()
                 self.log.warning("control: the registration was gone; registered again")
@@ -592,7 +605,7 @@ def _not_found(client: "redis.Redis", params: ControlParams, address: RedisAddre
     where = (f" in {address.where} (a push is found only in the Redis it runs with: redisHost/redisPort/redisDb "
              "of its call, or REDIS_URL)")
     if request_id:
-        ended = client.hgetall(ended_key(request_id))
+        ended = _hash(client, ended_key(request_id))
         if ended.get("supersededBy"):
             return 404, failure("superseded", f"push {request_id} was superseded by push {ended['supersededBy']} "
                                 "(the same userId entered the room again); control that one",
@@ -611,10 +624,10 @@ def _round_trip(client: "redis.Redis", params: ControlParams, address: RedisAddr
     request_id = params.requestId
     if request_id is None:
         assert params.sdkAppId is not None and params.room is not None and params.userId is not None
-        request_id = client.get(user_key(params.sdkAppId, params.room, params.userId))
+        request_id = _text(client.get(user_key(params.sdkAppId, params.room, params.userId)))
         if not request_id:
             return _not_found(client, params, address, None)
-    record = client.hgetall(run_key(request_id))
+    record = _hash(client, run_key(request_id))
     if not record:
         return _not_found(client, params, address, request_id)
     if record.get("supersededBy"):
@@ -680,11 +693,11 @@ def _wait_for_reply(client: "redis.Redis", key: str, until: float) -> Optional[t
     if block_s > 0.05:
         got = client.blpop([key], timeout=block_s)
         if got is not None:
-            return got[0], got[1]
+            return str(got[0]), str(got[1])
     while True:
         value = client.lpop(key)
         if value is not None:
-            return key, value
+            return key, str(value)
         if time.monotonic() + 0.01 >= until:
             return None
         time.sleep(0.01)

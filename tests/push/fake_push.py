@@ -19,8 +19,8 @@ class FakePush:
     """A push loop on its own thread: what phase 2's pusher does with the inbox, minus the media."""
 
     def __init__(self, address: RedisAddress, room: RoomRef, user: str = "pusher", request_id: str | None = None,
-                 answer: bool = True, expire: bool = True, refuse: Optional[Callable[[Command], Optional[tuple[int, str, str]]]] = None,
-                 **register: Any):
+                 answer: bool = True, expire: bool = True,
+                 refuse: Optional[Callable[[Command], Optional[tuple[int, str, str]]]] = None, **register: Any):
         self.request_id = request_id or f"req-{uuid.uuid4().hex[:12]}"
         self.state = PushState(video_src="/lesson-1.mp4", position=12.5)
         self.answer = answer

@@ -13,7 +13,7 @@ import sys
 import threading
 import time
 import uuid
-from typing import Any, Callable, Optional
+from typing import Any
 
 import pytest
 import redis
