@@ -21,6 +21,7 @@ ENTRY_ENV = "ENTRY_FUNCTION"
 FUNCTIONS: dict[str, tuple[str, ...]] = {
     "push_stream": (),
     "record_stream": ("qcloud_cos",),  # the upload at the end of a recording
+    "push_control": (),
 }
 _ROOT = os.path.dirname(os.path.abspath(__file__))
 _loaded: dict[str, Handler] = {}

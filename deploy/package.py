@@ -1,4 +1,4 @@
-"""Build what `sls deploy` uploads: the code root of both functions and its dependencies as layers.
+"""Build what `sls deploy` uploads: the code root of the functions and its dependencies as layers.
 
     python -m deploy.package [--python 3.11] [--out build] [--cache DIR]      (or ./dev package)
     python -m deploy.package --image [--tag NAME:TAG] ...    the image instead (deploy/image/build.py)
@@ -45,7 +45,7 @@ from pathlib import Path
 from typing import Iterable, Sequence
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-FUNCTIONS = ("push_stream", "record_stream")
+FUNCTIONS = ("push_stream", "record_stream", "push_control")
 DEFAULT_PYTHON = "3.11"  # SCF's Python3.11 runtime; PyAV 18 publishes no wheel below 3.11
 PLATFORMS = ("manylinux_2_28_x86_64", "manylinux_2_27_x86_64", "manylinux_2_17_x86_64", "manylinux2014_x86_64")
 

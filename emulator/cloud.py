@@ -37,7 +37,10 @@ from emulator.trtc import DEFAULT_SDK_APP_ID, DEFAULT_SDK_SECRET_KEY, RoomServic
 log = logging.getLogger("emulator.cloud")
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-FUNCTIONS = ("push_stream", "record_stream")
+FUNCTIONS = ("push_stream", "record_stream", "push_control")
+# Invoked synchronously by the gateway (their answer is their result), with a short time limit.
+SYNC_FUNCTIONS = frozenset({"push_control"})
+SYNC_TIME_LIMIT_MS = 10_000
 # Fixed, so that README examples, `usersig` and a running `up` agree without reading anything.
 DEFAULT_SECRET_ID = "AKIDemulatorLocalCloud00000000000000"
 DEFAULT_SECRET_KEY = "emulatorLocalCloudSecretKey000000"
@@ -158,7 +161,7 @@ class LocalCloud:
     # --- functions ---------------------------------------------------------------------------
 
     def function_env(self) -> dict[str, str]:
-        assert self.rooms is not None and self.cos is not None
+        assert self.rooms is not None and self.cos is not None and self.redis is not None
         files = self.state_dir / "files"
         files.mkdir(parents=True, exist_ok=True)
         media = self.state_dir / MEDIA_DIR
@@ -177,6 +180,8 @@ class LocalCloud:
             "REDIS_ALLOWLIST": LOOPBACK_ALLOWLIST,
             "LOCAL_SOURCE_DIRS": ",".join(local_dirs),
             "CFS_PATH": str(files),
+            # The functions' default Redis (both push functions and push_control), as a deployment sets it.
+            "REDIS_URL": self.redis.url,
             **self.role,
             **self.config.extra_env,
         }
@@ -192,8 +197,10 @@ class LocalCloud:
             if not (root / "index.py").is_file():
                 log.warning("function %s has no %s; it is not served", name, root / "index.py")
                 continue
-            found.append(FunctionConfig(name, root.resolve(), time_limit_ms=c.time_limit_ms,
-                                        memory_limit_mb=c.memory_limit_mb, environment=env))
+            sync = name in SYNC_FUNCTIONS
+            found.append(FunctionConfig(name, root.resolve(), memory_limit_mb=c.memory_limit_mb, environment=env,
+                                        time_limit_ms=min(c.time_limit_ms, SYNC_TIME_LIMIT_MS) if sync
+                                        else c.time_limit_ms, sync=sync))
         return found
 
     def _image_functions(self, env: dict[str, str]) -> list[FunctionConfig]:

@@ -23,13 +23,16 @@ M = TypeVar("M", bound=BaseModel)
 
 
 class UserError(Exception):
-    """A failure the caller can act on: reported as is, never with a traceback."""
+    """A failure the caller can act on: reported as is, never with a traceback. `status_code` is the
+    API Gateway answer's (400, 404, 409, 503, ...); `extra` fields go into the body beside the reason."""
 
-    def __init__(self, message: str, reason: str = "error", status_code: int = 400):
+    def __init__(self, message: str, reason: str = "error", status_code: int = 400,
+                 extra: Mapping[str, Any] | None = None):
         super().__init__(message)
         self.message = message
         self.reason = reason
         self.status_code = status_code
+        self.extra = dict(extra or {})
 
 
 def is_gateway_event(event: Any) -> bool:
@@ -228,7 +231,7 @@ def handle(
         result = work(params, inv, log)
     except UserError as e:
         log.error(e.message, reason=e.reason)
-        return answer(e.status_code, failed_result(e.reason, e.message))
+        return answer(e.status_code, failed_result(e.reason, e.message, **e.extra))
     except Exception as e:  # the last line of defence: a clear message, not a traceback
         log.error("internal error", exc_info=True, error=f"{type(e).__name__}: {e}")
         return answer(500, failed_result("internal_error", f"{type(e).__name__}: {e}"))

@@ -4,6 +4,10 @@
         -> 200 "Async run task submitted", header x-scf-reqid: the run's request id
         -> 432 {"errorCode": 432, "errorMessage": "LimitExceeded...: ResourceLimitReached ..."} past the
            concurrency limit; 404 for a path no function serves
+    POST /push_control                        (a function configured `sync`)
+        -> the function's answer, as API Gateway gives it with integrated response on: its
+           statusCode, headers and body (a result that is not such a response: 200, its JSON);
+           502 when the function raised or crashed, 504 past the API's service timeout
     GET /_runs                  every run (newest first), without results
     GET /_runs/{reqid}          one run: status, status code, times, result or error, log file
     GET /_runs/{reqid}/log      its log as text (the function's output between START and Report)
@@ -12,6 +16,8 @@ The `/_runs` routes are the emulator's stand-in for SCF's log console.
 """
 from __future__ import annotations
 
+import base64
+import binascii
 import json
 import logging
 import threading
@@ -22,12 +28,13 @@ from urllib.parse import unquote, urlsplit
 
 from .events import STAGE, gateway_event
 from .exceptions import ScfError
-from .models import EVENT, Scf
+from .models import EVENT, REQUEST_RESPONSE, Run, Scf
 
 log = logging.getLogger("emulator.scf.gateway")
 
 ASYNC_SUBMITTED = "Async run task submitted"
 MAX_BODY = 6 * 1024 * 1024
+SERVICE_TIMEOUT_S = 15.0  # the APIs' serviceTimeout in serverless.yml
 
 
 class Gateway:
@@ -121,9 +128,45 @@ class Gateway:
         event = gateway_event(method=h.command, api_path=f"/{name}", path=path, query=query,
                               headers=dict(h.headers.items()), body=body, source_ip=h.client_address[0],
                               api_request_id=api_request_id)
+        if self.scf.function(name).sync:
+            self._answer_sync(h, self.scf.invoke(name, event, REQUEST_RESPONSE, source="apigw"), api_request_id)
+            return
         run = self.scf.invoke(name, event, EVENT, source="apigw")
         self._send(h, 200, ASYNC_SUBMITTED.encode(), "text/plain; charset=utf-8",
                    {"x-scf-reqid": run.request_id, "X-Api-RequestId": api_request_id})
+
+    def _answer_sync(self, h: BaseHTTPRequestHandler, run: Run, api_request_id: str) -> None:
+        ids = {"x-scf-reqid": run.request_id, "X-Api-RequestId": api_request_id}
+        if not self.scf.wait(run, SERVICE_TIMEOUT_S):
+            self._json(h, 504, {"errorCode": 504, "requestId": api_request_id,
+                                "errorMessage": f"the function did not answer within the API's service timeout "
+                                                f"({SERVICE_TIMEOUT_S:g} s); it keeps running as {run.request_id}"},
+                       ids)
+            return
+        if run.error is not None:
+            error = run.error
+            self._json(h, 502, {"errorCode": 502, "requestId": api_request_id,
+                                "errorMessage": f"{error.get('errorType', 'Error')}: {error.get('errorMessage', '')}"},
+                       ids)
+            return
+        result = run.result
+        if not (isinstance(result, dict) and isinstance(result.get("statusCode"), int)):
+            self._json(h, 200, result, ids)  # not an API Gateway response: passed on as its JSON
+            return
+        headers = {str(k): str(v) for k, v in (result.get("headers") or {}).items()}
+        content_type = next((v for k, v in headers.items() if k.lower() == "content-type"), "application/json")
+        body = result.get("body")
+        try:
+            data = (base64.b64decode(body, validate=True) if result.get("isBase64Encoded") is True
+                    else body.encode()) if isinstance(body, str) else json.dumps(body).encode()
+        except (binascii.Error, ValueError):
+            data = b""
+        if not 100 <= result["statusCode"] <= 599 or (result.get("isBase64Encoded") is True and not data and body):
+            self._json(h, 502, {"errorCode": 502, "requestId": api_request_id,
+                                "errorMessage": "the function's answer is not a valid API Gateway response"}, ids)
+            return
+        kept = {k: v for k, v in headers.items() if k.lower() not in ("content-type", "content-length")}
+        self._send(h, result["statusCode"], data, content_type, {**kept, **ids})
 
     def _runs(self, h: BaseHTTPRequestHandler, rest: list[str]) -> None:
         if not rest:
@@ -139,8 +182,10 @@ class Gateway:
         else:
             self._json(h, 404, {"errorCode": 404, "errorMessage": f"No such route: {h.path}"})
 
-    def _json(self, h: BaseHTTPRequestHandler, status: int, payload: Any) -> None:
-        self._send(h, status, json.dumps(payload, ensure_ascii=False, default=str).encode(), "application/json")
+    def _json(self, h: BaseHTTPRequestHandler, status: int, payload: Any,
+              headers: dict[str, str] | None = None) -> None:
+        self._send(h, status, json.dumps(payload, ensure_ascii=False, default=str).encode(), "application/json",
+                   headers)
 
     @staticmethod
     def _send(h: BaseHTTPRequestHandler, status: int, data: bytes, content_type: str,

@@ -70,6 +70,9 @@ class FunctionConfig:
     environment: Mapping[str, str] = field(default_factory=dict)
     # The module each run is (`python -m ...`): SCF's Python runtime, or the image's entry server.
     runner: str = "emulator.scf.runner"
+    # True: API Gateway invokes it synchronously and answers with its result (push_control);
+    # False: asynchronously, answering "Async run task submitted" at once (the seed's functions).
+    sync: bool = False
 
 
 @dataclass(eq=False)

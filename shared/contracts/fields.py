@@ -7,16 +7,27 @@
 - An Optional number left empty (a form's `videoFps=`) means "not given".
 - URLs: `check_url` refuses what urllib cannot take apart ("http://[::1", a port of 99999) at
   validation, before anything uses the URL.
+- The fields push_stream and push_control share follow one rule each, here: `video_src` /
+  `video_srcs` (one source, or a playlist), `room_id_type`, `room_id`, `user_id`.
 """
 from __future__ import annotations
 
+import re
 from functools import lru_cache
-from typing import Any, Union, get_args, get_origin
+from typing import Any, Optional, Union, get_args, get_origin
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, ValidationInfo, field_validator
 
+from shared.room.base import MAX_ROOM_ID
 from shared.runtime import mask_url, redact_url_value
+
+MAX_VIDEO_SRC_CHARS = 4096
+MAX_PLAYLIST = 100  # sources in one videoSrc list
+# Characters TRTC allows in a string room id (besides letters and digits).
+STR_ROOM_ID = re.compile(r"^[A-Za-z0-9 !#$%&()+\-:;<=.>?@\[\]^_{}|~,]{1,64}$")
+USER_ID = re.compile(r"^[A-Za-z0-9_\-@.]{1,32}$")
+_INT_ROOM_ID = re.compile(r"^[1-9][0-9]{0,9}$")
 
 
 @lru_cache(maxsize=None)
@@ -68,3 +79,77 @@ def check_url(url: str) -> None:
 def without_url(message: str, url: str) -> str:
     """`message` with `url` shown as `mask_url` shows it (an error that quotes the caller's URL)."""
     return message.replace(url, mask_url(url)) if url else message
+
+
+# --- the fields both push functions take ---------------------------------------------------------
+
+
+def video_src(value: Any) -> str:
+    """One videoSrc: a non-empty string (a URL or a local path) of at most 4096 characters that
+    urllib can take apart. Whitespace around it is dropped."""
+    if not isinstance(value, str):
+        raise ValueError("must be a string (a URL or a path)")
+    text = value.strip()
+    if not text:
+        raise ValueError("must not be empty")
+    if len(text) > MAX_VIDEO_SRC_CHARS:
+        raise ValueError(f"must be at most {MAX_VIDEO_SRC_CHARS} characters")
+    check_url(text)
+    return text
+
+
+def video_srcs(value: Any) -> Union[str, list[str]]:
+    """videoSrc as one source (a string) or a playlist (a list of 1..MAX_PLAYLIST sources, each
+    checked as one; every bad entry is named by its position, from 1)."""
+    if not isinstance(value, list):
+        return video_src(value)
+    if not value:
+        raise ValueError("is an empty list: give a source, or a list of at least one")
+    if len(value) > MAX_PLAYLIST:
+        raise ValueError(f"lists {len(value)} sources; at most {MAX_PLAYLIST}")
+    out: list[str] = []
+    problems: list[str] = []
+    for n, item in enumerate(value, 1):
+        try:
+            out.append(video_src(item))
+        except ValueError as e:
+            problems.append(f"item {n}: {e}")
+    if problems:
+        raise ValueError("; ".join(problems))
+    return out
+
+
+def room_id_type(value: Optional[int]) -> Optional[int]:
+    if value is not None and value not in (0, 1):
+        raise ValueError("must be 1 (32-bit integer room) or 0 (string room)")
+    return value
+
+
+def _looks_like_int_room(room: Union[int, str]) -> bool:
+    if isinstance(room, int):
+        return 1 <= room <= MAX_ROOM_ID
+    return bool(_INT_ROOM_ID.match(room)) and int(room) <= MAX_ROOM_ID
+
+
+def room_id(value: Union[int, str], kind: Optional[int]) -> Union[int, str]:
+    """The room id as TRTC names it: an int for an integer room, a str for a string room. `kind` is
+    roomIdType (None: an integer room when the id is all digits in 1..4294967295)."""
+    if isinstance(value, str) and not value:
+        raise ValueError("must not be empty")
+    if kind == 1 or (kind is None and isinstance(value, int)):
+        if not _looks_like_int_room(value):
+            raise ValueError(f"an integer room id must be in 1..{MAX_ROOM_ID}")
+        return int(value)
+    if kind is None and _looks_like_int_room(value):
+        return int(value)
+    text = str(value)
+    if not STR_ROOM_ID.match(text):
+        raise ValueError("a string room id is 1..64 characters of letters, digits and "
+                         "!#$%&()+-:;<=.>?@[]^_{}|~, or space")
+    return text
+
+
+def user_id(value: str) -> str:
+    if not USER_ID.match(value):
+        raise ValueError("must be 1..32 letters, digits, underscore, hyphen, @ or dot")
+    return value

@@ -3,41 +3,39 @@
 The gateway hands strings, so "true", "1400000001" and "6379" are accepted where a bool or an int
 is meant (pydantic's lax mode); a boolean is never a number (shared.contracts.fields.Params). Every
 bad field is reported at once; `shared.gateway` turns the errors into one sentence naming them.
+The rules videoSrc, roomId and userId follow are shared with push_control (shared.contracts.fields),
+and so is where Redis is (shared.contracts.redis_config: the call's fields, else REDIS_URL).
 """
 from __future__ import annotations
 
-import re
-from typing import Optional, Union
+import os
+from typing import Any, Mapping, Optional, Union
 
-from pydantic import Field, SecretStr, ValidationInfo, field_validator
+from pydantic import Field, SecretStr, ValidationInfo, field_validator, model_validator
 
-from shared.room.base import MAX_ROOM_ID, Role, RoomRef
-from shared.runtime import redact_value
+from shared.room.base import Role, RoomRef
 
-from .fields import Params, check_url
+from . import fields
+from .fields import Params
+from .redis_config import (
+    DEFAULT_REDIS_PORT, MAX_REDIS_DB, RedisAddress, address_of, check_redis_host, redis_url_from_env,
+    remember_secret, with_default_redis,
+)
 
-DEFAULT_REDIS_PORT = 6379
+__all__ = ["DEFAULT_REDIS_PORT", "MAX_DURATION_S", "MAX_SEEK_S", "PushParams"]
+
 # Bounds that keep every duration a finite, convertible number of seconds (a pusher multiplies
 # them into timestamps and deadlines): a week of media per run, a seek of at most a year.
 MAX_DURATION_S = 7 * 86_400
 MAX_SEEK_S = 365 * 86_400
-
-# Characters TRTC allows in a string room id (besides letters and digits).
-_STR_ROOM_ID = re.compile(r"^[A-Za-z0-9 !#$%&()+\-:;<=.>?@\[\]^_{}|~,]{1,64}$")
-_INT_ROOM_ID = re.compile(r"^[1-9][0-9]{0,9}$")
-
-
-def _looks_like_int_room(room_id: Union[int, str]) -> bool:
-    if isinstance(room_id, int):
-        return 1 <= room_id <= MAX_ROOM_ID
-    return bool(_INT_ROOM_ID.match(room_id)) and int(room_id) <= MAX_ROOM_ID
 
 
 class PushParams(Params):
     """One push_stream request. Secrets are SecretStr: their repr never shows them."""
 
     # --- the seed's parameters ---
-    videoSrc: str = Field(min_length=1, max_length=4096)
+    # One source (a string), or a playlist played in order (a list; repeatNum repeats the whole list).
+    videoSrc: Union[str, list[str]]
     sdkAppId: int = Field(gt=0, lt=1 << 32)
     # Declared before roomId so that roomId's check can see it (pydantic validates in this order).
     roomIdType: Optional[int] = None
@@ -60,21 +58,24 @@ class PushParams(Params):
     videoFps: Optional[int] = Field(default=None, ge=1, le=60)
     videoBitrate: Optional[int] = Field(default=None, ge=16, le=50_000)  # kbit/s
     videoGop: Optional[int] = Field(default=None, ge=1, le=30)  # seconds
-    redisDb: int = Field(default=0, ge=0, le=1023)
+    redisDb: int = Field(default=0, ge=0, le=MAX_REDIS_DB)
 
-    @field_validator("videoSrc", mode="after")
+    @model_validator(mode="before")
     @classmethod
-    def _video_src(cls, v: str) -> str:
-        check_url(v)
-        return v
+    def _default_redis(cls, data: Any) -> Any:
+        # A call that names no Redis gets the function's REDIS_URL (validated below as its own).
+        return with_default_redis(data)
+
+    @field_validator("videoSrc", mode="before")
+    @classmethod
+    def _video_src(cls, v: Any) -> Any:
+        return fields.video_srcs(v)
 
     @field_validator("userSig", "redisPassword", mode="after")
     @classmethod
     def _remember_secret(cls, v: Optional[SecretStr]) -> Optional[SecretStr]:
         # The logger scrubs these values from every later line, even inside free text.
-        if v is not None:
-            redact_value(v.get_secret_value())
-        return v
+        return remember_secret(v)
 
     @field_validator("userSig", mode="after")
     @classmethod
@@ -86,34 +87,17 @@ class PushParams(Params):
     @field_validator("roomIdType", mode="after")
     @classmethod
     def _room_id_type(cls, v: Optional[int]) -> Optional[int]:
-        if v is not None and v not in (0, 1):
-            raise ValueError("must be 1 (32-bit integer room) or 0 (string room)")
-        return v
+        return fields.room_id_type(v)
 
     @field_validator("roomId", mode="after")
     @classmethod
     def _room_id(cls, v: Union[int, str], info: ValidationInfo) -> Union[int, str]:
-        kind = info.data.get("roomIdType")
-        if isinstance(v, str) and not v:
-            raise ValueError("must not be empty")
-        if kind == 1 or (kind is None and isinstance(v, int)):
-            if not _looks_like_int_room(v):
-                raise ValueError(f"an integer room id must be in 1..{MAX_ROOM_ID}")
-            return int(v)
-        if kind is None and _looks_like_int_room(v):
-            return int(v)
-        text = str(v)
-        if not _STR_ROOM_ID.match(text):
-            raise ValueError("a string room id is 1..64 characters of letters, digits and "
-                             "!#$%&()+-:;<=.>?@[]^_{}|~, or space")
-        return text
+        return fields.room_id(v, info.data.get("roomIdType"))
 
     @field_validator("userId", mode="after")
     @classmethod
     def _user_id(cls, v: str) -> str:
-        if not re.match(r"^[A-Za-z0-9_\-@.]+$", v):
-            raise ValueError("must be letters, digits, underscore, hyphen, @ or dot")
-        return v
+        return fields.user_id(v)
 
     @field_validator("clientRole", mode="before")
     @classmethod
@@ -132,12 +116,28 @@ class PushParams(Params):
     @classmethod
     def _redis_host(cls, v: Optional[str], info: ValidationInfo) -> Optional[str]:
         if info.data.get("redis") and not v:
-            raise ValueError("is required when redis is true")
-        return v or None
+            raise ValueError("is required when redis is true (or set the function's REDIS_URL)")
+        return check_redis_host(v) if v else None
 
     @property
     def room(self) -> RoomRef:
         return RoomRef(self.roomId)
+
+    @property
+    def sources(self) -> list[str]:
+        """videoSrc as a list: the one source, or the playlist in order."""
+        return list(self.videoSrc) if isinstance(self.videoSrc, list) else [self.videoSrc]
+
+    @property
+    def is_playlist(self) -> bool:
+        return isinstance(self.videoSrc, list)
+
+    def redis_address(self, env: Optional[Mapping[str, str]] = None) -> Optional[RedisAddress]:
+        """The Redis this push uses (checkpoints when `redis` is true, and the control channel), or
+        None: a push has a Redis when `redis` is true or the function has REDIS_URL."""
+        if not (self.redis or redis_url_from_env(os.environ if env is None else env) is not None):
+            return None
+        return address_of(self.redisHost, self.redisPort, self.redisPassword, self.redisDb)
 
     @property
     def wants_video_encode(self) -> bool:

@@ -18,11 +18,10 @@ from shared.record.storage import path_problem
 from shared.room.base import MAX_ROOM_ID, RoomRef
 from shared.runtime import redact_value
 
+from .fields import STR_ROOM_ID as _STR_ROOM_ID
+from .fields import USER_ID as _USER_ID
 from .fields import Params, check_url, without_url
 
-# Characters TRTC allows in a string room id (besides letters and digits).
-_STR_ROOM_ID = re.compile(r"^[A-Za-z0-9 !#$%&()+\-:;<=.>?@\[\]^_{}|~,]{1,64}$")
-_USER_ID = re.compile(r"^[A-Za-z0-9_\-@.]{1,32}$")
 # COS bucket names are "<name>-<appid>", lower-case letters, digits and hyphens.
 _BUCKET = re.compile(r"^[a-z0-9][a-z0-9\-]{0,62}$")
 _REGION = re.compile(r"^[a-z0-9\-]{1,40}$")

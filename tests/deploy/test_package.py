@@ -24,6 +24,7 @@ def test_package_holds_the_code_root_and_dependency_layers_within_scf_limits(bui
     with zipfile.ZipFile(manifest.code.zip_path) as zf:
         names = set(zf.namelist())
     assert {"index.py", "functions/push_stream/index.py", "functions/record_stream/index.py",
+            "functions/push_control/index.py",
             "shared/__init__.py", "shared/gateway.py", "shared/room/local.py"} <= names
     assert not [n for n in names if "__pycache__" in n or n.endswith(".pyc") or n.startswith(("tests/", "emulator/"))]
 
@@ -108,6 +109,20 @@ def test_packaged_room_backend_error_at_start(deployed):
     body = json.loads(response["body"])
     assert body["reason"] == "configuration_error" and "LOCAL_ROOM_ADDRESS" in body["message"]
     assert outcome["foreign_modules"] == []
+
+
+def test_packaged_push_control_answers_from_the_package(deployed, redis_server):
+    """push_control from the unpacked package: through REDIS_URL to a real Redis, a 404 for a push
+    that is not running there; without any Redis, the 409 that says so."""
+    event = {"httpMethod": "POST", "path": "/push_control", "requestContext": {}, "headers": {},
+             "body": json.dumps({"requestId": "req-not-running", "action": "status"})}
+    outcome = deployed.run("push_control", event, {"REDIS_URL": redis_server.url})
+    response = outcome["result"]
+    assert response["statusCode"] == 404, response
+    assert json.loads(response["body"])["reason"] == "not_running"
+    assert outcome["foreign_modules"] == []
+    response = deployed.run("push_control", event, {})["result"]
+    assert response["statusCode"] == 409 and json.loads(response["body"])["reason"] == "no_redis"
 
 
 def test_packaged_functions_push_a_clip_and_record_it_to_cos(deployed, room_service, cos_service,

@@ -106,6 +106,11 @@ def test_every_key_is_a_documented_multi_scf_input(config):
                 _check(api, API, "apigw.parameters.apis[]")
 
 
+ASYNC_FUNCTIONS = {"push_stream", "record_stream"}  # the seed's: answered at once, run for hours
+SYNC_FUNCTIONS = {"push_control"}  # answers with its result
+SYNC_TIMEOUT_MAX = 900  # SCF's ceiling for a synchronously invoked function
+
+
 def test_no_variable_list_is_under_environment_where_the_component_drops_it(config):
     """formatter.ts formatFaasInputs sets `environment` from `environments` (a list of key/value),
     over whatever `environment` held: a list there would deploy a function without its variables."""
@@ -117,7 +122,7 @@ def test_no_variable_list_is_under_environment_where_the_component_drops_it(conf
 
 def test_every_function_is_the_one_image_running_its_entry_server(config):
     inputs = config["inputs"]
-    assert set(inputs["functions"]) == set(entry.FUNCTIONS)
+    assert set(inputs["functions"]) == ASYNC_FUNCTIONS | SYNC_FUNCTIONS == set(entry.FUNCTIONS)
     assert "src" not in inputs and "layers" not in inputs  # nothing but the image is deployed
     images = [fn["image"] for fn in inputs["functions"].values()]
     assert all(image == images[0] for image in images)  # one image; ENTRY_FUNCTION tells them apart
@@ -127,12 +132,19 @@ def test_every_function_is_the_one_image_running_its_entry_server(config):
     assert [image["command"], *image["args"].split(" ")] == list(image_build.COMMAND)
     for key, fn in inputs["functions"].items():
         assert fn["type"] == "event" and "handler" not in fn and "layers" not in fn
-        assert fn["asyncRunEnable"] is True and fn["traceEnable"] is True
-        assert 1 <= fn["timeout"] <= ASYNC_TIMEOUT_MAX
         assert fn["memorySize"] in MEMORY_SIZES
         env = {item["key"]: item["value"] for item in fn["environments"]}
         assert env[entry.ENTRY_ENV] == key  # the image's index.py hands the call to this function
-        assert env["ROOM_BACKEND"] == "trtc"
+        if key in ASYNC_FUNCTIONS:
+            assert fn["asyncRunEnable"] is True and fn["traceEnable"] is True
+            assert 1 <= fn["timeout"] <= ASYNC_TIMEOUT_MAX
+            assert env["ROOM_BACKEND"] == "trtc"
+        else:
+            # Synchronous: no async execution (it would answer "Async run task submitted"), a short
+            # time limit, below the API's service timeout, and no room of its own.
+            assert not fn.get("asyncRunEnable") and not fn.get("traceEnable")
+            assert 1 <= fn["timeout"] <= SYNC_TIMEOUT_MAX
+            assert "ROOM_BACKEND" not in env
     assert inputs["cls"]  # asynchronous execution needs its logs in CLS
 
 
@@ -150,11 +162,13 @@ def test_environment_names_are_the_ones_the_code_reads(config):
     record_env = {item["key"] for item in functions["record_stream"]["environments"]}
     push_env = {item["key"] for item in functions["push_stream"]["environments"]}
     assert {"CFS_PATH", "CALLBACK_SIGN_KEY", "CALLBACK_ALLOWLIST"} <= record_env
-    assert {"SOURCE_ALLOWLIST", "REDIS_ALLOWLIST", "LOCAL_SOURCE_DIRS", "CHECKPOINT_TTL_SECONDS"} <= push_env
+    assert {"SOURCE_ALLOWLIST", "REDIS_ALLOWLIST", "LOCAL_SOURCE_DIRS", "CHECKPOINT_TTL_SECONDS", "REDIS_URL"} <= push_env
+    push = {item["key"]: item["value"] for item in functions["push_stream"]["environments"]}
     # No local file is a source on SCF: the CFS both functions mount holds every caller's recordings.
-    local_dirs = next(i["value"] for i in config["inputs"]["functions"]["push_stream"]["environment"]
-                      if i["key"] == "LOCAL_SOURCE_DIRS")
-    assert local_dirs == ""
+    assert push["LOCAL_SOURCE_DIRS"] == ""
+    # push_control finds pushes in the Redis they run with: the same REDIS_URL, the same egress rules.
+    control = {item["key"]: item["value"] for item in functions["push_control"]["environments"]}
+    assert all(control[k] == push[k] for k in ("REDIS_URL", "REDIS_ALLOWLIST", "SOURCE_ALLOWLIST"))
     # CFS_PATH lies under the CFS mount.
     mount = config["inputs"]["cfs"][0]["localMountDir"]
     cfs_path = next(i["value"] for i in functions["record_stream"]["environments"] if i["key"] == "CFS_PATH")
@@ -165,12 +179,16 @@ def test_gateway_posts_to_each_function_with_region_and_names_as_variables(confi
     inputs = config["inputs"]
     [apigw] = [t for t in inputs["triggers"] if t["type"] == "apigw"]
     routes = {(api["method"], api["path"]): api["function"] for api in apigw["parameters"]["apis"]}
-    assert routes == {("POST", "/push_stream"): "push_stream", ("POST", "/record_stream"): "record_stream"}
+    assert routes == {("POST", "/push_stream"): "push_stream", ("POST", "/record_stream"): "record_stream",
+                      ("POST", "/push_control"): "push_control"}
+    timeouts = {api["function"]: api["serviceTimeout"] for api in apigw["parameters"]["apis"]}
+    assert inputs["functions"]["push_control"]["timeout"] < timeouts["push_control"]  # it answers in time
     for api in apigw["parameters"]["apis"]:
         assert "function" not in api or isinstance(api["function"], str)  # a key of inputs.functions
     assert apigw["parameters"]["environment"] == "release"
     for value in (inputs["region"], inputs["functions"]["push_stream"]["name"],
-                  inputs["functions"]["record_stream"]["name"], config["stage"], apigw["parameters"]["name"]):
+                  inputs["functions"]["record_stream"]["name"], inputs["functions"]["push_control"]["name"],
+                  config["stage"], apigw["parameters"]["name"]):
         assert re.fullmatch(r"\$\{env:[A-Z0-9_]+\}", value)
 
 

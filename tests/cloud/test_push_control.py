@@ -1,0 +1,96 @@
+"""push_control through the local cloud, as a caller reaches it: `POST {gateway}/push_control`
+answers synchronously with the function's own status and body, and so does `Invoke` with
+`RequestResponse` (the real tencentcloud ScfClient). The function runs in its own process with
+the cloud's REDIS_URL, as a deployment would set it."""
+from __future__ import annotations
+
+import json
+import uuid
+
+import pytest
+import requests
+from tencentcloud.scf.v20180416 import models as scf_models
+
+from emulator.cloud import CloudConfig, LocalCloud
+from shared.contracts.redis_config import RedisAddress
+from shared.room import RoomRef
+from tests.push.fake_push import APP, FakePush
+
+from .conftest import scf_client
+
+
+@pytest.fixture(scope="module")
+def cloud(tmp_path_factory: pytest.TempPathFactory):
+    c = LocalCloud(CloudConfig(state_dir=tmp_path_factory.mktemp("control-cloud"), shutdown_grace_s=2.0,
+                               bucket="controltest-1250000000", max_concurrency=4)).start()
+    yield c
+    c.stop()
+
+
+def post(cloud: LocalCloud, body: object, path: str = "/push_control") -> requests.Response:
+    return requests.post(cloud.info()["gateway"] + path, data=json.dumps(body),
+                         headers={"Content-Type": "application/json"}, timeout=30)
+
+
+def test_the_cloud_serves_push_control_synchronously(cloud):
+    info = cloud.info()
+    assert info["functions"] == ["push_control", "push_stream", "record_stream"]
+    fn = cloud.scf.function("push_control")
+    assert fn.sync and not cloud.scf.function("push_stream").sync
+    assert fn.environment["REDIS_URL"] == f"redis://127.0.0.1:{info['redis']['port']}/0"
+
+
+def test_no_running_push_is_404_from_the_function(cloud):
+    r = post(cloud, {"requestId": f"req-{uuid.uuid4().hex}", "action": "status"})
+    assert r.status_code == 404, r.text
+    assert r.headers["Content-Type"] == "application/json" and r.headers["x-scf-reqid"]
+    body = r.json()
+    assert body["status"] == "failed" and body["reason"] == "not_running"
+    # The cloud's REDIS_URL was where it looked (the call named no Redis).
+    assert f"127.0.0.1:{cloud.info()['redis']['port']}" in body["message"]
+    run = requests.get(f"{cloud.info()['gateway']}/_runs/{r.headers['x-scf-reqid']}", timeout=5).json()
+    assert run["invokeType"] == "RequestResponse" and run["source"] == "apigw"
+
+
+def test_a_bad_body_is_400_naming_the_field(cloud):
+    r = post(cloud, {"requestId": "req-1", "action": "volume", "volume": 300})
+    assert r.status_code == 400
+    assert "volume: Input should be less than or equal to 100" in r.json()["message"]
+    r = requests.post(cloud.info()["gateway"] + "/release/push_control", data=b"{not json",
+                      headers={"Content-Type": "application/json"}, timeout=30)
+    assert r.status_code == 400 and "body is not valid JSON" in r.json()["message"]
+
+
+def test_redis_unreachable_is_503(cloud):
+    r = post(cloud, {"requestId": "req-1", "action": "status", "redisHost": "127.0.0.1", "redisPort": 1})
+    assert r.status_code == 503
+    assert r.json()["reason"] == "redis_unavailable" and "127.0.0.1:1" in r.json()["message"]
+
+
+def test_a_running_push_is_controlled_through_the_gateway(cloud):
+    info = cloud.info()
+    room = RoomRef(f"cloud-{uuid.uuid4().hex[:8]}")
+    push = FakePush(RedisAddress(info["redis"]["host"], info["redis"]["port"]), room, user="teacher")
+    try:
+        r = post(cloud, {"sdkAppId": APP, "roomId": room.id, "userId": "teacher", "action": "switch",
+                         "videoSrc": "/lesson-2.mp4"})
+        assert r.status_code == 200, r.text
+        body = r.json()
+        assert body["applied"] is True and body["requestId"] == push.request_id
+        assert body["state"]["videoSrc"] == "/lesson-2.mp4"
+        assert [c.action for c in push.seen] == ["switch"]
+    finally:
+        push.close()
+
+
+def test_invoke_request_response_answers_with_the_function_s_result(cloud):
+    info = cloud.info()
+    client = scf_client(info["cloudApiEndpoint"], info["secretId"], info["secretKey"])
+    req = scf_models.InvokeRequest()
+    req.FunctionName, req.InvocationType = "push_control", "RequestResponse"
+    req.ClientContext = json.dumps({"requestId": "req-gone", "action": "pause"})
+    result = client.Invoke(req).Result
+    answer = json.loads(result.RetMsg)  # a plain invocation gets the body itself
+    assert answer["status"] == "failed" and answer["reason"] == "not_running" and answer["requestId"] == "req-gone"
+    req.ClientContext = json.dumps({"requestId": "req-gone", "action": "fly"})
+    assert "action:" in json.loads(client.Invoke(req).Result.RetMsg)["message"]
