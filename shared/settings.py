@@ -55,6 +55,7 @@ class Settings(BaseModel):
     # push_stream
     source_timeout_seconds: float = 15.0
     checkpoint_ttl_seconds: int = 7 * 24 * 3600
+    redis_url: Optional[str] = None  # push_stream's and push_control's default Redis
     pacing_speed: float = 1.0
     # record_stream
     cfs_path: Optional[Path] = None
@@ -177,6 +178,15 @@ class Settings(BaseModel):
             raise ValueError("must be http://host:port")
         return v.rstrip("/")
 
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_url(cls, v: Optional[str]) -> Optional[str]:
+        if v is not None:
+            from shared.contracts.redis_config import parse_redis_url  # (it imports the logger, which reads us)
+
+            parse_redis_url(v)
+        return v
+
     @field_validator("entry_function")
     @classmethod
     def _entry(cls, v: Optional[str]) -> Optional[str]:
@@ -204,6 +214,10 @@ def _one_of(value: str, choices: tuple[str, ...], more: str = "") -> str:
     return value
 
 
+# Variables whose values are secrets (or may carry one): an error names them without their value.
+SECRET_VARIABLES = frozenset({"REDIS_URL", "CALLBACK_SIGN_KEY", "TENCENTCLOUD_SECRETID", "TENCENTCLOUD_SECRETKEY",
+                              "TENCENTCLOUD_SESSIONTOKEN"})
+
 # Variable name -> field name; README's table lists exactly these names.
 VARIABLES: dict[str, str] = {name.upper(): name for name in Settings.model_fields}
 
@@ -217,7 +231,9 @@ def _explain(err: ValidationError, env: Mapping[str, str]) -> str:
         kind = str(e["type"])
         if kind.startswith("float") or kind.startswith("int"):
             msg = "must be a number" if kind.startswith("float") else "must be a whole number"
-        if name in VARIABLES:
+        if name in SECRET_VARIABLES:  # never echo a secret: name it alone
+            problems.append(msg if msg.startswith(name) else f"{name} {msg}")
+        elif name in VARIABLES:
             problems.append(f"{name}={env.get(name, '')!r} {msg}")
         else:
             problems.append(msg)

@@ -16,7 +16,6 @@ as the handlers' preflight).
 """
 from __future__ import annotations
 
-import os
 import re
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Optional
@@ -25,6 +24,7 @@ from urllib.parse import unquote, urlsplit
 from pydantic import SecretStr
 
 from shared.runtime import redact_value
+from shared.settings import settings
 
 REDIS_URL_ENV = "REDIS_URL"
 DEFAULT_REDIS_PORT = 6379
@@ -92,7 +92,7 @@ def parse_redis_url(url: str) -> RedisAddress:
 
 def redis_url_from_env(env: Optional[Mapping[str, str]] = None) -> Optional[RedisAddress]:
     """The function's default Redis (REDIS_URL), None when unset; ValueError when malformed."""
-    raw = ((os.environ if env is None else env).get(REDIS_URL_ENV) or "").strip()
+    raw = settings(env).redis_url
     return parse_redis_url(raw) if raw else None
 
 

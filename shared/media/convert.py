@@ -15,7 +15,7 @@ import av.bitstream
 from av.filter import Graph
 from av.video.reformatter import Interpolation, VideoReformatter
 
-from shared.media.frames import AUDIO_FRAME_MS, AUDIO_SAMPLE_RATE, AudioFrame, H264Frame, PixelFrame
+from shared.media.frames import AUDIO_FRAME_MS, AUDIO_SAMPLE_RATE, AudioFrame, PixelFrame
 from shared.media.h264 import NAL_IDR, NAL_PPS, NAL_SPS, nal_type, split_nals
 from shared.media.pixels import to_pixel_frame
 

@@ -68,7 +68,9 @@ def _check(obj: dict, schema: dict, where: str) -> None:
 
 
 def _env_names_in_code() -> set[str]:
-    names = set()
+    from shared.settings import VARIABLES  # the code reads its settings through shared/settings.py
+
+    names = set(VARIABLES)
     for path in list((REPO / "shared").rglob("*.py")) + [REPO / "deploy" / "entry.py",
                                                           REPO / "deploy" / "image" / "server.py"]:
         text = path.read_text("utf-8")
