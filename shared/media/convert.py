@@ -270,7 +270,9 @@ class _Turner:
         assert self._graph is not None
         frame.pts = 0  # the graph keeps no time; the caller keeps the timestamp
         self._graph.push(frame)
-        return self._graph.pull()
+        out = self._graph.pull()
+        assert isinstance(out, av.VideoFrame)
+        return out
 
 
 class VideoConverter:

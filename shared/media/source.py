@@ -14,7 +14,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from fractions import Fraction
-from typing import Iterator
+from typing import Any, Iterator, cast
 from urllib.parse import unquote, urlsplit, urlunsplit
 
 import av
@@ -152,6 +152,8 @@ class MediaSource:
         # SOURCE_TIMEOUT_SECONDS bounds a silent connection and, as media time, a corrupt stretch.
         self._health = Health(int(self.timeout_s * 1000), self._fail, self.log, self.name)
         self._container: av.container.InputContainer | None = None
+        self._vstream: Any = None  # the video stream pushed (None: no video)
+        self._astream: Any = None  # the audio stream pushed
         self._primed: list[av.Packet] = []
         self._iterations = 0
         self._origin_us: int | None = None
@@ -408,7 +410,7 @@ class MediaSource:
         starts at the key frame at or before start_s, and audio before that key frame is dropped:
         audio and video then start together and the position reported is the true one.
         """
-        return self.play(start_s)  # type: ignore[return-value]  (one pass yields no PassEnd)
+        return cast(Iterator[Frame], self.play(start_s))  # one pass yields no PassEnd
 
     def play(self, start_s: float = 0.0, *, passes: int | None = 1,
              audio_from_key: bool = True) -> Iterator[Frame | PassEnd]:
