@@ -15,9 +15,11 @@ Which jumps it absorbs, and how ("step" is a stream's usual frame length):
   samples so far end, its samples follow on sample-exactly (no click, no gap). Further away, audio
   restarts at the new place and the room frame in progress is padded with silence (a real gap).
 - A gap in one stream that lands where the other stream is: kept (the time really passed).
-- A forward jump of more than MAX_JUMP_MS that lands far from the other stream (an HLS seam with a
-  new clock, a broken file): the stream continues one step after its last item.
-- A stream whose first item is more than MAX_JUMP_MS from where the other one is: it joins there.
+- A forward jump of more than MAX_JUMP_MS that lands more than FAR_MS from the other stream (an
+  HLS seam with a new clock, a broken file): the stream continues one step after its last item.
+- A stream whose first item is more than FAR_MS from where the other one is: it joins there.
+  (FAR_MS is larger than the streams ever are apart in a file's packet order, which is the order
+  the timeline sees them in.)
 - A jump back (a timestamp reset, a broken file): the stream continues one step after the furthest
   item handed out, audio sample-exactly when that is within AUDIO_RESYNC_MS. A decoded picture less
   than DUPLICATE_MS behind its predecessor is a duplicate and is dropped.
@@ -32,8 +34,9 @@ from fractions import Fraction
 
 # Audio closer than this to where its samples so far end is the same place (jitter, seams).
 AUDIO_RESYNC_MS = 200
-# A jump larger than this, landing this far from the other stream, is not time that passed.
+# A jump larger than this, landing more than FAR_MS from the other stream, is not time that passed.
 MAX_JUMP_MS = 1000
+FAR_MS = 3000
 # A decoded picture this little behind the previous one is a duplicate, not a timestamp reset.
 DUPLICATE_MS = 100
 
@@ -100,19 +103,17 @@ class Timeline:
         to drop it (a duplicate picture). `picture`: a decoded picture (an access unit cannot be
         dropped without breaking its GOP, so it is moved instead)."""
         last = self._last.get(VIDEO)
-        if src_ms is None:
-            if last is None:
-                return None
-            src_ms = last + self.frame_ms - self.offset_ms - self._shift_ms
+        if src_ms is None:  # no timestamp: one frame after the last (the first: at the start)
+            src_ms = 0 if last is None else last + self.frame_ms - self.offset_ms - self._shift_ms
         at = src_ms + self.offset_ms + self._shift_ms
         if last is None:
-            at = self._join(at)
+            at = self._join(at, VIDEO)
         elif at <= last:
             back = last - at
             if picture and back < DUPLICATE_MS:
                 return None
             at = max(last, self._line or last) + self.frame_ms if back >= DUPLICATE_MS else last + 1
-        elif at - last > MAX_JUMP_MS and self._far(at):
+        elif at - last > MAX_JUMP_MS and self._far(at, VIDEO):
             at = last + min(self._step.get(VIDEO, self.frame_ms), MAX_JUMP_MS)
         else:
             self._step[VIDEO] = at - last
@@ -146,7 +147,7 @@ class Timeline:
                 # Back (a reset): after the furthest item handed out, sample-exact if that is close.
                 line = Fraction(self._line or 0, 1000)
                 at = expected if line - expected <= _RESYNC else line
-            elif _ms(at - expected) > MAX_JUMP_MS and self._far(_ms(at)):
+            elif _ms(at - expected) > MAX_JUMP_MS and self._far(_ms(at), AUDIO):
                 at = expected
             # else: a real gap in the audio; it restarts at `at`
             self._audio_shift = at - src - self._offset
@@ -183,15 +184,17 @@ class Timeline:
 
     # --- shared ----------------------------------------------------------------------------------
 
-    def _far(self, at_ms: int) -> bool:
-        return self._line is not None and abs(at_ms - self._line) > MAX_JUMP_MS
+    def _far(self, at_ms: int, kind: str) -> bool:
+        """More than FAR_MS from the other stream (from its own last item when it is alone)."""
+        other = self._last.get(VIDEO if kind == AUDIO else AUDIO, self._last.get(kind))
+        return other is not None and abs(at_ms - other) > FAR_MS
 
-    def _join(self, at: int) -> int:
+    def _join(self, at: int, kind: str) -> int:
         """A stream's first item far from where the other stream is joins it there."""
-        return self._line if self._far(at) and self._line is not None else at
+        return self._line if self._line is not None and self._far(at, kind) else at
 
     def _join_exact(self, at: Fraction) -> Fraction:
-        return Fraction(self._line, 1000) if self._far(_ms(at)) and self._line is not None else at
+        return Fraction(self._line, 1000) if self._line is not None and self._far(_ms(at), AUDIO) else at
 
     def _hand_out(self, kind: str, at_ms: int) -> None:
         self._last[kind] = at_ms

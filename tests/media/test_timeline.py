@@ -168,3 +168,11 @@ def test_loop_after_longer_video_keeps_sync():
     assert t.end_pass() == 3000
     at, _ = t.audio(Fraction(0), 960, 48000)
     assert at == 3 and t.video(0) == 3000
+
+
+def test_streams_apart_in_packet_order_are_left_in_place():
+    """A file that stores 1.5 s of audio before its first picture: video still starts at 0."""
+    t = Timeline(frame_ms=40)
+    for i in range(75):
+        t.audio(Fraction(i * 20, 1000), 960, 48000)
+    assert t.video(0) == 0 and t.video(40) == 40
