@@ -61,6 +61,7 @@ def test_a_looped_tone_arrives_as_one_unbroken_tone(push_env, subscribe, clips):
     its audio timeline runs on in 20 ms steps across both loop points."""
     result, got = _push(push_env, subscribe, clips.get("tone440_loop.mp4"), repeatNum=2)
     assert (result["status"], result["loops"]) == ("completed", 3)
+    assert result["position"] == pytest.approx(3.0, abs=0.03)  # a position in the clip, not in the loops
     assert got.audio_pts == [i * 20 for i in range(450)]
     pcm = list(array.array("h", b"".join(got.audio_data)))
     assert discontinuities(pcm, 440) == []
