@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import heapq
 import http.server
+import math
 import urllib.parse
 import os
 import re
@@ -251,6 +252,87 @@ def corrupt_middle(src: Path, dst: Path, spans: int = 6, span: int = 300) -> Pat
     return dst
 
 
+def corrupt_span(src: Path, dst: Path, size: int = 64 * 1024, at: float = 0.5) -> Path:
+    """Overwrite `size` bytes at fraction `at` of the file with garbage (a damaged download)."""
+    data = bytearray(src.read_bytes())
+    start = int(len(data) * at)
+    data[start:start + size] = bytes((i * 7919 + 13) % 251 for i in range(size))
+    dst.write_bytes(bytes(data))
+    return dst
+
+
+def rotate_mp4(src: Path, dst: Path, degrees: int = 90) -> Path:
+    """The MP4 with its video track's display matrix turning the picture `degrees` clockwise, as
+    a phone writes a portrait video (stored landscape). Written into the tkhd box directly: PyAV
+    has no way to set stream side data, and FFmpeg reads the matrix from there."""
+    data = bytearray(src.read_bytes())
+    one = 1 << 16
+    cos, sin = {0: (1, 0), 90: (0, 1), 180: (-1, 0), 270: (0, -1)}[degrees % 360]
+    matrix = struct.pack(">9i", cos * one, sin * one, 0, -sin * one, cos * one, 0, 0, 0, 1 << 30)
+    at = 0
+    while True:
+        at = data.find(b"tkhd", at + 1)
+        if at < 0:
+            raise ValueError(f"{src} has no video track header")
+        version = data[at + 4]
+        m = at + 8 + (20 if version == 0 else 32) + 8 + 8  # times, ids, duration, layer, volume
+        width = struct.unpack(">I", data[m + 36:m + 40])[0]
+        if width:  # an audio track's tkhd has no width
+            data[m:m + 36] = matrix
+            break
+    dst.write_bytes(bytes(data))
+    return dst
+
+
+def corner_clip(path: Path, width: int = 160, height: int = 120, seconds: float = 1.0, fps: int = 25) -> Path:
+    """H.264 (no B-frames) in MP4: black pictures with a white block in the top-left corner."""
+    with av.open(str(path), "w") as out:
+        vs = out.add_stream("libx264", rate=fps, options={"preset": "ultrafast", "tune": "zerolatency"})
+        vs.width, vs.height, vs.pix_fmt = width, height, "yuv420p"
+        vs.codec_context.max_b_frames = 0
+        for i in range(int(seconds * fps)):
+            frame = av.VideoFrame(width, height, "yuv420p")
+            y = bytearray(bytes([16]) * (frame.planes[0].line_size * height))
+            for row in range(height // 4):
+                line = row * frame.planes[0].line_size
+                y[line:line + width // 4] = bytes([235]) * (width // 4)
+            frame.planes[0].update(bytes(y))
+            for plane in frame.planes[1:]:
+                plane.update(bytes([128]) * plane.buffer_size)
+            frame.pts, frame.time_base = i, Fraction(1, fps)
+            out.mux(vs.encode(frame))
+        out.mux(vs.encode(None))
+    return path
+
+
+def discontinuities(samples: list[int], hz: float, rate: int = 48000, edge: int = 1920) -> list[tuple[float, str, float]]:
+    """Where a steady tone of `hz` is broken, as a listener would hear it: (seconds, "click" or
+    "dropout", size relative to the tone's amplitude). `edge` samples at each end (a codec's
+    ramp-in, the padded last frame) are not looked at.
+
+    A click: a sample the sine does not predict. A sine keeps x[n] = 2 cos(w) x[n-1] - x[n-2]; a
+    codec leaves about 1 % of the amplitude there, a jump in the timeline of even one sample about w
+    (6 % at 440 Hz), so more than 3 % is a click. A dropout: 10 ms whose level is below 70 % of the
+    tone's (a stretch of silence or a codec's fade, which has no sharp edge to click)."""
+    window, hop = rate // 100, rate // 400
+    starts = range(edge, len(samples) - edge - window, hop)
+    levels = [math.sqrt(sum(v * v for v in samples[i:i + window]) / window) for i in starts]
+    if not levels:
+        return []
+    level = sorted(levels)[len(levels) // 2]  # the tone's own level (RMS), whatever breaks it
+    amplitude = level * math.sqrt(2) or 1
+    c = 2 * math.cos(2 * math.pi * hz / rate)
+    out: list[tuple[float, str, float]] = []
+    for n in range(edge + 2, len(samples) - edge):
+        err = abs(samples[n] - c * samples[n - 1] + samples[n - 2]) / amplitude
+        if err > 0.03:
+            out.append((round(n / rate, 4), "click", round(err, 3)))
+    for i, rms in zip(starts, levels):
+        if rms < 0.7 * level:
+            out.append((round(i / rate, 4), "dropout", round(rms / level, 3)))
+    return out
+
+
 CLIP_RECIPES: dict[str, dict] = {
     # name: make_clip arguments (the file name's suffix picks the container)
     "tone_pattern.mp4": {},
@@ -270,6 +352,12 @@ CLIP_RECIPES: dict[str, dict] = {
     "clip.mov": {},
     "long.mp4": {"duration": 6.0, "gop": 25},
     "live.flv": {"duration": 4.0, "options": {"flvflags": "no_duration_filesize"}},
+    # a 440 Hz tone over a whole number of periods: it loops without a click
+    "tone440_loop.mp4": {"duration": 3.0, "layout": "mono"},
+    # ~0.9 Mbit/s: 64 KiB is 0.6 s of media (the corrupt_64k.mp4 below)
+    "plain10.mp4": {"duration": 10.0, "width": 320, "height": 240, "gop": 50},
+    "big4000.mp4": {"duration": 0.4, "width": 4000, "height": 4000, "fps": 10, "gop": 10},
+    "fast60.mp4": {"duration": 2.0, "fps": 60, "gop": 60},
 }
 # Clips made by their own generator: name -> (function, arguments).
 CLIP_MAKERS: dict[str, tuple] = {
@@ -300,6 +388,10 @@ class Clips:
                 return truncate(self._get("moov_at_end.mp4"), path, 0.8)
             if name == "corrupt_frames.mp4":
                 return corrupt_middle(self._get("long.mp4"), path)
+            if name == "corrupt_64k.mp4":
+                return corrupt_span(self._get("plain10.mp4"), path)
+            if name == "rotated90.mp4":
+                return rotate_mp4(corner_clip(self.root / "corner.mp4"), path, 90)
             if name == "garbage.mp4":
                 # video only, everything after the first fifth of the media data overwritten
                 data = bytearray(self._get("video_only.mp4").read_bytes())

@@ -1,12 +1,17 @@
 """Media in: open a videoSrc with PyAV, turn it into what a room takes, and pace it in real time.
 
-- `source.MediaSource` opens and probes a source and yields `AudioFrame` / `PixelFrame` /
-  `H264Frame` (shared.room.base) interleaved by timestamp.
+- `source.MediaSource` opens and probes a source; `play()` / `frames()` yield `AudioFrame` /
+  `PixelFrame` / `H264Frame` (shared.media.frames) interleaved by timestamp.
+- `plan` holds what a push asks for, the room's maximum size and rate, and the one decision
+  passthrough vs transcode.
+- `decode` (every stream decoded) and `demux` (H.264 passed through) are the two reading loops;
+  `reading` what they share: packets, undecodable-packet accounting, the interleaving buffer.
+- `timeline.Timeline` is the one place push-side timestamps are decided (origin, jumps, loops).
 - `convert` holds the audio resampling (48 kHz s16, exact 20 ms frames, volume, downmix) and the
-  video reformat / H.264 passthrough steps the source uses.
+  video reformat (size, upright turn) / H.264 passthrough steps.
 - `pacing.Pacer` sleeps until each timestamp's wall-clock time.
 """
 from shared.media.pacing import Pacer
-from shared.media.source import AudioPlan, MediaSource, SourceError, SourceInfo, VideoPlan
+from shared.media.source import AudioPlan, MediaSource, PassEnd, SourceError, SourceInfo, VideoPlan
 
-__all__ = ["AudioPlan", "MediaSource", "Pacer", "SourceError", "SourceInfo", "VideoPlan"]
+__all__ = ["AudioPlan", "MediaSource", "Pacer", "PassEnd", "SourceError", "SourceInfo", "VideoPlan"]

@@ -2,12 +2,17 @@
 
 Audio: any rate, format and layout -> 48 kHz s16 interleaved, mono or stereo (more channels are
 downmixed by libswresample's standard matrix), `volume` applied, cut into exact 20 ms frames with
-integer timestamps. Video: decoded pictures -> tightly packed YUV420p at an even size (optionally
-a fixed frame rate); or H.264 packets -> Annex-B access units with SPS/PPS on every key frame.
+integer timestamps. Video: decoded pictures -> tightly packed YUV420p at an even size, turned
+upright as their display matrix says, within the room's maximum size (optionally a fixed frame
+rate); or H.264 packets -> Annex-B access units with SPS/PPS on every key frame.
+
+Where things go in time is decided before they get here (shared.media.timeline): the converters
+place what they are told and never repair a timestamp themselves.
 """
 from __future__ import annotations
 
 import dataclasses
+import math
 from fractions import Fraction
 
 import av
@@ -21,14 +26,26 @@ from shared.media.pixels import to_pixel_frame
 
 SAMPLES_PER_MS = AUDIO_SAMPLE_RATE // 1000
 FRAME_SAMPLES = AUDIO_SAMPLE_RATE * AUDIO_FRAME_MS // 1000  # 960
-# An audio timestamp this far from where the samples so far put it is a discontinuity (a seam,
-# a gap in the source): the frame in progress is padded out and the timeline restarts there.
-AUDIO_RESYNC_MS = 200
+# Converted audio this close to where the samples so far end is in the same place: the
+# resampler's own delay and rounding, not a move the timeline asked for.
+RESAMPLER_SLACK_SAMPLES = 2 * SAMPLES_PER_MS
 
 
 def to_ms(ts: int, time_base: Fraction) -> int:
     """A timestamp in `time_base` units as integer milliseconds (exact rational arithmetic)."""
     return round(ts * time_base * 1000)
+
+
+def head(frame: av.AudioFrame, samples: int) -> av.AudioFrame:
+    """The first `samples` of a decoded audio frame, as a frame of its own."""
+    out = av.AudioFrame(format=frame.format.name, layout=frame.layout.name, samples=samples)
+    size = samples * frame.format.bytes * (1 if frame.format.is_planar else frame.layout.nb_channels)
+    for src, dst in zip(frame.planes, out.planes):
+        dst.update(bytes(src)[:size])
+    out.sample_rate = frame.sample_rate
+    out.pts = frame.pts
+    out.time_base = frame.time_base
+    return out
 
 
 # --- audio -------------------------------------------------------------------------------------
@@ -87,8 +104,14 @@ class AudioConverter:
         graph.configure()
         self._graph = graph
 
-    def push(self, frame: av.AudioFrame, pts_ms: int | None) -> list[AudioFrame]:
-        """Convert one decoded frame whose first sample is at `pts_ms` (None: continues the last)."""
+    def push(self, frame: av.AudioFrame, at: Fraction | None, keep: int | None = None) -> list[AudioFrame]:
+        """Convert one decoded frame whose first sample goes at `at` seconds (None: right after the
+        last one); only its first `keep` samples when given (0: none)."""
+        if keep is not None:
+            if keep <= 0:
+                return []
+            if keep < frame.samples:
+                frame = head(frame, keep)
         key = (frame.format.name, frame.layout.name, frame.sample_rate)
         if key != self._graph_key:
             # A source may change layout or rate midway (HLS renditions); rebuild for it.
@@ -97,8 +120,10 @@ class AudioConverter:
             self._graph_key = key
         else:
             out = []
-        if pts_ms is not None:
-            frame.pts = round(Fraction(pts_ms, 1000) / frame.time_base) if frame.time_base else None
+        if at is not None:
+            if not frame.time_base:
+                frame.time_base = Fraction(1, frame.sample_rate)
+            frame.pts = round(at / frame.time_base)
         self._graph.push(frame)
         out += self._pull()
         return out
@@ -135,7 +160,8 @@ class AudioConverter:
             self._pos = start if start is not None else 0
         elif start is not None:
             expected = self._pos + len(self._fifo) // self._bytes_per_sample
-            if abs(start - expected) > AUDIO_RESYNC_MS * SAMPLES_PER_MS:
+            if abs(start - expected) > RESAMPLER_SLACK_SAMPLES:
+                # The timeline moved audio on (a real gap): finish the frame in progress there.
                 out += self._pad_out()
                 self._fifo.clear()
                 self._pos = start
@@ -188,41 +214,103 @@ def even_size(width: int, height: int) -> tuple[int, int]:
     return max(2, width - width % 2), max(2, height - height % 2)
 
 
-def plan_size(src_w: int, src_h: int, width: int | None, height: int | None) -> tuple[int, int]:
-    """The output size: the asked one, or one side asked and the other keeping the aspect."""
+def plan_size(src_w: int, src_h: int, width: int | None, height: int | None,
+              max_area: int | None = None) -> tuple[int, int]:
+    """The output size: the asked one, or one side asked and the other keeping the aspect; then
+    scaled down (keeping the aspect) to at most `max_area` pixels."""
     if width and height:
-        return even_size(width, height)
-    if width:
-        return even_size(width, max(2, round(src_h * width / src_w)))
-    if height:
-        return even_size(max(2, round(src_w * height / src_h)), height)
-    return even_size(src_w, src_h)
+        w, h = width, height
+    elif width:
+        w, h = width, max(2, round(src_h * width / src_w))
+    elif height:
+        w, h = max(2, round(src_w * height / src_h)), height
+    else:
+        w, h = src_w, src_h
+    if max_area and w * h > max_area:
+        scale = math.sqrt(max_area / (w * h))
+        w, h = max(2, math.floor(w * scale)), max(2, math.floor(h * scale))
+    return even_size(w, h)
+
+
+def display_rotation(frame: av.VideoFrame) -> int:
+    """How far to turn a decoded picture clockwise (0, 90, 180, 270) to show it upright.
+
+    PyAV gives the display matrix's rotation counter-clockwise; a phone's portrait video is
+    stored landscape with -90 there (FFmpeg's CLI turns it with transpose=clock)."""
+    try:
+        degrees = -float(frame.rotation or 0)
+    except (AttributeError, TypeError, ValueError):
+        return 0
+    return int(round(degrees / 90)) % 4 * 90
+
+
+# Filters that turn a picture clockwise by the key's degrees.
+_TURN = {90: [("transpose", "clock")], 180: [("hflip", ""), ("vflip", "")], 270: [("transpose", "cclock")]}
+
+
+class _Turner:
+    """Turns decoded pictures upright with FFmpeg's transpose/flip filters (a graph per input kind)."""
+
+    def __init__(self) -> None:
+        self._graph: Graph | None = None
+        self._key: tuple | None = None
+
+    def turn(self, frame: av.VideoFrame, degrees: int) -> av.VideoFrame:
+        key = (frame.width, frame.height, frame.format.name, degrees)
+        if key != self._key:
+            g = Graph()
+            chain = [g.add("buffer", width=str(frame.width), height=str(frame.height),
+                           pix_fmt=frame.format.name, time_base="1/1000", sar="1/1")]
+            chain += [g.add(name, args) if args else g.add(name) for name, args in _TURN[degrees]]
+            chain.append(g.add("buffersink"))
+            for a, b in zip(chain, chain[1:]):
+                a.link_to(b)
+            g.configure()
+            self._graph, self._key = g, key
+        assert self._graph is not None
+        frame.pts = 0  # the graph keeps no time; the caller keeps the timestamp
+        self._graph.push(frame)
+        out = self._graph.pull()
+        assert isinstance(out, av.VideoFrame)
+        return out
 
 
 class VideoConverter:
-    """Decoded pictures -> PixelFrame at an even size, optionally at a fixed frame rate."""
+    """Decoded pictures -> upright PixelFrame at an even size within `max_area` pixels,
+    optionally at a fixed frame rate."""
 
-    def __init__(self, width: int | None = None, height: int | None = None, fps: int | None = None):
+    def __init__(self, width: int | None = None, height: int | None = None, fps: int | None = None,
+                 max_area: int | None = None):
         self.width = width
         self.height = height
         self.fps = fps
+        self.max_area = max_area
         self._reformatter = VideoReformatter()
+        self._turner: _Turner | None = None
         self._size: tuple[int, int] | None = None
         self._src: tuple[int, int] | None = None
         self._next_slot: int | None = None
         self._held: PixelFrame | None = None
+        self.rotation = 0  # the last picture's turn, degrees clockwise
 
     def reset(self) -> None:
         self._next_slot = None
         self._held = None
 
     def output_size(self, src_w: int, src_h: int) -> tuple[int, int]:
-        return plan_size(src_w, src_h, self.width, self.height)
+        """For an upright source picture of src_w x src_h."""
+        return plan_size(src_w, src_h, self.width, self.height, self.max_area)
 
     def push(self, frame: av.VideoFrame, pts_ms: int) -> list[PixelFrame]:
+        degrees = display_rotation(frame)
+        self.rotation = degrees
+        if degrees:
+            self._turner = self._turner or _Turner()
+            frame = self._turner.turn(frame, degrees)
         if self._src != (frame.width, frame.height):
             self._src = (frame.width, frame.height)
             self._size = self.output_size(frame.width, frame.height)
+        assert self._size is not None
         w, h = self._size
         if frame.format.name != "yuv420p" or (frame.width, frame.height) != (w, h):
             frame = self._reformatter.reformat(

@@ -3,47 +3,44 @@
 Kinds: a local path, file://, http(s) files (mp4 including moov-at-end, flv, mkv, webm, mov,
 audio-only mp3/m4a), HLS (VOD and live), RTMP and HTTP-FLV. Every failure is a `SourceError`
 whose message names the source (credentials and query stripped) and the reason.
+
+Opening (here): `_open` reaches the source, `_probe` picks the streams and asks
+shared.media.plan whether the video passes through. Reading: `play()` runs passes over the source
+(shared.media.decode's decode loop or shared.media.demux's passthrough loop, sharing
+shared.media.reading) on one shared.media.timeline.Timeline, the one place timestamps are decided.
 """
 from __future__ import annotations
 
-import collections
 import os
 from dataclasses import dataclass
-from fractions import Fraction
-from typing import Iterator
+from typing import Any, Iterator, cast
 from urllib.parse import unquote, urlsplit
 
 import av
 
 from shared.egress import DestinationRefused, check_local_path
-from shared.media.convert import (
-    AudioConverter,
-    H264Passthrough,
-    VideoConverter,
-    to_ms,
-)
+from shared.media.convert import AudioConverter, VideoConverter, display_rotation
+from shared.media.decode import decode_pass
+from shared.media.demux import passthrough_pass
 from shared.media.frames import AudioFrame, H264Frame, PixelFrame
 from shared.media.netio import SourceOpener, pinned_rtmp, safe_url
+from shared.media.plan import AudioPlan, VideoLimits, VideoPath, VideoPlan, VideoSource, choose_video_path
+from shared.media.reading import Health, Pass, PassSpec
+from shared.media.timeline import Timeline
 from shared.runtime import RunLogger, get_logger
+
+__all__ = ["AudioPlan", "MediaSource", "PassEnd", "SourceError", "SourceInfo", "VideoLimits", "VideoPlan",
+           "safe_url"]
 
 SOURCE_TIMEOUT_ENV = "SOURCE_TIMEOUT_SECONDS"
 DEFAULT_TIMEOUT_S = 15.0
-# Undecodable packets in a row before the source is declared broken.
-MAX_CONSECUTIVE_ERRORS = 25
-# How far one stream may run ahead of the other in the interleaving buffer before it is released
-# anyway (a stream that ended early, or a long gap in one of them).
-MAX_INTERLEAVE_MS = 2000
 # Packets read at open to look for B-frames (dts order != pts order) in the first GOP.
 PROBE_PACKETS = 16
-# A passthrough stream must show a key frame within this much media time, or it cannot be sent.
-MAX_WAIT_FOR_KEY_MS = 20_000
 # A non-live source that ends this far before its announced duration was cut short.
 TRUNCATION_SLACK_MS = 500
-# Containers whose duration FFmpeg estimates from the bitrate: too rough to call a file truncated.
+# Containers whose duration FFmpeg estimates from the bitrate: too rough to call a file truncated,
+# or to cut audio at.
 ESTIMATED_DURATION_FORMATS = frozenset({"mp3", "aac", "mpegts", "h264", "hevc", "ac3", "eac3"})
-# Forward timestamp jumps are the pacer's business; a backward one larger than this restarts the
-# stream's timeline after the furthest timestamp yielded so that pts stay monotonic.
-BACKWARD_JUMP_MS = 1000
 
 Frame = AudioFrame | PixelFrame | H264Frame
 
@@ -66,27 +63,20 @@ class SourceInfo:
     audio_rate: int | None
     audio_channels: int | None
     passthrough: bool  # True when video is sent as H.264 access units without re-encoding
+    # What the room gets (passthrough: the source's own): picture size and frame rate.
+    out_width: int | None = None
+    out_height: int | None = None
+    out_fps: float | None = None
+    rotation: int = 0  # degrees clockwise the pictures are turned upright (known at open for H.264)
 
 
-@dataclass
-class VideoPlan:
-    """What the caller asked for; all None keeps source size and rate and allows passthrough."""
+@dataclass(frozen=True)
+class PassEnd:
+    """Yielded by `play()` between two passes of a loop: `passes` have ended, and the next one's
+    source time 0 is at `offset_ms` on the push's timeline."""
 
-    width: int | None = None
-    height: int | None = None
-    fps: int | None = None
-    bitrate_kbps: int | None = None
-    gop_s: int | None = None
-
-    @property
-    def asked(self) -> bool:
-        return any(v is not None for v in (self.width, self.height, self.fps, self.bitrate_kbps, self.gop_s))
-
-
-@dataclass
-class AudioPlan:
-    volume: int = 100  # 0..100
-    channels: int | None = None  # None: 1 for mono sources, 2 otherwise (more channels downmixed)
+    passes: int
+    offset_ms: int
 
 
 def _timeout_from_env() -> float:
@@ -121,11 +111,11 @@ def _reason(e: BaseException, timeout_s: float) -> str:
 
 
 class MediaSource:
-    """Open, probe, and iterate a source. Not thread-safe; one `frames()` iteration at a time.
+    """Open, probe, and iterate a source. Not thread-safe; one `frames()`/`play()` at a time.
 
     After opening: `info` (what the probe found), `channels` (1 or 2: what every AudioFrame
     carries), `name` (the URL as it may be shown), `skipped` (undecodable packets skipped so far).
-    `frames()` may be called again for another pass (a loop) or a different start.
+    `frames()` may be called again for another pass or a different start; `play()` loops.
     """
 
     def __init__(
@@ -136,6 +126,7 @@ class MediaSource:
         audio: AudioPlan = AudioPlan(),
         timeout_s: float | None = None,
         log: RunLogger | None = None,
+        limits: VideoLimits | None = None,
     ):
         if not isinstance(url, str) or not url.strip():
             raise SourceError("videoSrc is empty")
@@ -145,10 +136,13 @@ class MediaSource:
         self.audio_plan = audio
         self.timeout_s = float(timeout_s) if timeout_s and timeout_s > 0 else _timeout_from_env()
         self.log = log or get_logger()
-        self.skipped = 0
-        self._errors_in_row: dict[str, int] = {}
+        self.limits = limits or VideoLimits.from_env()
+        # SOURCE_TIMEOUT_SECONDS bounds a silent connection and, as media time, a corrupt stretch.
+        self._health = Health(int(self.timeout_s * 1000), self._fail, self.log, self.name)
         self._container: av.container.InputContainer | None = None
         self._opener: SourceOpener | None = None  # holds the source's own file: FFmpeg does not close custom I/O
+        self._vstream: Any = None  # the video stream pushed (None: no video)
+        self._astream: Any = None  # the audio stream pushed
         self._primed: list[av.Packet] = []
         self._iterations = 0
         self._origin_us: int | None = None
@@ -239,6 +233,52 @@ class MediaSource:
 
     def _probe(self) -> None:
         c = self._container
+        assert c is not None
+        self._pick_streams(c)
+        v, a = self._vstream, self._astream
+        duration_s = c.duration / 1_000_000 if c.duration and c.duration > 0 else None
+        live = self._kind_name in ("rtmp", "rtmps") or (self._kind_name in ("http", "https") and duration_s is None)
+        if live:
+            duration_s = None
+        self._origin_us = c.start_time if c.start_time is not None and not live else None
+        fps = None
+        path = None
+        if v is not None:
+            v.codec_context.thread_type = "AUTO"
+            rate = v.average_rate or v.guessed_rate or v.base_rate
+            fps = float(rate) if rate else None
+            ctx = v.codec_context
+            path = choose_video_path(
+                VideoSource(ctx.name, ctx.format.name if ctx.format is not None else None, bool(ctx.has_b_frames),
+                            ctx.width, ctx.height, fps),
+                self.video_plan, self.limits, self._first_gop_reorders, self._first_picture_rotation)
+        src_ch = a.codec_context.channels if a is not None else None
+        self.channels = self.audio_plan.channels or (1 if src_ch == 1 else 2)
+        if self.channels not in (1, 2):
+            raise self._fail(f"audio channels {self.channels} not supported (1 or 2)")
+        self.path = path
+        self.info = SourceInfo(
+            url=self.name,
+            is_live=live,
+            duration_s=duration_s,
+            has_audio=a is not None,
+            has_video=v is not None,
+            video_codec=v.codec_context.name if v is not None else None,
+            width=v.codec_context.width if v is not None else None,
+            height=v.codec_context.height if v is not None else None,
+            fps=fps,
+            audio_rate=a.codec_context.sample_rate if a is not None else None,
+            audio_channels=src_ch,
+            passthrough=bool(path and path.passthrough),
+            out_width=path.width if path else None,
+            out_height=path.height if path else None,
+            out_fps=(path.fps or fps) if path else None,
+            rotation=path.rotation if path else 0,
+        )
+        self._log_opened(c, path)
+
+    def _pick_streams(self, c: av.container.InputContainer) -> None:
+        """The video and audio stream to push (the rest is discarded); fails on what cannot be used."""
         vstreams = [s for s in c.streams.video if not (s.disposition & av.stream.Disposition.attached_pic)]
         astreams = list(c.streams.audio)
         # Several video streams (an HLS master playlist's variants): take the largest picture.
@@ -276,62 +316,19 @@ class MediaSource:
         if a is not None and not a.codec_context.sample_rate:
             raise self._fail("audio stream has no sample rate (unsupported or corrupt)")
 
-        duration_s = c.duration / 1_000_000 if c.duration and c.duration > 0 else None
-        live = self._kind_name in ("rtmp", "rtmps") or (self._kind_name in ("http", "https") and duration_s is None)
-        if live:
-            duration_s = None
-        self._origin_us = c.start_time if c.start_time is not None and not live else None
-        if v is not None:
-            v.codec_context.thread_type = "AUTO"
-        fps = None
-        if v is not None:
-            rate = v.average_rate or v.guessed_rate or v.base_rate
-            fps = float(rate) if rate else None
-
-        passthrough = False
-        why = ""
-        if v is not None:
-            ctx = v.codec_context
-            if self.video_plan.asked:
-                why = "video parameters were asked for"
-            elif ctx.name != "h264":
-                why = f"source video is {ctx.name}, not H.264"
-            elif ctx.format is not None and ctx.format.name not in ("yuv420p", "yuvj420p"):
-                why = f"source H.264 is {ctx.format.name}, not 8-bit 4:2:0"
-            elif ctx.has_b_frames:
-                why = "source H.264 has B-frames"
-            elif self._first_gop_reorders():
-                why = "source H.264 has B-frames (frames out of order in the first GOP)"
-            else:
-                passthrough = True
-        src_ch = a.codec_context.channels if a is not None else None
-        self.channels = self.audio_plan.channels or (1 if src_ch == 1 else 2)
-        if self.channels not in (1, 2):
-            raise self._fail(f"audio channels {self.channels} not supported (1 or 2)")
-        self.info = SourceInfo(
-            url=self.name,
-            is_live=live,
-            duration_s=duration_s,
-            has_audio=a is not None,
-            has_video=v is not None,
-            video_codec=v.codec_context.name if v is not None else None,
-            width=v.codec_context.width if v is not None else None,
-            height=v.codec_context.height if v is not None else None,
-            fps=fps,
-            audio_rate=a.codec_context.sample_rate if a is not None else None,
-            audio_channels=src_ch,
-            passthrough=passthrough,
-        )
-        if v is None:
-            path = "no video"
-        elif passthrough:
-            path = "H.264 passthrough (no re-encoding)"
+    def _log_opened(self, c: av.container.InputContainer, path: VideoPath | None) -> None:
+        info = self.info
+        if path is None:
+            video_path = "no video"
+        elif path.passthrough:
+            video_path = "H.264 passthrough (no re-encoding)"
         else:
-            path = f"decode to yuv420p ({why})"
+            video_path = f"decode to yuv420p ({path.why})"
         self.log.info(
-            "source opened", source=self.name, live=live, duration=duration_s, video_path=path,
-            video_codec=self.info.video_codec, width=self.info.width, height=self.info.height, fps=fps,
-            audio_rate=self.info.audio_rate, audio_channels=src_ch, audio_out_channels=self.channels,
+            "source opened", source=self.name, live=info.is_live, duration=info.duration_s, video_path=video_path,
+            video_codec=info.video_codec, width=info.width, height=info.height, fps=info.fps,
+            out_width=info.out_width, out_height=info.out_height, out_fps=info.out_fps,
+            audio_rate=info.audio_rate, audio_channels=info.audio_channels, audio_out_channels=self.channels,
             format=c.format.name)
 
     def _first_gop_reorders(self) -> bool:
@@ -361,7 +358,29 @@ class MediaSource:
                 break
         return False
 
+    def _first_picture_rotation(self) -> int:
+        """Decode the first picture of the packets read so far for its display matrix (only the
+        decoder sees it; PyAV has no stream side data), then reset the decoder for the replay."""
+        v = self._vstream
+        assert v is not None
+        turn = 0
+        try:
+            for packet in (p for p in self._primed if p.stream is v):
+                pictures = v.codec_context.decode(packet)
+                if pictures:
+                    turn = display_rotation(pictures[0])
+                    break
+        except av.FFmpegError:
+            pass  # an undecodable start is the reading loop's business
+        v.codec_context.flush_buffers()
+        return turn
+
     # --- reading -------------------------------------------------------------------------------
+
+    @property
+    def skipped(self) -> int:
+        """Undecodable packets skipped (and pictures dropped waiting for a key frame) so far."""
+        return self._health.skipped
 
     def close(self) -> None:
         c, self._container = self._container, None
@@ -380,16 +399,11 @@ class MediaSource:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def _ms(self, ts: int | None, time_base: Fraction) -> int | None:
-        if ts is None or time_base is None:
-            return None
-        if self._origin_us is None:
-            # A live source: its timeline starts at the first timestamp we see.
-            self._origin_us = int(ts * time_base * 1_000_000)
-        return to_ms(ts, time_base) - self._origin_us // 1000
+    def _reason(self, e: BaseException) -> str:
+        return _reason(e, self.timeout_s)
 
     def frames(self, start_s: float = 0.0) -> Iterator[Frame]:
-        """Audio and video frames interleaved by pts (ms since the source's start).
+        """Audio and video frames interleaved by pts (ms since the source's start): one pass.
 
         With start_s > 0 the source seeks to the key frame at or before it; decoded frames before
         start_s are dropped, so the first frame is within one frame of start_s. Passthrough video
@@ -397,227 +411,109 @@ class MediaSource:
         starts at the key frame at or before start_s, and audio before that key frame is dropped:
         audio and video then start together and the position reported is the true one.
         """
+        return cast(Iterator[Frame], self.play(start_s))  # one pass yields no PassEnd
+
+    def play(self, start_s: float = 0.0, *, passes: int | None = 1,
+             audio_from_key: bool = True) -> Iterator[Frame | PassEnd]:
+        """`passes` passes over the source (None: until stopped) on one timeline: pass n+1 follows
+        pass n without a gap (shared.media.timeline), a `PassEnd` between them. The first pass
+        starts at start_s as `frames()` does; `audio_from_key=False` starts passthrough audio at
+        start_s instead of at the key frame before it (a caller that bridges the video there)."""
         if self._container is None:
             raise self._fail("source is closed")
-        self._iterations += 1
-        start_ms = max(0, int(round(start_s * 1000)))
-        c = self._container
-        primed: list[av.Packet] = []
-        if self.info.is_live:
-            if start_ms:
-                self.log.warning("live source cannot seek; starting at the live edge", source=self.name)
-            start_ms = 0
-            primed, self._primed = self._primed, []
-        elif self._iterations == 1 and start_ms == 0 and self._primed:
-            primed, self._primed = self._primed, []
-        else:
-            self._primed = []
-            target = start_ms * 1000 + (self._origin_us or 0)
-            try:
-                c.seek(target, backward=True, any_frame=False)
-            except av.FFmpegError as e:
-                if start_ms:
-                    raise self._fail(f"cannot seek to {start_s:g} s: {_reason(e, self.timeout_s)}") from None
-                c.seek(self._origin_us or 0, backward=True)
-            for s in (self._vstream, self._astream):
-                if s is not None:
-                    s.codec_context.flush_buffers()
-        return self._guarded(self._iterate(primed, start_ms))
+        return self._guarded(self._play(max(0, int(round(start_s * 1000))), passes, audio_from_key))
 
-    def _guarded(self, frames: Iterator[Frame]) -> Iterator[Frame]:
+    def _guarded(self, frames: Iterator[Frame | PassEnd]) -> Iterator[Frame | PassEnd]:
         """Whatever FFmpeg raises while converting becomes a SourceError naming the source."""
         try:
             yield from frames
         except av.FFmpegError as e:
-            raise self._fail(f"cannot convert its media: {_reason(e, self.timeout_s)}") from None
+            raise self._fail(f"cannot convert its media: {self._reason(e)}") from None
 
-    def _iterate(self, primed: list[av.Packet], start_ms: int) -> Iterator[Frame]:
+    def _play(self, start_ms: int, passes: int | None, audio_from_key: bool) -> Iterator[Frame | PassEnd]:
         v, a = self._vstream, self._astream
-        passthrough = self.info.passthrough
+        fps = self.info.fps or 25
+        timeline = Timeline(max(1, round(1000 / fps)), self._origin_us, self._declared_end_ms())
         aconv = AudioConverter(self.channels, self.audio_plan.volume) if a is not None else None
         vconv = None
-        pt = None
-        if v is not None:
-            if passthrough:
-                pt = H264Passthrough(v)
-            else:
-                plan = self.video_plan
-                vconv = VideoConverter(plan.width, plan.height, plan.fps)
-        if aconv is not None:
-            # Passthrough: audio waits for the first key frame's pts (see frames()).
-            aconv.reset(drop_before_ms=None if passthrough else start_ms)
-        key_ms: int | None = None if passthrough else start_ms
-        # Frames before the start are dropped only until the first one at or after it: a timestamp
-        # reset later in the file must not make everything after it "before the start".
-        gate = {"a": True, "v": True}
-        aq: collections.deque[Frame] = collections.deque()
-        vq: collections.deque[Frame] = collections.deque()
-        last = {"a": None, "v": None}
-        shift = {"a": 0, "v": 0}
-        furthest = [None]
-        self._errors_in_row = {}
-        a_done = a is None
-        v_done = v is None
-
-        frame_ms = max(1, round(1000 / (self.info.fps or 25)))
-
-        def monotonic(kind: str, f: Frame) -> int | None:
-            """Keep pts rising per stream. A decoded picture that steps back a little is dropped
-            (a duplicate); anything else that goes back (a timestamp reset, a broken file)
-            continues right after the furthest pts yielded, so pts stay a position in the push."""
-            p = f.pts_ms + shift[kind]
-            prev = last[kind]
-            if prev is not None and p <= prev:
-                if kind == "v" and isinstance(f, PixelFrame) and prev - p < BACKWARD_JUMP_MS // 10:
-                    return None
-                step = 20 if kind == "a" else (frame_ms if prev - p >= BACKWARD_JUMP_MS // 10 else 1)
-                target = max(prev, furthest[0] if prev - p >= BACKWARD_JUMP_MS // 10 else prev) + step
-                shift[kind] += target - p
-                p = target
-            last[kind] = p
-            if furthest[0] is None or p > furthest[0]:
-                furthest[0] = p
-            return p
-
-        def emit(kind: str, frames: list) -> None:
-            q = aq if kind == "a" else vq
-            for f in frames:
-                p = monotonic(kind, f)
-                if p is None:
-                    continue
-                f.pts_ms = p
-                q.append(f)
-
-        def release(final: bool) -> Iterator[Frame]:
-            while aq or vq:
-                if passthrough and key_ms is None and not v_done:
-                    # Audio is held until the first key frame fixes where playback starts.
-                    if aq and aq[-1].pts_ms - aq[0].pts_ms > MAX_WAIT_FOR_KEY_MS:
-                        raise self._fail(
-                            f"no H.264 key frame within {MAX_WAIT_FOR_KEY_MS // 1000} s of media")
-                    return
-                if aq and vq:
-                    q = aq if aq[0].pts_ms <= vq[0].pts_ms else vq
-                elif final or (aq and v_done) or (vq and a_done):
-                    q = aq or vq
-                else:
-                    q = aq or vq
-                    if q[-1].pts_ms - q[0].pts_ms <= MAX_INTERLEAVE_MS:
-                        return
-                yield q.popleft()
-
-        def packets() -> Iterator[av.Packet]:
-            yield from primed
-            streams = [s for s in (v, a) if s is not None]
-            yield from self._container.demux(streams)
-
-        demux = packets()
+        if v is not None and not self.info.passthrough and self.path is not None:
+            plan = self.video_plan
+            vconv = VideoConverter(plan.width, plan.height, self.path.fps, self.limits.max_area)
+        loop = passthrough_pass if self.info.passthrough else decode_pass
+        n = 0
         while True:
-            try:
-                packet = next(demux)
-            except StopIteration:
-                break
-            except av.error.ExitError as e:
-                raise self._fail(_reason(e, self.timeout_s)) from None
-            except av.FFmpegError as e:
-                if self.info.is_live and furthest[0] is not None:
-                    # A live stream that closes (the broadcaster stopped) ends the push normally.
-                    self.log.warning("live source ended", source=self.name, error=_reason(e, self.timeout_s))
-                    break
-                pos = furthest[0]
-                at = f" after {pos / 1000:.1f} s" if pos is not None else ""
-                what = "file truncated or corrupt" if self._kind_name == "file" else "connection lost, or file truncated or corrupt"
-                raise self._fail(f"read failed{at} ({what}): {_reason(e, self.timeout_s)}") from None
-            if packet.size == 0 and packet.pts is None and packet.dts is None:
-                continue  # a demuxer's flush packet
-            if packet.stream is v:
-                if passthrough:
-                    try:
-                        units = pt.push(packet)
-                        self._errors_in_row[v.type] = 0
-                    except av.FFmpegError as e:
-                        units = self._skip(v, e)
-                    for data, key, p in units:
-                        pts = self._ms(p.pts if p.pts is not None else p.dts, p.time_base)
-                        if pts is None:
-                            continue
-                        if key_ms is None:
-                            if not key:
-                                continue  # nothing decodes before the first IDR
-                            key_ms = pts
-                            aq_keep = [f for f in aq if f.pts_ms >= key_ms]
-                            aq.clear()
-                            aq.extend(aq_keep)
-                        dts = self._ms(p.dts, p.time_base)
-                        emit("v", [H264Frame(data, pts, key, dts)])
-                else:
-                    decoded = self._decode(v, packet)
-                    out = []
-                    for frame in decoded:
-                        pts = self._ms(frame.pts, frame.time_base or v.time_base)
-                        if pts is None:
-                            pts = (last["v"] + round(1000 / (self.info.fps or 25))) if last["v"] is not None else 0
-                        if gate["v"] and pts < start_ms:
-                            continue
-                        gate["v"] = False
-                        out += vconv.push(frame, pts)
-                    emit("v", out)
-            elif packet.stream is a:
-                decoded = self._decode(a, packet)
-                out = []
-                for frame in decoded:
-                    pts = self._ms(frame.pts, frame.time_base or a.time_base)
-                    out += aconv.push(frame, pts)
-                if passthrough and key_ms is not None and gate["a"]:
-                    out = [f for f in out if f.pts_ms >= key_ms]
-                    gate["a"] = not out
-                emit("a", out)
-            yield from release(False)
+            spec = PassSpec(start_ms=start_ms if n == 0 else 0, first=n == 0,
+                            last=passes is not None and n + 1 >= passes, audio_from_key=audio_from_key)
+            primed = self._rewind(spec.start_ms)
+            count = 0
+            for frame in loop(Pass(self, spec, timeline, aconv, vconv, self._health, primed)):
+                count += 1
+                yield frame
+            self._check_complete(timeline.reached_ms, spec.start_ms)
+            if spec.last or count == 0:
+                if not spec.last and aconv is not None:
+                    yield from aconv.flush()  # the last frame, carried for a pass that brought nothing
+                return
+            n += 1
+            yield PassEnd(n, timeline.end_pass())
 
-        # End of the source: flush decoders and the audio FIFO.
-        if v is not None and not passthrough:
-            decoded = self._decode(v, None)
-            out = []
-            for frame in decoded:
-                pts = self._ms(frame.pts, frame.time_base or v.time_base)
-                if pts is not None and (pts >= start_ms or not gate["v"]):
-                    out += vconv.push(frame, pts)
-            emit("v", out)
-        if a is not None:
-            decoded = self._decode(a, None)
-            out = []
-            for frame in decoded:
-                out += aconv.push(frame, self._ms(frame.pts, frame.time_base or a.time_base))
-            out += aconv.flush()
-            if passthrough and key_ms is not None and gate["a"]:
-                out = [f for f in out if f.pts_ms >= key_ms]
-            emit("a", out)
-        a_done = v_done = True
-        yield from release(True)
-        self._check_complete(furthest[0], start_ms)
-
-    def _decode(self, stream, packet: av.Packet | None) -> list:
+    def _rewind(self, start_ms: int) -> list[av.Packet]:
+        """Get the container to `start_ms` (the key frame at or before it); the packets already read
+        at open that are to be replayed first."""
+        self._iterations += 1
+        c = self._container
+        assert c is not None
+        if self.info.is_live:
+            if start_ms:
+                self.log.warning("live source cannot seek; starting at the live edge", source=self.name)
+            primed, self._primed = self._primed, []
+            return primed
+        if self._iterations == 1 and start_ms == 0 and self._primed:
+            primed, self._primed = self._primed, []
+            return primed
+        self._primed = []
+        if start_ms == 0 and self._seek_before_audio():
+            return []
+        target = start_ms * 1000 + (self._origin_us or 0)
         try:
-            frames = stream.codec_context.decode(packet)
+            c.seek(target, backward=True, any_frame=False)
         except av.FFmpegError as e:
-            if packet is None:
-                return []
-            return self._skip(stream, e)
-        if frames:
-            self._errors_in_row[stream.type] = 0
-        return frames
-
-    def _skip(self, stream, e: Exception) -> list:
-        """Count an undecodable packet; too many in a row on one stream means a broken source."""
-        self.skipped += 1
-        consecutive = self._errors_in_row.get(stream.type, 0) + 1
-        self._errors_in_row[stream.type] = consecutive
-        if self.skipped <= 3 or self.skipped % 100 == 0:
-            self.log.warning("undecodable frame skipped", source=self.name, stream=stream.type,
-                             skipped=self.skipped, error=str(getattr(e, "strerror", None) or e))
-        if consecutive > MAX_CONSECUTIVE_ERRORS:
-            raise self._fail(f"{consecutive} undecodable {stream.type} frames in a row (corrupt source)")
+            if start_ms:
+                raise self._fail(f"cannot seek to {start_ms / 1000:g} s: {self._reason(e)}") from None
+            c.seek(self._origin_us or 0, backward=True)
+        for s in (self._vstream, self._astream):
+            if s is not None:
+                s.codec_context.flush_buffers()
         return []
+
+    def _seek_before_audio(self) -> bool:
+        """Back to the very first audio packet, the codec's priming one included (AAC's has a
+        negative timestamp): a seek to 0 skips it, and the decoder then starts with silence where
+        its overlap is missing, a click in the middle of a loop. False when the container refuses."""
+        c, a = self._container, self._astream
+        if a is None or c is None or not a.time_base:
+            return False
+        before = (a.start_time or 0) - int(10 / a.time_base)
+        try:
+            c.seek(before, stream=a, backward=True, any_frame=True)
+        except av.FFmpegError:
+            return False
+        for s in (self._vstream, self._astream):
+            if s is not None:
+                s.codec_context.flush_buffers()
+        return True
+
+    def _declared_end_ms(self) -> int | None:
+        """Where the audio ends by the container's word, when that word is exact (not estimated):
+        decoders hand out codec padding past it (AAC's last frame), which is not media."""
+        c, a = self._container, self._astream
+        if a is None or c is None or self.info.is_live or self.info.duration_s is None:
+            return None
+        if set(c.format.name.split(",")) & ESTIMATED_DURATION_FORMATS:
+            return None
+        if a.duration and a.time_base:
+            return round(((a.start_time or 0) + a.duration) * a.time_base * 1000) - (self._origin_us or 0) // 1000
+        return round(self.info.duration_s * 1000)
 
     def _check_complete(self, reached_ms: int | None, start_ms: int) -> None:
         d = self.info.duration_s
@@ -625,10 +521,14 @@ class MediaSource:
             return
         if set(self._container.format.name.split(",")) & ESTIMATED_DURATION_FORMATS:
             return
+        broken = [f"{n} undecodable {kind} frames in a row (corrupt source)"
+                  for kind, n in sorted(self._health.in_a_row.items()) if n]
+        why = f": {', '.join(broken)}" if broken else " (file truncated)"
         if reached_ms is None:
             if start_ms and start_ms >= d * 1000 - max(TRUNCATION_SLACK_MS, d * 30):
                 return  # started at the very end: nothing was left to send
+            if broken:
+                raise self._fail(f"ended before any frame could be decoded{why}")
             raise self._fail("ended before any frame could be decoded (truncated or empty)")
         if reached_ms < d * 1000 - max(TRUNCATION_SLACK_MS, d * 30):
-            raise self._fail(
-                f"ended at {reached_ms / 1000:.1f} s of its {d:.1f} s duration (file truncated)")
+            raise self._fail(f"ended at {reached_ms / 1000:.1f} s of its {d:.1f} s duration{why}")

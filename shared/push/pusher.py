@@ -1,31 +1,30 @@
 """One push: a video source into a TRTC room in real time, with Redis checkpoints and graceful stops.
 
-    source (MediaSource) --frames--> Pacer (media time vs the monotonic clock) --> room.send_*
+    source.play (start.py: where it starts) --FrameReader thread--> Pacer --> room.send_*
 
-The loop is the only thing on the main thread: room events are polled between frames, Redis is
-written by the checkpoint's own thread, and every way of stopping (end of source, maxDuration,
-SIGTERM, the time limit, being removed, the room dismissed, a newer push taking over) ends in the
-same place: a final checkpoint, leaving the room, and a result saying why.
+The frames arrive on the push's one timeline (shared.media.timeline: loops, jumps and resets are
+already absorbed there), so this loop only paces, sends and accounts. It is the only thing on the
+main thread: room events are polled between frames, Redis is written by the checkpoint's own
+thread, and every way of stopping (end of source, maxDuration, SIGTERM, the time limit, being
+removed, the room dismissed, a newer push taking over) ends in the same place: a final checkpoint,
+leaving the room, and a result saying why.
 """
 from __future__ import annotations
 
-import fractions
 import os
-import queue
-import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Optional
 
-import av
-
 from shared.push.checkpoint import Checkpoint, CheckpointUnavailable, Record
+from shared.push.reader import END_OF_SOURCE, NOTHING_YET, FrameReader, close_quietly
+from shared.push.start import Start, decide_start, frames_from
 from shared.contracts.push import PushParams
 from shared.gateway import UserError
 from shared.media.pacing import Pacer
-from shared.media.source import AudioPlan, MediaSource, SourceError, VideoPlan, safe_url
+from shared.media.source import AudioPlan, MediaSource, PassEnd, SourceError, VideoLimits, VideoPlan, safe_url
 from shared.room import (
-    AUDIO_FRAME_MS, AudioFrame, BitrateRequested, CloseReason, EnterParams, H264Frame, KeyFrameRequested, Role, Room,
+    AudioFrame, BitrateRequested, CloseReason, EnterParams, H264Frame, KeyFrameRequested, Role, Room,
     RoomClosed, RoomConfigError, RoomError, VideoEncodeConfig, VideoFormat, open_room,
 )
 from shared.runtime import Invocation, RunLogger, StopSignal, redact_value
@@ -87,7 +86,7 @@ class _State:
     position_ms: int = 0  # source time of the last frame sent
     first_pts: Optional[int] = None  # room time of the first frame this run
     last_pts: int = 0  # room time of the last frame sent
-    loop_end_ms: int = 0  # end of the current pass in source time (last frame + its length)
+    pass_offset_ms: int = 0  # room time of the current pass's source time 0
     loops: int = 0  # passes finished
     stats: _Stats = field(default_factory=_Stats)
 
@@ -116,8 +115,8 @@ class Pusher:
         self.message = ""
         self.video_config = VideoEncodeConfig()
         self.passthrough = False
-        self.start_s = 0.0
-        self.reader: Optional[_FrameReader] = None
+        self.start = Start(0.0, None, False)
+        self.reader: Optional[FrameReader] = None
 
     # --- the whole run -------------------------------------------------------------------------
 
@@ -131,9 +130,9 @@ class Pusher:
             self.log.info("push starting", videoSrc=safe_url(p.videoSrc), sdkAppId=p.sdkAppId, room=p.room.key,
                           userId=p.userId, redis=p.redis, pacingSpeed=self.speed)
             record = self._open_checkpoint()
-            resumed_from = self._open_source(record)
+            self._open_source(record)
             self._enter_room()
-            return self._push(resumed_from)
+            return self._push()
         except UserError:
             raise
         except Exception:
@@ -168,38 +167,19 @@ class Pusher:
                           previousRequestId=record.request_id, previousStatus=record.status)
         return record
 
-    def _open_source(self, record: Optional[Record]) -> Optional[float]:
+    def _open_source(self, record: Optional[Record]) -> None:
         p = self.params
         video = VideoPlan(width=p.videoWidth, height=p.videoHeight, fps=p.videoFps,
                           bitrate_kbps=p.videoBitrate, gop_s=p.videoGop)
         audio = AudioPlan(volume=p.volume, channels=None)
         try:
             # The source checks videoSrc against SOURCE_ALLOWLIST (no internal addresses) itself.
-            self.source = MediaSource(p.videoSrc, video=video, audio=audio, log=self.log)
+            self.source = MediaSource(p.videoSrc, video=video, audio=audio, log=self.log,
+                                      limits=VideoLimits.from_env(self.env))
         except SourceError as e:
             raise UserError(str(e), "source_error", 400) from None
-        info = self.source.info
-        self.passthrough = bool(info.passthrough)
-
-        start = p.seekSecond
-        resumed_from: Optional[float] = None
-        if info.is_live:
-            if record:
-                self.log.info("a live source cannot be resumed; pushing from its live edge",
-                              position=record.position)
-            if p.seekSecond:
-                self.log.info("seekSecond ignored for a live source", seekSecond=p.seekSecond)
-            start = 0.0
-        elif record is not None:
-            if info.duration_s and record.position >= info.duration_s:
-                self.log.info("checkpoint is at the end of the source; starting over", position=record.position)
-            else:
-                start = resumed_from = record.position
-        if not info.is_live and info.duration_s and start >= info.duration_s:
-            raise UserError(f"seekSecond {p.seekSecond:g} is past the end of the source "
-                            f"({info.duration_s:.3f} s)", "invalid_parameters", 400)
-        self.start_s = start
-        return resumed_from
+        self.passthrough = bool(self.source.info.passthrough)
+        self.start = decide_start(p, record, self.source.info, self.log)
 
     def _enter_room(self) -> None:
         p = self.params
@@ -219,7 +199,7 @@ class Pusher:
             if info.has_audio:
                 self.room.start_audio(channels=self._audio_channels())
             if info.has_video:
-                fps = int(round(p.videoFps or info.fps or 25))
+                fps = int(round(info.out_fps or 25))  # what the source makes (capped at PUSH_MAX_FPS)
                 self.video_config = VideoEncodeConfig(
                     fps=max(1, fps), bitrate_bps=(p.videoBitrate or 0) * 1000, gop_seconds=p.videoGop or 2)
                 self.room.start_video(self.video_config)
@@ -239,7 +219,7 @@ class Pusher:
 
     # --- the loop ------------------------------------------------------------------------------
 
-    def _push(self, resumed_from: Optional[float]) -> dict[str, Any]:
+    def _push(self) -> dict[str, Any]:
         p, source, room = self.params, self.source, self.room
         assert source is not None and room is not None
         info = source.info
@@ -247,87 +227,56 @@ class Pusher:
         if cp is not None:
             cp.on_fenced = lambda: self.stop.request("superseded")
             try:
-                cp.start(self.start_s, None if info.is_live else info.duration_s)
+                cp.start(self.start.position_s, None if info.is_live else info.duration_s)
             except CheckpointUnavailable as e:
                 raise UserError(f"redis is required (redis=true) but {e}; nothing was pushed",
                                 "redis_unavailable", 503) from None
 
         pacer = Pacer(speed=self.speed, sleep=self._sleep)
         st = self.state
-        st.position_ms = int(round(self.start_s * 1000))
+        st.position_ms = self.start.position_ms
         st.stats.win_start = time.monotonic()
         next_progress = st.stats.win_start + PROGRESS_EVERY_S
         max_ms = None if p.maxDuration is None else int(round(p.maxDuration * 1000))
-        offset_ms = 0
-        start_s = self.start_s
+        passes = None if p.repeatNum == -1 else p.repeatNum + 1
+        self.reader = reader = FrameReader(frames_from(self.start, source, passes, self.log), source)
         reason: Optional[str] = None
-
         while reason is None:
-            sent_this_pass = 0
-            bridge = None
-            if self.passthrough and start_s > 0 and not info.is_live:
-                bridge = _KeyFrameBridge(int(round(start_s * 1000)), info.fps, self.log)
-            self.reader = reader = _FrameReader(source, start_s)
-            while True:
-                item = reader.next(timeout=0.1)
-                reason = self._stop_reason()
-                if reason:
-                    break
-                if item is _NOTHING_YET:
-                    continue  # the source is slow: keep answering stops and room events
-                if item is _END_OF_PASS:
-                    break
-                if isinstance(item, SourceError):
-                    self.message = str(item)
-                    self.log.error("the source failed mid-push", error=str(item), position=st.position_ms / 1000)
-                    reason = "source_error"
-                    break
-                is_audio = isinstance(item, AudioFrame)
-                if bridge is None or not bridge.active:
-                    batch = [item]
-                elif is_audio:
-                    batch = [item] if bridge.audio_wanted(item) else []
-                else:
-                    batch = bridge.video(item)
-                for frame in batch:
-                    reason = self._send_paced(frame, is_audio, offset_ms, max_ms, pacer)
-                    if reason:
-                        break
-                    sent_this_pass += 1
-                    if cp is not None:
-                        cp.update(st.position_ms / 1000.0)
-                if reason:
-                    break
-                now = time.monotonic()
-                if now >= next_progress:
-                    self._progress(now, pacer)
-                    next_progress = now + PROGRESS_EVERY_S
-            reader.stop()
+            item = reader.next(timeout=0.1)
+            reason = self._stop_reason()
             if reason:
                 break
-            # End of one pass.
-            st.loops += 1
-            if p.repeatNum != -1 and st.loops > p.repeatNum:
+            if item is NOTHING_YET:
+                continue  # the source is slow: keep answering stops and room events
+            if item is END_OF_SOURCE:
+                st.loops += 1
                 reason = "end_of_source"
                 break
-            if sent_this_pass == 0:
-                # An empty pass would loop forever without sending anything.
-                reason = "end_of_source"
+            if isinstance(item, SourceError):
+                self.message = str(item)
+                self.log.error("the source failed mid-push", error=str(item), position=st.position_ms / 1000)
+                reason = "source_error"
                 break
-            offset_ms += st.loop_end_ms
-            st.loop_end_ms = 0
-            start_s = 0.0
-            pacer.rebase()
-            self.log.info("looping the source", loop=st.loops, repeatNum=p.repeatNum)
+            if isinstance(item, PassEnd):
+                st.loops, st.pass_offset_ms = item.passes, item.offset_ms
+                self.log.info("looping the source", loop=st.loops, repeatNum=p.repeatNum)
+                continue
+            reason = self._send_paced(item, isinstance(item, AudioFrame), max_ms, pacer)
+            if reason:
+                break
+            if cp is not None:
+                cp.update(st.position_ms / 1000.0)
+            now = time.monotonic()
+            if now >= next_progress:
+                self._progress(now, pacer)
+                next_progress = now + PROGRESS_EVERY_S
+        reader.stop()
+        return self._finish(reason, self.start.resumed_from)
 
-        return self._finish(reason, resumed_from)
-
-    def _send_paced(self, frame: Any, is_audio: bool, offset_ms: int, max_ms: Optional[int],
-                    pacer: Pacer) -> Optional[str]:
+    def _send_paced(self, frame: Any, is_audio: bool, max_ms: Optional[int], pacer: Pacer) -> Optional[str]:
         """Wait for the frame's time, send it and account for it; a stop reason, or None."""
         st = self.state
-        src_pts = frame.pts_ms
-        pts = src_pts + offset_ms
+        pts = frame.pts_ms
         if st.first_pts is None:
             st.first_pts = pts
         if max_ms is not None and pts - st.first_pts >= max_ms:
@@ -336,25 +285,17 @@ class Pusher:
         reason = self._stop_reason()
         if reason:
             return reason
-        frame.pts_ms = pts
         if not self._send(frame, is_audio):
             return self._closed_reason()
-        st.position_ms = src_pts
+        # A pass's first audio frame may begin with the last samples of the pass before.
+        st.position_ms = max(0, pts - st.pass_offset_ms)
         st.last_pts = pts
-        end = src_pts + (AUDIO_FRAME_MS if is_audio else self._frame_ms(self.source.info))  # type: ignore[union-attr]
-        if end > st.loop_end_ms:
-            st.loop_end_ms = end
         return None
 
     def _sleep(self, seconds: float) -> None:
         # Pacing waits wake up at once on SIGTERM, a room closing, or a fenced checkpoint.
         if seconds > 0:
             self.stop.wait(seconds)
-
-    @staticmethod
-    def _frame_ms(info: Any) -> int:
-        fps = info.fps or 25
-        return max(1, int(round(1000 / fps)))
 
     def _send(self, frame: Any, is_audio: bool) -> bool:
         room = self.room
@@ -490,174 +431,7 @@ class Pusher:
         if self.source is not None:
             reader = self.reader
             if reader is None or reader.release(self.source):
-                _close_quietly(self.source)
-
-
-class _KeyFrameBridge:
-    """Passthrough that has to start between two key frames (a resume, a seekSecond).
-
-    A receiver can only start decoding on a key frame, and the source starts at the key frame at
-    or before the position. Rather than repeat up to a GOP, the bridge decodes that GOP, drops the
-    pictures before the position, and re-encodes the rest of it (until the source's next key
-    frame) as H.264 that starts with an IDR; from the next key frame on, the source passes through
-    untouched. The first picture sent is then within one frame of the position, and the extra
-    encoding costs at most one GOP.
-    """
-
-    def __init__(self, start_ms: int, fps: float | None, log: RunLogger):
-        self.start_ms = start_ms
-        self.frame_ms = 1000.0 / (fps or 25)
-        self.fps = fps or 25
-        self.log = log
-        self.active = True
-        self._seen_key = False
-        self._decoder: Any = None
-        self._encoder: Any = None
-        self.encoded = 0
-
-    def audio_wanted(self, frame: AudioFrame) -> bool:
-        return frame.pts_ms > self.start_ms - AUDIO_FRAME_MS // 2
-
-    def video(self, frame: H264Frame) -> list[H264Frame]:
-        if not self.active:
-            return [frame]
-        if frame.key:
-            if self._seen_key or frame.pts_ms > self.start_ms - self.frame_ms / 2:
-                # The source's own key frame takes over from here.
-                return self._finish() + [frame]
-            self._seen_key = True
-        elif not self._seen_key:
-            return []  # nothing decodes before the first key frame
-        if self._decoder is None:
-            self._decoder = av.CodecContext.create("h264", "r")
-            self._decoder.flags |= av.codec.context.Flags.low_delay
-        packet = av.Packet(frame.data)
-        packet.pts = packet.dts = frame.pts_ms
-        return self._reencode(self._decoder.decode(packet), frame.pts_ms)
-
-    def _reencode(self, pictures: list[Any], default_pts: int) -> list[H264Frame]:
-        out: list[H264Frame] = []
-        for picture in pictures:
-            pts = picture.pts if picture.pts is not None else default_pts
-            if pts <= self.start_ms - self.frame_ms / 2:
-                continue
-            out += self._encode(picture, int(pts))
-        return out
-
-    def _encode(self, picture: Any, pts_ms: int) -> list[H264Frame]:
-        if self._encoder is None:
-            ctx = av.CodecContext.create("libx264", "w")
-            ctx.width, ctx.height, ctx.pix_fmt = picture.width, picture.height, "yuv420p"
-            ctx.time_base = fractions.Fraction(1, 1000)
-            ctx.framerate = fractions.Fraction(int(round(self.fps)), 1)
-            ctx.max_b_frames = 0
-            ctx.options = {"preset": "ultrafast", "tune": "zerolatency", "bframes": "0", "repeat-headers": "1",
-                           "crf": "21"}
-            ctx.open()
-            self._encoder = ctx
-            self.log.info("resuming between key frames: re-encoding up to the next key frame",
-                          startMs=self.start_ms, keyFrameMs=pts_ms)
-        if picture.format.name != "yuv420p":
-            picture = picture.reformat(format="yuv420p")
-        picture.pts = pts_ms
-        picture.time_base = fractions.Fraction(1, 1000)
-        if self.encoded == 0:
-            picture.pict_type = av.video.frame.PictureType.I
-        out = []
-        for packet in self._encoder.encode(picture):
-            p = int(packet.pts) if packet.pts is not None else pts_ms
-            out.append(H264Frame(bytes(packet), p, bool(packet.is_keyframe), p))
-            self.encoded += 1
-        return out
-
-    def _finish(self) -> list[H264Frame]:
-        """What the decoder and encoder still hold, then back to passthrough."""
-        self.active = False
-        out: list[H264Frame] = []
-        if self._decoder is not None:
-            out += self._reencode(self._decoder.decode(None), self.start_ms)
-        if self._encoder is not None:
-            for packet in self._encoder.encode(None):
-                p = int(packet.pts) if packet.pts is not None else self.start_ms
-                out.append(H264Frame(bytes(packet), p, bool(packet.is_keyframe), p))
-        self._decoder = self._encoder = None
-        return out
-
-
-_NOTHING_YET = object()
-_END_OF_PASS = object()
-
-
-def _close_quietly(source: MediaSource) -> None:
-    try:
-        source.close()
-    except Exception:  # closing is best effort once the result is decided
-        pass
-
-
-class _FrameReader:
-    """One pass over the source on its own thread, a few frames ahead of the push loop.
-
-    The loop never blocks inside a source read, so a stalled source (which only fails after its
-    read timeout) cannot delay SIGTERM, a room closing or the time limit; decoding also overlaps
-    the pacing sleeps.
-    """
-
-    def __init__(self, source: MediaSource, start_s: float, depth: int = 8):
-        self._queue: queue.Queue[Any] = queue.Queue(maxsize=depth)
-        self._quit = threading.Event()
-        self._lock = threading.Lock()
-        self._done = False
-        self._close_source = False
-        self._source = source
-        self._thread = threading.Thread(target=self._run, args=(start_s,), name="source-reader", daemon=True)
-        self._thread.start()
-
-    def _run(self, start_s: float) -> None:
-        try:
-            for frame in self._source.frames(start_s):
-                if not self._put(frame):
-                    return
-            self._put(_END_OF_PASS)
-        except SourceError as e:
-            self._put(e)
-        except Exception as e:  # PyAV can raise what the source did not foresee: still a source failure
-            self._put(SourceError(f"videoSrc {self._source.info.url}: reading failed: {type(e).__name__}: {e}"))
-        finally:
-            with self._lock:
-                self._done = True
-                close = self._close_source
-            if close:
-                _close_quietly(self._source)
-
-    def _put(self, item: Any) -> bool:
-        while not self._quit.is_set():
-            try:
-                self._queue.put(item, timeout=0.1)
-                return True
-            except queue.Full:
-                continue
-        return False
-
-    def next(self, timeout: float) -> Any:
-        """A frame, _END_OF_PASS, a SourceError, or _NOTHING_YET after `timeout`."""
-        try:
-            return self._queue.get(timeout=timeout)
-        except queue.Empty:
-            return _NOTHING_YET
-
-    def stop(self) -> None:
-        self._quit.set()
-        self._thread.join(0.3)
-
-    def release(self, source: MediaSource) -> bool:
-        """True if the caller may close the source now; else the reader closes it when its read ends."""
-        self._quit.set()
-        with self._lock:
-            if self._done:
-                return True
-            self._close_source = True
-            return False
+                close_quietly(self.source)
 
 
 def run_push(params: PushParams, inv: Invocation, log: RunLogger) -> dict[str, Any]:

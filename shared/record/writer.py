@@ -4,12 +4,11 @@ Mode "00" MP3 (libmp3lame from the PCM), "01" MP4 with the room's H.264 copied (
 "02" MP4 with H.264 copied + AAC from the PCM. MP4s are faststart (the muxer moves the index to the
 front when the file is closed).
 
-Timing: every frame is placed on one timeline per anchor (milliseconds from its first frame), from
-the sender's pts, re-anchored on the arrival clock when pts jumps (a sender restarting its clock).
-Each file has one origin for audio and video, so they stay in sync; audio gaps (a muted microphone,
-lost packets) are filled with silence so that the file's timeline is the room's (while a microphone
-sends nothing, as time passes, from `tick`). Video starts at a key frame; a new file starts at the
-first key frame past MaxMediaFileDuration, and at a key frame with a new picture size.
+Timing: every frame is placed on one timeline per anchor by `RecordTimeline`, the one place on the
+record side where timestamps are decided (its docstring says which jumps it absorbs and how).
+Each file has one origin for audio and video, so they stay in sync. Video starts at a key frame; a
+new file starts at the first key frame past MaxMediaFileDuration, and at a key frame with a new
+picture size.
 
 Memory stays flat: frames go to the muxer as they come (flushed per packet, so a full disk shows at
 once), nothing is held but the one video access unit whose duration is not known yet and a few
@@ -157,12 +156,11 @@ class _Part:
             self.write_pcm(bytes(n * 2 * self.channels))
 
     def place_audio(self, frame: AudioFrame, at_ms: int) -> None:
-        """Write a frame whose place is `at_ms` (relative to origin), filling a gap before it."""
-        target = at_ms * AUDIO_SAMPLE_RATE // 1000
-        if target > self.samples + GAP_FILL_MS * AUDIO_SAMPLE_RATE // 1000:
-            self.write_silence_until(target)
-        elif target < self.samples - LATE_DROP_MS * AUDIO_SAMPLE_RATE // 1000:
+        """Write a frame whose place is `at_ms` (relative to origin) where RecordTimeline says."""
+        target = RecordTimeline.audio_sample(at_ms, self.samples)
+        if target is None:
             return
+        self.write_silence_until(target)
         self.write_pcm(frame.data)
 
     # video
@@ -203,12 +201,26 @@ class _Part:
 # --- one anchor's stay ---------------------------------------------------------------------------
 
 
-class _Clock:
-    """Maps a sender's pts (and when it arrived) to the anchor's timeline in ms.
+class RecordTimeline:
+    """Where each frame of one anchor goes in its files: the one place on the record side where
+    timestamps are decided (shared.media.timeline is the push side's). Milliseconds from the
+    anchor's first frame.
 
-    The pts is trusted (a muted microphone shows as a pts gap as long as the arrival gap) unless it
-    goes back, or leaps ahead of the time that passed: then the sender's clock restarted, and the
-    frame is placed by its arrival instead. Frames delayed in the network keep their pts places.
+    Which jumps it absorbs, and how:
+    - One origin for both kinds: audio and video start from the first frame's pts, in sync.
+    - Network delay: the sender's pts are trusted, so a frame that arrives late keeps its place
+      (a muted microphone shows as a pts gap as long as the arrival gap).
+    - A sender's clock restart: pts going back by more than REBASE_MS, or leaping ahead of the
+      time that passed by more than REBASE_MS. That kind is re-anchored on the arrival clock: it
+      continues after its last frame by the time that passed.
+    - Audio jitter: a frame up to GAP_FILL_MS after, or up to LATE_DROP_MS before, where the
+      written samples end is written right after them (no click, no gap).
+    - Audio gaps (a muted microphone, lost packets): a frame more than GAP_FILL_MS after the
+      written samples is preceded by silence up to its place, so the file keeps the room's time.
+    - Audio more than LATE_DROP_MS before what is written (a duplicate, from before a jump): dropped.
+    - A microphone that sends nothing at all: `silence_until` says how far silence is written as
+      time passes, trailing the arrival clock by FILL_LAG_MS so that a frame on its way still lands
+      after it.
     """
 
     def __init__(self) -> None:
@@ -220,6 +232,8 @@ class _Clock:
         self._latest: tuple[float | None, int] = (None, 0)  # (arrival, timeline) of the newest frame
 
     def place(self, kind: str, pts_ms: int, arrival: float | None) -> int:
+        """The timeline ms of a `kind` frame with the sender's `pts_ms` that arrived at `arrival`
+        (monotonic seconds; None: the pts is all there is)."""
         if self._origin is None:
             self._origin = -pts_ms
         offset = self.offset.setdefault(kind, self._origin)
@@ -242,6 +256,23 @@ class _Clock:
         if arrival is None or last_arrival is None:
             return None
         return last_at + int((arrival - last_arrival) * 1000)
+
+    def silence_until(self, arrival: float) -> int | None:
+        """How far a silent microphone's silence is written by `arrival` (ms on the timeline)."""
+        now = self.now(arrival)
+        return None if now is None else now - FILL_LAG_MS
+
+    @staticmethod
+    def audio_sample(at_ms: int, written: int) -> int | None:
+        """The sample a frame placed at `at_ms` (from its file's origin) is written at, when
+        `written` samples are in the file: right after them unless it is a gap (silence first, up
+        to its place) or too early (None: dropped)."""
+        target = at_ms * AUDIO_SAMPLE_RATE // 1000
+        if target > written + GAP_FILL_MS * AUDIO_SAMPLE_RATE // 1000:
+            return target
+        if target < written - LATE_DROP_MS * AUDIO_SAMPLE_RATE // 1000:
+            return None
+        return written
 
 
 @dataclass
@@ -269,7 +300,7 @@ class AnchorRecording:
             self.label = "u" + hashlib.sha256(self.user_id.encode("utf-8", "surrogatepass")).hexdigest()[:16]
         if not _LABEL.fullmatch(self.label):
             raise ValueError(f"a file label is letters, digits, '_' and '-' (1..64), not {self.label!r}")
-        self._timeline = _Clock()
+        self._timeline = RecordTimeline()
         self._part: _Part | None = None
         self._part_no = 0
         self._pending_audio: list[tuple[AudioFrame, int]] = []  # Mode 02, waiting for a key frame
@@ -308,15 +339,15 @@ class AnchorRecording:
             return
         if not self._audio_muted and (arrival - self._last_audio_arrival) * 1000 < SILENT_AFTER_MS:
             return
-        now = self._timeline.now(arrival)
-        if now is None:
+        until = self._timeline.silence_until(arrival)
+        if until is None:
             return
         silent = AudioFrame(bytes(SAMPLES_20MS * 2 * self.channels), 0, AUDIO_SAMPLE_RATE, self.channels)
         # Frame by frame through the normal path, so that a split falls where it should.
         while self._part is not None and self._part.audio is not None:
             p = self._part
             at = p.origin_ms + p.samples * 1000 // AUDIO_SAMPLE_RATE
-            if at >= now - FILL_LAG_MS:
+            if at >= until:
                 break
             self._guard(self._audio, silent, at)
 

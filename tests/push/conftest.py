@@ -94,6 +94,7 @@ def clip10(clip_dir: Path) -> Path:
 @dataclass
 class Received:
     audio_pts: list[int] = field(default_factory=list)
+    audio_data: list[bytes] = field(default_factory=list)  # PCM s16 mono, as the room decoded it
     video_pts: list[int] = field(default_factory=list)
     video_keys: list[bool] = field(default_factory=list)
     video_data: list[bytes] = field(default_factory=list)
@@ -128,6 +129,7 @@ class Subscriber:
             if isinstance(event, RemoteAudio) and event.user_id == self.user_id:
                 got.first_media_at = got.first_media_at or time.monotonic()
                 got.audio_pts.append(event.frame.pts_ms)
+                got.audio_data.append(event.frame.data)
             elif isinstance(event, RemoteVideo) and event.user_id == self.user_id:
                 got.first_media_at = got.first_media_at or time.monotonic()
                 got.video_pts.append(event.frame.pts_ms)
