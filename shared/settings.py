@@ -14,6 +14,7 @@ from __future__ import annotations
 import functools
 import ipaddress
 import os
+import re
 from pathlib import Path
 from typing import Any, Callable, Mapping, Optional
 from urllib.parse import urlsplit
@@ -57,6 +58,8 @@ class Settings(BaseModel):
     checkpoint_ttl_seconds: int = 7 * 24 * 3600
     redis_url: Optional[str] = None  # push_stream's and push_control's default Redis
     pacing_speed: float = 1.0
+    push_max_area: int = 1920 * 1080  # pixels, or WxH
+    push_max_fps: int = 30
     # record_stream
     cfs_path: Optional[Path] = None
     record_min_free_mb: float = 64.0
@@ -134,11 +137,36 @@ class Settings(BaseModel):
                     raise ValueError(f"{item!r} is neither a CIDR, an address nor a host name") from None
         return items
 
-    @field_validator("source_timeout_seconds", "pacing_speed")
+    @field_validator("source_timeout_seconds")
     @classmethod
     def _positive(cls, v: float) -> float:
         if not 0 < v < float("inf"):
             raise ValueError("must be a number above 0")
+        return v
+
+    @field_validator("pacing_speed")
+    @classmethod
+    def _speed(cls, v: float) -> float:
+        if not 0 < v <= 1000:
+            raise ValueError("must be a number above 0, at most 1000")
+        return v
+
+    @field_validator("push_max_area", mode="before")
+    @classmethod
+    def _area(cls, v: Any) -> Any:
+        if isinstance(v, str):
+            m = re.fullmatch(r"(\d+)\s*[xX*]\s*(\d+)", v)
+            if m:
+                return int(m.group(1)) * int(m.group(2))
+            if not v.isdigit():
+                raise ValueError("must be a number of pixels or WxH (such as 1920x1080)")
+        return v
+
+    @field_validator("push_max_area", "push_max_fps")
+    @classmethod
+    def _above_zero(cls, v: int) -> int:
+        if v < 1:
+            raise ValueError("must be 1 or more")
         return v
 
     @field_validator("stop_margin_seconds", "record_min_free_mb")

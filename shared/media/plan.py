@@ -4,11 +4,10 @@ room as pictures (transcode), and at what size and rate.
 """
 from __future__ import annotations
 
-import os
-import re
 from dataclasses import dataclass
 from typing import Callable, Mapping
 
+from shared.settings import settings
 from shared.media.convert import plan_size
 
 MAX_AREA_ENV = "PUSH_MAX_AREA"
@@ -49,25 +48,9 @@ class VideoLimits:
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> "VideoLimits":
-        """PUSH_MAX_AREA (pixels, or WxH such as 1920x1080) and PUSH_MAX_FPS; unset or unusable
-        values keep the defaults."""
-        env = os.environ if env is None else env
-        return cls(_area(env.get(MAX_AREA_ENV)) or DEFAULT_MAX_AREA, _positive(env.get(MAX_FPS_ENV)) or DEFAULT_MAX_FPS)
-
-
-def _positive(raw: str | None) -> int | None:
-    try:
-        value = int(str(raw).strip())
-    except (TypeError, ValueError):
-        return None
-    return value if value > 0 else None
-
-
-def _area(raw: str | None) -> int | None:
-    m = re.fullmatch(r"\s*(\d+)\s*[xX*]\s*(\d+)\s*", raw or "")
-    if m:
-        return _positive(str(int(m.group(1)) * int(m.group(2))))
-    return _positive(raw)
+        """PUSH_MAX_AREA (pixels, or WxH such as 1920x1080) and PUSH_MAX_FPS (shared/settings.py)."""
+        s = settings(env)
+        return cls(s.push_max_area, s.push_max_fps)
 
 
 @dataclass(frozen=True)

@@ -18,6 +18,7 @@ from urllib.parse import unquote, urlsplit
 
 import av
 
+from shared.settings import settings
 from shared.egress import DestinationRefused, check_local_path
 from shared.media.convert import AudioConverter, VideoConverter, display_rotation
 from shared.media.decode import decode_pass
@@ -80,12 +81,7 @@ class PassEnd:
 
 
 def _timeout_from_env() -> float:
-    raw = os.environ.get(SOURCE_TIMEOUT_ENV)
-    try:
-        value = float(raw) if raw else DEFAULT_TIMEOUT_S
-    except ValueError:
-        value = DEFAULT_TIMEOUT_S
-    return value if value > 0 else DEFAULT_TIMEOUT_S
+    return settings().source_timeout_seconds
 
 
 def _reason(e: BaseException, timeout_s: float) -> str:

@@ -24,18 +24,18 @@ a caller which ports are open on a host, and it takes the same time either way.
 from __future__ import annotations
 
 import hashlib
-import os
 import socket
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Mapping, Optional
 
 import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from shared import egress
+from shared.settings import settings
 from shared.room.base import RoomRef
 from shared.runtime import RunLogger
 
@@ -107,13 +107,8 @@ def checkpoint_key(sdk_app_id: int, room: RoomRef, video_src: str) -> str:
     return f"{KEY_PREFIX}:{sdk_app_id}:{room.key}:{digest}"
 
 
-def ttl_from_env(env: Optional[dict[str, str]] = None) -> int:
-    raw = (env if env is not None else os.environ).get(TTL_ENV, "")
-    try:
-        ttl = int(raw) if raw.strip() else DEFAULT_TTL_S
-    except ValueError:
-        ttl = DEFAULT_TTL_S
-    return ttl if ttl > 0 else DEFAULT_TTL_S
+def ttl_from_env(env: Optional[Mapping[str, str]] = None) -> int:
+    return settings(env).checkpoint_ttl_seconds
 
 
 @dataclass(frozen=True)

@@ -16,6 +16,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Optional
 
+from shared.settings import settings
 from shared.push.checkpoint import Checkpoint, CheckpointUnavailable, Record
 from shared.push.reader import END_OF_SOURCE, NOTHING_YET, FrameReader, close_quietly
 from shared.push.start import Start, decide_start, frames_from
@@ -61,12 +62,7 @@ _ROOM_CLOSE_REASON = {
 
 def pacing_speed(env: Mapping[str, str]) -> float:
     """PACING_SPEED (default 1): >1 pushes faster than real time, for tests and benchmarks."""
-    raw = (env.get(PACING_SPEED_ENV) or "").strip()
-    try:
-        speed = float(raw) if raw else 1.0
-    except ValueError:
-        return 1.0
-    return speed if 0 < speed <= 1000 else 1.0
+    return settings(env).pacing_speed
 
 
 @dataclass
