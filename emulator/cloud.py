@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from deploy import entry
 from emulator.cloudapi import CloudApi
 from emulator.console import Console
 from emulator.cos import CosService
@@ -36,7 +37,7 @@ from emulator.trtc import DEFAULT_SDK_APP_ID, DEFAULT_SDK_SECRET_KEY, RoomServic
 log = logging.getLogger("emulator.cloud")
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-FUNCTIONS = ("push_stream", "record_stream")
+FUNCTIONS = tuple(entry.FUNCTIONS)  # the deployment's functions, listed once (deploy/entry.py)
 # Fixed, so that README examples, `usersig` and a running `up` agree without reading anything.
 DEFAULT_SECRET_ID = "AKIDemulatorLocalCloud00000000000000"
 DEFAULT_SECRET_KEY = "emulatorLocalCloudSecretKey000000"
