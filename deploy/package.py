@@ -175,6 +175,8 @@ def build_code_root(dest: Path) -> None:
     shutil.copy2(REPO_ROOT / "deploy" / "entry.py", dest / "index.py")
     no_bytecode = shutil.ignore_patterns("__pycache__", "*.pyc", "*.pyo")
     for name in FUNCTIONS:
+        if not (REPO_ROOT / "functions" / name / "index.py").is_file():
+            raise PackageError(f"deploy/entry.py FUNCTIONS lists {name!r}, but functions/{name}/index.py is missing")
         shutil.copytree(REPO_ROOT / "functions" / name, dest / "functions" / name, ignore=no_bytecode)
     shutil.copytree(REPO_ROOT / "shared", dest / "shared", ignore=no_bytecode)
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from deploy import package
 from deploy.image import build as image_build
 
@@ -79,3 +81,13 @@ def test_a_base_the_package_cannot_check_fails_the_command_naming_it(tmp_path, m
     err = capsys.readouterr().err
     assert rc == 1 and err.startswith("package: the Dockerfile's base python:3.11-slim-trixie is not")
     assert "Traceback" not in err
+
+
+def test_a_listed_function_without_its_code_fails_naming_it(tmp_path, monkeypatch):
+    monkeypatch.setattr(package, "FUNCTIONS", {**package.FUNCTIONS, "no_such_function": ()})
+    with pytest.raises(package.PackageError, match=r"FUNCTIONS lists 'no_such_function', but "
+                                                   r"functions/no_such_function/index.py is missing"):
+        package.build_code_root(tmp_path / "code")
+    monkeypatch.undo()
+    package.build_code_root(tmp_path / "code2")  # the real list: every function's folder, and shared/
+    assert {p.name for p in (tmp_path / "code2" / "functions").iterdir()} == set(package.FUNCTIONS)
