@@ -26,7 +26,9 @@ FUNCTIONS: dict[str, tuple[str, ...]] = {
 _ROOT = os.path.dirname(os.path.abspath(__file__))
 _loaded: dict[str, Handler] = {}
 
-if _ROOT not in sys.path:
+# As the code root's index.py, the functions import `shared` from beside it. Imported as deploy.entry
+# (FUNCTIONS, by deploy.package and the emulator) it must not put deploy/ on everyone's sys.path.
+if __name__ != "deploy.entry" and _ROOT not in sys.path:
     sys.path.insert(0, _ROOT)
 
 

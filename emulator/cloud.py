@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from deploy import entry
 from emulator.cloudapi import CloudApi
 from emulator.console import Console
 from emulator.cos import CosService
@@ -37,7 +38,7 @@ from emulator.trtc import DEFAULT_SDK_APP_ID, DEFAULT_SDK_SECRET_KEY, RoomServic
 log = logging.getLogger("emulator.cloud")
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-FUNCTIONS = ("push_stream", "record_stream", "push_control")
+FUNCTIONS = tuple(entry.FUNCTIONS)  # the deployment's functions, listed once (deploy/entry.py)
 # Invoked synchronously by the gateway (their answer is their result), with a short time limit.
 SYNC_FUNCTIONS = frozenset({"push_control"})
 SYNC_TIME_LIMIT_MS = 10_000

