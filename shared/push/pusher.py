@@ -25,7 +25,7 @@ from shared.gateway import UserError
 from shared.media.pacing import Pacer
 from shared.media.source import AudioPlan, MediaSource, PassEnd, SourceError, VideoLimits, VideoPlan, safe_url
 from shared.room import (
-    AudioFrame, BitrateRequested, CloseReason, EnterParams, H264Frame, KeyFrameRequested, Role, Room,
+    AudioFrame, BitrateRequested, EnterParams, H264Frame, KeyFrameRequested, Role, Room,
     RoomClosed, RoomConfigError, RoomError, VideoEncodeConfig, VideoFormat, open_room,
 )
 from shared.runtime import Invocation, RunLogger, StopSignal, redact_value
@@ -47,16 +47,11 @@ STATUS_BY_REASON = {
     "removed": "stopped",
     "replaced": "stopped",
     "dismissed": "stopped",
+    "ended_by_server": "stopped",
+    "exited": "stopped",
     "superseded": "stopped",
     "room_error": "failed",
     "source_error": "failed",
-}
-_ROOM_CLOSE_REASON = {
-    CloseReason.REMOVED: "removed",
-    CloseReason.REPLACED: "replaced",
-    CloseReason.DISMISSED: "dismissed",
-    CloseReason.ERROR: "room_error",
-    CloseReason.EXITED: "room_error",
 }
 
 
@@ -340,7 +335,7 @@ class Pusher:
         return self.stop.reason
 
     def _on_closed(self, event: RoomClosed) -> None:
-        reason = _ROOM_CLOSE_REASON.get(event.reason, "room_error")
+        reason = event.result_reason
         if not self.message:
             self.message = event.message or f"the room closed: {event.reason.value}"
         self.log.warning("out of the room", reason=reason, code=event.code, detail=event.message)

@@ -22,7 +22,7 @@ from typing import Any, Callable
 from shared.contracts.record import RecordParams
 from shared.record.writer import AnchorRecording, RecordedFile, WriteError
 from shared.room import (
-    AudioAvailable, CloseReason, EnterParams, H264Frame, RemoteAudio, RemoteVideo, Role, Room, RoomClosed,
+    AudioAvailable, EnterParams, H264Frame, RemoteAudio, RemoteVideo, Role, Room, RoomClosed,
     RoomError, UserEntered, UserLeft, VideoFormat, open_room,
 )
 from shared.runtime import Invocation, RunLogger, StopSignal
@@ -45,17 +45,11 @@ STATUS_FAILED = "failed"
 # Seconds kept back from the time limit after the callback, to return the result.
 RETURN_RESERVE_S = 1.0
 
-_CLOSE_REASONS = {
-    CloseReason.REMOVED: "removed",
-    CloseReason.REPLACED: "replaced",
-    CloseReason.DISMISSED: "dismissed",
-    CloseReason.ERROR: "room_error",
-    CloseReason.EXITED: "exited",
-}
 _STOP_MESSAGES = {
     "removed": "the recorder was removed from the room",
     "replaced": "another client entered the room with the recorder's UserId",
     "dismissed": "the room was dismissed",
+    "ended_by_server": "the TRTC server ended the recorder's stay in the room (a dismissal, or an end it did not name)",
     "idle": "no anchor in the room for MaxIdleTime",
     "max_duration": "MaxDuration reached",
     "terminated": "the function was terminated (SIGTERM)",
@@ -188,7 +182,7 @@ class Recorder:
             while event is not None:
                 now = time.monotonic()
                 if isinstance(event, RoomClosed):
-                    self._stop(_CLOSE_REASONS.get(event.reason, "room_error"),
+                    self._stop(event.result_reason,
                                f"{event.message} (TRTC {event.code})" if event.code else event.message)
                     return
                 try:

@@ -124,9 +124,23 @@ class VideoEncodeConfig:
 class CloseReason(str, enum.Enum):
     REMOVED = "removed"  # RemoveUser / RemoveUserByStrRoomId (TRTC -205)
     REPLACED = "replaced"  # another client entered with the same userId (local backend only; TRTC says -205)
-    DISMISSED = "dismissed"  # DismissRoom, or no anchor for too long
+    DISMISSED = "dismissed"  # DismissRoom, or no anchor for too long (only where the backend is told so)
+    # The server ended our stay without saying why: liteav's OnExitRoom() takes no reason, so a
+    # dismissal reaches the trtc backend as this (and so may other ends the server SDK does not name).
+    ENDED_BY_SERVER = "ended_by_server"
     ERROR = "error"  # the connection to the room failed
     EXITED = "exited"  # we called exit()
+
+
+# The word both functions' results use for each way out of a room (their `reason` / `Reason`).
+RESULT_REASONS = {
+    CloseReason.REMOVED: "removed",
+    CloseReason.REPLACED: "replaced",
+    CloseReason.DISMISSED: "dismissed",
+    CloseReason.ENDED_BY_SERVER: "ended_by_server",
+    CloseReason.ERROR: "room_error",
+    CloseReason.EXITED: "exited",
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -183,6 +197,11 @@ class RoomClosed:
     reason: CloseReason
     code: int = 0
     message: str = ""
+
+    @property
+    def result_reason(self) -> str:
+        """What a function's result says for this close (RESULT_REASONS)."""
+        return RESULT_REASONS[self.reason]
 
 
 Event = Union[

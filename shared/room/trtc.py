@@ -694,11 +694,12 @@ class TRTCRoom(Room):
             self._entered.set()
         elif state is _State.IN_ROOM:
             # We did not call ExitRoom, yet the SDK left the room. liteav's OnExitRoom() carries no
-            # reason (the client SDKs' onExitRoom(reason=2) has no server-SDK counterpart): when the
-            # server dismisses the room, the SDK just reports OnExitRoom. A removal comes as
-            # OnError(-205) first and has already closed the room as REMOVED, so what remains is a
-            # dismissal.
-            self._closed_by_itself(RoomClosed(CloseReason.DISMISSED, 0, "the room was dismissed"))
+            # reason (the client SDKs' onExitRoom(reason=2) has no server-SDK counterpart), and the
+            # SDK's threads do not order it against OnError: a removal that came as OnError(-205)
+            # first has closed the room as REMOVED already; anything else claims only what is known.
+            self._closed_by_itself(RoomClosed(CloseReason.ENDED_BY_SERVER, 0,
+                                              "the server ended our stay in the room (OnExitRoom; a dismissal "
+                                              "arrives this way)"))
 
     def _on_video_channel(self, stream_type: Any, created: bool) -> None:
         if stream_type == self._sdk.STREAM_TYPE_VIDEO_HIGH:

@@ -253,11 +253,11 @@ def test_removal_becomes_room_closed_removed_and_nothing_follows_it(trtc):
     assert e.value.code == ERR_BANNED_BY_SERVER
 
 
-def test_an_unrequested_exit_is_a_dismissal(trtc):
+def test_an_unrequested_exit_claims_only_that_the_server_ended_it(trtc):
     room, sdk = trtc("alice", next(_rooms))
     sdk.fake_clouds[0].fake_deliver("OnExitRoom")
     closed, _ = wait_for(room, lambda e: isinstance(e, RoomClosed))
-    assert closed.reason is CloseReason.DISMISSED
+    assert closed.reason is CloseReason.ENDED_BY_SERVER and closed.result_reason == "ended_by_server"
 
 
 def test_other_errors_in_the_room_close_it_with_their_code(trtc):
