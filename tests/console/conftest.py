@@ -22,7 +22,11 @@ CHROMIUM_PATHS = ("/usr/bin/chromium", "/usr/bin/chromium-browser")
 
 @pytest.fixture(scope="session")
 def cloud(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCloud]:
-    c = LocalCloud(CloudConfig(state_dir=tmp_path_factory.mktemp("console-cloud"), shutdown_grace_s=3.0)).start()
+    # Session-scoped, so made before the per-test environment: the clips under the session's temp
+    # dir are named as local sources here (the functions get LOCAL_SOURCE_DIRS when the cloud starts).
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("LOCAL_SOURCE_DIRS", str(tmp_path_factory.getbasetemp()))
+        c = LocalCloud(CloudConfig(state_dir=tmp_path_factory.mktemp("console-cloud"), shutdown_grace_s=3.0)).start()
     yield c
     c.stop()
 
