@@ -191,7 +191,8 @@ def test_a_recording_and_a_push_end_to_end_through_event_invoke(entry_servers, r
         cfs = tmp_path / "cfs"
         cfs.mkdir()
         env = {**room_service.env, "COS_ENDPOINT": cos.endpoint_url, "CFS_PATH": str(cfs), "PACING_SPEED": "2",
-               "SOURCE_ALLOWLIST": "127.0.0.0/8,localhost", "CALLBACK_ALLOWLIST": "127.0.0.0/8,localhost"}
+               "SOURCE_ALLOWLIST": "127.0.0.0/8,localhost", "CALLBACK_ALLOWLIST": "127.0.0.0/8,localhost",
+               "LOCAL_SOURCE_DIRS": str(tmp_path)}
         recorder = entry_servers("record_stream", env)
         pusher = entry_servers("push_stream", env)
         record_event = {"SdkAppId": room_service.sdk_app_id, "RoomId": room, "UserId": "recorder",
@@ -239,7 +240,8 @@ def test_sigterm_during_a_push_saves_the_checkpoint_answers_terminated_and_exits
     room = next(_rooms)
     clip = make_clip(tmp_path / "clip10.mp4", duration=10.0, width=160, height=120, fps=25)
     server = entry_servers("push_stream", {**room_service.env, "PACING_SPEED": "1",
-                                           "SOURCE_ALLOWLIST": "127.0.0.0/8,localhost"})
+                                           "SOURCE_ALLOWLIST": "127.0.0.0/8,localhost",
+                                           "REDIS_ALLOWLIST": "127.0.0.0/8,localhost", "LOCAL_SOURCE_DIRS": str(tmp_path)})
     client = redis.Redis(host=redis_server.host, port=redis_server.port, decode_responses=True)
     key = checkpoint_key(room_service.sdk_app_id, RoomRef(room), str(clip))
     event = {"videoSrc": str(clip), "sdkAppId": room_service.sdk_app_id, "roomId": room, "userId": "pusher",
