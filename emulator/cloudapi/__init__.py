@@ -3,7 +3,7 @@
 Each emulated service registers its actions (`CloudApi.register`); the real tencentcloud-sdk-python
 clients reach them through HttpProfile(endpoint="127.0.0.1:PORT", protocol="http").
 """
-from .errors import ApiError
+from .exceptions import ApiError
 from .server import CloudApi
 
 __all__ = ["ApiError", "CloudApi"]

@@ -11,7 +11,7 @@ from urllib.parse import parse_qsl, urlsplit
 
 from shared.gateway import UserError, parse_json
 
-from .errors import ApiError
+from .exceptions import ApiError
 from .signature import verify
 
 log = logging.getLogger("emulator.cloudapi")

@@ -11,7 +11,7 @@ from emulator.cloudapi import ApiError
 from emulator.scf import responses as scf_api
 from emulator.scf.exceptions import ScfError
 from emulator.scf.models import Scf
-from emulator.trtc import api as trtc_api
+from emulator.trtc import responses as trtc_api
 from emulator.trtc.models import Rooms
 from emulator.trtc import signature as usersig
 

@@ -15,9 +15,9 @@ from typing import Any
 from emulator.cloudapi import CloudApi
 from . import signature as _usersig
 
-from . import api
+from . import responses as api
 from .models import DEFAULT_DISMISS_AFTER_S, Rooms
-from .server import RoomServer
+from .room_server import RoomServer
 
 DEFAULT_SDK_APP_ID = 1400000001
 DEFAULT_SDK_SECRET_KEY = "emulator-sdk-secret-key-0123456789abcdef"

@@ -26,7 +26,7 @@ from moto.moto_server.werkzeug_app import create_backend_app
 from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
 from werkzeug.test import run_wsgi_app
 
-from .errors import CosError, error_xml, new_request_id
+from .exceptions import CosError, error_xml, new_request_id
 from .models import CosState, Fault, RequestRecord
 from .signature import Credential, verify
 
