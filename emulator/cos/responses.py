@@ -26,13 +26,13 @@ from moto.moto_server.werkzeug_app import create_backend_app
 from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
 from werkzeug.test import run_wsgi_app
 
+from . import urls
 from .exceptions import CosError, error_xml, new_request_id
 from .models import CosState, Fault, RequestRecord
 from .signature import Credential, verify
 
 log = logging.getLogger("emulator.cos")
 
-COS_HOST = re.compile(r"^(?P<bucket>[a-z0-9][a-z0-9-]*)\.cos\.(?P<region>[a-z0-9-]+)\.myqcloud\.com$")
 MAX_BODY = 5 * 1024**3  # COS's single-request ceiling
 
 StartResponse = Callable[..., Any]
@@ -103,11 +103,7 @@ class CosApp:
             return fail(CosError(fault.code, fault.message, fault.status))
 
         try:
-            m = COS_HOST.match(host)
-            if m:
-                bucket = m.group("bucket")
-                if bucket != self.state.bucket or m.group("region") != self.state.region:
-                    raise CosError("NoSuchBucket", "The specified bucket does not exist.", 404)
+            bucket = urls.bucket_for(host, self.state)
             verify(method, path, query, headers, self.state.credentials)
             denial: Fault | None = self.state.faults.denial
             if denial is not None:
@@ -179,13 +175,7 @@ class CosApp:
         source = headers.get("x-cos-copy-source")
         if source is None:
             return env
-        host, _, path = source.decode("latin-1").partition("/")
-        m = COS_HOST.match(host.lower())
-        if not m or not path:
-            raise CosError("InvalidArgument", "x-cos-copy-source must be like "
-                                              "bucket-appid.cos.region.myqcloud.com/key", 400)
-        if m.group("bucket") != self.state.bucket or m.group("region") != self.state.region:
-            raise CosError("NoSuchBucket", "The source bucket does not exist.", 404)
+        path = urls.copy_source_key(source.decode("latin-1"), self.state)
         env["HTTP_X_AMZ_COPY_SOURCE"] = f"/{self.state.moto_bucket}/{path}"
         for cos, amz in (("x-cos-copy-source-range", "HTTP_X_AMZ_COPY_SOURCE_RANGE"),
                          ("x-cos-metadata-directive", "HTTP_X_AMZ_METADATA_DIRECTIVE")):
@@ -220,7 +210,7 @@ class CosApp:
                 close()
         # moto names its bucket and S3's host in Location headers and XML bodies; answer with
         # the COS bucket and domain (never touching an object's own bytes).
-        renames = [(f"{internal}.s3.amazonaws.com", f"{bucket}.cos.{self.state.region}.myqcloud.com"),
+        renames = [(f"{internal}.s3.amazonaws.com", urls.host_of(self.state)),
                    (internal, bucket)]
         out = list(headers.items())
         for old, new in renames:
