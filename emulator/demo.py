@@ -14,13 +14,11 @@ Exit code 0 on success; 1 with the reason (and the failing run's log tail) other
 from __future__ import annotations
 
 import contextlib
-import http.server
 import json
 import logging
 import random
 import sys
 import tempfile
-import threading
 import time
 from fractions import Fraction
 from pathlib import Path
@@ -30,6 +28,8 @@ import av
 import requests
 from av.filter import Graph
 
+from emulator.callbacks import CallbackReceiver
+from emulator.clients import cos_client, scf_client, trtc_client
 from emulator.cloud import CloudConfig, LocalCloud, read_info
 from emulator.trtc import usersig
 
@@ -138,77 +138,6 @@ def describe_media(path: Path) -> dict[str, Any]:
         raise DemoError(f"{path} does not decode: {e}") from None
 
 
-# --- the callback receiver -------------------------------------------------------------------------
-
-class CallbackReceiver:
-    """An HTTP server on loopback that keeps what is POSTed to it."""
-
-    def __init__(self) -> None:
-        self.bodies: list[dict[str, Any]] = []
-        self.arrived = threading.Event()
-        receiver = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def log_message(self, *args: Any) -> None:
-                pass
-
-            def do_POST(self) -> None:
-                raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-                try:
-                    receiver.bodies.append(json.loads(raw))
-                    receiver.arrived.set()
-                    self.send_response(200)
-                except ValueError:
-                    self.send_response(400)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-
-        self._server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._server.daemon_threads = True
-        threading.Thread(target=self._server.serve_forever, name="demo-callback", daemon=True).start()
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self._server.server_address[1]}/recording-done"
-
-    def stop(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-
-
-# --- clients ---------------------------------------------------------------------------------------
-
-def _tc_profile(info: dict[str, Any]) -> tuple[Any, Any]:
-    from tencentcloud.common import credential
-    from tencentcloud.common.profile.client_profile import ClientProfile
-    from tencentcloud.common.profile.http_profile import HttpProfile
-
-    http = HttpProfile(endpoint=info["cloudApiEndpoint"], protocol="http", reqTimeout=30)
-    return credential.Credential(info["secretId"], info["secretKey"]), ClientProfile(httpProfile=http)
-
-
-def scf_client(info: dict[str, Any]) -> Any:
-    from tencentcloud.scf.v20180416 import scf_client as m
-
-    cred, profile = _tc_profile(info)
-    return m.ScfClient(cred, info["cos"]["region"], profile)
-
-
-def trtc_client(info: dict[str, Any]) -> Any:
-    from tencentcloud.trtc.v20190722 import trtc_client as m
-
-    cred, profile = _tc_profile(info)
-    return m.TrtcClient(cred, info["cos"]["region"], profile)
-
-
-def cos_client(info: dict[str, Any]) -> Any:
-    from qcloud_cos import CosConfig, CosS3Client
-
-    cos = info["cos"]
-    return CosS3Client(CosConfig(IP=cos["ip"], Port=cos["port"], Region=cos["region"], Scheme="http",
-                                 SecretId=info["secretId"], SecretKey=info["secretKey"]), retry=1)
-
-
 # --- the story -------------------------------------------------------------------------------------
 
 class Demo:
@@ -217,8 +146,8 @@ class Demo:
         self.owns_cloud = owns_cloud
         self.out = out
         self.gateway = info["gateway"]
-        self.scf = scf_client(info)
-        self.trtc = trtc_client(info)
+        self.scf = scf_client(info, region=info["cos"]["region"])
+        self.trtc = trtc_client(info, region=info["cos"]["region"])
         stamp = time.strftime("%Y%m%d-%H%M%S")
         self.dir = Path(info["stateDir"]) / "demo" / stamp
         self.room_id = random.randint(100_000, 999_999)
@@ -331,7 +260,7 @@ class Demo:
         clip_info = describe_media(clip)
         say(f"made the test clip {clip}: {_streams(clip_info)}, {clip_info['duration']:.1f} s")
 
-        receiver = CallbackReceiver()
+        receiver = CallbackReceiver(path="/recording-done").start()
         try:
             self._story(clip, clip_info, receiver)
         finally:
@@ -386,9 +315,10 @@ class Demo:
         req2.SdkAppId, req2.RoomId, req2.UserIds = info["sdkAppId"], self.room_id, [RECORDER]
         self.trtc.RemoveUser(req2)
         say(f"TrtcClient.RemoveUser(room {self.room_id}, [{RECORDER}]) sent; waiting for the callback")
-        if not receiver.arrived.wait(40):
-            raise DemoError(f"no callback within 40 s; the recording's log ends with:\n{self.log_tail(record_id)}")
-        callback = receiver.bodies[0]
+        try:
+            callback = receiver.wait_for(1, timeout=40)[0].json
+        except TimeoutError:
+            raise DemoError(f"no callback within 40 s; the recording's log ends with:\n{self.log_tail(record_id)}") from None
         record_run = self.wait_ended(record_id, "the recording", 20)
         say(f"callback received: {json.dumps(_short(callback))}")
 
@@ -396,7 +326,7 @@ class Demo:
         if not files or any(f.get("Status") != 1 for f in files):
             raise DemoError(f"the recording did not report an uploaded file for {PUSHER}: {json.dumps(callback)[:500]}")
         recordings = []
-        cos = cos_client(info)
+        cos = cos_client(info, retry=1)
         for f in files:
             from shared.record.storage import parse_cos_url
 

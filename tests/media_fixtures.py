@@ -31,6 +31,8 @@ import av
 import pytest
 from av.filter import Graph
 
+from emulator.httpserver import HttpServer
+
 # --- clips ---------------------------------------------------------------------------------------
 
 
@@ -541,7 +543,8 @@ class MediaHTTPServer:
 
     def __init__(self, root: str | os.PathLike, live_speed: float = 1.0):
         self.root = Path(root)
-        self._httpd = _Server(("127.0.0.1", 0), _Handler)
+        self._http = HttpServer(_Handler, name="media-http", poll_interval=0.1, server_class=_Server)
+        self._httpd: _Server = self._http.server  # type: ignore[assignment]
         self._httpd.root = self.root
         self._httpd.stopping = threading.Event()
         self._httpd.live_started = {}
@@ -549,9 +552,7 @@ class MediaHTTPServer:
         self._httpd.dropped = set()
         self._httpd.lock = threading.Lock()
         self._httpd.requests = []
-        self.port = self._httpd.server_address[1]
-        self._thread = threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.1},
-                                        daemon=True, name="media-http")
+        self.port = self._http.port
 
     def requests(self, path: str) -> list[str | None]:
         """The Range header of each request made for `path` so far (None: no Range)."""
@@ -562,14 +563,12 @@ class MediaHTTPServer:
         return f"http://127.0.0.1:{self.port}/{path.lstrip('/')}"
 
     def start(self) -> "MediaHTTPServer":
-        self._thread.start()
+        self._http.start()
         return self
 
     def stop(self) -> None:
-        self._httpd.stopping.set()
-        self._httpd.shutdown()
-        self._httpd.server_close()
-        self._thread.join(5)
+        self._httpd.stopping.set()  # a stalled answer ends rather than hold the stop up
+        self._http.stop()
 
 
 @pytest.fixture(scope="session")

@@ -31,7 +31,6 @@ import sys
 import tempfile
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -266,40 +265,6 @@ def bench_rss(minutes: int) -> list[str]:
 # --- (c) stop to callback --------------------------------------------------------------------------
 
 
-class _Receiver:
-    def __init__(self) -> None:
-        self.arrivals: list[tuple[float, dict]] = []
-        self.cond = threading.Condition()
-        receiver = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args: Any) -> None:
-                pass
-
-            def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-                with receiver.cond:
-                    receiver.arrivals.append((time.monotonic(), json.loads(body)))
-                    receiver.cond.notify_all()
-                self.send_response(200)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/cb"
-
-    def wait(self, count: int, timeout: float) -> tuple[float, dict]:
-        end = time.monotonic() + timeout
-        with self.cond:
-            while len(self.arrivals) < count:
-                left = end - time.monotonic()
-                if left <= 0:
-                    raise RuntimeError("no callback")
-                self.cond.wait(left)
-            return self.arrivals[count - 1]
-
-
 class _Capture:
     """Keeps the recorder's log records (instead of printing them) to read its upload time."""
 
@@ -324,6 +289,7 @@ class _Capture:
 
 def bench_latency(runs: int = 3) -> list[str]:
     capture = _Capture()  # before any logger is made, so the JSON lines stay off the terminal
+    from emulator.callbacks import CallbackReceiver
     from emulator.cos import CosService
     from emulator.trtc import RoomService
     from shared.room import EnterParams, Role, RoomRef, VideoFormat
@@ -338,7 +304,7 @@ def bench_latency(runs: int = 3) -> list[str]:
     with tempfile.TemporaryDirectory(prefix="bench-record-cb-") as tmp, \
             RoomService(1400000001, "bench-sdk-secret-key-0123456789abcdef") as rooms, \
             CosService(state_dir=str(Path(tmp) / "cos")) as cos:
-        receiver = _Receiver()
+        receiver = CallbackReceiver(path="/cb").start()
         os.environ.update({**rooms.env, "COS_ENDPOINT": cos.endpoint_url, "CFS_PATH": str(Path(tmp) / "cfs"),
                            "CALLBACK_ALLOWLIST": "127.0.0.0/8"})
         client = rooms.trtc_client()
@@ -373,14 +339,15 @@ def bench_latency(runs: int = 3) -> list[str]:
             req.SdkAppId, req.RoomId, req.UserIds = rooms.sdk_app_id, room_id, ["recorder"]
             removed = time.monotonic()
             client.RemoveUser(req)
-            arrived, body = receiver.wait(n + 1, 30)
+            got = receiver.wait_for(n + 1, 30)[-1]
+            arrived, body = got.arrived_at, got.json
             t.join(30)
             anchor.exit()
             assert body["Files"] and body["Files"][0]["Status"] == 1, body
             upload_s = capture.last("recording stopped")["upload_s"]
             uploads.append(upload_s)
             lat.append(arrived - removed - upload_s)
-        receiver.server.shutdown()
+        receiver.stop()
     ok = "ok" if max(lat) <= TARGET_STOP_TO_CALLBACK_S else "OVER"
     return [f"(c) stop-to-callback latency without the upload, Mode 02, 3 s recordings, {runs} runs "
             f"(RemoveUser sent -> callback received, minus the logged upload time)",
