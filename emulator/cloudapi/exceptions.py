@@ -1,4 +1,5 @@
-"""Errors with API 3.0 codes; the server turns them into {"Response": {"Error": ..., "RequestId": ...}}."""
+"""Errors with API 3.0 codes; the server turns them into {"Response": {"Error": ..., "RequestId": ...}}.
+A missing or bad parameter's error is made by the parser (responses.CloudApiResponse)."""
 from __future__ import annotations
 
 
@@ -10,10 +11,3 @@ class ApiError(Exception):
         # API 3.0 answers errors with HTTP 200 and the error in the body, as the real service does.
         self.status = status
 
-
-def missing(name: str) -> ApiError:
-    return ApiError("MissingParameter", f"The request is missing a required parameter `{name}`.")
-
-
-def invalid(name: str, why: str) -> ApiError:
-    return ApiError("InvalidParameterValue", f"The value of parameter `{name}` is invalid: {why}")

@@ -16,7 +16,7 @@ from emulator.clients import trtc_client
 from emulator.cloudapi import CloudApi
 
 from . import signature as _usersig
-from . import responses as api
+from . import urls
 from .models import DEFAULT_DISMISS_AFTER_S, Rooms
 from .room_server import RoomServer
 
@@ -40,7 +40,7 @@ class RoomService:
             cloud_api = CloudApi(secret_id or "AKIDemulator" + secrets.token_hex(8),
                                  secret_key or secrets.token_hex(16), host=host)
         self.cloud_api = cloud_api
-        api.register(cloud_api, self.rooms)
+        urls.register(cloud_api, self.rooms)
 
     # --- lifecycle ---------------------------------------------------------------------------
 

@@ -93,7 +93,7 @@ def test_malformed_message_closes_only_that_connection(room_service, busy_room, 
     peer = RawPeer(room_service.address)
     peer.enter(room_service, rid, "rogue")
     wait_for(b, lambda e: e == UserEntered("rogue"))
-    with caplog.at_level(logging.WARNING, logger="emulator.trtc.server"):
+    with caplog.at_level(logging.WARNING, logger="emulator.trtc.room_server"):
         peer.sock.sendall(garbage)
         said = peer.messages_until_closed()
     peer.close()
