@@ -20,14 +20,13 @@ import random
 import sys
 import tempfile
 import time
-from fractions import Fraction
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
 import av
 import requests
-from av.filter import Graph
 
+from emulator import media
 from emulator.callbacks import CallbackReceiver
 from emulator.clients import cos_client, scf_client, trtc_client
 from emulator.cloud import CloudConfig, LocalCloud, read_info
@@ -62,78 +61,16 @@ class Out:
 
 # --- the clip ----------------------------------------------------------------------------------------
 
-def _pull_all(graph: Graph) -> list[Any]:
-    frames = []
-    while True:
-        try:
-            frames.append(graph.pull())
-        except (av.error.EOFError, av.error.BlockingIOError, EOFError):
-            return frames
+def make_clip(path: Path) -> Path:
+    """FFmpeg's testsrc2 pattern (with a running counter) and a tone, H.264 + AAC stereo in MP4."""
+    w, h = CLIP_SIZE
+    return media.make_clip(path, duration=CLIP_SECONDS, width=w, height=h, fps=CLIP_FPS, gop=CLIP_FPS)
 
 
-def _graph(chain: list[tuple[str, dict[str, str]]]) -> Graph:
-    g = Graph()
-    nodes = [g.add(name, **args) for name, args in chain]
-    for a, b in zip(nodes, nodes[1:]):
-        a.link_to(b)
-    g.configure()
-    return g
-
-
-def make_clip(path: Path, seconds: float = CLIP_SECONDS, size: tuple[int, int] = CLIP_SIZE,
-              fps: int = CLIP_FPS) -> Path:
-    """FFmpeg's testsrc2 pattern (with a running counter) and a 440 Hz tone, H.264 + AAC in MP4."""
-    w, h = size
-    video = _pull_all(_graph([("testsrc2", {"size": f"{w}x{h}", "rate": str(fps), "duration": str(seconds)}),
-                              ("format", {"pix_fmts": "yuv420p"}), ("buffersink", {})]))
-    audio = _pull_all(_graph([("aevalsrc", {"exprs": "0.4*sin(440*2*PI*t)|0.4*sin(660*2*PI*t)",
-                                            "sample_rate": "48000", "channel_layout": "stereo",
-                                            "duration": str(seconds), "nb_samples": "1024"}),
-                              ("aformat", {"sample_fmts": "fltp"}), ("abuffersink", {})]))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    out = av.open(str(path), "w", options={"movflags": "+faststart"})
-    vs = out.add_stream("libx264", rate=fps, options={"preset": "ultrafast", "profile": "baseline"})
-    vs.width, vs.height, vs.pix_fmt = w, h, "yuv420p"
-    vs.codec_context.gop_size = fps
-    as_ = out.add_stream("aac", rate=48000)
-    as_.layout = "stereo"
-    items: list[tuple[float, int, Any]] = []
-    for i, f in enumerate(video):
-        f.pts, f.time_base = i, Fraction(1, fps)
-        f.pict_type = av.video.frame.PictureType.NONE
-        items.append((i / fps, 0, f))
-    t = 0
-    for f in audio:
-        f.pts, f.time_base = t, Fraction(1, 48000)
-        items.append((t / 48000, 1, f))
-        t += f.samples
-    items.sort(key=lambda x: (x[0], x[1]))
-    for _, kind, f in items:
-        out.mux((vs if kind == 0 else as_).encode(f))
-    out.mux(vs.encode(None))
-    out.mux(as_.encode(None))
-    out.close()
-    return path
-
-
-def describe_media(path: Path) -> dict[str, Any]:
-    """Codecs, duration and the frames that actually decode (every packet is decoded)."""
+def describe_media(path: Path) -> media.Probe:
+    """Codecs, duration and the frames that actually decode (every frame is decoded)."""
     try:
-        with av.open(str(path)) as c:
-            streams = {s.index: s for s in c.streams if s.type in ("audio", "video")}
-            decoded = {"audio": 0, "video": 0}
-            for packet in c.demux(*streams.values()):
-                for frame in packet.decode():
-                    decoded[packet.stream.type] += 1
-            info: dict[str, Any] = {"duration": (c.duration or 0) / 1_000_000, "frames": decoded, "streams": []}
-            for s in streams.values():
-                desc = {"type": s.type, "codec": s.codec_context.name}
-                if s.type == "video":
-                    desc.update(width=s.codec_context.width, height=s.codec_context.height)
-                else:
-                    desc.update(rate=s.codec_context.sample_rate, channels=s.codec_context.channels)
-                info["streams"].append(desc)
-            return info
+        return media.probe(path)
     except av.error.FFmpegError as e:
         raise DemoError(f"{path} does not decode: {e}") from None
 
@@ -258,7 +195,7 @@ class Demo:
 
         clip = make_clip(self.dir / "clip.mp4")
         clip_info = describe_media(clip)
-        say(f"made the test clip {clip}: {_streams(clip_info)}, {clip_info['duration']:.1f} s")
+        say(f"made the test clip {clip}: {_streams(clip_info)}, {clip_info.duration_s:.1f} s")
 
         receiver = CallbackReceiver(path="/recording-done").start()
         try:
@@ -266,7 +203,7 @@ class Demo:
         finally:
             receiver.stop()
 
-    def _story(self, clip: Path, clip_info: dict[str, Any], receiver: CallbackReceiver) -> None:
+    def _story(self, clip: Path, clip_info: media.Probe, receiver: CallbackReceiver) -> None:
         say = self.out.say
         info = self.info
         push_id = self.post("push_stream", self.push_params(clip))
@@ -292,7 +229,7 @@ class Demo:
             self.ensure_running(record_id, "the recording")
             # The push's checkpoint in Redis (written every second) and the recorder's growing file.
             cp = self.checkpoint(clip)
-            say(f"  push at {float(cp.get('position') or 0):4.1f} s of {clip_info['duration']:.1f} s "
+            say(f"  push at {float(cp.get('position') or 0):4.1f} s of {clip_info.duration_s:.1f} s "
                 f"(Redis {cp.get('status') or 'no record yet'}) | recording: {self.recorded_bytes() // 1024} KB on disk")
 
         # Stop the push gracefully: SIGTERM, it writes its last checkpoint and leaves the room.
@@ -333,13 +270,13 @@ class Demo:
             bucket, _, key = parse_cos_url(f["RecordFile"])
             local = self.dir / Path(key).name
             cos.download_file(Bucket=bucket, Key=key, DestFilePath=str(local))
-            media = describe_media(local)
-            codecs = {s["type"]: s["codec"] for s in media["streams"]}
-            if codecs.get("video") != "h264" or codecs.get("audio") != "aac" or media["duration"] < 1.0:
-                raise DemoError(f"{local} is not the expected H.264 + AAC recording: {media}")
-            if not media["frames"]["video"] or not media["frames"]["audio"]:
-                raise DemoError(f"{local} has no decodable frames: {media}")
-            recordings.append((f, key, local, media))
+            found = describe_media(local)
+            codecs = {s["type"]: s["codec"] for s in found.streams}
+            if codecs.get("video") != "h264" or codecs.get("audio") != "aac" or found.duration_s < 1.0:
+                raise DemoError(f"{local} is not the expected H.264 + AAC recording: {found}")
+            if not found.video_frames or not found.audio_frames:
+                raise DemoError(f"{local} has no decodable frames: {found}")
+            recordings.append((f, key, local, found))
 
         # The second push of the same clip resumes where the first one stopped.
         push2_id = self.post("push_stream", self.push_params(clip))
@@ -363,27 +300,27 @@ class Demo:
 
         self._summary(clip, clip_info, push_id, push_result, record_id, record_run, recordings, push2_id, push2)
 
-    def _summary(self, clip: Path, clip_info: dict[str, Any], push_id: str, push: dict[str, Any], record_id: str,
-                 record_run: dict[str, Any], recordings: list[tuple[dict[str, Any], str, Path, dict[str, Any]]],
+    def _summary(self, clip: Path, clip_info: media.Probe, push_id: str, push: dict[str, Any], record_id: str,
+                 record_run: dict[str, Any], recordings: list[tuple[dict[str, Any], str, Path, media.Probe]],
                  push2_id: str, push2: dict[str, Any]) -> None:
         runs_dir = Path(self.info["runsDir"])
         lines = [
             "",
             "=== demo summary ===",
             f"clip        {clip}",
-            f"            {_streams(clip_info)}, {clip_info['duration']:.2f} s",
+            f"            {_streams(clip_info)}, {clip_info.duration_s:.2f} s",
             f"push #1     {push_id}: terminated at {push.get('position', 0):.2f} s, "
             f"{(push.get('framesSent') or {}).get('video', 0)} video / {(push.get('framesSent') or {}).get('audio', 0)} "
             f"audio frames sent",
             f"recording   {record_id}: {record_run['status']}, {_body(record_run.get('result')).get('Message', '')}",
         ]
-        for f, key, local, media in recordings:
+        for f, key, local, found in recordings:
             lines += [
                 f"  file      {f['RecordFile']}",
                 f"            COS bucket {self.info['cos']['bucket']}, key {key}",
                 f"            downloaded to {local}",
-                f"            {_streams(media)}, {media['duration']:.2f} s, decoded "
-                f"{media['frames']['video']} video + {media['frames']['audio']} audio frames",
+                f"            {_streams(found)}, {found.duration_s:.2f} s, decoded "
+                f"{found.video_frames} video + {found.audio_frames} audio frames",
             ]
         lines += [
             f"push #2     {push2_id}: resumed from {float(push2['resumedFrom']):.2f} s, finished at "
@@ -407,9 +344,9 @@ def _body(result: Any) -> dict[str, Any]:
     return result if isinstance(result, dict) else {}
 
 
-def _streams(media: dict[str, Any]) -> str:
+def _streams(found: media.Probe) -> str:
     parts = []
-    for s in media["streams"]:
+    for s in found.streams:
         if s["type"] == "video":
             parts.append(f"{s['codec']} {s['width']}x{s['height']}")
         else:

@@ -1,9 +1,6 @@
-"""Media made by PyAV, and servers that hand it out on 127.0.0.1 (reusable by every test suite).
+"""The tests' media fixtures and the servers that hand media out on 127.0.0.1 (reusable by every
+test suite); the media itself is made by emulator/media.py (make_clip, make_gray_clip, make_hls...).
 
-- `make_clip(path, ...)`: a short test pattern + tone in any container/codec mix the project meets
-  (H.264 with or without B-frames, odd sizes, variable frame rate, 5.1, 8 kHz mono, audio only...).
-- `make_gray_clip(path, ...)`: flat gray pictures whose level (`gray_level(second)`) changes every
-  second, so that a picture read back (a canvas, a screenshot) tells the clip's time.
 - `Clips`: a per-session cache of named clips (`clips.get("tone_pattern")`); the `clips` fixture.
 - `MediaHTTPServer`: files with Range requests, a stalling route, a live HLS playlist that grows,
   an HTTP-FLV live stream; 404 for anything else. The `media_http` fixture.
@@ -13,7 +10,6 @@ Import the fixtures into a conftest with `from tests.media_fixtures import clips
 """
 from __future__ import annotations
 
-import heapq
 import http.server
 import os
 import re
@@ -23,234 +19,15 @@ import struct
 import threading
 import time
 from dataclasses import dataclass
-from fractions import Fraction
 from pathlib import Path
 from typing import Iterator
 
-import av
 import pytest
-from av.filter import Graph
 
 from emulator.httpserver import HttpServer
+from emulator.media import corrupt_middle, make_clip, make_gray_clip, make_hls, truncate
 
 # --- clips ---------------------------------------------------------------------------------------
-
-
-def _pull_all(graph: Graph) -> Iterator:
-    while True:
-        try:
-            yield graph.pull()
-        except (av.error.EOFError, av.error.BlockingIOError, EOFError):
-            return
-
-
-def pattern_frames(width: int, height: int, fps: int, duration: float) -> Iterator[av.VideoFrame]:
-    """FFmpeg's testsrc2 (moving pattern with a frame counter), yuv420p, made as they are pulled."""
-    g = Graph()
-    src = g.add("testsrc2", size=f"{width + width % 2}x{height + height % 2}", rate=str(fps),
-                duration=str(duration))
-    chain = [src]
-    if width % 2 or height % 2:
-        chain.append(g.add("scale", w=str(width), h=str(height)))
-    chain.append(g.add("format", pix_fmts="yuv420p"))
-    chain.append(g.add("buffersink"))
-    for a, b in zip(chain, chain[1:]):
-        a.link_to(b)
-    g.configure()
-    return _pull_all(g)
-
-
-def tone_frames(rate: int, layout: str, duration: float, fmt: str = "fltp") -> Iterator[av.AudioFrame]:
-    """A different sine per channel (440 Hz, 550 Hz, ...) so a downmix is audible."""
-    n = av.AudioLayout(layout).nb_channels
-    exprs = "|".join(f"0.5*sin({440 + 110 * i}*2*PI*t)" for i in range(n))
-    g = Graph()
-    src = g.add("aevalsrc", exprs=exprs, sample_rate=str(rate), channel_layout=layout,
-                duration=str(duration), nb_samples="1024")
-    fm = g.add("aformat", sample_fmts=fmt)
-    sink = g.add("abuffersink")
-    src.link_to(fm)
-    fm.link_to(sink)
-    g.configure()
-    return _pull_all(g)
-
-
-VIDEO_CODECS = {
-    # name: (encoder, options)
-    "h264": ("libx264", {"preset": "ultrafast", "profile": "baseline", "tune": "zerolatency"}),
-    "h264-bframes": ("libx264", {"preset": "veryfast", "profile": "main",
-                                 "x264-params": "bframes=2:b-adapt=0:b-pyramid=none"}),
-    "mpeg4": ("mpeg4", {}),
-    "vp8": ("libvpx", {"deadline": "realtime", "cpu-used": "8"}),
-    "vp9": ("libvpx-vp9", {"deadline": "realtime", "cpu-used": "8"}),
-}
-AUDIO_CODECS = {"aac": ("aac", "fltp"), "mp3": ("libmp3lame", "s16p"), "opus": ("libopus", "s16")}
-
-
-def make_clip(
-    path: str | os.PathLike,
-    *,
-    duration: float = 2.0,
-    video: str | None = "h264",
-    width: int = 160,
-    height: int = 120,
-    fps: int = 25,
-    gop: int = 25,
-    audio: str | None = "aac",
-    rate: int = 48000,
-    layout: str = "stereo",
-    fmt: str | None = None,
-    faststart: bool = True,
-    vfr: bool = False,
-    options: dict[str, str] | None = None,
-) -> Path:
-    """Write a test pattern + tone clip; the container comes from the suffix unless `fmt` is given.
-
-    vfr: frame intervals cycle through 20, 40, 60, 80 ms (timestamps in ms).
-    faststart: moov at the front for mp4/mov/m4a (False leaves it at the end, FFmpeg's default).
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    opts = dict(options or {})
-    if faststart and path.suffix in (".mp4", ".mov", ".m4a"):
-        opts.setdefault("movflags", "+faststart")
-    out = av.open(str(path), "w", format=fmt, options=opts)
-    vs = as_ = None
-    video_items: Iterator = iter(())
-    audio_items: Iterator = iter(())
-    if video:
-        enc, vopts = VIDEO_CODECS[video]
-        vs = out.add_stream(enc, rate=fps, options=dict(vopts))
-        vs.width, vs.height, vs.pix_fmt = width, height, "yuv420p"
-        vs.codec_context.gop_size = gop
-        if vfr:
-            vs.codec_context.time_base = Fraction(1, 1000)
-            vs.time_base = Fraction(1, 1000)
-
-        def video_gen() -> Iterator:
-            t_ms = 0
-            for i, f in enumerate(pattern_frames(width, height, fps, duration)):
-                f.pict_type = av.video.frame.PictureType.NONE
-                if vfr:
-                    if t_ms >= duration * 1000:
-                        return
-                    f.pts, f.time_base = t_ms, Fraction(1, 1000)
-                    yield t_ms / 1000, 1, f
-                    t_ms += (20, 40, 60, 80)[i % 4]
-                else:
-                    f.pts, f.time_base = i, Fraction(1, fps)
-                    yield i / fps, 1, f
-
-        video_items = video_gen()
-    if audio:
-        enc, sfmt = AUDIO_CODECS[audio]
-        as_ = out.add_stream(enc, rate=rate)
-        as_.layout = layout
-        as_.format = sfmt
-
-        def audio_gen() -> Iterator:
-            t = 0
-            for f in tone_frames(rate, layout, duration, sfmt):
-                f.pts, f.time_base = t, Fraction(1, rate)
-                yield t / rate, 0, f
-                t += f.samples
-
-        audio_items = audio_gen()
-    # Frames are made and encoded in time order, one at a time (a 1080p clip stays cheap).
-    for _, kind, f in heapq.merge(video_items, audio_items, key=lambda x: (x[0], x[1])):
-        out.mux((vs if kind == 1 else as_).encode(f))
-    for s in (vs, as_):
-        if s is not None:
-            out.mux(s.encode(None))
-    out.close()
-    return path
-
-
-GRAY_LEVELS = 12  # a gray clip's level repeats after this many seconds
-GRAY_STEP = 16
-
-
-def gray_level(second: int) -> int:
-    """The luma (Y, limited range) of a gray clip's pictures during its `second`-th second."""
-    return 32 + GRAY_STEP * (second % GRAY_LEVELS)
-
-
-def make_gray_clip(path: str | os.PathLike, *, duration: float = 12.0, width: int = 320, height: int = 240,
-                   fps: int = 25, audio: bool = True) -> Path:
-    """An H.264 (baseline, no B-frames, a key frame every second) + AAC tone MP4 whose pictures are
-    flat gray, the level changing every second (`gray_level`): a reader of any picture of it, a
-    screenshot included, knows which second of the clip it shows."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    out = av.open(str(path), "w", options={"movflags": "+faststart"})
-    enc, vopts = VIDEO_CODECS["h264"]
-    vs = out.add_stream(enc, rate=fps, options=dict(vopts))
-    vs.width, vs.height, vs.pix_fmt = width, height, "yuv420p"
-    vs.codec_context.gop_size = fps
-
-    def video_gen() -> Iterator:
-        for i in range(int(duration * fps)):
-            f = av.VideoFrame(width, height, "yuv420p")
-            for plane, value in zip(f.planes, (gray_level(i // fps), 128, 128)):
-                plane.update(bytes([value]) * plane.buffer_size)
-            f.pts, f.time_base = i, Fraction(1, fps)
-            # The first picture of every second is a key frame: a level starts on a clean picture.
-            f.pict_type = av.video.frame.PictureType.I if i % fps == 0 else av.video.frame.PictureType.NONE
-            yield i / fps, 1, f
-
-    as_ = None
-    audio_items: Iterator = iter(())
-    if audio:
-        as_ = out.add_stream("aac", rate=48000)
-        as_.layout, as_.format = "mono", "fltp"
-
-        def audio_gen() -> Iterator:
-            t = 0
-            for f in tone_frames(48000, "mono", duration, "fltp"):
-                f.pts, f.time_base = t, Fraction(1, 48000)
-                yield t / 48000, 0, f
-                t += f.samples
-
-        audio_items = audio_gen()
-    for _, kind, f in heapq.merge(video_gen(), audio_items, key=lambda x: (x[0], x[1])):
-        out.mux((vs if kind == 1 else as_).encode(f))
-    for s in (vs, as_):
-        if s is not None:
-            out.mux(s.encode(None))
-    out.close()
-    return path
-
-
-def make_hls(directory: str | os.PathLike, *, duration: float = 6.0, segment_s: int = 1, **clip) -> Path:
-    """An HLS VOD (index.m3u8 + seg_N.ts), H.264 + AAC, key frames on segment boundaries."""
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    fps = clip.get("fps", 25)
-    return make_clip(
-        directory / "index.m3u8", duration=duration, fmt="hls", gop=fps * segment_s, faststart=False,
-        options={"hls_time": str(segment_s), "hls_playlist_type": "vod", "hls_list_size": "0",
-                 "hls_segment_filename": str(directory / "seg_%d.ts")},
-        **clip)
-
-
-def truncate(src: Path, dst: Path, fraction: float) -> Path:
-    data = src.read_bytes()
-    dst.write_bytes(data[: int(len(data) * fraction)])
-    return dst
-
-
-def corrupt_middle(src: Path, dst: Path, spans: int = 6, span: int = 300) -> Path:
-    """Overwrite a few short spans in the middle of the media data with garbage."""
-    data = bytearray(src.read_bytes())
-    start = data.find(b"mdat")
-    start = start if start > 0 else len(data) // 4
-    end = len(data) if start > len(data) // 2 else len(data)
-    for i in range(spans):
-        at = start + (end - start) * (35 + 5 * i) // 100
-        data[at:at + span] = bytes((i * 37 + j * 101) % 251 for j in range(span))
-    dst.write_bytes(bytes(data))
-    return dst
-
 
 CLIP_RECIPES: dict[str, dict] = {
     # name: make_clip arguments (the file name's suffix picks the container)

@@ -21,9 +21,7 @@ from __future__ import annotations
 import argparse
 import fractions
 import json
-import math
 import os
-import array
 import resource
 import shutil
 import subprocess
@@ -32,15 +30,14 @@ import tempfile
 import threading
 import time
 from pathlib import Path
-from typing import Any
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 import av  # noqa: E402
 
-from shared.room import AUDIO_SAMPLE_RATE, AudioFrame, H264Frame, PixelFrame  # noqa: E402
-from shared.media.pixels import to_av_frame  # noqa: E402
+from emulator.media import h264_units, pcm_20ms  # noqa: E402
+from shared.room import AUDIO_SAMPLE_RATE, AudioFrame, H264Frame  # noqa: E402
 
 TARGET_CPU_RATIO = 1.1
 TARGET_CORE_SHARE = 0.05  # of one core per stream, for the modes that copy video
@@ -57,36 +54,14 @@ SOURCE_S = 20  # encoded once, then looped (at a key frame) for longer runs
 
 
 def make_units(seconds: int = SOURCE_S) -> list[H264Frame]:
-    """H.264 access units of a moving pattern, as the room hands them over (Annex-B, SPS/PPS on keys)."""
-    ctx = av.CodecContext.create("libx264", "w")
-    ctx.width, ctx.height, ctx.pix_fmt = WIDTH, HEIGHT, "yuv420p"
-    ctx.time_base = fractions.Fraction(1, 1000)
-    ctx.framerate = fractions.Fraction(FPS, 1)
-    ctx.gop_size = FPS * GOP_S
-    ctx.max_b_frames = 0
-    ctx.bit_rate = VIDEO_BITRATE
-    ctx.options = {"preset": "ultrafast", "tune": "zerolatency", "repeat-headers": "1"}
-    units: list[H264Frame] = []
-    row = bytes(range(256)) * (WIDTH // 256 + 2)
-    chroma = bytes([128]) * (2 * (WIDTH // 2) * (HEIGHT // 2))
-    noisy = HEIGHT // 8  # rows of noise at the bottom: something for the rate control to spend bits on
-    for i in range(seconds * FPS):
-        rows = [row[(i * 3 + r) % 256:(i * 3 + r) % 256 + WIDTH] for r in range(HEIGHT - noisy)]
-        picture = PixelFrame(b"".join(rows) + os.urandom(WIDTH * noisy) + chroma, WIDTH, HEIGHT, 0)
-        frame = to_av_frame(picture)
-        frame.pts = i * 1000 // FPS
-        units.extend(H264Frame(bytes(p), int(p.pts), bool(p.is_keyframe), int(p.dts)) for p in ctx.encode(frame))
-    units.extend(H264Frame(bytes(p), int(p.pts), bool(p.is_keyframe), int(p.dts)) for p in ctx.encode(None))
-    return units
+    """H.264 access units of FFmpeg's moving test pattern, as the room hands them over (Annex-B,
+    SPS/PPS on keys), at the bitrate a 360p anchor sends."""
+    return h264_units(seconds * FPS, WIDTH, HEIGHT, FPS, FPS * GOP_S, pictures="pattern", bitrate=VIDEO_BITRATE)
 
 
 def tone_second() -> list[bytes]:
     """One second of a 440 Hz tone as fifty 20 ms PCM frames (repeated: a whole number of periods)."""
-    pcm = array.array("h", (int(9000 * math.sin(2 * math.pi * 440 * n / AUDIO_SAMPLE_RATE))
-                            for n in range(AUDIO_SAMPLE_RATE)))
-    raw = pcm.tobytes()
-    step = AUDIO_SAMPLE_RATE // 50 * 2
-    return [raw[i:i + step] for i in range(0, len(raw), step)]
+    return [pcm_20ms(i) for i in range(50)]
 
 
 def stream(units: list[H264Frame], tone: list[bytes], seconds: int, audio: bool, video: bool):

@@ -14,7 +14,7 @@ from emulator.trtc import signature as usersig_lib
 from shared.record.storage import parse_cos_url
 from shared.room import EnterParams, PixelFrame, RemoteVideo, Role, RoomRef, VideoFormat
 from shared.room.local import LocalRoom
-from tests.media_fixtures import GRAY_LEVELS, gray_level
+from emulator.media import GRAY_LEVELS, gray_level
 
 from .conftest import APP, async_status, terminate, log_has, push_params, record_params, wait_for
 
@@ -229,7 +229,7 @@ def test_a_growing_hls_playlist_in_cos_plays_live_in_the_recordings_page(page: A
     """What a segmented recording leaves in COS while it runs: a playlist without an end that
     gains segments, then the end."""
     from emulator.clients import cos_client
-    from tests.media_fixtures import make_hls
+    from emulator.media import make_hls
 
     hls = make_hls(tmp_path / "hls", duration=5.0, segment_s=1)
     cos = cos_client(info)

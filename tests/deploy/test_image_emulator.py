@@ -13,7 +13,7 @@ import requests
 
 from emulator.clients import scf_client
 from emulator.cloud import CloudConfig, LocalCloud
-from tests.media_fixtures import make_clip
+from emulator.media import make_clip
 
 REPO = Path(__file__).resolve().parents[2]
 

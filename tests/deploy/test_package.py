@@ -14,7 +14,7 @@ import pytest
 
 from deploy import package
 from shared.record.storage import parse_cos_url
-from tests.media_fixtures import make_clip
+from emulator.media import make_clip
 
 _rooms = itertools.count(4_100_001)
 

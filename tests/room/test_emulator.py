@@ -19,7 +19,7 @@ from emulator.trtc import Rooms, RoomServer
 from shared.room import wire
 from shared.room.local import LocalRoom
 
-from . import media
+from emulator import media
 from .conftest import WAIT_S, wait_for
 
 _next_room = iter(range(800001, 900000))
