@@ -59,26 +59,19 @@ class CosService:
         self.secret_id = secret_id
         self.secret_key = secret_key
         self._host = host
-        self._port = port
-        self._http: HttpServer | None = None
+        # Bound (its port known) once made, as the other local servers; served from start().
+        self._http = HttpServer(CosApp(self.state), host, port, name="cos", poll_interval=0.1,
+                                request_handler=_QuietHandler)
 
     # --- lifecycle ------------------------------------------------------------------------------
 
     def start(self) -> "CosService":
         self.state.open()
-        try:
-            self._http = HttpServer(CosApp(self.state), self._host, self._port, name="cos", poll_interval=0.1,
-                                    request_handler=_QuietHandler)
-        except Exception:
-            self.state.close()
-            raise
         self._http.start()
         return self
 
     def stop(self) -> None:
-        if self._http is not None:
-            self._http.stop()
-            self._http = None
+        self._http.stop()
         self.state.close()
 
     def __enter__(self) -> "CosService":
@@ -95,8 +88,6 @@ class CosService:
 
     @property
     def port(self) -> int:
-        if self._http is None:
-            raise RuntimeError("CosService is not started")
         return self._http.port
 
     @property
