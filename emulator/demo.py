@@ -270,13 +270,13 @@ class Demo:
             bucket, _, key = parse_cos_url(f["RecordFile"])
             local = self.dir / Path(key).name
             cos.download_file(Bucket=bucket, Key=key, DestFilePath=str(local))
-            found = describe_media(local)
-            codecs = {s["type"]: s["codec"] for s in found.streams}
-            if codecs.get("video") != "h264" or codecs.get("audio") != "aac" or found.duration_s < 1.0:
-                raise DemoError(f"{local} is not the expected H.264 + AAC recording: {found}")
-            if not found.video_frames or not found.audio_frames:
-                raise DemoError(f"{local} has no decodable frames: {found}")
-            recordings.append((f, key, local, found))
+            probed = describe_media(local)
+            codecs = {s["type"]: s["codec"] for s in probed.streams}
+            if codecs.get("video") != "h264" or codecs.get("audio") != "aac" or probed.duration_s < 1.0:
+                raise DemoError(f"{local} is not the expected H.264 + AAC recording: {probed}")
+            if not probed.video_frames or not probed.audio_frames:
+                raise DemoError(f"{local} has no decodable frames: {probed}")
+            recordings.append((f, key, local, probed))
 
         # The second push of the same clip resumes where the first one stopped.
         push2_id = self.post("push_stream", self.push_params(clip))
@@ -314,13 +314,13 @@ class Demo:
             f"audio frames sent",
             f"recording   {record_id}: {record_run['status']}, {_body(record_run.get('result')).get('Message', '')}",
         ]
-        for f, key, local, found in recordings:
+        for f, key, local, probed in recordings:
             lines += [
                 f"  file      {f['RecordFile']}",
                 f"            COS bucket {self.info['cos']['bucket']}, key {key}",
                 f"            downloaded to {local}",
-                f"            {_streams(found)}, {found.duration_s:.2f} s, decoded "
-                f"{found.video_frames} video + {found.audio_frames} audio frames",
+                f"            {_streams(probed)}, {probed.duration_s:.2f} s, decoded "
+                f"{probed.video_frames} video + {probed.audio_frames} audio frames",
             ]
         lines += [
             f"push #2     {push2_id}: resumed from {float(push2['resumedFrom']):.2f} s, finished at "
@@ -344,9 +344,9 @@ def _body(result: Any) -> dict[str, Any]:
     return result if isinstance(result, dict) else {}
 
 
-def _streams(found: media.Probe) -> str:
+def _streams(probed: media.Probe) -> str:
     parts = []
-    for s in found.streams:
+    for s in probed.streams:
         if s["type"] == "video":
             parts.append(f"{s['codec']} {s['width']}x{s['height']}")
         else:

@@ -157,7 +157,8 @@ def make_clip(
     if faststart and path.suffix in (".mp4", ".mov", ".m4a"):
         opts.setdefault("movflags", "+faststart")
     out = av.open(str(path), "w", format=fmt, options=opts)
-    vs = as_ = None
+    vs: Any = None  # PyAV's stubs type a stream by the union of kinds
+    as_: Any = None
     video_items: Iterator[Any] = iter(())
     audio_items: Iterator[Any] = iter(())
     if video:
@@ -343,12 +344,12 @@ def probe(path: str | os.PathLike[str], fps: int = 25) -> Probe:
     with av.open(str(path)) as c:
         out = Probe([s.codec_context.name for s in c.streams], duration_s=(c.duration or 0) / 1_000_000)
         for s in c.streams:
+            ctx: Any = s.codec_context
             if s.type == "video":
-                out.streams.append({"type": "video", "codec": s.codec_context.name,
-                                    "width": s.codec_context.width, "height": s.codec_context.height})
+                out.streams.append({"type": "video", "codec": ctx.name, "width": ctx.width, "height": ctx.height})
             elif s.type == "audio":
-                out.streams.append({"type": "audio", "codec": s.codec_context.name,
-                                    "rate": s.codec_context.sample_rate, "channels": s.codec_context.channels})
+                out.streams.append({"type": "audio", "codec": ctx.name, "rate": ctx.sample_rate,
+                                    "channels": ctx.channels})
     with av.open(str(path)) as c:
         if c.streams.audio:
             samples = 0
@@ -368,10 +369,10 @@ def probe(path: str | os.PathLike[str], fps: int = 25) -> Probe:
     with av.open(str(path)) as c:
         if c.streams.video:
             first = last = None
-            for frame in c.decode(video=0):
-                t = float(frame.pts * frame.time_base)
+            for picture in c.decode(video=0):
+                t = float(picture.pts * picture.time_base)  # type: ignore[operator]
                 if first is None:
-                    first, out.first_key = t, bool(frame.key_frame)
+                    first, out.first_key = t, bool(picture.key_frame)
                 last = t
                 out.video_frames += 1
             if first is not None and last is not None:

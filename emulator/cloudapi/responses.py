@@ -14,7 +14,7 @@ form too ("5", "true"), and a list arrives flattened (`UserIds.0=a&UserIds.1=b`)
 """
 from __future__ import annotations
 
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Literal, Mapping, overload
 
 from .exceptions import ApiError
 
@@ -48,6 +48,13 @@ class CloudApiResponse:
             return default
         return self.params[name]
 
+    @overload
+    def get_str_param(self, name: str, default: str, *, required: bool = ...) -> str: ...
+    @overload
+    def get_str_param(self, name: str, default: None = ..., *, required: Literal[True]) -> str: ...
+    @overload
+    def get_str_param(self, name: str, default: None = ..., *, required: bool = ...) -> str | None: ...
+
     def get_str_param(self, name: str, default: str | None = None, *, required: bool = False) -> str | None:
         """A string; absent, null or empty is not given."""
         value = self.params.get(name)
@@ -58,6 +65,16 @@ class CloudApiResponse:
         if not isinstance(value, str):
             raise self.invalid(name, f"`{name}` must be a string (got {value!r}).")
         return value
+
+    @overload
+    def get_int_param(self, name: str, default: int, *, required: bool = ..., lo: int | None = ...,
+                      hi: int | None = ...) -> int: ...
+    @overload
+    def get_int_param(self, name: str, default: None = ..., *, required: Literal[True], lo: int | None = ...,
+                      hi: int | None = ...) -> int: ...
+    @overload
+    def get_int_param(self, name: str, default: None = ..., *, required: bool = ..., lo: int | None = ...,
+                      hi: int | None = ...) -> int | None: ...
 
     def get_int_param(self, name: str, default: int | None = None, *, required: bool = False,
                       lo: int | None = None, hi: int | None = None) -> int | None:

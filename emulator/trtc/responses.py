@@ -29,7 +29,6 @@ class TrtcResponse(CloudApiResponse):
 
     def _sdk_app_id(self) -> int:
         value = self.get_int_param("SdkAppId", required=True)
-        assert value is not None
         if value not in self.rooms.apps:
             raise self.invalid("SdkAppId", f"`SdkAppId` {value} is not an application of this account.")
         return value
