@@ -14,22 +14,21 @@ Exit code 0 on success; 1 with the reason (and the failing run's log tail) other
 from __future__ import annotations
 
 import contextlib
-import http.server
 import json
 import logging
 import random
 import sys
 import tempfile
-import threading
 import time
-from fractions import Fraction
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
 import av
 import requests
-from av.filter import Graph
 
+from emulator import media
+from emulator.callbacks import CallbackReceiver
+from emulator.clients import cos_client, scf_client, trtc_client
 from emulator.cloud import CloudConfig, LocalCloud, read_info
 from emulator.trtc import usersig
 
@@ -62,151 +61,18 @@ class Out:
 
 # --- the clip ----------------------------------------------------------------------------------------
 
-def _pull_all(graph: Graph) -> list[Any]:
-    frames = []
-    while True:
-        try:
-            frames.append(graph.pull())
-        except (av.error.EOFError, av.error.BlockingIOError, EOFError):
-            return frames
+def make_clip(path: Path) -> Path:
+    """FFmpeg's testsrc2 pattern (with a running counter) and a tone, H.264 + AAC stereo in MP4."""
+    w, h = CLIP_SIZE
+    return media.make_clip(path, duration=CLIP_SECONDS, width=w, height=h, fps=CLIP_FPS, gop=CLIP_FPS)
 
 
-def _graph(chain: list[tuple[str, dict[str, str]]]) -> Graph:
-    g = Graph()
-    nodes = [g.add(name, **args) for name, args in chain]
-    for a, b in zip(nodes, nodes[1:]):
-        a.link_to(b)
-    g.configure()
-    return g
-
-
-def make_clip(path: Path, seconds: float = CLIP_SECONDS, size: tuple[int, int] = CLIP_SIZE,
-              fps: int = CLIP_FPS) -> Path:
-    """FFmpeg's testsrc2 pattern (with a running counter) and a 440 Hz tone, H.264 + AAC in MP4."""
-    w, h = size
-    video = _pull_all(_graph([("testsrc2", {"size": f"{w}x{h}", "rate": str(fps), "duration": str(seconds)}),
-                              ("format", {"pix_fmts": "yuv420p"}), ("buffersink", {})]))
-    audio = _pull_all(_graph([("aevalsrc", {"exprs": "0.4*sin(440*2*PI*t)|0.4*sin(660*2*PI*t)",
-                                            "sample_rate": "48000", "channel_layout": "stereo",
-                                            "duration": str(seconds), "nb_samples": "1024"}),
-                              ("aformat", {"sample_fmts": "fltp"}), ("abuffersink", {})]))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    out = av.open(str(path), "w", options={"movflags": "+faststart"})
-    vs = out.add_stream("libx264", rate=fps, options={"preset": "ultrafast", "profile": "baseline"})
-    vs.width, vs.height, vs.pix_fmt = w, h, "yuv420p"
-    vs.codec_context.gop_size = fps
-    as_ = out.add_stream("aac", rate=48000)
-    as_.layout = "stereo"
-    items: list[tuple[float, int, Any]] = []
-    for i, f in enumerate(video):
-        f.pts, f.time_base = i, Fraction(1, fps)
-        f.pict_type = av.video.frame.PictureType.NONE
-        items.append((i / fps, 0, f))
-    t = 0
-    for f in audio:
-        f.pts, f.time_base = t, Fraction(1, 48000)
-        items.append((t / 48000, 1, f))
-        t += f.samples
-    items.sort(key=lambda x: (x[0], x[1]))
-    for _, kind, f in items:
-        out.mux((vs if kind == 0 else as_).encode(f))
-    out.mux(vs.encode(None))
-    out.mux(as_.encode(None))
-    out.close()
-    return path
-
-
-def describe_media(path: Path) -> dict[str, Any]:
-    """Codecs, duration and the frames that actually decode (every packet is decoded)."""
+def describe_media(path: Path) -> media.Probe:
+    """Codecs, duration and the frames that actually decode (every frame is decoded)."""
     try:
-        with av.open(str(path)) as c:
-            streams = {s.index: s for s in c.streams if s.type in ("audio", "video")}
-            decoded = {"audio": 0, "video": 0}
-            for packet in c.demux(*streams.values()):
-                for frame in packet.decode():
-                    decoded[packet.stream.type] += 1
-            info: dict[str, Any] = {"duration": (c.duration or 0) / 1_000_000, "frames": decoded, "streams": []}
-            for s in streams.values():
-                desc = {"type": s.type, "codec": s.codec_context.name}
-                if s.type == "video":
-                    desc.update(width=s.codec_context.width, height=s.codec_context.height)
-                else:
-                    desc.update(rate=s.codec_context.sample_rate, channels=s.codec_context.channels)
-                info["streams"].append(desc)
-            return info
+        return media.probe(path)
     except av.error.FFmpegError as e:
         raise DemoError(f"{path} does not decode: {e}") from None
-
-
-# --- the callback receiver -------------------------------------------------------------------------
-
-class CallbackReceiver:
-    """An HTTP server on loopback that keeps what is POSTed to it."""
-
-    def __init__(self) -> None:
-        self.bodies: list[dict[str, Any]] = []
-        self.arrived = threading.Event()
-        receiver = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def log_message(self, *args: Any) -> None:
-                pass
-
-            def do_POST(self) -> None:
-                raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-                try:
-                    receiver.bodies.append(json.loads(raw))
-                    receiver.arrived.set()
-                    self.send_response(200)
-                except ValueError:
-                    self.send_response(400)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-
-        self._server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._server.daemon_threads = True
-        threading.Thread(target=self._server.serve_forever, name="demo-callback", daemon=True).start()
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self._server.server_address[1]}/recording-done"
-
-    def stop(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-
-
-# --- clients ---------------------------------------------------------------------------------------
-
-def _tc_profile(info: dict[str, Any]) -> tuple[Any, Any]:
-    from tencentcloud.common import credential
-    from tencentcloud.common.profile.client_profile import ClientProfile
-    from tencentcloud.common.profile.http_profile import HttpProfile
-
-    http = HttpProfile(endpoint=info["cloudApiEndpoint"], protocol="http", reqTimeout=30)
-    return credential.Credential(info["secretId"], info["secretKey"]), ClientProfile(httpProfile=http)
-
-
-def scf_client(info: dict[str, Any]) -> Any:
-    from tencentcloud.scf.v20180416 import scf_client as m
-
-    cred, profile = _tc_profile(info)
-    return m.ScfClient(cred, info["cos"]["region"], profile)
-
-
-def trtc_client(info: dict[str, Any]) -> Any:
-    from tencentcloud.trtc.v20190722 import trtc_client as m
-
-    cred, profile = _tc_profile(info)
-    return m.TrtcClient(cred, info["cos"]["region"], profile)
-
-
-def cos_client(info: dict[str, Any]) -> Any:
-    from qcloud_cos import CosConfig, CosS3Client
-
-    cos = info["cos"]
-    return CosS3Client(CosConfig(IP=cos["ip"], Port=cos["port"], Region=cos["region"], Scheme="http",
-                                 SecretId=info["secretId"], SecretKey=info["secretKey"]), retry=1)
 
 
 # --- the story -------------------------------------------------------------------------------------
@@ -217,8 +83,8 @@ class Demo:
         self.owns_cloud = owns_cloud
         self.out = out
         self.gateway = info["gateway"]
-        self.scf = scf_client(info)
-        self.trtc = trtc_client(info)
+        self.scf = scf_client(info, region=info["cos"]["region"])
+        self.trtc = trtc_client(info, region=info["cos"]["region"])
         stamp = time.strftime("%Y%m%d-%H%M%S")
         self.dir = Path(info["stateDir"]) / "demo" / stamp
         self.room_id = random.randint(100_000, 999_999)
@@ -329,15 +195,15 @@ class Demo:
 
         clip = make_clip(self.dir / "clip.mp4")
         clip_info = describe_media(clip)
-        say(f"made the test clip {clip}: {_streams(clip_info)}, {clip_info['duration']:.1f} s")
+        say(f"made the test clip {clip}: {_streams(clip_info)}, {clip_info.duration_s:.1f} s")
 
-        receiver = CallbackReceiver()
+        receiver = CallbackReceiver(path="/recording-done").start()
         try:
             self._story(clip, clip_info, receiver)
         finally:
             receiver.stop()
 
-    def _story(self, clip: Path, clip_info: dict[str, Any], receiver: CallbackReceiver) -> None:
+    def _story(self, clip: Path, clip_info: media.Probe, receiver: CallbackReceiver) -> None:
         say = self.out.say
         info = self.info
         push_id = self.post("push_stream", self.push_params(clip))
@@ -363,7 +229,7 @@ class Demo:
             self.ensure_running(record_id, "the recording")
             # The push's checkpoint in Redis (written every second) and the recorder's growing file.
             cp = self.checkpoint(clip)
-            say(f"  push at {float(cp.get('position') or 0):4.1f} s of {clip_info['duration']:.1f} s "
+            say(f"  push at {float(cp.get('position') or 0):4.1f} s of {clip_info.duration_s:.1f} s "
                 f"(Redis {cp.get('status') or 'no record yet'}) | recording: {self.recorded_bytes() // 1024} KB on disk")
 
         # Stop the push gracefully: SIGTERM, it writes its last checkpoint and leaves the room.
@@ -386,9 +252,10 @@ class Demo:
         req2.SdkAppId, req2.RoomId, req2.UserIds = info["sdkAppId"], self.room_id, [RECORDER]
         self.trtc.RemoveUser(req2)
         say(f"TrtcClient.RemoveUser(room {self.room_id}, [{RECORDER}]) sent; waiting for the callback")
-        if not receiver.arrived.wait(40):
-            raise DemoError(f"no callback within 40 s; the recording's log ends with:\n{self.log_tail(record_id)}")
-        callback = receiver.bodies[0]
+        try:
+            callback = receiver.wait_for(1, timeout=40)[0].json
+        except TimeoutError:
+            raise DemoError(f"no callback within 40 s; the recording's log ends with:\n{self.log_tail(record_id)}") from None
         record_run = self.wait_ended(record_id, "the recording", 20)
         say(f"callback received: {json.dumps(_short(callback))}")
 
@@ -396,20 +263,20 @@ class Demo:
         if not files or any(f.get("Status") != 1 for f in files):
             raise DemoError(f"the recording did not report an uploaded file for {PUSHER}: {json.dumps(callback)[:500]}")
         recordings = []
-        cos = cos_client(info)
+        cos = cos_client(info, retry=1)
         for f in files:
             from shared.record.storage import parse_cos_url
 
             bucket, _, key = parse_cos_url(f["RecordFile"])
             local = self.dir / Path(key).name
             cos.download_file(Bucket=bucket, Key=key, DestFilePath=str(local))
-            media = describe_media(local)
-            codecs = {s["type"]: s["codec"] for s in media["streams"]}
-            if codecs.get("video") != "h264" or codecs.get("audio") != "aac" or media["duration"] < 1.0:
-                raise DemoError(f"{local} is not the expected H.264 + AAC recording: {media}")
-            if not media["frames"]["video"] or not media["frames"]["audio"]:
-                raise DemoError(f"{local} has no decodable frames: {media}")
-            recordings.append((f, key, local, media))
+            probed = describe_media(local)
+            codecs = {s["type"]: s["codec"] for s in probed.streams}
+            if codecs.get("video") != "h264" or codecs.get("audio") != "aac" or probed.duration_s < 1.0:
+                raise DemoError(f"{local} is not the expected H.264 + AAC recording: {probed}")
+            if not probed.video_frames or not probed.audio_frames:
+                raise DemoError(f"{local} has no decodable frames: {probed}")
+            recordings.append((f, key, local, probed))
 
         # The second push of the same clip resumes where the first one stopped.
         push2_id = self.post("push_stream", self.push_params(clip))
@@ -433,27 +300,27 @@ class Demo:
 
         self._summary(clip, clip_info, push_id, push_result, record_id, record_run, recordings, push2_id, push2)
 
-    def _summary(self, clip: Path, clip_info: dict[str, Any], push_id: str, push: dict[str, Any], record_id: str,
-                 record_run: dict[str, Any], recordings: list[tuple[dict[str, Any], str, Path, dict[str, Any]]],
+    def _summary(self, clip: Path, clip_info: media.Probe, push_id: str, push: dict[str, Any], record_id: str,
+                 record_run: dict[str, Any], recordings: list[tuple[dict[str, Any], str, Path, media.Probe]],
                  push2_id: str, push2: dict[str, Any]) -> None:
         runs_dir = Path(self.info["runsDir"])
         lines = [
             "",
             "=== demo summary ===",
             f"clip        {clip}",
-            f"            {_streams(clip_info)}, {clip_info['duration']:.2f} s",
+            f"            {_streams(clip_info)}, {clip_info.duration_s:.2f} s",
             f"push #1     {push_id}: terminated at {push.get('position', 0):.2f} s, "
             f"{(push.get('framesSent') or {}).get('video', 0)} video / {(push.get('framesSent') or {}).get('audio', 0)} "
             f"audio frames sent",
             f"recording   {record_id}: {record_run['status']}, {_body(record_run.get('result')).get('Message', '')}",
         ]
-        for f, key, local, media in recordings:
+        for f, key, local, probed in recordings:
             lines += [
                 f"  file      {f['RecordFile']}",
                 f"            COS bucket {self.info['cos']['bucket']}, key {key}",
                 f"            downloaded to {local}",
-                f"            {_streams(media)}, {media['duration']:.2f} s, decoded "
-                f"{media['frames']['video']} video + {media['frames']['audio']} audio frames",
+                f"            {_streams(probed)}, {probed.duration_s:.2f} s, decoded "
+                f"{probed.video_frames} video + {probed.audio_frames} audio frames",
             ]
         lines += [
             f"push #2     {push2_id}: resumed from {float(push2['resumedFrom']):.2f} s, finished at "
@@ -477,9 +344,9 @@ def _body(result: Any) -> dict[str, Any]:
     return result if isinstance(result, dict) else {}
 
 
-def _streams(media: dict[str, Any]) -> str:
+def _streams(probed: media.Probe) -> str:
     parts = []
-    for s in media["streams"]:
+    for s in probed.streams:
         if s["type"] == "video":
             parts.append(f"{s['codec']} {s['width']}x{s['height']}")
         else:

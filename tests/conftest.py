@@ -98,7 +98,7 @@ def callback_receiver():
     """An HTTP server on 127.0.0.1 recording each POST: `.url`, `.received` (`.headers`, `.body`,
     `.json`), `.wait_for(n, timeout)`, `.fail_next(n, status=503)`, `.drop_next(n)`,
     `.down()` / `.up()` (connection refused while down), `.attempts`."""
-    from tests.record.receiver import CallbackReceiver
+    from emulator.callbacks import CallbackReceiver
 
     receiver = CallbackReceiver().start()
     yield receiver

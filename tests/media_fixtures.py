@@ -1,9 +1,6 @@
-"""Media made by PyAV, and servers that hand it out on 127.0.0.1 (reusable by every test suite).
+"""The tests' media fixtures and the servers that hand media out on 127.0.0.1 (reusable by every
+test suite); the media itself is made by emulator/media.py (make_clip, make_gray_clip, make_hls...).
 
-- `make_clip(path, ...)`: a short test pattern + tone in any container/codec mix the project meets
-  (H.264 with or without B-frames, odd sizes, variable frame rate, 5.1, 8 kHz mono, audio only...).
-- `make_gray_clip(path, ...)`: flat gray pictures whose level (`gray_level(second)`) changes every
-  second, so that a picture read back (a canvas, a screenshot) tells the clip's time.
 - `Clips`: a per-session cache of named clips (`clips.get("tone_pattern")`); the `clips` fixture.
 - `MediaHTTPServer`: files with Range requests, a stalling route, a live HLS playlist that grows,
   an HTTP-FLV live stream; 404 for anything else. The `media_http` fixture.
@@ -13,10 +10,7 @@ Import the fixtures into a conftest with `from tests.media_fixtures import clips
 """
 from __future__ import annotations
 
-import heapq
 import http.server
-import math
-import urllib.parse
 import os
 import re
 import shutil
@@ -25,313 +19,18 @@ import struct
 import threading
 import time
 from dataclasses import dataclass
-from fractions import Fraction
 from pathlib import Path
 from typing import Iterator
 
-import av
 import pytest
-from av.filter import Graph
+
+from emulator.httpserver import HttpServer
+from emulator.media import (  # noqa: F401  (discontinuities is re-exported for the tests)
+    corner_clip, corrupt_middle, corrupt_span, discontinuities, make_clip, make_gray_clip, make_hls, rotate_mp4,
+    truncate,
+)
 
 # --- clips ---------------------------------------------------------------------------------------
-
-
-def _pull_all(graph: Graph) -> Iterator:
-    while True:
-        try:
-            yield graph.pull()
-        except (av.error.EOFError, av.error.BlockingIOError, EOFError):
-            return
-
-
-def pattern_frames(width: int, height: int, fps: int, duration: float) -> Iterator[av.VideoFrame]:
-    """FFmpeg's testsrc2 (moving pattern with a frame counter), yuv420p, made as they are pulled."""
-    g = Graph()
-    src = g.add("testsrc2", size=f"{width + width % 2}x{height + height % 2}", rate=str(fps),
-                duration=str(duration))
-    chain = [src]
-    if width % 2 or height % 2:
-        chain.append(g.add("scale", w=str(width), h=str(height)))
-    chain.append(g.add("format", pix_fmts="yuv420p"))
-    chain.append(g.add("buffersink"))
-    for a, b in zip(chain, chain[1:]):
-        a.link_to(b)
-    g.configure()
-    return _pull_all(g)
-
-
-def tone_frames(rate: int, layout: str, duration: float, fmt: str = "fltp") -> Iterator[av.AudioFrame]:
-    """A different sine per channel (440 Hz, 550 Hz, ...) so a downmix is audible."""
-    n = av.AudioLayout(layout).nb_channels
-    exprs = "|".join(f"0.5*sin({440 + 110 * i}*2*PI*t)" for i in range(n))
-    g = Graph()
-    src = g.add("aevalsrc", exprs=exprs, sample_rate=str(rate), channel_layout=layout,
-                duration=str(duration), nb_samples="1024")
-    fm = g.add("aformat", sample_fmts=fmt)
-    sink = g.add("abuffersink")
-    src.link_to(fm)
-    fm.link_to(sink)
-    g.configure()
-    return _pull_all(g)
-
-
-VIDEO_CODECS = {
-    # name: (encoder, options)
-    "h264": ("libx264", {"preset": "ultrafast", "profile": "baseline", "tune": "zerolatency"}),
-    "h264-bframes": ("libx264", {"preset": "veryfast", "profile": "main",
-                                 "x264-params": "bframes=2:b-adapt=0:b-pyramid=none"}),
-    "mpeg4": ("mpeg4", {}),
-    "vp8": ("libvpx", {"deadline": "realtime", "cpu-used": "8"}),
-    "vp9": ("libvpx-vp9", {"deadline": "realtime", "cpu-used": "8"}),
-}
-AUDIO_CODECS = {"aac": ("aac", "fltp"), "mp3": ("libmp3lame", "s16p"), "opus": ("libopus", "s16")}
-
-
-def make_clip(
-    path: str | os.PathLike,
-    *,
-    duration: float = 2.0,
-    video: str | None = "h264",
-    width: int = 160,
-    height: int = 120,
-    fps: int = 25,
-    gop: int = 25,
-    audio: str | None = "aac",
-    rate: int = 48000,
-    layout: str = "stereo",
-    fmt: str | None = None,
-    faststart: bool = True,
-    vfr: bool = False,
-    options: dict[str, str] | None = None,
-) -> Path:
-    """Write a test pattern + tone clip; the container comes from the suffix unless `fmt` is given.
-
-    vfr: frame intervals cycle through 20, 40, 60, 80 ms (timestamps in ms).
-    faststart: moov at the front for mp4/mov/m4a (False leaves it at the end, FFmpeg's default).
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    opts = dict(options or {})
-    if faststart and path.suffix in (".mp4", ".mov", ".m4a"):
-        opts.setdefault("movflags", "+faststart")
-    out = av.open(str(path), "w", format=fmt, options=opts)
-    vs = as_ = None
-    video_items: Iterator = iter(())
-    audio_items: Iterator = iter(())
-    if video:
-        enc, vopts = VIDEO_CODECS[video]
-        vs = out.add_stream(enc, rate=fps, options=dict(vopts))
-        vs.width, vs.height, vs.pix_fmt = width, height, "yuv420p"
-        vs.codec_context.gop_size = gop
-        if vfr:
-            vs.codec_context.time_base = Fraction(1, 1000)
-            vs.time_base = Fraction(1, 1000)
-
-        def video_gen() -> Iterator:
-            t_ms = 0
-            for i, f in enumerate(pattern_frames(width, height, fps, duration)):
-                f.pict_type = av.video.frame.PictureType.NONE
-                if vfr:
-                    if t_ms >= duration * 1000:
-                        return
-                    f.pts, f.time_base = t_ms, Fraction(1, 1000)
-                    yield t_ms / 1000, 1, f
-                    t_ms += (20, 40, 60, 80)[i % 4]
-                else:
-                    f.pts, f.time_base = i, Fraction(1, fps)
-                    yield i / fps, 1, f
-
-        video_items = video_gen()
-    if audio:
-        enc, sfmt = AUDIO_CODECS[audio]
-        as_ = out.add_stream(enc, rate=rate)
-        as_.layout = layout
-        as_.format = sfmt
-
-        def audio_gen() -> Iterator:
-            t = 0
-            for f in tone_frames(rate, layout, duration, sfmt):
-                f.pts, f.time_base = t, Fraction(1, rate)
-                yield t / rate, 0, f
-                t += f.samples
-
-        audio_items = audio_gen()
-    # Frames are made and encoded in time order, one at a time (a 1080p clip stays cheap).
-    for _, kind, f in heapq.merge(video_items, audio_items, key=lambda x: (x[0], x[1])):
-        out.mux((vs if kind == 1 else as_).encode(f))
-    for s in (vs, as_):
-        if s is not None:
-            out.mux(s.encode(None))
-    out.close()
-    return path
-
-
-GRAY_LEVELS = 12  # a gray clip's level repeats after this many seconds
-GRAY_STEP = 16
-
-
-def gray_level(second: int) -> int:
-    """The luma (Y, limited range) of a gray clip's pictures during its `second`-th second."""
-    return 32 + GRAY_STEP * (second % GRAY_LEVELS)
-
-
-def make_gray_clip(path: str | os.PathLike, *, duration: float = 12.0, width: int = 320, height: int = 240,
-                   fps: int = 25, audio: bool = True) -> Path:
-    """An H.264 (baseline, no B-frames, a key frame every second) + AAC tone MP4 whose pictures are
-    flat gray, the level changing every second (`gray_level`): a reader of any picture of it, a
-    screenshot included, knows which second of the clip it shows."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    out = av.open(str(path), "w", options={"movflags": "+faststart"})
-    enc, vopts = VIDEO_CODECS["h264"]
-    vs = out.add_stream(enc, rate=fps, options=dict(vopts))
-    vs.width, vs.height, vs.pix_fmt = width, height, "yuv420p"
-    vs.codec_context.gop_size = fps
-
-    def video_gen() -> Iterator:
-        for i in range(int(duration * fps)):
-            f = av.VideoFrame(width, height, "yuv420p")
-            for plane, value in zip(f.planes, (gray_level(i // fps), 128, 128)):
-                plane.update(bytes([value]) * plane.buffer_size)
-            f.pts, f.time_base = i, Fraction(1, fps)
-            # The first picture of every second is a key frame: a level starts on a clean picture.
-            f.pict_type = av.video.frame.PictureType.I if i % fps == 0 else av.video.frame.PictureType.NONE
-            yield i / fps, 1, f
-
-    as_ = None
-    audio_items: Iterator = iter(())
-    if audio:
-        as_ = out.add_stream("aac", rate=48000)
-        as_.layout, as_.format = "mono", "fltp"
-
-        def audio_gen() -> Iterator:
-            t = 0
-            for f in tone_frames(48000, "mono", duration, "fltp"):
-                f.pts, f.time_base = t, Fraction(1, 48000)
-                yield t / 48000, 0, f
-                t += f.samples
-
-        audio_items = audio_gen()
-    for _, kind, f in heapq.merge(video_gen(), audio_items, key=lambda x: (x[0], x[1])):
-        out.mux((vs if kind == 1 else as_).encode(f))
-    for s in (vs, as_):
-        if s is not None:
-            out.mux(s.encode(None))
-    out.close()
-    return path
-
-
-def make_hls(directory: str | os.PathLike, *, duration: float = 6.0, segment_s: int = 1, **clip) -> Path:
-    """An HLS VOD (index.m3u8 + seg_N.ts), H.264 + AAC, key frames on segment boundaries."""
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    fps = clip.get("fps", 25)
-    return make_clip(
-        directory / "index.m3u8", duration=duration, fmt="hls", gop=fps * segment_s, faststart=False,
-        options={"hls_time": str(segment_s), "hls_playlist_type": "vod", "hls_list_size": "0",
-                 "hls_segment_filename": str(directory / "seg_%d.ts")},
-        **clip)
-
-
-def truncate(src: Path, dst: Path, fraction: float) -> Path:
-    data = src.read_bytes()
-    dst.write_bytes(data[: int(len(data) * fraction)])
-    return dst
-
-
-def corrupt_middle(src: Path, dst: Path, spans: int = 6, span: int = 300) -> Path:
-    """Overwrite a few short spans in the middle of the media data with garbage."""
-    data = bytearray(src.read_bytes())
-    start = data.find(b"mdat")
-    start = start if start > 0 else len(data) // 4
-    end = len(data) if start > len(data) // 2 else len(data)
-    for i in range(spans):
-        at = start + (end - start) * (35 + 5 * i) // 100
-        data[at:at + span] = bytes((i * 37 + j * 101) % 251 for j in range(span))
-    dst.write_bytes(bytes(data))
-    return dst
-
-
-def corrupt_span(src: Path, dst: Path, size: int = 64 * 1024, at: float = 0.5) -> Path:
-    """Overwrite `size` bytes at fraction `at` of the file with garbage (a damaged download)."""
-    data = bytearray(src.read_bytes())
-    start = int(len(data) * at)
-    data[start:start + size] = bytes((i * 7919 + 13) % 251 for i in range(size))
-    dst.write_bytes(bytes(data))
-    return dst
-
-
-def rotate_mp4(src: Path, dst: Path, degrees: int = 90) -> Path:
-    """The MP4 with its video track's display matrix turning the picture `degrees` clockwise, as
-    a phone writes a portrait video (stored landscape). Written into the tkhd box directly: PyAV
-    has no way to set stream side data, and FFmpeg reads the matrix from there."""
-    data = bytearray(src.read_bytes())
-    one = 1 << 16
-    cos, sin = {0: (1, 0), 90: (0, 1), 180: (-1, 0), 270: (0, -1)}[degrees % 360]
-    matrix = struct.pack(">9i", cos * one, sin * one, 0, -sin * one, cos * one, 0, 0, 0, 1 << 30)
-    at = 0
-    while True:
-        at = data.find(b"tkhd", at + 1)
-        if at < 0:
-            raise ValueError(f"{src} has no video track header")
-        version = data[at + 4]
-        m = at + 8 + (20 if version == 0 else 32) + 8 + 8  # times, ids, duration, layer, volume
-        width = struct.unpack(">I", data[m + 36:m + 40])[0]
-        if width:  # an audio track's tkhd has no width
-            data[m:m + 36] = matrix
-            break
-    dst.write_bytes(bytes(data))
-    return dst
-
-
-def corner_clip(path: Path, width: int = 160, height: int = 120, seconds: float = 1.0, fps: int = 25) -> Path:
-    """H.264 (no B-frames) in MP4: black pictures with a white block in the top-left corner."""
-    with av.open(str(path), "w") as out:
-        vs = out.add_stream("libx264", rate=fps, options={"preset": "ultrafast", "tune": "zerolatency"})
-        vs.width, vs.height, vs.pix_fmt = width, height, "yuv420p"
-        vs.codec_context.max_b_frames = 0
-        for i in range(int(seconds * fps)):
-            frame = av.VideoFrame(width, height, "yuv420p")
-            y = bytearray(bytes([16]) * (frame.planes[0].line_size * height))
-            for row in range(height // 4):
-                line = row * frame.planes[0].line_size
-                y[line:line + width // 4] = bytes([235]) * (width // 4)
-            frame.planes[0].update(bytes(y))
-            for plane in frame.planes[1:]:
-                plane.update(bytes([128]) * plane.buffer_size)
-            frame.pts, frame.time_base = i, Fraction(1, fps)
-            out.mux(vs.encode(frame))
-        out.mux(vs.encode(None))
-    return path
-
-
-def discontinuities(samples: list[int], hz: float, rate: int = 48000, edge: int = 1920) -> list[tuple[float, str, float]]:
-    """Where a steady tone of `hz` is broken, as a listener would hear it: (seconds, "click" or
-    "dropout", size relative to the tone's amplitude). `edge` samples at each end (a codec's
-    ramp-in, the padded last frame) are not looked at.
-
-    A click: a sample the sine does not predict. A sine keeps x[n] = 2 cos(w) x[n-1] - x[n-2]; a
-    codec leaves about 1 % of the amplitude there, a jump in the timeline of even one sample about w
-    (6 % at 440 Hz), so more than 3 % is a click. A dropout: 10 ms whose level is below 70 % of the
-    tone's (a stretch of silence or a codec's fade, which has no sharp edge to click)."""
-    window, hop = rate // 100, rate // 400
-    starts = range(edge, len(samples) - edge - window, hop)
-    levels = [math.sqrt(sum(v * v for v in samples[i:i + window]) / window) for i in starts]
-    if not levels:
-        return []
-    level = sorted(levels)[len(levels) // 2]  # the tone's own level (RMS), whatever breaks it
-    amplitude = level * math.sqrt(2) or 1
-    c = 2 * math.cos(2 * math.pi * hz / rate)
-    out: list[tuple[float, str, float]] = []
-    for n in range(edge + 2, len(samples) - edge):
-        err = abs(samples[n] - c * samples[n - 1] + samples[n - 2]) / amplitude
-        if err > 0.03:
-            out.append((round(n / rate, 4), "click", round(err, 3)))
-    for i, rms in zip(starts, levels):
-        if rms < 0.7 * level:
-            out.append((round(i / rate, 4), "dropout", round(rms / level, 3)))
-    return out
-
 
 CLIP_RECIPES: dict[str, dict] = {
     # name: make_clip arguments (the file name's suffix picks the container)
@@ -461,13 +160,11 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         self.do_GET(head=True)
 
     def do_GET(self, head: bool = False) -> None:
-        path, _, query = self.path.partition("?")
+        path = self.path.split("?", 1)[0]
         root: Path = self.server.root
         with self.server.lock:
             self.server.requests.append((path, self.headers.get("Range")))
         try:
-            if path == "/redirect":
-                return self._redirect(urllib.parse.parse_qs(query).get("to", ["/"])[0])
             if path.startswith("/stall/"):
                 return self._stall()
             if path.startswith("/stallbody/"):
@@ -483,12 +180,6 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             return self._file(root / path.lstrip("/"), head)
         except (BrokenPipeError, ConnectionResetError):
             pass
-
-    def _redirect(self, location: str) -> None:
-        self.send_response(302)
-        self.send_header("Location", location)
-        self.send_header("Content-Length", "0")
-        self.end_headers()
 
     def _not_found(self) -> None:
         body = b"not found\n"
@@ -637,17 +328,13 @@ class MediaHTTPServer:
     Routes: /NAME (a file; 404 when missing), /stall/ANY (never answers), /stallbody/NAME (a third
     of the body, then nothing), /drop/NAME (the first request is cut after a third of the body and
     the connection closed; later ones, with Range, are served), /live/DIR.m3u8 (a growing live playlist over DIR's HLS VOD; the
-    segments at /live/DIR/seg_N.ts), /flvlive/NAME (an FLV streamed without a length),
-    /redirect?to=URL (a 302 to URL).
-
-    `host` may be any loopback address (127.0.0.2 serves as "another host" in egress tests), and
-    `port` a given one (the same port on two addresses).
+    segments at /live/DIR/seg_N.ts), /flvlive/NAME (an FLV streamed without a length).
     """
 
-    def __init__(self, root: str | os.PathLike, live_speed: float = 1.0, host: str = "127.0.0.1", port: int = 0):
+    def __init__(self, root: str | os.PathLike, live_speed: float = 1.0):
         self.root = Path(root)
-        self.host = host
-        self._httpd = _Server((host, port), _Handler)
+        self._http = HttpServer(_Handler, name="media-http", poll_interval=0.1, server_class=_Server)
+        self._httpd: _Server = self._http.server  # type: ignore[assignment]
         self._httpd.root = self.root
         self._httpd.stopping = threading.Event()
         self._httpd.live_started = {}
@@ -655,32 +342,23 @@ class MediaHTTPServer:
         self._httpd.dropped = set()
         self._httpd.lock = threading.Lock()
         self._httpd.requests = []
-        self.port = self._httpd.server_address[1]
-        self._thread = threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.1},
-                                        daemon=True, name="media-http")
+        self.port = self._http.port
 
     def requests(self, path: str) -> list[str | None]:
         """The Range header of each request made for `path` so far (None: no Range)."""
         with self._httpd.lock:
             return [r for p, r in self._httpd.requests if p == "/" + path.lstrip("/")]
 
-    def all_requests(self) -> list[str]:
-        """The path of every request this server has had."""
-        with self._httpd.lock:
-            return [p for p, _ in self._httpd.requests]
-
     def url(self, path: str) -> str:
-        return f"http://{self.host}:{self.port}/{path.lstrip('/')}"
+        return f"http://127.0.0.1:{self.port}/{path.lstrip('/')}"
 
     def start(self) -> "MediaHTTPServer":
-        self._thread.start()
+        self._http.start()
         return self
 
     def stop(self) -> None:
-        self._httpd.stopping.set()
-        self._httpd.shutdown()
-        self._httpd.server_close()
-        self._thread.join(5)
+        self._httpd.stopping.set()  # a stalled answer ends rather than hold the stop up
+        self._http.stop()
 
 
 @pytest.fixture(scope="session")
@@ -764,7 +442,6 @@ class RtmpServer:
         self.url = f"rtmp://127.0.0.1:{self.port}/{self.stream}"
         self.sent = 0
         self.played: list[str] = []
-        self.tc_urls: list[str] = []  # the tcUrl of each connect command
         self._tags = flv_tags(Path(self.flv).read_bytes())
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True, name="rtmp-server")
@@ -856,10 +533,6 @@ class RtmpServer:
                 continue
             name, txn = _amf_head(payload[1:] if kind == 17 else payload)
             if name == "connect":
-                at = payload.find(b"\x00\x05tcUrl\x02")
-                if at >= 0:
-                    n = int.from_bytes(payload[at + 8:at + 10], "big")
-                    self.tc_urls.append(payload[at + 10:at + 10 + n].decode())
                 self._send(conn, 2, 5, struct.pack(">I", 2_500_000))  # window ack size
                 self._send(conn, 2, 6, struct.pack(">IB", 2_500_000, 2))  # peer bandwidth
                 self._send(conn, 2, 1, struct.pack(">I", 60000))  # our chunk size

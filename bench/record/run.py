@@ -21,9 +21,7 @@ from __future__ import annotations
 import argparse
 import fractions
 import json
-import math
 import os
-import array
 import resource
 import shutil
 import subprocess
@@ -31,17 +29,15 @@ import sys
 import tempfile
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 import av  # noqa: E402
 
-from shared.room import AUDIO_SAMPLE_RATE, AudioFrame, H264Frame, PixelFrame  # noqa: E402
-from shared.media.pixels import to_av_frame  # noqa: E402
+from emulator.media import h264_units, pcm_20ms  # noqa: E402
+from shared.room import AUDIO_SAMPLE_RATE, AudioFrame, H264Frame  # noqa: E402
 
 TARGET_CPU_RATIO = 1.1
 TARGET_CORE_SHARE = 0.05  # of one core per stream, for the modes that copy video
@@ -58,36 +54,14 @@ SOURCE_S = 20  # encoded once, then looped (at a key frame) for longer runs
 
 
 def make_units(seconds: int = SOURCE_S) -> list[H264Frame]:
-    """H.264 access units of a moving pattern, as the room hands them over (Annex-B, SPS/PPS on keys)."""
-    ctx = av.CodecContext.create("libx264", "w")
-    ctx.width, ctx.height, ctx.pix_fmt = WIDTH, HEIGHT, "yuv420p"
-    ctx.time_base = fractions.Fraction(1, 1000)
-    ctx.framerate = fractions.Fraction(FPS, 1)
-    ctx.gop_size = FPS * GOP_S
-    ctx.max_b_frames = 0
-    ctx.bit_rate = VIDEO_BITRATE
-    ctx.options = {"preset": "ultrafast", "tune": "zerolatency", "repeat-headers": "1"}
-    units: list[H264Frame] = []
-    row = bytes(range(256)) * (WIDTH // 256 + 2)
-    chroma = bytes([128]) * (2 * (WIDTH // 2) * (HEIGHT // 2))
-    noisy = HEIGHT // 8  # rows of noise at the bottom: something for the rate control to spend bits on
-    for i in range(seconds * FPS):
-        rows = [row[(i * 3 + r) % 256:(i * 3 + r) % 256 + WIDTH] for r in range(HEIGHT - noisy)]
-        picture = PixelFrame(b"".join(rows) + os.urandom(WIDTH * noisy) + chroma, WIDTH, HEIGHT, 0)
-        frame = to_av_frame(picture)
-        frame.pts = i * 1000 // FPS
-        units.extend(H264Frame(bytes(p), int(p.pts), bool(p.is_keyframe), int(p.dts)) for p in ctx.encode(frame))
-    units.extend(H264Frame(bytes(p), int(p.pts), bool(p.is_keyframe), int(p.dts)) for p in ctx.encode(None))
-    return units
+    """H.264 access units of FFmpeg's moving test pattern, as the room hands them over (Annex-B,
+    SPS/PPS on keys), at the bitrate a 360p anchor sends."""
+    return h264_units(seconds * FPS, WIDTH, HEIGHT, FPS, FPS * GOP_S, pictures="pattern", bitrate=VIDEO_BITRATE)
 
 
 def tone_second() -> list[bytes]:
     """One second of a 440 Hz tone as fifty 20 ms PCM frames (repeated: a whole number of periods)."""
-    pcm = array.array("h", (int(9000 * math.sin(2 * math.pi * 440 * n / AUDIO_SAMPLE_RATE))
-                            for n in range(AUDIO_SAMPLE_RATE)))
-    raw = pcm.tobytes()
-    step = AUDIO_SAMPLE_RATE // 50 * 2
-    return [raw[i:i + step] for i in range(0, len(raw), step)]
+    return [pcm_20ms(i) for i in range(50)]
 
 
 def stream(units: list[H264Frame], tone: list[bytes], seconds: int, audio: bool, video: bool):
@@ -266,40 +240,6 @@ def bench_rss(minutes: int) -> list[str]:
 # --- (c) stop to callback --------------------------------------------------------------------------
 
 
-class _Receiver:
-    def __init__(self) -> None:
-        self.arrivals: list[tuple[float, dict]] = []
-        self.cond = threading.Condition()
-        receiver = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args: Any) -> None:
-                pass
-
-            def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-                with receiver.cond:
-                    receiver.arrivals.append((time.monotonic(), json.loads(body)))
-                    receiver.cond.notify_all()
-                self.send_response(200)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/cb"
-
-    def wait(self, count: int, timeout: float) -> tuple[float, dict]:
-        end = time.monotonic() + timeout
-        with self.cond:
-            while len(self.arrivals) < count:
-                left = end - time.monotonic()
-                if left <= 0:
-                    raise RuntimeError("no callback")
-                self.cond.wait(left)
-            return self.arrivals[count - 1]
-
-
 class _Capture:
     """Keeps the recorder's log records (instead of printing them) to read its upload time."""
 
@@ -324,6 +264,7 @@ class _Capture:
 
 def bench_latency(runs: int = 3) -> list[str]:
     capture = _Capture()  # before any logger is made, so the JSON lines stay off the terminal
+    from emulator.callbacks import CallbackReceiver
     from emulator.cos import CosService
     from emulator.trtc import RoomService
     from shared.room import EnterParams, Role, RoomRef, VideoFormat
@@ -338,7 +279,7 @@ def bench_latency(runs: int = 3) -> list[str]:
     with tempfile.TemporaryDirectory(prefix="bench-record-cb-") as tmp, \
             RoomService(1400000001, "bench-sdk-secret-key-0123456789abcdef") as rooms, \
             CosService(state_dir=str(Path(tmp) / "cos")) as cos:
-        receiver = _Receiver()
+        receiver = CallbackReceiver(path="/cb").start()
         os.environ.update({**rooms.env, "COS_ENDPOINT": cos.endpoint_url, "CFS_PATH": str(Path(tmp) / "cfs"),
                            "CALLBACK_ALLOWLIST": "127.0.0.0/8"})
         client = rooms.trtc_client()
@@ -373,14 +314,15 @@ def bench_latency(runs: int = 3) -> list[str]:
             req.SdkAppId, req.RoomId, req.UserIds = rooms.sdk_app_id, room_id, ["recorder"]
             removed = time.monotonic()
             client.RemoveUser(req)
-            arrived, body = receiver.wait(n + 1, 30)
+            got = receiver.wait_for(n + 1, 30)[-1]
+            arrived, body = got.arrived_at, got.json
             t.join(30)
             anchor.exit()
             assert body["Files"] and body["Files"][0]["Status"] == 1, body
             upload_s = capture.last("recording stopped")["upload_s"]
             uploads.append(upload_s)
             lat.append(arrived - removed - upload_s)
-        receiver.server.shutdown()
+        receiver.stop()
     ok = "ok" if max(lat) <= TARGET_STOP_TO_CALLBACK_S else "OVER"
     return [f"(c) stop-to-callback latency without the upload, Mode 02, 3 s recordings, {runs} runs "
             f"(RemoveUser sent -> callback received, minus the logged upload time)",

@@ -11,7 +11,6 @@ subscriber's poll returning the frame (both on CLOCK_MONOTONIC).
 from __future__ import annotations
 
 import argparse
-import fractions
 import json
 import os
 import statistics
@@ -25,8 +24,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-import av  # noqa: E402
-
+from emulator.media import h264_units  # noqa: E402
 from emulator.trtc import signature as usersig  # noqa: E402
 from shared.room import (  # noqa: E402
     AudioFrame, EnterParams, H264Frame, RemoteAudio, RemoteVideo, Role, RoomClosed, RoomRef, VideoEncodeConfig,
@@ -42,26 +40,8 @@ WARMUP_S = 1.0
 
 def encode_clip(seconds: float = 2.0, bitrate: int = 2_500_000) -> list[H264Frame]:
     """720p30 H.264 access units of a moving test pattern, one GOP, made once."""
-    src = av.open(f"testsrc2=size=1280x720:rate={FPS}", format="lavfi")
-    ctx = av.CodecContext.create("libx264", "w")
-    ctx.width, ctx.height, ctx.pix_fmt = 1280, 720, "yuv420p"
-    ctx.time_base = fractions.Fraction(1, 1000)
-    ctx.framerate = fractions.Fraction(FPS, 1)
-    ctx.gop_size = int(seconds * FPS)
-    ctx.max_b_frames = 0
-    ctx.bit_rate = bitrate
-    ctx.options = {"preset": "ultrafast", "tune": "zerolatency", "repeat-headers": "1"}
-    units: list[H264Frame] = []
     count = int(seconds * FPS)
-    for i, frame in enumerate(src.decode(video=0)):
-        if i >= count:
-            break
-        frame = frame.reformat(format="yuv420p")
-        frame.pts, frame.time_base = i * 1000 // FPS, fractions.Fraction(1, 1000)
-        units += [H264Frame(bytes(p), int(p.pts), bool(p.is_keyframe)) for p in ctx.encode(frame)]
-    units += [H264Frame(bytes(p), int(p.pts), bool(p.is_keyframe)) for p in ctx.encode(None)]
-    src.close()
-    return units
+    return h264_units(count, 1280, 720, FPS, gop=count, pictures="pattern", bitrate=bitrate)
 
 
 def cpu_seconds(pid: int) -> float:

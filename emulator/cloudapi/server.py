@@ -3,15 +3,15 @@ from __future__ import annotations
 
 import json
 import logging
-import threading
 import uuid
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any, Callable
 from urllib.parse import parse_qsl, urlsplit
 
+from emulator.httpserver import HttpServer
 from shared.gateway import UserError, parse_json
 
-from .errors import ApiError
+from .exceptions import ApiError
 from .signature import verify
 
 log = logging.getLogger("emulator.cloudapi")
@@ -67,14 +67,16 @@ class CloudApi:
                 self.end_headers()
                 self.wfile.write(data)
 
-        self._server = ThreadingHTTPServer((host, port), Handler)
-        self._server.daemon_threads = True
-        self._thread: threading.Thread | None = None
+        self._http = HttpServer(Handler, host, port, name="cloudapi")
 
     @property
     def endpoint(self) -> str:
-        host, port = self._server.server_address[:2]
-        return f"{host}:{port}"
+        return f"{self._http.host}:{self._http.port}"
+
+    @property
+    def info(self) -> dict[str, str]:
+        """What a client of this endpoint needs (emulator.clients), as `up`'s JSON line names it."""
+        return {"cloudApiEndpoint": self.endpoint, "secretId": self.secret_id, "secretKey": self.secret_key}
 
     def register(self, service: str, version: str, actions: dict[str, Action]) -> None:
         self._services[service] = (version, actions)
@@ -103,10 +105,8 @@ class CloudApi:
         return actions[action](params)
 
     def start(self) -> "CloudApi":
-        self._thread = threading.Thread(target=self._server.serve_forever, name="cloudapi", daemon=True)
-        self._thread.start()
+        self._http.start()
         return self
 
     def stop(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
+        self._http.stop()

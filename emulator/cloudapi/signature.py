@@ -7,7 +7,7 @@ import re
 import time
 from datetime import datetime, timezone
 
-from .errors import ApiError
+from .exceptions import ApiError
 
 MAX_SKEW_S = 300
 _AUTH = re.compile(

@@ -8,10 +8,10 @@ from typing import Any
 import requests
 
 from emulator.cloudapi import ApiError
-from emulator.scf import responses as scf_api
+from emulator.scf import urls as scf_api
 from emulator.scf.exceptions import ScfError
 from emulator.scf.models import Scf
-from emulator.trtc import api as trtc_api
+from emulator.trtc import urls as trtc_api
 from emulator.trtc.models import Rooms
 from emulator.trtc import signature as usersig
 

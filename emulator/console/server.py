@@ -32,10 +32,11 @@ from typing import Any, Callable, Iterable, Iterator
 
 from werkzeug.exceptions import HTTPException, NotFound
 from werkzeug.routing import Map, Rule
-from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
+from werkzeug.serving import WSGIRequestHandler
 from werkzeug.wrappers import Request, Response
 
 from emulator.cos.models import CosState
+from emulator.httpserver import HttpServer
 from emulator.scf.exceptions import ScfError
 from emulator.scf.models import Scf
 from emulator.trtc.models import Rooms
@@ -93,8 +94,7 @@ class Console:
                      "cos": [{"bucket": b.bucket, "region": b.region} for b in buckets]}
         self._host, self._port = host, port
         self._closing = threading.Event()
-        self._server: BaseWSGIServer | None = None
-        self._thread: threading.Thread | None = None
+        self._http: HttpServer | None = None
         self._routes = Map([
             Rule("/", endpoint="index"),
             Rule("/static/<name>", endpoint="static"),
@@ -120,26 +120,21 @@ class Console:
     def start(self) -> "Console":
         # A new list rather than a change to the one a relay may be going through on its thread.
         self.rooms.taps = [*self.rooms.taps, self.tap.on_media]
-        self._server = make_server(self._host, self._port, self, threaded=True, request_handler=_Handler)
-        self._thread = threading.Thread(target=self._server.serve_forever, args=(0.1,), name="console", daemon=True)
-        self._thread.start()
+        self._http = HttpServer(self, self._host, self._port, name="console", poll_interval=0.1,
+                                request_handler=_Handler).start()
         return self
 
     def stop(self) -> None:
         self._closing.set()  # every live stream ends at its next look
         self.rooms.taps = [t for t in self.rooms.taps if t != self.tap.on_media]
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None
-        if self._thread is not None:
-            self._thread.join(5)
-            self._thread = None
+        if self._http is not None:
+            self._http.stop()
+            self._http = None
 
     @property
     def port(self) -> int:
-        assert self._server is not None
-        return int(self._server.server_port)
+        assert self._http is not None
+        return self._http.port
 
     @property
     def url(self) -> str:

@@ -20,11 +20,12 @@ import base64
 import binascii
 import json
 import logging
-import threading
 import uuid
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import unquote, urlsplit
+
+from emulator.httpserver import HttpServer
 
 from .events import STAGE, gateway_event
 from .exceptions import ScfError
@@ -61,27 +62,22 @@ class Gateway:
             def do_DELETE(self) -> None:
                 gateway._serve(self)
 
-        self._server = ThreadingHTTPServer((host, port), Handler)
-        self._server.daemon_threads = True
-        self._thread: threading.Thread | None = None
+        self._http = HttpServer(Handler, host, port, name="apigw")
 
     @property
     def url(self) -> str:
-        host, port = self._server.server_address[:2]
-        return f"http://{host}:{port}"
+        return self._http.url
 
     @property
     def port(self) -> int:
-        return int(self._server.server_address[1])
+        return self._http.port
 
     def start(self) -> "Gateway":
-        self._thread = threading.Thread(target=self._server.serve_forever, name="apigw", daemon=True)
-        self._thread.start()
+        self._http.start()
         return self
 
     def stop(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
+        self._http.stop()
 
     # --- the wire ----------------------------------------------------------------------------
 

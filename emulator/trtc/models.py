@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Protocol, Union
 
 from . import signature as usersig
+from .exceptions import EnterError, NoSuchRoom
 from shared.room.base import (
     ERR_BANNED_BY_SERVER, ERR_INVALID_PARAMETER, ERR_INVALID_ROOM_ID, ERR_INVALID_SDK_APP_ID, ERR_INVALID_USER_ID, ERR_INVALID_USER_SIG,
     LEFT_KICKED, CloseReason, Role, RoomRef,
@@ -36,17 +37,6 @@ class Sink(Protocol):
 
     def close(self) -> None:
         """Close after what was sent so far has gone out."""
-
-
-class EnterError(Exception):
-    def __init__(self, code: int, message: str):
-        super().__init__(message)
-        self.code = code
-        self.message = message
-
-
-class NoSuchRoom(KeyError):
-    pass
 
 
 @dataclass(eq=False)

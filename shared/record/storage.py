@@ -169,19 +169,31 @@ def object_key(
 
 
 def cos_url(bucket: str, region: str, key: str) -> str:
-    return f"https://{bucket}.cos.{region}.myqcloud.com/{quote(key.lstrip('/'), safe='/-_.~')}"
+    return f"https://{cos_host(bucket, region)}/{quote(key.lstrip('/'), safe='/-_.~')}"
 
 
-_COS_URL = re.compile(r"^(?P<bucket>[a-z0-9][a-z0-9-]*)\.cos\.(?P<region>[a-z0-9-]+)\.myqcloud\.com$")
+# One COS host pattern for the whole project: RecordFile URLs here, the emulator's Host routing.
+_COS_HOST = re.compile(r"^(?P<bucket>[a-z0-9][a-z0-9-]*)\.cos\.(?P<region>[a-z0-9-]+)\.myqcloud\.com$")
+
+
+def cos_host(bucket: str, region: str) -> str:
+    """The host COS serves a bucket at: "{bucket}.cos.{region}.myqcloud.com"."""
+    return f"{bucket}.cos.{region}.myqcloud.com"
+
+
+def parse_cos_host(host: str) -> tuple[str, str] | None:
+    """(bucket, region) from a host made by `cos_host` (lower case, no port), else None."""
+    m = _COS_HOST.match(host)
+    return (m.group("bucket"), m.group("region")) if m else None
 
 
 def parse_cos_url(url: str) -> tuple[str, str, str]:
     """(bucket, region, key) from a URL made by `cos_url`."""
     parts = urlsplit(url)
-    m = _COS_URL.match(parts.hostname or "")
-    if not m or not parts.path.strip("/"):
+    named = parse_cos_host(parts.hostname or "")
+    if not named or not parts.path.strip("/"):
         raise ValueError(f"{url!r} is not a COS object URL like https://bucket-1250000000.cos.ap-guangzhou.myqcloud.com/key")
-    return m.group("bucket"), m.group("region"), unquote(parts.path[1:])
+    return named[0], named[1], unquote(parts.path[1:])
 
 
 # --- credentials and client ----------------------------------------------------------------------

@@ -9,6 +9,7 @@ from typing import Any, Callable
 
 import pytest
 
+from emulator import clients
 from emulator.cloudapi import CloudApi
 from emulator.scf import FunctionConfig, Gateway, Scf, register
 
@@ -43,14 +44,7 @@ def scf_stack(tmp_path: Path):
 
 
 def scf_client(endpoint: str, secret_id: str = SECRET_ID, secret_key: str = SECRET_KEY) -> Any:
-    from tencentcloud.common import credential
-    from tencentcloud.common.profile.client_profile import ClientProfile
-    from tencentcloud.common.profile.http_profile import HttpProfile
-    from tencentcloud.scf.v20180416 import scf_client as scf_module
-
-    http = HttpProfile(endpoint=endpoint, protocol="http", reqTimeout=30)
-    return scf_module.ScfClient(credential.Credential(secret_id, secret_key), "ap-guangzhou",
-                                ClientProfile(httpProfile=http))
+    return clients.scf_client({"cloudApiEndpoint": endpoint, "secretId": secret_id, "secretKey": secret_key})
 
 
 def until(predicate: Callable[[], Any], timeout: float = 20.0, what: str = "condition") -> Any:

@@ -8,12 +8,12 @@ from pathlib import Path
 import pytest
 import redis
 import requests
-from qcloud_cos import CosConfig, CosS3Client
 from qcloud_cos.cos_exception import CosServiceError
 from tencentcloud.common.exception.tencent_cloud_sdk_exception import TencentCloudSDKException
 from tencentcloud.scf.v20180416 import models as scf_models
 from tencentcloud.trtc.v20190722 import models as trtc_models
 
+from emulator.clients import cos_client, trtc_client
 from emulator.cloud import CloudConfig, LocalCloud
 
 from .conftest import PROBE_ROOT, scf_client, until
@@ -30,24 +30,6 @@ def cloud(tmp_path_factory: pytest.TempPathFactory):
                                bucket="cloudtest-1250000000")).start()
     yield c
     c.stop()
-
-
-def _cos(info: dict, secret_key: str | None = None, secret_id: str | None = None, token: str | None = None):
-    cos = info["cos"]
-    config = CosConfig(IP=cos["ip"], Port=cos["port"], Region=cos["region"], Scheme="http",
-                       SecretId=secret_id or info["secretId"], SecretKey=secret_key or info["secretKey"], Token=token)
-    return CosS3Client(config, retry=0)
-
-
-def _trtc(info: dict):
-    from tencentcloud.common import credential
-    from tencentcloud.common.profile.client_profile import ClientProfile
-    from tencentcloud.common.profile.http_profile import HttpProfile
-    from tencentcloud.trtc.v20190722 import trtc_client
-
-    http = HttpProfile(endpoint=info["cloudApiEndpoint"], protocol="http", reqTimeout=10)
-    return trtc_client.TrtcClient(credential.Credential(info["secretId"], info["secretKey"]), "ap-guangzhou",
-                                  ClientProfile(httpProfile=http))
 
 
 def test_the_info_names_every_service_on_loopback(cloud):
@@ -67,7 +49,7 @@ def test_one_cloud_api_endpoint_serves_trtc_and_scf(cloud):
     req = trtc_models.RemoveUserRequest()
     req.SdkAppId, req.RoomId, req.UserIds = info["sdkAppId"], 4242, ["nobody"]
     with pytest.raises(TencentCloudSDKException) as e:
-        _trtc(info).RemoveUser(req)
+        trtc_client(info, timeout=10).RemoveUser(req)
     assert e.value.code == "FailedOperation.RoomNotExist"  # signed right, served by TRTC's actions
     lreq = scf_models.ListAsyncEventsRequest()
     lreq.FunctionName = "push_stream"
@@ -77,11 +59,11 @@ def test_one_cloud_api_endpoint_serves_trtc_and_scf(cloud):
 def test_cos_serves_the_sdk_and_refuses_a_wrong_secret_key(cloud):
     info = cloud.info()
     bucket = info["cos"]["bucket"]
-    client = _cos(info)
+    client = cos_client(info)
     client.put_object(Bucket=bucket, Key="checks/hello.txt", Body=b"hello cos")
     assert client.get_object(Bucket=bucket, Key="checks/hello.txt")["Body"].get_raw_stream().read() == b"hello cos"
     with pytest.raises(CosServiceError) as e:
-        _cos(info, secret_key="wrong-secret-key").get_object(Bucket=bucket, Key="checks/hello.txt")
+        cos_client(info, secret_key="wrong-secret-key").get_object(Bucket=bucket, Key="checks/hello.txt")
     assert e.value.get_status_code() == 403
     assert e.value.get_error_code() == "SignatureDoesNotMatch"
     # Persisted under the state directory.
@@ -109,10 +91,10 @@ def test_functions_run_with_the_local_services_and_role_credentials_in_their_env
     # The execution role's temporary credentials work against the local COS, with their token only.
     role = (env["TENCENTCLOUD_SECRETID"], env["TENCENTCLOUD_SECRETKEY"], env["TENCENTCLOUD_SESSIONTOKEN"])
     bucket = info["cos"]["bucket"]
-    _cos(info, secret_id=role[0], secret_key=role[1], token=role[2]).put_object(
+    cos_client(info, secret_id=role[0], secret_key=role[1], token=role[2]).put_object(
         Bucket=bucket, Key="checks/role.txt", Body=b"role")
     with pytest.raises(CosServiceError):
-        _cos(info, secret_id=role[0], secret_key=role[1]).put_object(Bucket=bucket, Key="checks/x.txt", Body=b"x")
+        cos_client(info, secret_id=role[0], secret_key=role[1]).put_object(Bucket=bucket, Key="checks/x.txt", Body=b"x")
 
 
 def test_redis_keeps_its_data_in_the_state_directory(cloud):

@@ -5,9 +5,9 @@ import os
 import time
 
 import pytest
-from qcloud_cos import CosConfig, CosS3Client
 from qcloud_cos.cos_exception import CosClientError, CosServiceError
 
+from emulator.clients import cos_client
 from emulator.cos import CosService
 from emulator.cos.signature import http_string, signature
 
@@ -111,10 +111,8 @@ def test_temporary_credentials_need_their_token(cos_service):
 
 
 def test_wrong_region_or_bucket_is_nosuchbucket(cos_service):
-    cfg = CosConfig(IP=cos_service.ip, Port=cos_service.port, Region="ap-shanghai", Scheme="http",
-                    SecretId=cos_service.secret_id, SecretKey=cos_service.secret_key)
     with pytest.raises(CosServiceError) as e:
-        CosS3Client(cfg, retry=0).put_object(Bucket=cos_service.bucket, Key="emu/r/x", Body=b"x")
+        cos_client(cos_service.info, region="ap-shanghai").put_object(Bucket=cos_service.bucket, Key="emu/r/x", Body=b"x")
     assert (e.value.get_status_code(), e.value.get_error_code()) == (404, "NoSuchBucket")
     with pytest.raises(CosServiceError) as e:
         cos_service.client().put_object(Bucket="other-1250000000", Key="emu/r/x", Body=b"x")

@@ -12,6 +12,7 @@ from typing import Any, Callable, Iterator
 import pytest
 import requests
 
+from emulator.clients import scf_client
 from emulator.cloud import CloudConfig, LocalCloud
 from emulator.trtc import usersig
 from tests.media_fixtures import clips  # noqa: F401  (the session's clip cache)
@@ -76,13 +77,7 @@ def start(info: dict[str, Any], cloud: LocalCloud) -> Iterator[Callable[[str, di
 
 @pytest.fixture(scope="session")
 def scf_api(info: dict[str, Any]) -> Any:
-    from tencentcloud.common import credential
-    from tencentcloud.common.profile.client_profile import ClientProfile
-    from tencentcloud.common.profile.http_profile import HttpProfile
-    from tencentcloud.scf.v20180416 import scf_client
-
-    profile = ClientProfile(httpProfile=HttpProfile(endpoint=info["cloudApiEndpoint"], protocol="http", reqTimeout=30))
-    return scf_client.ScfClient(credential.Credential(info["secretId"], info["secretKey"]), "ap-guangzhou", profile)
+    return scf_client(info)
 
 
 def async_status(scf_api: Any, reqid: str) -> str:

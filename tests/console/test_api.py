@@ -138,10 +138,9 @@ def test_the_watch_stream_joins_mid_stream_at_a_key_frame_with_its_codec(info: d
 
 
 def test_objects_are_served_with_ranges_and_a_missing_one_says_so(info: dict[str, Any], cloud: LocalCloud):
-    from qcloud_cos import CosConfig, CosS3Client
+    from emulator.clients import cos_client
 
-    cos = CosS3Client(CosConfig(IP=info["cos"]["ip"], Port=info["cos"]["port"], Region=info["cos"]["region"],
-                                Scheme="http", SecretId=info["secretId"], SecretKey=info["secretKey"]))
+    cos = cos_client(info)
     data = bytes(range(256)) * 40
     cos.put_object(Bucket=info["cos"]["bucket"], Key="console-test/a.mp3", Body=data)
     listed = _get(info, "/api/recordings").json()["buckets"]

@@ -9,7 +9,7 @@ import av
 import pytest
 
 from emulator.console.codecs import nal_units, opus_channels, video_facts
-from tests.media_fixtures import make_clip
+from emulator.media import make_clip
 
 
 def _first_key_frame_annexb(path: Path) -> tuple[bytes, int, int, str | None]:

@@ -14,7 +14,7 @@ from emulator.trtc import signature as usersig_lib
 from shared.record.storage import parse_cos_url
 from shared.room import EnterParams, PixelFrame, RemoteVideo, Role, RoomRef, VideoFormat
 from shared.room.local import LocalRoom
-from tests.media_fixtures import GRAY_LEVELS, gray_level
+from emulator.media import GRAY_LEVELS, gray_level
 
 from .conftest import APP, async_status, terminate, log_has, push_params, record_params, wait_for
 
@@ -228,13 +228,11 @@ def test_a_growing_hls_playlist_in_cos_plays_live_in_the_recordings_page(page: A
                                                                          tmp_path: Path):
     """What a segmented recording leaves in COS while it runs: a playlist without an end that
     gains segments, then the end."""
-    from qcloud_cos import CosConfig, CosS3Client
-
-    from tests.media_fixtures import make_hls
+    from emulator.clients import cos_client
+    from emulator.media import make_hls
 
     hls = make_hls(tmp_path / "hls", duration=5.0, segment_s=1)
-    cos = CosS3Client(CosConfig(IP=info["cos"]["ip"], Port=info["cos"]["port"], Region=info["cos"]["region"],
-                                Scheme="http", SecretId=info["secretId"], SecretKey=info["secretKey"]))
+    cos = cos_client(info)
     bucket, prefix = info["cos"]["bucket"], "console-live"
     segments = sorted(hls.parent.glob("seg_*.ts"), key=lambda p: int(p.stem[4:]))
     for seg in segments:

@@ -27,7 +27,7 @@ from shared.push.checkpoint import checkpoint_key
 from shared.record.storage import parse_cos_url
 from shared.room import RoomRef
 from tests.deploy.entry_server import scf_headers
-from tests.media_fixtures import make_clip
+from emulator.media import make_clip
 
 REPO = Path(__file__).resolve().parents[2]
 _rooms = itertools.count(4_200_001)

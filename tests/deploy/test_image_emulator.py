@@ -11,20 +11,11 @@ from pathlib import Path
 import pytest
 import requests
 
+from emulator.clients import scf_client
 from emulator.cloud import CloudConfig, LocalCloud
-from tests.media_fixtures import make_clip
+from emulator.media import make_clip
 
 REPO = Path(__file__).resolve().parents[2]
-
-
-def _scf_client(info: dict):
-    from tencentcloud.common import credential
-    from tencentcloud.common.profile.client_profile import ClientProfile
-    from tencentcloud.common.profile.http_profile import HttpProfile
-    from tencentcloud.scf.v20180416 import scf_client
-
-    profile = ClientProfile(httpProfile=HttpProfile(endpoint=info["cloudApiEndpoint"], protocol="http", reqTimeout=30))
-    return scf_client.ScfClient(credential.Credential(info["secretId"], info["secretKey"]), "ap-guangzhou", profile)
 
 
 def _status(client, reqid: str):
@@ -55,9 +46,9 @@ def test_a_gateway_push_runs_through_the_entry_server_and_stops_gracefully(image
         deadline = time.monotonic() + 60
         while '"entered the room"' not in (log.read_text() if log.exists() else ""):
             assert time.monotonic() < deadline, f"the push never entered the room:\n{log.read_text()[-3000:]}"
-            assert _status(_scf_client(info), reqid).Status == "RUNNING", log.read_text()[-3000:]
+            assert _status(scf_client(info), reqid).Status == "RUNNING", log.read_text()[-3000:]
             time.sleep(0.1)
-        client = _scf_client(info)
+        client = scf_client(info)
         req = models.TerminateAsyncEventRequest()
         req.FunctionName, req.InvokeRequestId, req.GraceShutdown = "push_stream", reqid, True
         client.TerminateAsyncEvent(req)

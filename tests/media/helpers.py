@@ -5,8 +5,7 @@ import array
 import math
 from dataclasses import dataclass, field
 
-import av
-
+from emulator.media import decode_h264  # noqa: F401  (the source tests import it from here)
 from shared.media.source import MediaSource
 from shared.room.base import AudioFrame, H264Frame, PixelFrame
 
@@ -65,13 +64,3 @@ def nal_types(data: bytes) -> list[int]:
             return types
         types.append(data[j + 3] & 0x1F)
         i = j + 3
-
-
-def decode_h264(frames: list[H264Frame]) -> list[av.VideoFrame]:
-    """Decode passthrough access units with a fresh decoder, as a receiver would."""
-    ctx = av.CodecContext.create("h264", "r")
-    pictures = []
-    for f in frames:
-        pictures += ctx.decode(av.Packet(f.data))
-    pictures += ctx.decode(None)
-    return pictures

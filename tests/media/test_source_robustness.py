@@ -10,7 +10,7 @@ from shared.media.plan import VideoLimits
 from shared.media.source import MediaSource, PassEnd, SourceError, VideoPlan
 from shared.room.base import AudioFrame, PixelFrame
 from tests.media.helpers import decode_h264, pull, strictly_increasing
-from tests.media_fixtures import discontinuities
+from emulator.media import discontinuities
 
 
 @pytest.mark.parametrize("plan", [VideoPlan(), VideoPlan(bitrate_kbps=500)], ids=["passthrough", "decoded"])

@@ -2,10 +2,7 @@
 in this process or in a child process that can be signalled or killed."""
 from __future__ import annotations
 
-import array
-import fractions
 import json
-import math
 import os
 import subprocess
 import sys
@@ -16,9 +13,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-import av
 import pytest
 
+from emulator.media import make_clip
 from shared.room import (
     EnterParams, RemoteAudio, RemoteVideo, Role, RoomClosed, RoomRef, UserEntered, UserLeft, VideoFormat,
 )
@@ -30,45 +27,9 @@ APP = 1400000001
 
 # --- media ------------------------------------------------------------------------------------
 
-
-def make_clip(path: Path, seconds: float = 3.0, width: int = 160, height: int = 120, fps: int = 25,
-              audio: bool = True, video: bool = True, bframes: int = 0, sample_rate: int = 48000) -> Path:
-    """An MP4: H.264 pictures whose brightness steps every frame, and a 440 Hz tone in AAC."""
-    with av.open(str(path), "w") as out:
-        vs = as_ = None
-        if video:
-            vs = out.add_stream("libx264", rate=fps)
-            vs.width, vs.height, vs.pix_fmt = width, height, "yuv420p"
-            vs.codec_context.gop_size = fps
-            vs.codec_context.max_b_frames = bframes
-            vs.codec_context.options = {"preset": "ultrafast", "bframes": str(bframes)}
-        if audio:
-            as_ = out.add_stream("aac", rate=sample_rate)
-            as_.layout = "mono"
-        if vs is not None:
-            for i in range(int(seconds * fps)):
-                frame = av.VideoFrame(width, height, "yuv420p")
-                for n, plane in enumerate(frame.planes):
-                    plane.update(bytes([(i * 5) % 200 + 20 if n == 0 else 128]) * plane.buffer_size)
-                frame.pts = i
-                frame.time_base = fractions.Fraction(1, fps)
-                out.mux(vs.encode(frame))
-            out.mux(vs.encode(None))
-        if as_ is not None:
-            n = 1024
-            total = int(seconds * sample_rate)
-            for start in range(0, total, n):
-                count = min(n, total - start)
-                pcm = array.array("h", (int(9000 * math.sin(2 * math.pi * 440 * k / sample_rate))
-                                        for k in range(start, start + count)))
-                frame = av.AudioFrame(format="s16", layout="mono", samples=count)
-                frame.planes[0].update(pcm.tobytes())
-                frame.sample_rate = sample_rate
-                frame.pts = start
-                frame.time_base = fractions.Fraction(1, sample_rate)
-                out.mux(as_.encode(frame))
-            out.mux(as_.encode(None))
-    return path
+# The push tests' clips: H.264 pictures whose brightness steps every frame (a picture tells which
+# frame it is: emulator.media.step_level), a key frame every second, and a 440 Hz tone in AAC mono.
+PUSH_CLIP: dict[str, Any] = {"pictures": "steps", "layout": "mono", "gop": 25}
 
 
 @pytest.fixture(scope="session")
@@ -79,13 +40,13 @@ def clip_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def clip3(clip_dir: Path) -> Path:
     """3 s, 160x120 at 25 fps, H.264 without B-frames (passthrough) + AAC mono."""
-    return make_clip(clip_dir / "clip3.mp4", seconds=3.0)
+    return make_clip(clip_dir / "clip3.mp4", duration=3.0, **PUSH_CLIP)
 
 
 @pytest.fixture(scope="session")
 def clip10(clip_dir: Path) -> Path:
     """10 s of the same: long enough to stop, kill or resume in the middle."""
-    return make_clip(clip_dir / "clip10.mp4", seconds=10.0)
+    return make_clip(clip_dir / "clip10.mp4", duration=10.0, **PUSH_CLIP)
 
 
 # --- the subscriber ---------------------------------------------------------------------------
@@ -167,16 +128,6 @@ class Subscriber:
         self._stop.set()
         self._thread.join(2)
         self.room.exit()
-
-
-def decode_h264(units: list[bytes]) -> list[av.VideoFrame]:
-    """Decode received access units the way a viewer would; raises on a broken stream."""
-    ctx = av.CodecContext.create("h264", "r")
-    pictures = []
-    for data in units:
-        pictures += ctx.decode(av.Packet(data))
-    pictures += ctx.decode(None)
-    return pictures
 
 
 @pytest.fixture

@@ -11,17 +11,18 @@ from pathlib import Path
 
 import pytest
 
+from emulator.media import make_clip
 from functions.push_stream.index import main_handler
 from shared.room import RoomRef
 
-from .conftest import REPO, make_clip, new_room, params_for
+from .conftest import PUSH_CLIP, REPO, new_room, params_for
 from .test_params import gateway_event
 
 
 @pytest.fixture(scope="session")
 def clip3_bframes(clip_dir: Path) -> Path:
     """3 s with B-frames: H.264 that cannot be passed through, so it is decoded and re-encoded."""
-    return make_clip(clip_dir / "clip3b.mp4", seconds=3.0, bframes=2)
+    return make_clip(clip_dir / "clip3b.mp4", duration=3.0, video="h264-bframes", **PUSH_CLIP)
 
 
 def _push_in_thread(params: dict, request_id: str) -> tuple[threading.Thread, dict]:
@@ -130,8 +131,8 @@ def test_room_actions_stop_the_push_with_their_reason(push_env, subscribe, clip1
 
 
 def test_audio_only_and_video_only_sources(push_env, subscribe, clip_dir):
-    audio_only = make_clip(clip_dir / "audio-only.mp4", seconds=1.0, video=False)
-    video_only = make_clip(clip_dir / "video-only.mp4", seconds=1.0, audio=False)
+    audio_only = make_clip(clip_dir / "audio-only.mp4", duration=1.0, video=None, **PUSH_CLIP)
+    video_only = make_clip(clip_dir / "video-only.mp4", duration=1.0, audio=None, **PUSH_CLIP)
     room = new_room()
     sub = subscribe(RoomRef(room), "pusher")
     result = main_handler(params_for(push_env, audio_only, room), {})

@@ -9,7 +9,7 @@ import pytest
 
 from functions.push_stream.index import main_handler
 from shared.room import RoomRef
-from tests.media_fixtures import discontinuities
+from emulator.media import discontinuities
 
 from .conftest import decode_h264, new_room, params_for
 

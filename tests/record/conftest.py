@@ -2,31 +2,27 @@
 record_stream run in a thread or in a child process, and a look inside the files it made."""
 from __future__ import annotations
 
-import array
 import itertools
 import json
-import math
 import os
 import subprocess
 import sys
 import threading
 import time
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import av
 import pytest
 
-from shared.room import AUDIO_SAMPLE_RATE, AudioFrame, EnterParams, H264Frame, Role, RoomRef, VideoFormat
+from emulator.media import h264_units, probe, tone  # noqa: F401  (the record tests import them from here)
+from shared.room import EnterParams, H264Frame, Role, RoomRef, VideoFormat
 from shared.room.local import LocalRoom
 from shared.record.storage import parse_cos_url
-from tests.room.media import h264_units  # noqa: F401  (test_writer imports it from here)
 
 REPO = Path(__file__).resolve().parents[2]
 FPS = 25
-SAMPLES_20MS = AUDIO_SAMPLE_RATE // 50
 RUN_TIMEOUT_S = 40.0
 
 _room_ids = itertools.count(810001)
@@ -35,65 +31,10 @@ _room_ids = itertools.count(810001)
 # --- media ---------------------------------------------------------------------------------------
 
 
-def tone(index: int, hz: float = 440.0) -> AudioFrame:
-    """The index-th 20 ms of a continuous sine tone, pts from 0."""
-    start = index * SAMPLES_20MS
-    pcm = array.array("h", (int(9000 * math.sin(2 * math.pi * hz * n / AUDIO_SAMPLE_RATE))
-                            for n in range(start, start + SAMPLES_20MS)))
-    return AudioFrame(pcm.tobytes(), index * 20)
-
-
 @pytest.fixture(scope="session")
 def video_units() -> list[H264Frame]:
     """10 s of 160x120 H.264 at 25 fps, one key frame a second (enough for every test here)."""
     return h264_units(10 * FPS)
-
-
-@dataclass
-class Probe:
-    """What PyAV finds in a recording: codec names and decoded durations (seconds)."""
-
-    codecs: list[str]
-    audio_s: float = 0.0
-    video_s: float = 0.0
-    video_frames: int = 0
-    audio_rms: list[float] = field(default_factory=list)  # per 100 ms of decoded audio
-
-    @property
-    def duration(self) -> float:
-        return max(self.audio_s, self.video_s)
-
-
-def probe(path: Path) -> Probe:
-    with av.open(str(path)) as c:
-        codecs = [s.codec_context.name for s in c.streams]
-    out = Probe(codecs)
-    with av.open(str(path)) as c:
-        if c.streams.audio:
-            samples = 0
-            acc: list[float] = []
-            to_s16 = av.AudioResampler(format="s16", layout="mono", rate=AUDIO_SAMPLE_RATE)
-            for frame in c.decode(audio=0):
-                samples += frame.samples
-                for pcm in to_s16.resample(frame):
-                    values = array.array("h")
-                    values.frombytes(bytes(pcm.planes[0])[:pcm.samples * 2])
-                    acc.extend(values)
-                while len(acc) >= AUDIO_SAMPLE_RATE // 10:
-                    chunk, acc = acc[:AUDIO_SAMPLE_RATE // 10], acc[AUDIO_SAMPLE_RATE // 10:]
-                    out.audio_rms.append(math.sqrt(sum(v * v for v in chunk) / len(chunk)))
-            out.audio_s = samples / AUDIO_SAMPLE_RATE
-    with av.open(str(path)) as c:
-        if c.streams.video:
-            first = last = None
-            for frame in c.decode(video=0):
-                t = float(frame.pts * frame.time_base)
-                first = t if first is None else first
-                last = t
-                out.video_frames += 1
-            if first is not None:
-                out.video_s = last - first + 1 / FPS
-    return out
 
 
 # --- anchors -------------------------------------------------------------------------------------

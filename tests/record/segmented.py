@@ -1,32 +1,20 @@
 """What the segment tests share: feeding a Segmenter as writer.py's `_Part` would, a COS bucket on
-the local endpoint, and a look at what is in it."""
+the local endpoint, and a look at what is in it (the media: emulator/media.py)."""
 from __future__ import annotations
 
-import array
 import itertools
-import math
-from pathlib import Path
 from typing import Callable, Iterator
 
-import av
 import pytest
 
-from shared.media.frames import AUDIO_SAMPLE_RATE, H264Frame
+from emulator.media import pcm_20ms
+from shared.media.frames import H264Frame
 from shared.record.segments import Segmenter
 from shared.record.storage import CosBucket, Credentials
 from shared.runtime import RetryPolicy
 
-SAMPLES_20MS = AUDIO_SAMPLE_RATE // 50
 FPS = 25
 _prefixes = itertools.count(1)
-
-
-def pcm_20ms(index: int, channels: int = 1, hz: float = 440.0) -> bytes:
-    start = index * SAMPLES_20MS
-    values = array.array("h")
-    for n in range(start, start + SAMPLES_20MS):
-        values.extend([int(9000 * math.sin(2 * math.pi * hz * n / AUDIO_SAMPLE_RATE))] * channels)
-    return values.tobytes()
 
 
 def feed(seg: Segmenter, seconds: float, units: list[H264Frame] | None = None,
@@ -43,22 +31,6 @@ def feed(seg: Segmenter, seconds: float, units: list[H264Frame] | None = None,
             v += 1
         if between is not None:
             between(i)
-
-
-def decoded(path: Path | str) -> dict[str, float]:
-    """What PyAV decodes: video frames, the first picture's key flag, audio seconds, duration."""
-    out = {"video_frames": 0, "audio_s": 0.0, "first_key": 0.0, "duration_s": 0.0}
-    with av.open(str(path)) as c:
-        out["duration_s"] = (c.duration or 0) / 1e6
-        if c.streams.video:
-            for n, frame in enumerate(c.decode(video=0)):
-                if n == 0:
-                    out["first_key"] = float(frame.key_frame)
-                out["video_frames"] += 1
-    with av.open(str(path)) as c:
-        if c.streams.audio:
-            out["audio_s"] = sum(f.samples for f in c.decode(audio=0)) / AUDIO_SAMPLE_RATE
-    return out
 
 
 @pytest.fixture

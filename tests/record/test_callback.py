@@ -185,7 +185,7 @@ def test_a_dns_answer_that_changes_after_the_check_never_reaches_the_internal_ho
                                                                                   monkeypatch, capfd):
     """The name is allowed when it is checked and internal when it is connected to: the POST must
     go where the check looked, or nowhere; 127.0.0.2 stands for the metadata service."""
-    from tests.record.receiver import CallbackReceiver
+    from emulator.callbacks import CallbackReceiver
 
     monkeypatch.setenv("CALLBACK_ALLOWLIST", "127.0.0.1/32")
     port = _port_of(callback_receiver)
@@ -203,7 +203,7 @@ def test_a_dns_answer_that_changes_after_the_check_never_reaches_the_internal_ho
 
 
 def test_a_callback_host_that_resolves_inside_is_refused_at_connect(callback_receiver, fake_dns, monkeypatch, capfd):
-    from tests.record.receiver import CallbackReceiver
+    from emulator.callbacks import CallbackReceiver
 
     monkeypatch.setenv("CALLBACK_ALLOWLIST", "127.0.0.1/32")
     internal = CallbackReceiver(host="127.0.0.2").start()

@@ -11,7 +11,8 @@ import pytest
 
 from functions.push_stream.index import main_handler as push_handler
 from shared.room import AUDIO_SAMPLE_RATE
-from tests.media_fixtures import Clips, discontinuities
+from emulator.media import discontinuities
+from tests.media_fixtures import Clips
 
 
 @pytest.fixture(scope="session")

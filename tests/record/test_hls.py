@@ -3,9 +3,9 @@ from __future__ import annotations
 
 from shared.record import hls
 from shared.record.segments import Segmenter
-from tests.room.media import h264_units
+from emulator.media import h264_units, probe
 
-from .segmented import FPS, decoded, feed
+from .segmented import FPS, feed
 
 
 def test_event_playlist_then_endlist():
@@ -47,9 +47,9 @@ def _playlist_for(segments, directory, name: str, ended: bool = True):
 def test_fmp4_playlist_plays_every_frame(tmp_path):
     seg = Segmenter(tmp_path / "v", "02", video_size=(160, 120), segment_s=2)
     feed(seg, 7, h264_units(7 * FPS, gop=FPS))
-    found = decoded(_playlist_for(seg.close(), tmp_path, "v"))
-    assert found["video_frames"] == 7 * FPS
-    assert abs(found["audio_s"] - 7) <= 0.15
+    found = probe(_playlist_for(seg.close(), tmp_path, "v"))
+    assert found.video_frames == 7 * FPS
+    assert abs(found.audio_s - 7) <= 0.15
 
 
 def test_mp3_packed_audio_playlist_plays_through(tmp_path):
@@ -57,7 +57,7 @@ def test_mp3_packed_audio_playlist_plays_through(tmp_path):
     seg = Segmenter(tmp_path / "a", "00", segment_s=2)
     feed(seg, 6.5, [])
     segments = seg.close()
-    found = decoded(_playlist_for(segments, tmp_path, "a"))
+    found = probe(_playlist_for(segments, tmp_path, "a"))
     frames = sum(s.frames for s in segments)
-    assert abs(found["audio_s"] - frames * 0.024) <= 0.03
-    assert abs(found["duration_s"] - sum(s.duration_ms for s in segments) / 1000) <= 0.05
+    assert abs(found.audio_s - frames * 0.024) <= 0.03
+    assert abs(found.duration_s - sum(s.duration_ms for s in segments) / 1000) <= 0.05

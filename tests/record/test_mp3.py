@@ -12,7 +12,7 @@ import pytest
 from shared.record import mp3
 from shared.record.segments import Segmenter
 
-from .segmented import pcm_20ms
+from emulator.media import pcm_20ms
 
 
 def _encode(seconds: float, channels: int = 1) -> tuple[bytes, int]:

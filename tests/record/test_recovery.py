@@ -14,9 +14,9 @@ from shared.record.segments import Segmenter
 from shared.record.storage import AlreadyExists, CosBucket, Credentials
 from shared.record.uploader import FileOutput, OutputKeys, SegmentUploader
 from shared.runtime import RetryPolicy
-from tests.room.media import h264_units
+from emulator.media import h264_units, probe
 
-from .segmented import FPS, bucket, cos_env, decoded, feed, prefix  # noqa: F401
+from .segmented import FPS, bucket, cos_env, feed, prefix  # noqa: F401
 
 ROLE = ("AKIDexecutionRole0000000000000000", "executionRoleSecretKey0123456789", "role-session-token")
 USER_SECRET_KEY = "userCosSecretKeyNeverStored01234"
@@ -72,9 +72,9 @@ def test_a_dead_run_is_assembled_and_reported_as_recovered(tmp_path, bucket, pre
     assert entry["RecordFile"].endswith(keys.final)
     final = tmp_path / "final.mp4"
     final.write_bytes(cos_env.get_object_bytes(keys.final))
-    found = decoded(final)
-    assert found["video_frames"] >= (7 - (2 + 2)) * FPS  # at most SegmentDuration + 2 s lost
-    assert found["first_key"] == 1.0
+    found = probe(final)
+    assert found.video_frames >= (7 - (2 + 2)) * FPS  # at most SegmentDuration + 2 s lost
+    assert found.first_key is True
     assert cos_env.list_keys(keys.segment_prefix) == []  # "mp4": the segments are removed
     assert cos_env.list_keys(f"{prefix}state/") == [f"{prefix}state/req-dead-1.reported"]
     assert sweep(store, now=time.time() + 120) == []  # reported once
@@ -129,7 +129,7 @@ def test_segments_left_on_cfs_are_used(tmp_path, bucket, prefix, cos_env, role, 
     assert result["Files"][0]["Status"] == 1
     final = tmp_path / "final.mp4"
     final.write_bytes(cos_env.get_object_bytes(keys.final))
-    assert decoded(final)["video_frames"] >= 4 * FPS
+    assert probe(final).video_frames >= 4 * FPS
 
 
 def test_a_bucket_the_role_cannot_use_is_reported_with_the_reason(tmp_path, bucket, prefix, cos_env,

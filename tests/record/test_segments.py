@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 
 from shared.record.segments import Segmenter, check_segment_duration
-from tests.room.media import h264_units
+from emulator.media import h264_units, probe
 
-from .segmented import FPS, decoded, feed
+from .segmented import FPS, feed
 
 
 @pytest.fixture(scope="module")
@@ -36,12 +36,12 @@ def test_mode02_segments_start_at_key_frames_past_the_duration(tmp_path, units_g
     assert dict(handed)[1] < 4 * 50
     assert [s.bytes for s in segments] == [s.path.stat().st_size for s in segments]
 
-    whole = decoded(_join(segments, tmp_path / "whole.mp4"))
-    assert whole["video_frames"] == 12 * FPS
-    assert abs(whole["audio_s"] - 12) <= 0.1 and abs(whole["duration_s"] - 12) <= 0.1
+    whole = probe(_join(segments, tmp_path / "whole.mp4"))
+    assert whole.video_frames == 12 * FPS
+    assert abs(whole.audio_s - 12) <= 0.1 and abs(whole.duration_s - 12) <= 0.1
     for s in segments[1:]:  # init + any one segment plays by itself, from a key frame
-        alone = decoded(_join([segments[0], s], tmp_path / f"alone{s.index}.mp4"))
-        assert alone["first_key"] == 1.0 and alone["video_frames"] == 3 * FPS
+        alone = probe(_join([segments[0], s], tmp_path / f"alone{s.index}.mp4"))
+        assert alone.first_key is True and alone.video_frames == 3 * FPS
 
 
 def test_mode01_waits_for_the_next_key_frame(tmp_path):
@@ -50,7 +50,7 @@ def test_mode01_waits_for_the_next_key_frame(tmp_path):
     feed(seg, 10, units)
     segments = seg.close()
     assert [round(s.duration_ms / 1000) for s in segments[1:]] == [4, 4, 2]
-    assert decoded(_join(segments, tmp_path / "w.mp4"))["video_frames"] == 10 * FPS
+    assert probe(_join(segments, tmp_path / "w.mp4")).video_frames == 10 * FPS
 
 
 def test_a_long_gop_asks_for_a_key_frame(tmp_path):
@@ -67,7 +67,7 @@ def test_audio_only_mp4_is_cut_by_duration(tmp_path):
     feed(seg, 7, [])
     segments = seg.close()
     assert [round(s.duration_ms / 1000, 1) for s in segments[1:]] == [2.0, 2.0, 2.0, 1.0]
-    assert abs(decoded(_join(segments, tmp_path / "a.mp4"))["audio_s"] - 7) <= 0.1
+    assert abs(probe(_join(segments, tmp_path / "a.mp4")).audio_s - 7) <= 0.1
 
 
 def test_mode00_segments_are_frame_aligned_without_drift(tmp_path):

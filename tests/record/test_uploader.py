@@ -10,9 +10,9 @@ import pytest
 from shared.record.segments import Segmenter
 from shared.record.uploader import (FileOutput, OutputKeys, Piece, SegmentUploader, assemble, output_format,
                                     read_playlist)
-from tests.room.media import h264_units
+from emulator.media import h264_units, probe
 
-from .segmented import FPS, bucket, cos_env, decoded, feed, iter_keys, prefix  # noqa: F401
+from .segmented import FPS, bucket, cos_env, feed, iter_keys, prefix  # noqa: F401
 
 
 def _record(tmp_path, bucket, prefix, fmt, mode="02", seconds=7.0, segment_s=2, ext="mp4", between=None):
@@ -50,11 +50,11 @@ def test_hls_plus_mp4_playlist_grows_while_recording_then_both_outputs(tmp_path,
     assert [e["RecordFile"].rsplit("/", 1)[1] for e in entries] == ["rec_1.m3u8", "rec_1.mp4"]
     final = tmp_path / "final.mp4"
     final.write_bytes(cos_env.get_object_bytes(keys.final))
-    found = decoded(final)
-    assert found["video_frames"] == 7 * FPS and abs(found["audio_s"] - 7) <= 0.1
+    found = probe(final)
+    assert found.video_frames == 7 * FPS and abs(found.audio_s - 7) <= 0.1
     playlist = cos_env.get_object_bytes(keys.playlist).decode()
     assert playlist.endswith("#EXT-X-ENDLIST\n") and len(read_playlist(playlist)) == 4
-    assert sum(read_playlist(playlist).values()) == pytest.approx(found["duration_s"], abs=0.1)
+    assert sum(read_playlist(playlist).values()) == pytest.approx(found.duration_s, abs=0.1)
     assert list((tmp_path / "local").iterdir()) == []
 
 
@@ -73,8 +73,8 @@ def test_mode00_final_mp3_reads_its_duration(tmp_path, bucket, prefix, cos_env):
     assert b"ID3" not in data  # the HLS timestamp tags stay in the segments
     path = tmp_path / "final.mp3"
     path.write_bytes(data)
-    found = decoded(path)
-    assert abs(found["duration_s"] - 6.3) <= 0.05 and abs(found["audio_s"] - 6.3) <= 0.05
+    found = probe(path)
+    assert abs(found.duration_s - 6.3) <= 0.05 and abs(found.audio_s - 6.3) <= 0.05
 
 
 def test_assembly_copies_big_segments_inside_cos_and_sends_small_ones(bucket, prefix, cos_env, monkeypatch):

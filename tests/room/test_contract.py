@@ -13,7 +13,7 @@ from shared.room import (
     Role, RoomClosed, RoomError, RoomRef, UserEntered, UserLeft, VideoAvailable, VideoEncodeConfig, VideoFormat,
 )
 
-from . import media
+from emulator import media
 from .conftest import WAIT_S, describe, drain, room_factory, wait_for
 
 

@@ -19,7 +19,7 @@ from emulator.trtc import Rooms, RoomServer
 from shared.room import wire
 from shared.room.local import LocalRoom
 
-from . import media
+from emulator import media
 from .conftest import WAIT_S, wait_for
 
 _next_room = iter(range(800001, 900000))
@@ -93,7 +93,7 @@ def test_malformed_message_closes_only_that_connection(room_service, busy_room, 
     peer = RawPeer(room_service.address)
     peer.enter(room_service, rid, "rogue")
     wait_for(b, lambda e: e == UserEntered("rogue"))
-    with caplog.at_level(logging.WARNING, logger="emulator.trtc.server"):
+    with caplog.at_level(logging.WARNING, logger="emulator.trtc.room_server"):
         peer.sock.sendall(garbage)
         said = peer.messages_until_closed()
     peer.close()

@@ -29,7 +29,7 @@ from shared.room import (
 )
 from shared.room.trtc import CALLBACKS, TRTCRoom, enter_room_params
 from tests.fakes import liteav_fake as fake
-from tests.room import media
+from emulator import media
 from tests.room.conftest import WAIT_S, drain, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -32,7 +32,7 @@ from shared.room import (
 )
 from shared.room.trtc import CALLBACKS, TRTCRoom
 from tests.fakes import liteav_fake as fake
-from tests.room import media
+from emulator import media
 from tests.room.conftest import WAIT_S, drain, wait_for
 
 _rooms = iter(range(820001, 829999))

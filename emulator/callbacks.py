@@ -1,14 +1,24 @@
-"""A callback receiver on 127.0.0.1 for tests: records each POST (headers, raw body, JSON) and can
-answer 503 (or any status; a 3xx with a Location) to the first N, drop N connections unanswered, or be
-down (connection refused)."""
+"""A callback receiver on 127.0.0.1, where record_stream's `Callback` can point: it records each POST
+(headers, raw body, JSON, when it arrived) and, for tests, can answer 503 (or any status; a 3xx with
+a Location) to the first N, drop N connections unanswered, or be down (connection refused).
+
+    receiver = CallbackReceiver().start()
+    params["Callback"] = receiver.url
+    body = receiver.wait_for(1, timeout=30)[0].json
+    receiver.stop()
+
+The demo, the tests (the `callback_receiver` fixture) and bench/record use it.
+"""
 from __future__ import annotations
 
 import json
 import threading
 import time
-from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler
 from typing import Any
+
+from emulator.httpserver import HttpServer
 
 
 @dataclass
@@ -16,6 +26,7 @@ class Received:
     path: str
     headers: dict[str, str]
     body: bytes
+    arrived_at: float = field(default_factory=time.monotonic)  # time.monotonic() when it was recorded
 
     @property
     def json(self) -> Any:
@@ -33,8 +44,7 @@ class CallbackReceiver:
         self._drop = 0
         self._lock = threading.Lock()
         self._cond = threading.Condition(self._lock)
-        self._server: ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
+        self._http: HttpServer | None = None
 
     # --- lifecycle ------------------------------------------------------------------------------
 
@@ -72,29 +82,22 @@ class CallbackReceiver:
                 self.end_headers()
                 self.wfile.write(reply)
 
-        self._server = ThreadingHTTPServer((self._host, self._port), Handler)
-        self._server.daemon_threads = True
-        self._port = self._server.server_address[1]  # keep the port across down()/up()
-        self._thread = threading.Thread(target=self._server.serve_forever, args=(0.05,), name="callback-receiver",
-                                        daemon=True)
-        self._thread.start()
+        self._http = HttpServer(Handler, self._host, self._port, name="callback-receiver", poll_interval=0.05)
+        self._port = self._http.port  # keep the port across down()/up()
+        self._http.start()
         return self
 
     def stop(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-            self._thread = None
+        if self._http is not None:
+            self._http.stop()
+            self._http = None
 
     def down(self) -> None:
         """Stop listening: connections are refused until up()."""
         self.stop()
 
     def up(self) -> None:
-        if self._server is None:
+        if self._http is None:
             self.start()
 
     # --- behaviour ------------------------------------------------------------------------------
@@ -112,13 +115,13 @@ class CallbackReceiver:
             self._drop += n
 
     def wait_for(self, count: int = 1, timeout: float = 10.0) -> list[Received]:
-        """The first `count` POSTs received, waiting up to `timeout` seconds (AssertionError if not)."""
+        """The first `count` POSTs received, waiting up to `timeout` seconds (TimeoutError if not)."""
         end = time.monotonic() + timeout
         with self._cond:
             while len(self.received) < count:
                 left = end - time.monotonic()
                 if left <= 0:
-                    raise AssertionError(f"callback receiver got {len(self.received)} POSTs, expected {count} "
+                    raise TimeoutError(f"callback receiver got {len(self.received)} POSTs, expected {count} "
                                          f"within {timeout}s ({self.attempts} attempts reached it)")
                 self._cond.wait(left)
             return list(self.received[:count])

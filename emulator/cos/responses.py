@@ -1,10 +1,6 @@
-"""The COS wire: route a request to the bucket named in its Host, check its signature, apply any
-injected failure, then let moto's S3 responses serve it (COS's XML API is S3's, near enough).
-
-cos-python-sdk-v5 configured with `CosConfig(IP=..., Port=...)` sends every request to
-http://IP:PORT/<key> with `Host: <bucket>.cos.<region>.myqcloud.com` and signs that Host, so the
-bucket comes from the Host header; a request without a COS Host (curl to 127.0.0.1) goes to the
-service's own bucket.
+"""The COS wire: route a request to the bucket named in its Host (urls.py), check its signature,
+apply any injected failure, then let moto's S3 responses serve it (COS's XML API is S3's, near
+enough). service.CosService serves this application on loopback.
 
 COS's own headers that S3 spells differently are translated: `x-cos-copy-source` (copy, part
 copy, with `x-cos-copy-source-range`) and `x-cos-forbid-overwrite: true` (PUT and complete
@@ -15,7 +11,6 @@ from __future__ import annotations
 import io
 import logging
 from contextlib import nullcontext
-import re
 import socket
 import threading
 from xml.etree import ElementTree
@@ -23,16 +18,15 @@ from typing import Any, Callable, Iterable
 from urllib.parse import parse_qsl, unquote_to_bytes
 
 from moto.moto_server.werkzeug_app import create_backend_app
-from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
 from werkzeug.test import run_wsgi_app
 
-from .errors import CosError, error_xml, new_request_id
+from . import urls
+from .exceptions import CosError, error_xml, new_request_id
 from .models import CosState, Fault, RequestRecord
-from .signature import Credential, verify
+from .signature import verify
 
 log = logging.getLogger("emulator.cos")
 
-COS_HOST = re.compile(r"^(?P<bucket>[a-z0-9][a-z0-9-]*)\.cos\.(?P<region>[a-z0-9-]+)\.myqcloud\.com$")
 MAX_BODY = 5 * 1024**3  # COS's single-request ceiling
 
 StartResponse = Callable[..., Any]
@@ -103,11 +97,7 @@ class CosApp:
             return fail(CosError(fault.code, fault.message, fault.status))
 
         try:
-            m = COS_HOST.match(host)
-            if m:
-                bucket = m.group("bucket")
-                if bucket != self.state.bucket or m.group("region") != self.state.region:
-                    raise CosError("NoSuchBucket", "The specified bucket does not exist.", 404)
+            bucket = urls.bucket_for(host, self.state)
             verify(method, path, query, headers, self.state.credentials)
             denial: Fault | None = self.state.faults.denial
             if denial is not None:
@@ -179,13 +169,7 @@ class CosApp:
         source = headers.get("x-cos-copy-source")
         if source is None:
             return env
-        host, _, path = source.decode("latin-1").partition("/")
-        m = COS_HOST.match(host.lower())
-        if not m or not path:
-            raise CosError("InvalidArgument", "x-cos-copy-source must be like "
-                                              "bucket-appid.cos.region.myqcloud.com/key", 400)
-        if m.group("bucket") != self.state.bucket or m.group("region") != self.state.region:
-            raise CosError("NoSuchBucket", "The source bucket does not exist.", 404)
+        path = urls.copy_source_key(source.decode("latin-1"), self.state)
         env["HTTP_X_AMZ_COPY_SOURCE"] = f"/{self.state.moto_bucket}/{path}"
         for cos, amz in (("x-cos-copy-source-range", "HTTP_X_AMZ_COPY_SOURCE_RANGE"),
                          ("x-cos-metadata-directive", "HTTP_X_AMZ_METADATA_DIRECTIVE")):
@@ -220,7 +204,7 @@ class CosApp:
                 close()
         # moto names its bucket and S3's host in Location headers and XML bodies; answer with
         # the COS bucket and domain (never touching an object's own bytes).
-        renames = [(f"{internal}.s3.amazonaws.com", f"{bucket}.cos.{self.state.region}.myqcloud.com"),
+        renames = [(f"{internal}.s3.amazonaws.com", urls.host_of(self.state)),
                    (internal, bucket)]
         out = list(headers.items())
         for old, new in renames:
@@ -271,161 +255,3 @@ def _content_type(headers: list[tuple[str, str]], body: bytes) -> str:
 _REASONS = {200: "OK", 204: "No Content", 206: "Partial Content", 304: "Not Modified", 400: "Bad Request",
             403: "Forbidden", 404: "Not Found", 409: "Conflict", 412: "Precondition Failed",
             500: "Internal Server Error", 503: "Service Unavailable"}
-
-
-class _QuietHandler(WSGIRequestHandler):
-    """No access log lines; a dropped connection is expected, not an error."""
-
-    server_version = "tencent-cos"
-    sys_version = ""
-
-    def log_request(self, *args: Any, **kwargs: Any) -> None:
-        pass
-
-    def log_error(self, *args: Any) -> None:
-        pass
-
-
-class CosService:
-    """A COS endpoint on loopback with one bucket, reachable with cos-python-sdk-v5:
-
-        svc = CosService(secret_id="AKID...", secret_key="...").start()
-        CosConfig(IP=svc.ip, Port=svc.port, Region=svc.region, Scheme="http", SecretId=..., SecretKey=...)
-
-    Failure injection for tests: `fail_next(n)` (next n requests answer 503), `drop_next(n)` (next
-    n connections are closed unanswered), `deny()` / `allow()` (every signed request refused with
-    AccessDenied until allowed again). `requests` lists what was served.
-    """
-
-    def __init__(
-        self,
-        host: str = "127.0.0.1",
-        port: int = 0,
-        secret_id: str = "AKIDemulatorCosSecretId0000000000",
-        secret_key: str = "emulatorCosSecretKey0123456789ab",
-        region: str = "ap-guangzhou",
-        bucket: str = "emulator-1250000000",
-        state_dir: str | None = None,
-        temporary_credentials: Iterable[tuple[str, str, str]] = (),
-    ):
-        if not re.fullmatch(r"[a-z0-9][a-z0-9-]*-\d+", bucket):
-            raise ValueError(f"COS bucket {bucket!r} must look like 'name-1250000000' (BucketName-APPID)")
-        creds = [Credential(secret_id, secret_key)] + [Credential(i, k, t) for i, k, t in temporary_credentials]
-        self.state = CosState(region, bucket, creds, state_dir)
-        self.secret_id = secret_id
-        self.secret_key = secret_key
-        self._host = host
-        self._port = port
-        self._server: BaseWSGIServer | None = None
-        self._thread: threading.Thread | None = None
-
-    # --- lifecycle ------------------------------------------------------------------------------
-
-    def start(self) -> "CosService":
-        self.state.open()
-        try:
-            self._server = make_server(self._host, self._port, CosApp(self.state), threaded=True,
-                                       request_handler=_QuietHandler)
-        except Exception:
-            self.state.close()
-            raise
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, args=(0.1,), name="cos", daemon=True)
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-            self._thread = None
-        self.state.close()
-
-    def __enter__(self) -> "CosService":
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-    # --- where it is ----------------------------------------------------------------------------
-
-    @property
-    def ip(self) -> str:
-        return self._host
-
-    @property
-    def port(self) -> int:
-        if self._server is None:
-            raise RuntimeError("CosService is not started")
-        return self._server.server_address[1]
-
-    @property
-    def region(self) -> str:
-        return self.state.region
-
-    @property
-    def bucket(self) -> str:
-        return self.state.bucket
-
-    @property
-    def endpoint_url(self) -> str:
-        """What COS_ENDPOINT is set to for functions that should upload here."""
-        return f"http://{self.ip}:{self.port}"
-
-    @property
-    def requests(self) -> list[RequestRecord]:
-        return list(self.state.requests)
-
-    def client(self, secret_id: str | None = None, secret_key: str | None = None, token: str | None = None):
-        """A CosS3Client aimed at this endpoint (the service's own keys unless others are given)."""
-        from qcloud_cos import CosConfig, CosS3Client
-
-        config = CosConfig(IP=self.ip, Port=self.port, Region=self.region, Scheme="http",
-                           SecretId=secret_id or self.secret_id, SecretKey=secret_key or self.secret_key, Token=token)
-        return CosS3Client(config, retry=0)
-
-    @property
-    def env(self) -> dict[str, str]:
-        """The environment a function needs to upload here (its COS client is redirected)."""
-        return {"COS_ENDPOINT": self.endpoint_url}
-
-    def list_keys(self, prefix: str = "") -> list[str]:
-        """Every key under `prefix`, in order, listed through the SDK."""
-        keys: list[str] = []
-        marker = ""
-        while True:
-            page = self.client().list_objects(Bucket=self.bucket, Prefix=prefix, Marker=marker, MaxKeys=1000)
-            keys += [o["Key"] for o in page.get("Contents", [])]
-            if page.get("IsTruncated") != "true":
-                return keys
-            marker = page.get("NextMarker") or keys[-1]
-
-    def get_object_bytes(self, key: str) -> bytes:
-        """An object's content, read through the SDK as a user would."""
-        return self.client().get_object(Bucket=self.bucket, Key=key)["Body"].get_raw_stream().read()
-
-    # --- credentials and failures ---------------------------------------------------------------
-
-    def add_temporary_credentials(self, secret_id: str, secret_key: str, token: str) -> None:
-        self.state.add_credential(Credential(secret_id, secret_key, token))
-
-    def fail_next(self, n: int = 1, status: int = 503, code: str = "ServiceUnavailable",
-                  message: str = "Service is unavailable now, please try again later.", when: str | None = None) -> None:
-        """The next `n` requests (those whose "METHOD key?query" contains `when`, if given) fail."""
-        self.state.faults.fail_next(n, status, code, message, when)
-
-    def drop_next(self, n: int = 1, when: str | None = None) -> None:
-        """The next `n` connections (matching `when`, as for fail_next) are closed unanswered."""
-        self.state.faults.drop_next(n, when)
-
-    def deny(self, code: str = "AccessDenied", message: str = "Access Denied.", status: int = 403) -> None:
-        self.state.faults.deny(code, message, status)
-
-    def allow(self) -> None:
-        self.state.faults.allow()
-
-    def clear_faults(self) -> None:
-        self.state.faults.clear()

@@ -16,9 +16,10 @@ from shared.room import wire
 from shared.room.base import ERR_FAILED, LEFT_NORMALLY, LEFT_TIMEOUT, CloseReason
 from shared.room.wire import Message, WireError
 
-from .models import EnterError, Member, Rooms
+from .exceptions import EnterError
+from .models import Member, Rooms
 
-log = logging.getLogger("emulator.trtc.server")
+log = logging.getLogger("emulator.trtc.room_server")
 
 # A member that stops reading gets its media dropped rather than buffered without bound.
 MAX_BUFFERED = 16 << 20

@@ -1,0 +1,70 @@
+"""HTTP on loopback from a thread of its own: how every server of the local cloud (Cloud API, API
+Gateway, COS, the console), the callback receiver and the tests' media server start and stop.
+
+    server = HttpServer(Handler, name="cloudapi")          # a BaseHTTPRequestHandler subclass
+    server = HttpServer(wsgi_app, name="cos", request_handler=QuietHandler)   # or a WSGI app
+    server.port, server.url                                # bound (port known) once made
+    server.start()
+    server.stop()        # stop serving, close the socket, wait for the thread
+
+Request threads are daemons: a client that never finishes its request cannot keep a stop waiting.
+"""
+from __future__ import annotations
+
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any, Callable, Iterable
+
+WsgiApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
+
+
+class HttpServer:
+    def __init__(self, app: type[BaseHTTPRequestHandler] | WsgiApp, host: str = "127.0.0.1", port: int = 0, *,
+                 name: str = "http", poll_interval: float = 0.5,
+                 server_class: type[ThreadingHTTPServer] = ThreadingHTTPServer,
+                 request_handler: type[BaseHTTPRequestHandler] | None = None):
+        """`app` is a request handler class (served by `server_class`) or a WSGI application (served
+        by werkzeug, with `request_handler` as its handler class when given)."""
+        self.server: ThreadingHTTPServer
+        if isinstance(app, type) and issubclass(app, BaseHTTPRequestHandler):
+            self.server = server_class((host, port), app)
+        else:
+            from werkzeug.serving import make_server
+
+            self.server = make_server(host, port, app, threaded=True,  # type: ignore[assignment,arg-type]
+                                      request_handler=request_handler)  # type: ignore[arg-type]
+        self.server.daemon_threads = True
+        self.name = name
+        self.poll_interval = poll_interval
+        self._thread: threading.Thread | None = None
+        self._closed = False
+
+    @property
+    def host(self) -> str:
+        return str(self.server.server_address[0])
+
+    @property
+    def port(self) -> int:
+        return int(self.server.server_address[1])
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    def start(self) -> "HttpServer":
+        if self._thread is None:
+            self._thread = threading.Thread(target=self.server.serve_forever, args=(self.poll_interval,),
+                                            name=self.name, daemon=True)
+            self._thread.start()
+        return self
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Stop serving and close the socket; safe to call twice, or on a server never started
+        (shutdown() alone would wait forever for a serve_forever that never ran)."""
+        if self._thread is not None:
+            self.server.shutdown()
+            self._thread.join(timeout)
+            self._thread = None
+        if not self._closed:
+            self._closed = True
+            self.server.server_close()
