@@ -600,8 +600,9 @@ class Pusher:
         self._note_source(new)
         record = None
         if not resumed:
+            # at: seconds pushed when it happened; roomMs: the room timestamp the new source starts at.
             record = {"at": self._pushed_s(), "from": old.name, "to": new.name, "latencyMs": None,
-                      "trigger": op.trigger, "ok": True, "path": new.path}
+                      "trigger": op.trigger, "ok": True, "path": new.path, "roomMs": cut_ms}
             self.switches.append(record)
             self.log.info("switching", **{k: v for k, v in record.items() if k != "latencyMs"},
                           startsAt=new.start.position_s)
