@@ -13,7 +13,7 @@ except ImportError:  # running from the repository without its root on sys.path
 
 from shared.contracts.push import PushParams  # noqa: E402
 from shared.contracts.redis_config import redis_url_from_env  # noqa: E402
-from shared.gateway import UserError, handle  # noqa: E402
+from shared.gateway import handle  # noqa: E402
 from shared.room import backend_from_env  # noqa: E402
 from shared.push.pusher import run_push  # noqa: E402
 
@@ -23,14 +23,6 @@ def _preflight():
     redis_url_from_env()  # a malformed REDIS_URL is named at start, not mid-run
 
 
-def _work(params, inv, log):
-    # Until the pusher plays playlists (issue 12, phase 2), a list is refused here, clearly.
-    if params.is_playlist:
-        raise UserError("videoSrc: a list of sources (a playlist) is not played yet by this version; "
-                        "give one source", "not_implemented", 501)
-    return run_push(params, inv, log)
-
-
 def main_handler(event, context):
-    return handle(event, context, function_name="push_stream", model=PushParams, work=_work,
+    return handle(event, context, function_name="push_stream", model=PushParams, work=run_push,
                   preflight=_preflight)

@@ -11,18 +11,28 @@ leaving the room, and a result saying why.
 """
 from __future__ import annotations
 
+import array
 import os
+import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Optional
 
 from shared.settings import settings
 from shared.push.checkpoint import Checkpoint, CheckpointUnavailable, Record
-from shared.push.reader import END_OF_SOURCE, NOTHING_YET, FrameReader, close_quietly
-from shared.push.start import Start, decide_start, frames_from
+from shared.push.control import (
+    STATUS_PAUSED, STATUS_PLAYING, Command, ControlInbox, ControlUnavailable, PushState,
+)
+from shared.push.reader import END_OF_SOURCE, NOTHING_YET, close_quietly
+from shared.push.segment import (
+    ENCODE, PASSTHROUGH, TRANSCODE, Opening, RoomInput, Segment, make_segment, open_fitting,
+)
+from shared.push.start import Start, decide_start
 from shared.contracts.push import PushParams
 from shared.gateway import UserError
 from shared.media.pacing import Pacer
+from shared.media.frames import AUDIO_FRAME_MS, AUDIO_SAMPLE_RATE
 from shared.media.source import AudioPlan, MediaSource, PassEnd, SourceError, VideoLimits, VideoPlan, safe_url
 from shared.room import (
     AudioFrame, BitrateRequested, EnterParams, H264Frame, KeyFrameRequested, Role, Room,
@@ -37,12 +47,15 @@ ENTER_TIMEOUT_S = 10.0
 # period (and our 2 s promise) for everything else.
 FINAL_WRITE_BUDGET_S = 5.0
 FINAL_WRITE_BUDGET_TERMINATED_S = 0.8
+# The next queued source is opened this long before the current one ends, so that the join is a cut.
+PREFETCH_S = 2.0
 
 # Why a push stopped -> the result's status.
 STATUS_BY_REASON = {
     "end_of_source": "completed",
     "max_duration": "completed",
     "terminated": "terminated",
+    "control_stop": "terminated",
     "time_limit": "terminated",
     "removed": "stopped",
     "replaced": "stopped",
@@ -82,6 +95,21 @@ class _State:
     stats: _Stats = field(default_factory=_Stats)
 
 
+def apply_gain(frame: AudioFrame, volume: int) -> AudioFrame:
+    """The frame at `volume` percent (s16, clipped)."""
+    if volume >= 100:
+        return frame
+    samples = array.array("h")
+    samples.frombytes(frame.data)
+    if sys.byteorder != "little":
+        samples.byteswap()
+    g = volume / 100.0
+    scaled = array.array("h", [int(v * g) for v in samples])
+    if sys.byteorder != "little":
+        scaled.byteswap()
+    return AudioFrame(scaled.tobytes(), frame.pts_ms, frame.sample_rate, frame.channels)
+
+
 class Pusher:
     """Runs one push; `run()` returns the result dict (or raises UserError before anything is sent)."""
 
@@ -100,14 +128,33 @@ class Pusher:
         self.stop = stop or StopSignal(deadline=inv.deadline)
         self.speed = pacing_speed(self.env)
         self.room: Optional[Room] = None
-        self.source: Optional[MediaSource] = None
-        self.checkpoint: Optional[Checkpoint] = None
+        self.source: Optional[MediaSource] = None  # the current segment's source
+        self.checkpoint: Optional[Checkpoint] = None  # the current segment's record
         self.state = _State()
         self.message = ""
         self.video_config = VideoEncodeConfig()
-        self.passthrough = False
+        self.passthrough = False  # the room takes H.264 (fixed at enter)
         self.start = Start(0.0, None, False)
-        self.reader: Optional[FrameReader] = None
+        self.segment: Optional[Segment] = None
+        self.room_input: Optional[RoomInput] = None
+        self.inbox: Optional[ControlInbox] = None
+        self.volume = params.volume
+        self.queue: list[str] = list(params.sources[1:])
+        self.list_passes = 0  # playlist: passes over the whole list finished
+        self.opening: Optional[Opening] = None
+        self.paused_at: Optional[float] = None
+        self.switches: list[dict[str, Any]] = []
+        self.played: dict[str, dict[str, Any]] = {}  # videoSrc -> what the result says of it
+        self._after_first_send: Optional[tuple[Optional[Command], Optional[dict[str, Any]]]] = None
+        self._fill_audio = False  # after a cut: silence up to the new source's first audio
+        self._audio_end_ms: Optional[int] = None  # room time where the audio sent so far ends
+        self._last_video_ms: Optional[int] = None
+        self._current_ended = False
+        self._writers: list[threading.Thread] = []
+
+    @property
+    def reader(self) -> Any:
+        return None if self.segment is None else self.segment.reader
 
     # --- the whole run -------------------------------------------------------------------------
 
@@ -118,9 +165,10 @@ class Pusher:
             redact_value(p.redisPassword.get_secret_value())
         self.stop.install()  # SIGTERM -> "terminated" (a no-op off the main thread)
         try:
-            self.log.info("push starting", videoSrc=safe_url(p.videoSrc), sdkAppId=p.sdkAppId, room=p.room.key,
-                          userId=p.userId, redis=p.redis, pacingSpeed=self.speed)
-            record = self._open_checkpoint()
+            self.log.info("push starting", videoSrc=safe_url(p.sources[0]), sdkAppId=p.sdkAppId, room=p.room.key,
+                          userId=p.userId, redis=p.redis, pacingSpeed=self.speed,
+                          playlist=[safe_url(s) for s in p.sources] if p.is_playlist else None)
+            record = self._open_checkpoint(p.sources[0])
             self._open_source(record)
             self._enter_room()
             return self._push()
@@ -128,6 +176,8 @@ class Pusher:
             raise
         except Exception:
             # A bug, not a stop: still leave a truthful record behind for the next push.
+            if self.inbox is not None:
+                self.inbox.close("internal_error", timeout_s=0.5)
             if self.checkpoint is not None and self.checkpoint.started:
                 self.checkpoint.finish("failed", "internal_error", position=self.state.position_ms / 1000.0,
                                        budget_s=1.0)
@@ -138,17 +188,21 @@ class Pusher:
 
     # --- setup ---------------------------------------------------------------------------------
 
-    def _open_checkpoint(self) -> Optional[Record]:
+    def _connect_checkpoint(self, src: str) -> Checkpoint:
+        p = self.params
+        assert p.redisHost is not None
+        return Checkpoint.connect(
+            host=p.redisHost, port=p.redisPort,
+            password=p.redisPassword.get_secret_value() if p.redisPassword else None,
+            db=p.redisDb, sdk_app_id=p.sdkAppId, room=p.room, video_src=src,
+            request_id=self.inv.request_id, log=self.log)
+
+    def _open_checkpoint(self, src: str) -> Optional[Record]:
         p = self.params
         if not p.redis:
             return None
-        assert p.redisHost is not None
         try:
-            self.checkpoint = Checkpoint.connect(
-                host=p.redisHost, port=p.redisPort,
-                password=p.redisPassword.get_secret_value() if p.redisPassword else None,
-                db=p.redisDb, sdk_app_id=p.sdkAppId, room=p.room, video_src=p.videoSrc,
-                request_id=self.inv.request_id, log=self.log)
+            self.checkpoint = self._connect_checkpoint(src)
             record = self.checkpoint.load()
         except CheckpointUnavailable as e:
             raise UserError(f"redis is required (redis=true) but {e}; nothing was pushed",
@@ -162,10 +216,10 @@ class Pusher:
         p = self.params
         video = VideoPlan(width=p.videoWidth, height=p.videoHeight, fps=p.videoFps,
                           bitrate_kbps=p.videoBitrate, gop_s=p.videoGop)
-        audio = AudioPlan(volume=p.volume, channels=None)
+        audio = AudioPlan(volume=100, channels=None)  # the volume is applied at the send (it can change)
         try:
             # The source checks videoSrc against SOURCE_ALLOWLIST (no internal addresses) itself.
-            self.source = MediaSource(p.videoSrc, video=video, audio=audio, log=self.log,
+            self.source = MediaSource(p.sources[0], video=video, audio=audio, log=self.log,
                                       limits=VideoLimits.from_env(self.env))
         except SourceError as e:
             raise UserError(str(e), "source_error", 400) from None
@@ -185,18 +239,21 @@ class Pusher:
             video_input=VideoFormat.H264 if self.passthrough else VideoFormat.YUV420P,
             receive_media=False,
         )
+        fps = max(1, int(round(info.out_fps or 25)))  # what the source makes (capped at PUSH_MAX_FPS)
         try:
             self.room.enter(params)
             if info.has_audio:
                 self.room.start_audio(channels=self._audio_channels())
             if info.has_video:
-                fps = int(round(info.out_fps or 25))  # what the source makes (capped at PUSH_MAX_FPS)
                 self.video_config = VideoEncodeConfig(
-                    fps=max(1, fps), bitrate_bps=(p.videoBitrate or 0) * 1000, gop_seconds=p.videoGop or 2)
+                    fps=fps, bitrate_bps=(p.videoBitrate or 0) * 1000, gop_seconds=p.videoGop or 2)
                 self.room.start_video(self.video_config)
         except RoomError as e:
             raise UserError(f"could not enter room {p.room.id} of sdkAppId {p.sdkAppId} as {p.userId}: "
                             f"{e}", "room_error", 403 if e.code in (-3317, -3318, -3319, -3320) else 502) from None
+        # Every later source is made to fit what the room was entered with (shared.push.segment).
+        self.room_input = RoomInput(h264=self.passthrough, width=info.out_width, height=info.out_height, fps=fps,
+                                    channels=self._audio_channels(), gop_s=p.videoGop or 2)
         self.log.info("entered the room", room=p.room.key, userId=p.userId, path=self._path(),
                       videoInput=params.video_input.value)
 
@@ -206,13 +263,46 @@ class Pusher:
         return 2 if channels >= 2 else 1
 
     def _path(self) -> str:
+        """What the room was entered with (each source's own path is in `sources`)."""
         return "passthrough" if self.passthrough else "transcode"
+
+    def _register_control(self) -> None:
+        p = self.params
+        try:
+            address = p.redis_address(self.env)
+        except ValueError:
+            address = None
+        if address is None:
+            return
+        try:
+            self.inbox = ControlInbox.register(
+                address, request_id=self.inv.request_id, sdk_app_id=p.sdkAppId, room=p.room, user_id=p.userId,
+                state=self._push_state(), log=self.log, checkpoint=p.redis)
+        except ControlUnavailable as e:
+            self.log.warning("control: unavailable; pushing without push_control", error=str(e))
+
+    def _push_state(self) -> PushState:
+        seg = self.segment
+        src = seg.src if seg is not None else self.params.sources[0]
+        return PushState(status=STATUS_PAUSED if self.paused_at is not None else STATUS_PLAYING,
+                         video_src=safe_url(src), position=self.state.position_ms / 1000.0,
+                         queue=[safe_url(s) for s in self.queue], volume=self.volume)
+
+    def _publish(self) -> None:
+        if self.inbox is not None:
+            self.inbox.publish_state(self._push_state())
 
     # --- the loop ------------------------------------------------------------------------------
 
+    def _passes(self) -> Optional[int]:
+        p = self.params
+        if p.is_playlist:
+            return 1  # repeatNum applies to the whole list
+        return None if p.repeatNum == -1 else p.repeatNum + 1
+
     def _push(self) -> dict[str, Any]:
         p, source, room = self.params, self.source, self.room
-        assert source is not None and room is not None
+        assert source is not None and room is not None and self.room_input is not None
         info = source.info
         cp = self.checkpoint
         if cp is not None:
@@ -229,49 +319,362 @@ class Pusher:
         st.stats.win_start = time.monotonic()
         next_progress = st.stats.win_start + PROGRESS_EVERY_S
         max_ms = None if p.maxDuration is None else int(round(p.maxDuration * 1000))
-        passes = None if p.repeatNum == -1 else p.repeatNum + 1
-        self.reader = reader = FrameReader(frames_from(self.start, source, passes, self.log), source)
+        self.segment = make_segment(p.sources[0], source, PASSTHROUGH if self.passthrough else TRANSCODE,
+                                    self.start, self._passes(), self.room_input, self.log, checkpoint=cp)
+        self._note_source(self.segment)
+        self._register_control()
+        held: Any = None
         reason: Optional[str] = None
         while reason is None:
-            item = reader.next(timeout=0.1)
+            reason = self._stop_reason()
+            if reason:
+                break
+            cut = self._control()
+            if cut is not None:
+                held = cut
+                continue
+            seg = self.segment
+            if self.paused_at is not None or self._current_ended:
+                if self._current_ended and self.opening is None and not self._take_next():
+                    reason = "end_of_source"
+                    break
+                self.stop.wait(0.01)
+                continue
+            if held is not None:
+                item, held = held, None
+            else:
+                item = seg.reader.next(timeout=0.05 if self.inbox is not None else 0.1)
             reason = self._stop_reason()
             if reason:
                 break
             if item is NOTHING_YET:
                 continue  # the source is slow: keep answering stops and room events
             if item is END_OF_SOURCE:
-                st.loops += 1
+                st.loops = seg.loops_before + (seg.passes or 1)
+                if self.queue or (self.opening is not None and self.opening.command is None) or self._refill():
+                    self._current_ended = True
+                    continue
                 reason = "end_of_source"
                 break
             if isinstance(item, SourceError):
                 self.message = str(item)
-                self.log.error("the source failed mid-push", error=str(item), position=st.position_ms / 1000)
+                self.log.error("the source failed mid-push", error=str(item), position=st.position_ms / 1000,
+                               videoSrc=seg.name)
                 reason = "source_error"
                 break
             if isinstance(item, PassEnd):
-                st.loops, st.pass_offset_ms = item.passes, item.offset_ms
+                st.loops, seg.pass_offset_ms = seg.loops_before + item.passes, item.offset_ms
                 self.log.info("looping the source", loop=st.loops, repeatNum=p.repeatNum)
                 continue
             reason = self._send_paced(item, isinstance(item, AudioFrame), max_ms, pacer)
             if reason:
                 break
-            if cp is not None:
-                cp.update(st.position_ms / 1000.0)
+            if self._after_first_send is not None:
+                self._acknowledge_cut()
+            if self.checkpoint is not None:
+                self.checkpoint.update(st.position_ms / 1000.0)
+            self._maybe_prefetch()
             now = time.monotonic()
             if now >= next_progress:
                 self._progress(now, pacer)
                 next_progress = now + PROGRESS_EVERY_S
-        reader.stop()
+        if self.segment is not None:
+            self.segment.stop()
         return self._finish(reason, self.start.resumed_from)
+
+    # --- control -------------------------------------------------------------------------------
+
+    def _control(self) -> Any:
+        """Apply what push_control sent; the first item of a segment cut over to, or None."""
+        inbox = self.inbox
+        if inbox is not None:
+            for cmd in inbox.poll():
+                self._apply(cmd)
+            for cmd in inbox.expire_overdue():
+                op = self.opening
+                if op is not None and op.command is not None and op.command.id == cmd.id:
+                    op.abandon()
+                    self.opening = None
+                    self.log.warning("control: a switch could not be made in time; dropped", action=cmd.action)
+        op = self.opening
+        if op is None or not op.done.is_set():
+            return None
+        if op.command is None and not self._current_ended:
+            return None  # the queue's next item waits for the current one to end
+        self.opening = None
+        if op.command is not None and op.command.expired:
+            op.abandon()
+            return None
+        if op.segment is None:
+            self._failed_switch(op)
+            return None
+        return self._cut(op)
+
+    def _apply(self, cmd: Command) -> None:
+        inbox = self.inbox
+        assert inbox is not None
+        a = cmd.action
+        self.log.info("control: applying", action=a, commandId=cmd.id)
+        if a == "status":
+            inbox.ack(cmd, self._push_state())
+        elif a == "volume":
+            self.volume = int(cmd.volume if cmd.volume is not None else self.volume)
+            inbox.ack(cmd, self._push_state())
+        elif a == "stop":
+            inbox.ack(cmd, self._push_state())
+            self.stop.request("control_stop")
+        elif a == "enqueue":
+            self.queue += list(cmd.sources)
+            inbox.ack(cmd, self._push_state())
+        elif a == "pause":
+            if self.paused_at is None and not (self.opening is not None and self.opening.trigger == "resume"):
+                self.paused_at = time.monotonic()
+                self.log.info("paused", position=round(self.state.position_ms / 1000, 3))
+            inbox.ack(cmd, self._push_state())
+        elif a == "resume":
+            if self.paused_at is None:
+                inbox.ack(cmd, self._push_state())
+            elif self.opening is not None and self.opening.command is not None:
+                inbox.refuse(cmd, 409, "busy", "a switch is in progress; resume after it")
+            else:
+                self._begin_resume(cmd)
+        elif a == "switch":
+            if self.opening is not None and self.opening.command is not None:
+                inbox.refuse(cmd, 409, "busy", f"a {self.opening.trigger} is in progress; try again when it is done")
+                return
+            self._drop_prefetch()
+            src = cmd.video_src or ""
+            self.opening = Opening(lambda: self._open_segment(src, cmd.seek_second), label="switch", command=cmd,
+                                   trigger="switch", target=src, seek=cmd.seek_second).begin()
+        else:
+            inbox.refuse(cmd, 400, "invalid_parameters", f"action {a} is not known to this push")
+
+    def _drop_prefetch(self) -> None:
+        op = self.opening
+        if op is not None and op.command is None:
+            op.abandon()
+            self.queue.insert(0, op.target)
+            self.opening = None
+
+    def _open_segment(self, src: str, seek: Optional[float]) -> Segment:
+        """On the opener's thread: open `src` to fit the room, find where it starts, claim its record."""
+        assert self.room_input is not None
+        p = self.params
+        video = VideoPlan(width=p.videoWidth, height=p.videoHeight, fps=p.videoFps,
+                          bitrate_kbps=p.videoBitrate, gop_s=p.videoGop)
+        source, path = open_fitting(src, self.room_input, video, VideoLimits.from_env(self.env), self.log)
+        cp: Optional[Checkpoint] = None
+        try:
+            record = None
+            if p.redis:
+                try:
+                    cp = self._connect_checkpoint(src)
+                    record = cp.load()
+                except CheckpointUnavailable as e:
+                    self.log.warning("checkpoint: unavailable for the new source; it plays without one", error=str(e))
+                    cp = None
+            # The start follows a fresh push's rule: seekSecond if given, else its own record, else 0.
+            if seek is not None:
+                record = None
+            start = decide_start(p.model_copy(update={"seekSecond": seek}), record, source.info, self.log)
+            if cp is not None:
+                cp.start(start.position_s, None if source.info.is_live else source.info.duration_s)
+            return make_segment(src, source, path, start, 1 if p.is_playlist or src != p.sources[0] else
+                                self._passes(), self.room_input, self.log, checkpoint=cp)
+        except UserError as e:
+            close_quietly(source)
+            raise SourceError(str(e)) from None
+        except BaseException:
+            close_quietly(source)
+            raise
+
+    def _begin_resume(self, cmd: Command) -> None:
+        """Restart the current source at its position (a key frame first), on the opener's thread."""
+        old = self.segment
+        assert old is not None and self.room_input is not None
+        position = self.state.position_ms / 1000.0
+        room = self.room_input
+        passes = None if old.passes is None else max(1, old.passes - (self.state.loops - old.loops_before))
+
+        def run() -> Segment:
+            old.reader.stop()
+            old.reader._thread.join(timeout=2.0)  # the source is not thread-safe: its reader must be done
+            if old.reader._thread.is_alive():
+                raise SourceError(f"videoSrc {old.name}: its last read has not returned; cannot resume yet")
+            info = old.source.info
+            start = Start(0.0 if info.is_live else position, None,
+                          bridged=old.path == PASSTHROUGH and position > 0 and not info.is_live)
+            seg = make_segment(old.src, old.source, old.path, start, passes, room, self.log,
+                               checkpoint=old.checkpoint)
+            seg.loops_before = self.state.loops
+            return seg
+
+        old.own_source = False  # the resumed segment owns it now
+        self.opening = Opening(run, label="resume", command=cmd, trigger="resume", target=old.src).begin()
+
+    def _maybe_prefetch(self) -> None:
+        """Open the next queued source PREFETCH_S before the current one ends."""
+        if self.opening is not None or not self.queue or self.segment is None:
+            return
+        seg = self.segment
+        info = seg.source.info
+        if info.is_live or not info.duration_s or seg.passes is None:
+            return
+        if self.state.loops - seg.loops_before < seg.passes - 1:
+            return  # not the last pass yet
+        if self.state.position_ms / 1000.0 >= info.duration_s - PREFETCH_S * self.speed:
+            self._take_next()
+
+    def _refill(self) -> bool:
+        """A playlist whose last item ended: the whole list again while repeatNum allows."""
+        p = self.params
+        if not p.is_playlist or self.queue:
+            return bool(self.queue)
+        self.list_passes += 1
+        if p.repeatNum != -1 and self.list_passes > p.repeatNum:
+            return False
+        self.queue = list(p.sources)
+        self.log.info("playlist: playing the list again", loop=self.list_passes, repeatNum=p.repeatNum)
+        return True
+
+    def _take_next(self) -> bool:
+        """Begin opening the queue's next item; False when there is none."""
+        if not self.queue and not (self._current_ended and self._refill()):
+            return False
+        src = self.queue.pop(0)
+        self.opening = Opening(lambda: self._open_segment(src, None), label="queue", trigger="queue",
+                               target=src).begin()
+        self._publish()
+        return True
+
+    def _failed_switch(self, op: Opening) -> None:
+        error = op.error or "could not be opened"
+        self.log.warning("switch failed; the current source plays on" if op.command else "queued source failed",
+                         videoSrc=safe_url(op.target), error=error, trigger=op.trigger)
+        if op.trigger != "resume":
+            self.switches.append({"at": self._pushed_s(), "from": self._current_name(), "to": safe_url(op.target),
+                                  "latencyMs": None, "trigger": op.trigger, "ok": False, "error": error})
+        if op.command is not None and self.inbox is not None:
+            if op.trigger == "resume":
+                self.segment.own_source = True  # type: ignore[union-attr]
+            self.inbox.refuse(op.command, 409, "source_error", error)
+
+    def _current_name(self) -> Optional[str]:
+        return None if self.segment is None else self.segment.name
+
+    def _pushed_s(self) -> float:
+        st = self.state
+        return 0.0 if st.first_pts is None else round((st.last_pts - st.first_pts) / 1000.0, 3)
+
+    def _cut(self, op: Opening) -> Any:
+        """Cut over to the opened segment at this frame boundary; its first item."""
+        new, old = op.segment, self.segment
+        assert new is not None and old is not None and self.room_input is not None
+        frame_ms = max(1, round(1000 / self.room_input.fps))
+        ends = [e for e in (self._audio_end_ms, None if self._last_video_ms is None else
+                            self._last_video_ms + frame_ms) if e is not None]
+        cut_ms = max(ends) if ends else self.state.last_pts
+        if op.trigger == "resume" and self.paused_at is not None:
+            # The room's clock went on while paused: timestamps stay in step with it.
+            cut_ms += int((time.monotonic() - self.paused_at) * 1000 * self.speed)
+        new.offset_ms = cut_ms - int(new.first.pts_ms)
+        resumed = op.trigger == "resume"
+        if not resumed:
+            self._retire(old, ended=op.trigger == "queue")
+        else:
+            self.paused_at = None
+        self.segment = new
+        self.source = new.source
+        self.checkpoint = new.checkpoint
+        if self.checkpoint is not None:
+            self.checkpoint.on_fenced = lambda: self.stop.request("superseded")
+        self._current_ended = False
+        self._fill_audio = not resumed
+        self.state.position_ms = new.start.position_ms
+        self.state.pass_offset_ms = 0
+        self._note_source(new)
+        record = None
+        if not resumed:
+            # at: seconds pushed when it happened; roomMs: the room timestamp the new source starts at.
+            record = {"at": self._pushed_s(), "from": old.name, "to": new.name, "latencyMs": None,
+                      "trigger": op.trigger, "ok": True, "path": new.path, "roomMs": cut_ms}
+            self.switches.append(record)
+            self.log.info("switching", **{k: v for k, v in record.items() if k != "latencyMs"},
+                          startsAt=new.start.position_s)
+        self._after_first_send = (op.command, record)
+        self._op_started = op.command.received if op.command is not None else time.monotonic()
+        self._publish()
+        return new.first
+
+    def _acknowledge_cut(self) -> None:
+        cmd, record = self._after_first_send  # type: ignore[misc]
+        self._after_first_send = None
+        latency = round((time.monotonic() - self._op_started) * 1000, 1)
+        if record is not None:
+            record["latencyMs"] = latency if record["trigger"] != "queue" else None
+            self.log.info("switched", to=record["to"], latencyMs=latency, path=record["path"])
+        if cmd is not None and self.inbox is not None:
+            extra: dict[str, Any] = {}
+            if record is not None:
+                extra["switch"] = {"from": record["from"], "to": record["to"], "latencyMs": latency,
+                                   "path": record["path"]}
+            self.inbox.ack(cmd, self._push_state(), **extra)
+        else:
+            self._publish()
+
+    def _retire(self, old: Segment, ended: bool) -> None:
+        """The source cut away from: stop it, and leave its record where it was left (in the background)."""
+        position = old.position_ms / 1000.0
+        self._note_source(old)
+        old.release()
+        cp = old.checkpoint
+        if cp is None:
+            return
+        info = old.source.info
+        clear = ended and not info.is_live
+        entry = self.played.get(old.src)
+
+        def write() -> None:
+            outcome = cp.finish("completed" if ended else "stopped", "end_of_source" if ended else "switched",
+                                position=position, clear=clear, budget_s=2.0)
+            if entry is not None:
+                entry["checkpoint"] = outcome
+            cp.close()
+
+        t = threading.Thread(target=write, name="checkpoint-finish", daemon=True)
+        t.start()
+        self._writers.append(t)
+
+    def _note_source(self, seg: Segment) -> None:
+        entry = self.played.setdefault(seg.src, {"videoSrc": seg.name, "path": seg.path, "position": 0.0,
+                                                 "checkpoint": "off" if seg.checkpoint is None else "running"})
+        entry["path"] = seg.path
+        if seg is self.segment:
+            entry["position"] = round(self.state.position_ms / 1000.0, 3)
+        else:
+            entry["position"] = round(seg.position_ms / 1000.0, 3)
+
+    # --- sending -------------------------------------------------------------------------------
 
     def _send_paced(self, frame: Any, is_audio: bool, max_ms: Optional[int], pacer: Pacer) -> Optional[str]:
         """Wait for the frame's time, send it and account for it; a stop reason, or None."""
         st = self.state
-        pts = frame.pts_ms
+        seg = self.segment
+        assert seg is not None
+        own = frame.pts_ms
+        pts = own + seg.offset_ms
+        frame.pts_ms = pts
+        if not is_audio and getattr(frame, "dts_ms", None) is not None:
+            frame.dts_ms += seg.offset_ms
         if st.first_pts is None:
             st.first_pts = pts
         if max_ms is not None and pts - st.first_pts >= max_ms:
             return "max_duration"
+        if is_audio and self._fill_audio:
+            self._fill_audio = False
+            reason = self._silence_until(pts, pacer)
+            if reason:
+                return reason
         pacer.wait(pts, "audio" if is_audio else "video")
         reason = self._stop_reason()
         if reason:
@@ -279,8 +682,28 @@ class Pusher:
         if not self._send(frame, is_audio):
             return self._closed_reason()
         # A pass's first audio frame may begin with the last samples of the pass before.
-        st.position_ms = max(0, pts - st.pass_offset_ms)
-        st.last_pts = pts
+        st.position_ms = seg.position_ms = max(0, own - seg.pass_offset_ms)
+        st.last_pts = max(st.last_pts, pts)
+        if is_audio:
+            self._audio_end_ms = pts + frame.samples * 1000 // max(1, frame.sample_rate)
+        else:
+            self._last_video_ms = pts
+        return None
+
+    def _silence_until(self, pts: int, pacer: Pacer) -> Optional[str]:
+        """Fill the audio a cut left out with silence, so that audio never stops at a switch."""
+        at = self._audio_end_ms
+        if at is None or self.room_input is None:
+            return None
+        channels = self.room_input.channels
+        samples = AUDIO_SAMPLE_RATE * AUDIO_FRAME_MS // 1000
+        while pts - at >= AUDIO_FRAME_MS // 2:
+            pacer.wait(at, "audio")
+            silence = AudioFrame(bytes(2 * samples * channels), at, AUDIO_SAMPLE_RATE, channels)
+            if not self._send(silence, True):
+                return self._closed_reason()
+            at += AUDIO_FRAME_MS
+            self._audio_end_ms = at
         return None
 
     def _sleep(self, seconds: float) -> None:
@@ -293,7 +716,9 @@ class Pusher:
         assert room is not None
         try:
             if is_audio:
-                room.send_audio(frame)
+                if self.room_input is not None and self.room_input.channels != frame.channels:
+                    return True  # the room's audio was started for other frames (only a source without audio)
+                room.send_audio(apply_gain(frame, self.volume))
                 self.state.stats.audio += 1
             else:
                 room.send_video(frame)
@@ -361,6 +786,9 @@ class Pusher:
             kbps = (self.video_config.bitrate_bps // 1000) or None  # the encoder's target
         self.log.info(
             "progress",
+            videoSrc=self._current_name(),
+            status=STATUS_PAUSED if self.paused_at is not None else STATUS_PLAYING,
+            switches=len(self.switches),
             position=round(st.position_ms / 1000, 3),
             duration=info.duration_s,
             fps=round(s.win_video / elapsed, 2),
@@ -371,6 +799,7 @@ class Pusher:
             checkpoint=None if self.checkpoint is None else ("ok" if self.checkpoint.reachable else "redis unreachable"),
         )
         s.win_start, s.win_video, s.win_video_bytes, s.win_media_ms = now, 0, 0, media_ms
+        self._publish()
 
     # --- stopping ------------------------------------------------------------------------------
 
@@ -379,6 +808,12 @@ class Pusher:
         status = STATUS_BY_REASON.get(reason, "stopped")
         info = self.source.info  # type: ignore[union-attr]
         position = st.position_ms / 1000.0
+        if self.inbox is not None:
+            # Unregister first: a control call from now on is told the push is ending (409), then 404.
+            self.inbox.close(reason, timeout_s=0.3 if status == "terminated" else 1.0)
+        op, self.opening = self.opening, None
+        if op is not None:
+            op.abandon()
         checkpoint = "off"
         cp = self.checkpoint
         if cp is not None:
@@ -389,6 +824,11 @@ class Pusher:
         room = self.room
         if room is not None:
             room.exit()
+        for t in self._writers:  # the records of the sources switched away from
+            t.join(timeout=0.5 if status == "terminated" else 2.0)
+        if self.segment is not None:
+            self._note_source(self.segment)
+            self.played[self.segment.src]["checkpoint"] = checkpoint
         pushed = 0.0 if st.first_pts is None else (st.last_pts - st.first_pts) / 1000.0
         result: dict[str, Any] = {
             "status": status,
@@ -404,6 +844,9 @@ class Pusher:
             "live": info.is_live,
             "checkpoint": checkpoint,
             "requestId": self.inv.request_id,
+            "videoSrc": self._current_name(),
+            "sources": list(self.played.values()),
+            "switches": self.switches,
         }
         if self.message:
             result["message"] = self.message
@@ -412,6 +855,10 @@ class Pusher:
         return result
 
     def _close(self) -> None:
+        if self.inbox is not None:
+            self.inbox.close("internal_error", timeout_s=0.3)  # a no-op when _finish closed it
+        if self.opening is not None:
+            self.opening.abandon()
         if self.checkpoint is not None:
             self.checkpoint.close()
         if self.room is not None:
@@ -419,10 +866,11 @@ class Pusher:
                 self.room.exit()
             except Exception:  # leaving is best effort once the result is decided
                 pass
-        if self.source is not None:
-            reader = self.reader
-            if reader is None or reader.release(self.source):
-                close_quietly(self.source)
+        if self.segment is not None:
+            self.segment.own_source = True
+            self.segment.release()
+        elif self.source is not None:
+            close_quietly(self.source)
 
 
 def run_push(params: PushParams, inv: Invocation, log: RunLogger) -> dict[str, Any]:

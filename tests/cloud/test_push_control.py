@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from pathlib import Path
 
 import pytest
 import requests
@@ -14,9 +15,10 @@ from tencentcloud.scf.v20180416 import models as scf_models
 from emulator.cloud import CloudConfig, LocalCloud
 from shared.contracts.redis_config import RedisAddress
 from shared.room import RoomRef
+from tests.push.conftest import Subscriber, make_clip
 from tests.push.fake_push import APP, FakePush
 
-from .conftest import scf_client
+from .conftest import scf_client, until
 
 
 @pytest.fixture(scope="module")
@@ -94,3 +96,78 @@ def test_invoke_request_response_answers_with_the_function_s_result(cloud):
     assert answer["status"] == "failed" and answer["reason"] == "not_running" and answer["requestId"] == "req-gone"
     req.ClientContext = json.dumps({"requestId": "req-gone", "action": "fly"})
     assert "action:" in json.loads(client.Invoke(req).Result.RetMsg)["message"]
+
+
+# --- a real push, controlled through the gateway ------------------------------------------------
+
+
+def _start_push(cloud: LocalCloud, src: Path, room: int, user: str = "teacher") -> str:
+    info = cloud.info()
+    assert cloud.rooms is not None
+    r = post(cloud, {"videoSrc": str(src), "sdkAppId": info["sdkAppId"], "roomId": room, "userId": user,
+                     "userSig": cloud.rooms.usersig(user)}, path="/push_stream")
+    assert r.status_code == 200, r.text
+    request_id = r.headers["x-scf-reqid"]
+    until(lambda: post(cloud, {"requestId": request_id, "action": "status"}).status_code == 200, 30,
+          "the push to register")
+    return request_id
+
+
+def _run(cloud: LocalCloud, request_id: str) -> dict:
+    return requests.get(f"{cloud.info()['gateway']}/_runs/{request_id}", timeout=5).json()
+
+
+@pytest.fixture(scope="module")
+def cloud_clips(cloud):
+    media = cloud.state_dir / "media"
+    media.mkdir(exist_ok=True)
+    return (make_clip(media / "lesson-a.mp4", seconds=15.0),
+            make_clip(media / "lesson-b.mp4", seconds=3.0, width=176, height=144, bframes=2))
+
+
+def test_a_real_push_switches_pauses_resumes_and_refuses_a_bad_source_through_the_gateway(cloud, cloud_clips):
+    a, b = cloud_clips
+    room = 800_000 + uuid.uuid4().int % 100_000
+    assert cloud.rooms is not None
+    sub = Subscriber(cloud.rooms.address, RoomRef(room), "teacher", cloud.rooms.usersig)
+    try:
+        request_id = _start_push(cloud, a, room)
+        assert sub.wait_for(lambda g: len(g.video_pts) > 10, 10)
+        # A source that fails to open: 409 saying why, the push plays on.
+        r = post(cloud, {"requestId": request_id, "action": "switch", "videoSrc": str(a.parent / "missing.mp4")})
+        assert r.status_code == 409 and r.json()["reason"] == "source_error", r.text
+        assert "file not found" in r.json()["message"]
+        # Refused by egress before the push is touched: 400 naming it.
+        r = post(cloud, {"requestId": request_id, "action": "switch", "videoSrc": "http://169.254.169.254/x.mp4"})
+        assert r.status_code == 400 and "videoSrc" in r.json()["message"]
+        r = post(cloud, {"requestId": request_id, "action": "pause"})
+        assert r.status_code == 200 and r.json()["state"]["status"] == "paused"
+        r = post(cloud, {"requestId": request_id, "action": "resume"})
+        assert r.status_code == 200 and r.json()["state"]["status"] == "playing"
+        r = post(cloud, {"requestId": request_id, "action": "switch", "videoSrc": str(b)})
+        assert r.status_code == 200, r.text
+        body = r.json()
+        assert body["state"]["videoSrc"] == str(b) and body["switch"]["path"] == "encode"
+        assert body["switch"]["latencyMs"] < 500
+        until(lambda: _run(cloud, request_id)["status"] != "RUNNING", 30, "the push to end")
+        got = sub.settle()
+        assert all(y > x for x, y in zip(got.video_pts, got.video_pts[1:])), "room timestamps keep rising"
+        # Same user all along: entered once, left once (at the end), never in between.
+        assert got.entered.count("teacher") <= 1 and [u for u, _ in got.left] == ["teacher"]
+        # After the end: 404, the push is not running.
+        r = post(cloud, {"requestId": request_id, "action": "status"})
+        assert r.status_code == 404 and r.json()["reason"] == "not_running"
+    finally:
+        sub.close()
+
+
+def test_a_push_superseded_by_the_same_user_is_404_naming_the_newer(cloud, cloud_clips):
+    a, _ = cloud_clips
+    room = 800_000 + uuid.uuid4().int % 100_000
+    first = _start_push(cloud, a, room)
+    second = _start_push(cloud, a, room)
+    r = post(cloud, {"requestId": first, "action": "status"})
+    assert r.status_code == 404 and r.json()["reason"] == "superseded" and r.json()["supersededBy"] == second
+    r = post(cloud, {"sdkAppId": APP, "roomId": room, "userId": "teacher", "action": "stop"})
+    assert r.status_code == 200 and r.json()["requestId"] == second
+    until(lambda: _run(cloud, second)["status"] != "RUNNING", 15, "the stopped push to end")

@@ -189,12 +189,6 @@ def test_a_bad_playlist_is_a_400_naming_the_entry(src, why):
     assert why in json.loads(response["body"])["message"]
 
 
-def test_a_playlist_push_is_refused_clearly_until_the_pusher_plays_lists(push_env):
-    response = push_handler(gateway_event({**PUSH, "videoSrc": ["/a.mp4", "/b.mp4"]}), {})
-    body = json.loads(response["body"])
-    assert response["statusCode"] == 501 and body["reason"] == "not_implemented" and "playlist" in body["message"]
-
-
 def test_the_checkpoint_key_of_a_single_source_is_unchanged():
     # The key a push of one source has always used: a resumed push finds its old record.
     p = PushParams.model_validate(PUSH)
