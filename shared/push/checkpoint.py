@@ -11,6 +11,15 @@ One hash per (sdkAppId, room, videoSrc):
         updatedAt  unix time of the write
         videoSrc   the source, for a person reading the record
 
+A playlist push (videoSrc a list) also keeps one record for the whole list, so that a resumed
+playlist push continues the same item at the same position (each item keeps its own record too):
+
+    trtc-push:{sdkAppId}:{room key}:list:{sha256(json of the list)[:32]}
+        item       index in the list of the item being played (or last played, after a switch away)
+        loop       passes over the whole list finished (repeatNum)
+        position   seconds into that item; duration: that item's; requestId, status, reason, updatedAt
+        videoSrc   the list as JSON
+
 The newest push claims the record; every later write is a compare-and-set on `requestId` (a Lua
 script, atomic in Redis), so an older push that was superseded can never overwrite the newer one's
 progress and learns that it was fenced. Writes happen on a background thread: a Redis that stops
@@ -24,6 +33,7 @@ a caller which ports are open on a host, and it takes the same time either way.
 from __future__ import annotations
 
 import hashlib
+import json
 import socket
 import threading
 import time
@@ -107,6 +117,11 @@ def checkpoint_key(sdk_app_id: int, room: RoomRef, video_src: str) -> str:
     return f"{KEY_PREFIX}:{sdk_app_id}:{room.key}:{digest}"
 
 
+def playlist_key(sdk_app_id: int, room: RoomRef, sources: list[str]) -> str:
+    digest = hashlib.sha256(json.dumps(sources).encode("utf-8")).hexdigest()[:32]
+    return f"{KEY_PREFIX}:{sdk_app_id}:{room.key}:list:{digest}"
+
+
 def ttl_from_env(env: Optional[Mapping[str, str]] = None) -> int:
     return settings(env).checkpoint_ttl_seconds
 
@@ -121,6 +136,8 @@ class Record:
     status: str
     reason: str
     updated_at: float
+    item: Optional[int] = None  # a playlist's record: the item's index in the list
+    loop: int = 0  # a playlist's record: passes over the whole list finished
 
     @classmethod
     def from_hash(cls, h: dict[str, str]) -> Optional["Record"]:
@@ -136,8 +153,14 @@ class Record:
             updated = float(h.get("updatedAt") or 0)
         except ValueError:
             updated = 0.0
+        try:
+            item: Optional[int] = int(h["item"]) if h.get("item") else None
+            loop = int(h.get("loop") or 0)
+        except ValueError:
+            return None
         return cls(position=max(0.0, position), duration=duration, request_id=h.get("requestId", ""),
-                   status=h.get("status", ""), reason=h.get("reason", ""), updated_at=updated)
+                   status=h.get("status", ""), reason=h.get("reason", ""), updated_at=updated, item=item,
+                   loop=max(0, loop))
 
 
 class Checkpoint:
@@ -195,8 +218,10 @@ class Checkpoint:
         ttl_s: Optional[int] = None,
         interval_s: float = WRITE_INTERVAL_S,
         timeout_s: float = SOCKET_TIMEOUT_S,
+        playlist: Optional[list[str]] = None,
     ) -> "Checkpoint":
-        """A checkpoint on a Redis that answered a PING; CheckpointUnavailable otherwise."""
+        """A checkpoint on a Redis that answered a PING; CheckpointUnavailable otherwise.
+        `playlist`: the whole list's record (a PlaylistCheckpoint; `video_src` is then ignored)."""
         where = f"Redis at {host}:{port}/{db}"
         pool = redis.ConnectionPool(
             connection_class=_CheckedConnection,
@@ -225,8 +250,12 @@ class Checkpoint:
             # Refused or timed out take the same time and read the same: no port-state oracle.
             time.sleep(max(0.0, t0 + timeout_s - time.monotonic()))
             raise CheckpointUnavailable(f"Redis at {host}:{port} is unreachable") from None
+        ttl = ttl_from_env() if ttl_s is None else ttl_s
+        if playlist is not None:
+            return PlaylistCheckpoint(client, playlist_key(sdk_app_id, room, playlist), request_id,
+                                      json.dumps(playlist), log, ttl_s=ttl, interval_s=interval_s, where=where)
         return cls(client, checkpoint_key(sdk_app_id, room, video_src), request_id, video_src, log,
-                   ttl_s=ttl_from_env() if ttl_s is None else ttl_s, interval_s=interval_s, where=where)
+                   ttl_s=ttl, interval_s=interval_s, where=where)
 
     def load(self) -> Optional[Record]:
         """The previous push's record, if any (read once, before the push starts)."""
@@ -274,7 +303,10 @@ class Checkpoint:
             position, duration = self._position, self._duration
         return ["position", f"{position:.3f}", "duration", "" if duration is None else f"{duration:.3f}",
                 "status", status, "reason", reason, "updatedAt", f"{time.time():.3f}",
-                "videoSrc", self.video_src]
+                "videoSrc", self.video_src, *self._more_fields()]
+
+    def _more_fields(self) -> list[Any]:
+        return []
 
     def _write(self, status: str, reason: str) -> bool:
         """One compare-and-set. True written; False fenced; raises redis errors."""
@@ -351,3 +383,23 @@ class Checkpoint:
             self.client.close()
         except redis.RedisError:
             pass
+
+
+class PlaylistCheckpoint(Checkpoint):
+    """The whole list's record: which item plays, where in it, and how many passes over the list are
+    done. Written (and fenced) exactly as a source's record; `at()` moves it to another item."""
+
+    def __init__(self, *args: Any, **kw: Any) -> None:
+        super().__init__(*args, **kw)
+        self._item = 0
+        self._loop = 0
+
+    def at(self, item: int, loop: int, position: float, duration: Optional[float]) -> None:
+        """The list now plays `item` (of pass `loop`) from `position`; written with the next tick."""
+        with self._lock:
+            self._item, self._loop, self._position, self._duration = item, loop, position, duration
+            self._dirty = True
+
+    def _more_fields(self) -> list[Any]:
+        with self._lock:
+            return ["item", str(self._item), "loop", str(self._loop)]

@@ -16,11 +16,11 @@ import os
 import sys
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Mapping, Optional
 
 from shared.settings import settings
-from shared.push.checkpoint import Checkpoint, CheckpointUnavailable, Record
+from shared.push.checkpoint import Checkpoint, CheckpointUnavailable, PlaylistCheckpoint, Record
 from shared.push.control import (
     STATUS_PAUSED, STATUS_PLAYING, Command, ControlInbox, ControlUnavailable, PushState,
 )
@@ -95,6 +95,14 @@ class _State:
     stats: _Stats = field(default_factory=_Stats)
 
 
+@dataclass(frozen=True)
+class Queued:
+    """A source waiting its turn: a playlist's item (its index in the list) or one push_control enqueued."""
+
+    src: str
+    item: Optional[int] = None
+
+
 def apply_gain(frame: AudioFrame, volume: int) -> AudioFrame:
     """The frame at `volume` percent (s16, clipped)."""
     if volume >= 100:
@@ -139,8 +147,11 @@ class Pusher:
         self.room_input: Optional[RoomInput] = None
         self.inbox: Optional[ControlInbox] = None
         self.volume = params.volume
-        self.queue: list[str] = list(params.sources[1:])
+        self.first_item = 0  # playlist: the item the push starts with (a resumed list: where it was)
+        self.resumed_item: Optional[int] = None
+        self.queue: list[Queued] = []
         self.list_passes = 0  # playlist: passes over the whole list finished
+        self.list_checkpoint: Optional[PlaylistCheckpoint] = None  # playlist: the whole list's record
         self.opening: Optional[Opening] = None
         self.paused_at: Optional[float] = None
         self.switches: list[dict[str, Any]] = []
@@ -168,7 +179,9 @@ class Pusher:
             self.log.info("push starting", videoSrc=safe_url(p.sources[0]), sdkAppId=p.sdkAppId, room=p.room.key,
                           userId=p.userId, redis=p.redis, pacingSpeed=self.speed,
                           playlist=[safe_url(s) for s in p.sources] if p.is_playlist else None)
-            record = self._open_checkpoint(p.sources[0])
+            record = self._open_checkpoint()
+            if p.is_playlist:
+                self.queue = [Queued(s, i) for i, s in enumerate(p.sources) if i > self.first_item]
             self._open_source(record)
             self._enter_room()
             return self._push()
@@ -181,6 +194,8 @@ class Pusher:
             if self.checkpoint is not None and self.checkpoint.started:
                 self.checkpoint.finish("failed", "internal_error", position=self.state.position_ms / 1000.0,
                                        budget_s=1.0)
+            if self.list_checkpoint is not None and self.list_checkpoint.started:
+                self.list_checkpoint.finish("failed", "internal_error", budget_s=1.0)
             raise
         finally:
             self._close()
@@ -188,29 +203,54 @@ class Pusher:
 
     # --- setup ---------------------------------------------------------------------------------
 
-    def _connect_checkpoint(self, src: str) -> Checkpoint:
+    def _connect_checkpoint(self, src: str, playlist: Optional[list[str]] = None) -> Checkpoint:
         p = self.params
         assert p.redisHost is not None
         return Checkpoint.connect(
             host=p.redisHost, port=p.redisPort,
             password=p.redisPassword.get_secret_value() if p.redisPassword else None,
             db=p.redisDb, sdk_app_id=p.sdkAppId, room=p.room, video_src=src,
-            request_id=self.inv.request_id, log=self.log)
+            request_id=self.inv.request_id, log=self.log, playlist=playlist)
 
-    def _open_checkpoint(self, src: str) -> Optional[Record]:
+    def _open_checkpoint(self) -> Optional[Record]:
+        """The records this push resumes from; a playlist's own record picks the item it starts with."""
         p = self.params
         if not p.redis:
             return None
+        listed: Optional[Record] = None
         try:
-            self.checkpoint = self._connect_checkpoint(src)
+            if p.is_playlist:
+                cp = self._connect_checkpoint(p.sources[0], playlist=p.sources)
+                assert isinstance(cp, PlaylistCheckpoint)
+                self.list_checkpoint = cp
+                listed = self._list_start(cp.load())
+            self.checkpoint = self._connect_checkpoint(p.sources[self.first_item])
             record = self.checkpoint.load()
         except CheckpointUnavailable as e:
             raise UserError(f"redis is required (redis=true) but {e}; nothing was pushed",
                             "redis_unavailable", 503) from None
+        if listed is not None:
+            record = listed  # the list's record says where in the item, whatever the item's own says
         if record:
             self.log.info("checkpoint found", key=self.checkpoint.key, position=record.position,
-                          previousRequestId=record.request_id, previousStatus=record.status)
+                          previousRequestId=record.request_id, previousStatus=record.status,
+                          item=self.resumed_item)
         return record
+
+    def _list_start(self, listed: Optional[Record]) -> Optional[Record]:
+        """Where a resumed playlist starts (sets first_item, list_passes): the record to start the item from."""
+        n = len(self.params.sources)
+        if listed is None or listed.item is None or not 0 <= listed.item < n:
+            return None
+        item, position = listed.item, listed.position
+        if listed.duration and position >= listed.duration:
+            item, position = item + 1, 0.0  # that item had ended: the next one
+        if item >= n:
+            return None  # the list had ended (its end clears the record; a stop just at the end lands here)
+        self.first_item, self.resumed_item, self.list_passes = item, item, listed.loop
+        self.log.info("playlist checkpoint found", item=item, position=position, loop=listed.loop,
+                      previousRequestId=listed.request_id)
+        return replace(listed, position=position)
 
     def _open_source(self, record: Optional[Record]) -> None:
         p = self.params
@@ -219,7 +259,7 @@ class Pusher:
         audio = AudioPlan(volume=100, channels=None)  # the volume is applied at the send (it can change)
         try:
             # The source checks videoSrc against SOURCE_ALLOWLIST (no internal addresses) itself.
-            self.source = MediaSource(p.sources[0], video=video, audio=audio, log=self.log,
+            self.source = MediaSource(p.sources[self.first_item], video=video, audio=audio, log=self.log,
                                       limits=VideoLimits.from_env(self.env))
         except SourceError as e:
             raise UserError(str(e), "source_error", 400) from None
@@ -283,10 +323,10 @@ class Pusher:
 
     def _push_state(self) -> PushState:
         seg = self.segment
-        src = seg.src if seg is not None else self.params.sources[0]
+        src = seg.src if seg is not None else self.params.sources[self.first_item]
         return PushState(status=STATUS_PAUSED if self.paused_at is not None else STATUS_PLAYING,
                          video_src=safe_url(src), position=self.state.position_ms / 1000.0,
-                         queue=[safe_url(s) for s in self.queue], volume=self.volume)
+                         queue=[safe_url(q.src) for q in self.queue], volume=self.volume)
 
     def _publish(self) -> None:
         if self.inbox is not None:
@@ -312,6 +352,15 @@ class Pusher:
             except CheckpointUnavailable as e:
                 raise UserError(f"redis is required (redis=true) but {e}; nothing was pushed",
                                 "redis_unavailable", 503) from None
+        lcp = self.list_checkpoint
+        if lcp is not None:
+            lcp.on_fenced = lambda: self.stop.request("superseded")
+            lcp.at(self.first_item, self.list_passes, self.start.position_s, info.duration_s)
+            try:
+                lcp.start(self.start.position_s, None if info.is_live else info.duration_s)
+            except CheckpointUnavailable as e:
+                raise UserError(f"redis is required (redis=true) but {e}; nothing was pushed",
+                                "redis_unavailable", 503) from None
 
         pacer = Pacer(speed=self.speed, sleep=self._sleep)
         st = self.state
@@ -319,8 +368,9 @@ class Pusher:
         st.stats.win_start = time.monotonic()
         next_progress = st.stats.win_start + PROGRESS_EVERY_S
         max_ms = None if p.maxDuration is None else int(round(p.maxDuration * 1000))
-        self.segment = make_segment(p.sources[0], source, PASSTHROUGH if self.passthrough else TRANSCODE,
+        self.segment = make_segment(p.sources[self.first_item], source, PASSTHROUGH if self.passthrough else TRANSCODE,
                                     self.start, self._passes(), self.room_input, self.log, checkpoint=cp)
+        self.segment.item = self.first_item if p.is_playlist else None
         self._note_source(self.segment)
         self._register_control()
         held: Any = None
@@ -373,6 +423,8 @@ class Pusher:
                 self._acknowledge_cut()
             if self.checkpoint is not None:
                 self.checkpoint.update(st.position_ms / 1000.0)
+            if self.list_checkpoint is not None and self.segment is not None and self.segment.item is not None:
+                self.list_checkpoint.update(st.position_ms / 1000.0)
             self._maybe_prefetch()
             now = time.monotonic()
             if now >= next_progress:
@@ -424,7 +476,7 @@ class Pusher:
             inbox.ack(cmd, self._push_state())
             self.stop.request("control_stop")
         elif a == "enqueue":
-            self.queue += list(cmd.sources)
+            self.queue += [Queued(s) for s in cmd.sources]
             inbox.ack(cmd, self._push_state())
         elif a == "pause":
             if self.paused_at is None and not (self.opening is not None and self.opening.trigger == "resume"):
@@ -453,7 +505,7 @@ class Pusher:
         op = self.opening
         if op is not None and op.command is None:
             op.abandon()
-            self.queue.insert(0, op.target)
+            self.queue.insert(0, Queued(op.target, op.item))
             self.opening = None
 
     def _open_segment(self, src: str, seek: Optional[float]) -> Segment:
@@ -510,7 +562,8 @@ class Pusher:
             return seg
 
         old.own_source = False  # the resumed segment owns it now
-        self.opening = Opening(run, label="resume", command=cmd, trigger="resume", target=old.src).begin()
+        self.opening = Opening(run, label="resume", command=cmd, trigger="resume", target=old.src,
+                               item=old.item).begin()
 
     def _maybe_prefetch(self) -> None:
         """Open the next queued source PREFETCH_S before the current one ends."""
@@ -533,7 +586,7 @@ class Pusher:
         self.list_passes += 1
         if p.repeatNum != -1 and self.list_passes > p.repeatNum:
             return False
-        self.queue = list(p.sources)
+        self.queue = [Queued(s, i) for i, s in enumerate(p.sources)]
         self.log.info("playlist: playing the list again", loop=self.list_passes, repeatNum=p.repeatNum)
         return True
 
@@ -541,9 +594,9 @@ class Pusher:
         """Begin opening the queue's next item; False when there is none."""
         if not self.queue and not (self._current_ended and self._refill()):
             return False
-        src = self.queue.pop(0)
-        self.opening = Opening(lambda: self._open_segment(src, None), label="queue", trigger="queue",
-                               target=src).begin()
+        q = self.queue.pop(0)
+        self.opening = Opening(lambda: self._open_segment(q.src, None), label="queue", trigger="queue",
+                               target=q.src, item=q.item).begin()
         self._publish()
         return True
 
@@ -583,8 +636,13 @@ class Pusher:
             self._retire(old, ended=op.trigger == "queue")
         else:
             self.paused_at = None
+        new.item = op.item
         self.segment = new
         self.source = new.source
+        if self.list_checkpoint is not None and new.item is not None:
+            info = new.source.info
+            self.list_checkpoint.at(new.item, self.list_passes, new.start.position_s,
+                                    None if info.is_live else info.duration_s)
         self.checkpoint = new.checkpoint
         if self.checkpoint is not None:
             self.checkpoint.on_fenced = lambda: self.stop.request("superseded")
@@ -755,7 +813,7 @@ class Pusher:
             elif isinstance(event, KeyFrameRequested):
                 # Transcoding: the room's encoder makes one. Passthrough: the source's GOP decides.
                 pass
-        if self.checkpoint is not None and self.checkpoint.fenced:
+        if any(cp is not None and cp.fenced for cp in (self.checkpoint, self.list_checkpoint)):
             self.stop.request("superseded")
         return self.stop.reason
 
@@ -814,6 +872,15 @@ class Pusher:
         op, self.opening = self.opening, None
         if op is not None:
             op.abandon()
+        lcp = self.list_checkpoint
+        if lcp is not None:
+            # The list's record: cleared when the whole list ended; else it keeps its item and position.
+            list_budget = FINAL_WRITE_BUDGET_TERMINATED_S if status == "terminated" else FINAL_WRITE_BUDGET_S
+            writer = threading.Thread(target=lambda: lcp.finish(status, reason, clear=reason == "end_of_source",
+                                                                budget_s=list_budget),
+                                      name="checkpoint-list-finish", daemon=True)
+            writer.start()
+            self._writers.append(writer)
         checkpoint = "off"
         cp = self.checkpoint
         if cp is not None:
@@ -848,6 +915,8 @@ class Pusher:
             "sources": list(self.played.values()),
             "switches": self.switches,
         }
+        if self.resumed_item is not None:
+            result["resumedItem"] = self.resumed_item  # a playlist resumed at this item (resumedFrom: where in it)
         if self.message:
             result["message"] = self.message
         log = self.log.warning if status in ("failed",) else self.log.info
@@ -859,8 +928,9 @@ class Pusher:
             self.inbox.close("internal_error", timeout_s=0.3)  # a no-op when _finish closed it
         if self.opening is not None:
             self.opening.abandon()
-        if self.checkpoint is not None:
-            self.checkpoint.close()
+        for c in (self.checkpoint, self.list_checkpoint):
+            if c is not None:
+                c.close()
         if self.room is not None:
             try:
                 self.room.exit()

@@ -116,6 +116,7 @@ class Segment:
     position_ms: int = 0
     passes: Optional[int] = 1
     own_source: bool = True  # False: a resume's segment shares the source with the one it replaced
+    item: Optional[int] = None  # a playlist's item: its index in the list (None: not one of the list's)
 
     @property
     def name(self) -> str:
@@ -184,6 +185,7 @@ class Opening:
     command: Any = None  # the control command it is for (None: the queue)
     trigger: str = "control"
     target: str = ""
+    item: Optional[int] = None  # the playlist's item it opens (None: not one of the list's)
     seek: Optional[float] = None
     started: float = field(default_factory=time.monotonic)
     segment: Optional[Segment] = None

@@ -15,7 +15,7 @@ from tencentcloud.scf.v20180416 import models as scf_models
 from emulator.cloud import CloudConfig, LocalCloud
 from shared.contracts.redis_config import RedisAddress
 from shared.room import RoomRef
-from tests.push.conftest import Subscriber, make_clip
+from tests.push.conftest import PUSH_CLIP, Subscriber, make_clip
 from tests.push.fake_push import APP, FakePush
 
 from .conftest import scf_client, until
@@ -121,8 +121,9 @@ def _run(cloud: LocalCloud, request_id: str) -> dict:
 def cloud_clips(cloud):
     media = cloud.state_dir / "media"
     media.mkdir(exist_ok=True)
-    return (make_clip(media / "lesson-a.mp4", seconds=15.0),
-            make_clip(media / "lesson-b.mp4", seconds=3.0, width=176, height=144, bframes=2))
+    return (make_clip(media / "lesson-a.mp4", duration=15.0, **PUSH_CLIP),
+            make_clip(media / "lesson-b.mp4", **{**PUSH_CLIP, "duration": 3.0, "width": 176,
+                                                      "height": 144, "video": "h264-bframes"}))
 
 
 def test_a_real_push_switches_pauses_resumes_and_refuses_a_bad_source_through_the_gateway(cloud, cloud_clips):

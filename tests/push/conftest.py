@@ -15,7 +15,7 @@ from typing import Any, Callable
 
 import pytest
 
-from emulator.media import make_clip
+from emulator.media import decode_h264, make_clip  # noqa: F401  (decode_h264: for the push tests)
 from shared.room import (
     EnterParams, RemoteAudio, RemoteVideo, Role, RoomClosed, RoomRef, UserEntered, UserLeft, VideoFormat,
 )

@@ -19,18 +19,19 @@ from shared.push.checkpoint import checkpoint_key
 from shared.push.control import send
 from shared.room import RoomRef
 
-from .conftest import APP, decode_h264, make_clip, new_room, params_for, poll_until
+from .conftest import APP, PUSH_CLIP, decode_h264, make_clip, new_room, params_for, poll_until
 
 
 @pytest.fixture(scope="session")
 def clip_b(clip_dir: Path) -> Path:
     """Another picture size with B-frames: it cannot pass through, so it is encoded to H.264 here."""
-    return make_clip(clip_dir / "clip_b.mp4", seconds=6.0, width=176, height=144, bframes=2)
+    return make_clip(clip_dir / "clip_b.mp4", **{**PUSH_CLIP, "duration": 6.0, "width": 176, "height": 144,
+                                             "video": "h264-bframes"})
 
 
 @pytest.fixture(scope="session")
 def clip_short(clip_dir: Path) -> Path:
-    return make_clip(clip_dir / "clip_short.mp4", seconds=1.0)
+    return make_clip(clip_dir / "clip_short.mp4", duration=1.0, **PUSH_CLIP)
 
 
 class Running:
