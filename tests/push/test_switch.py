@@ -5,6 +5,7 @@ push_control's function makes them."""
 from __future__ import annotations
 
 import array
+import json
 import threading
 import time
 from pathlib import Path
@@ -15,7 +16,7 @@ import redis
 
 from functions.push_stream.index import main_handler
 from shared.contracts.control import ControlParams
-from shared.push.checkpoint import checkpoint_key
+from shared.push.checkpoint import checkpoint_key, playlist_key
 from shared.push.control import send
 from shared.room import RoomRef
 
@@ -189,3 +190,38 @@ def test_a_playlist_push_plays_its_items_in_order(push_env, subscribe, clip_shor
     assert (result["status"], result["reason"]) == ("completed", "end_of_source")
     assert [s["to"] for s in result["switches"]] == [str(clip3), str(clip_short), str(clip3)]
     assert len(sub.settle().video_pts) == pytest.approx(25 * 8, abs=4)
+
+
+def test_a_stopped_playlist_push_resumes_the_same_item_at_the_same_position(
+        push_env, subscribe, redis_server, clip3, clip10, monkeypatch):
+    monkeypatch.setenv("PACING_SPEED", "2")
+    room = new_room()
+    playlist = [str(clip3), str(clip10)]
+    client = redis.Redis(host=redis_server.host, port=redis_server.port, decode_responses=True)
+    key = playlist_key(APP, RoomRef(room), playlist)
+    push = Running(push_env, redis_server, clip3, room, "req-list-1", videoSrc=playlist)
+    assert poll_until(lambda: client.hget(key, "item") == "1" and float(client.hget(key, "position") or 0) >= 2.0,
+                      timeout=15), client.hgetall(key)
+    assert push.control("stop")[0] == 200
+    first = push.wait()
+    assert (first["status"], first["reason"], first["videoSrc"]) == ("terminated", "control_stop", str(clip10))
+    record = client.hgetall(key)
+    assert (record["item"], record["loop"], record["requestId"]) == ("1", "0", "req-list-1")
+    assert (record["status"], record["reason"]) == ("terminated", "control_stop")
+    assert float(record["position"]) == pytest.approx(first["position"], abs=0.05) and first["position"] >= 2.0
+    assert float(record["duration"]) == pytest.approx(10.0, abs=0.1)
+    assert json.loads(record["videoSrc"]) == playlist
+
+    sub = subscribe(RoomRef(room), "pusher")
+    params = {**params_for(push_env, clip3, room, redis="true", redisHost=redis_server.host,
+                           redisPort=str(redis_server.port)), "videoSrc": playlist}
+    second = main_handler(params, {"request_id": "req-list-2"})
+    assert (second["status"], second["reason"]) == ("completed", "end_of_source")
+    assert second["resumedItem"] == 1 and second["resumedFrom"] == pytest.approx(first["position"], abs=0.001)
+    assert second["switches"] == [], "item 1 (clip3) is not played again"
+    got = sub.settle()
+    # The first frames are item 1's at the position: clip3 is only 3 s long, and the count is the rest of clip10.
+    assert abs(got.video_pts[0] - first["position"] * 1000) <= 40
+    assert abs(got.audio_pts[0] - first["position"] * 1000) <= 20
+    assert len(got.video_pts) == pytest.approx((10.0 - first["position"]) * 25, abs=2)
+    assert not client.exists(key), "the end of the whole list clears its record"
