@@ -19,6 +19,12 @@
     that `./dev package --image` writes, compiled as the Dockerfile compiles it, in `python -I -S`):
     process start to listening, and to the first frame in the room when SCF invokes it as soon as it
     listens; then a warm invocation of the same instance (its spare worker has imported the function).
+(switch) push_control switch latency, p50/p99: the control call (shared.push.control.send, in-process)
+    to the first frame of the new source a subscriber in the room receives, over 20 switches between
+    two local files and 20 between the same files over HTTP (loopback), in real time; the largest
+    audio and video gap a subscriber sees (room timestamps, and arrival on the wall clock); and, apart,
+    what the gateway adds: push_control's handler in a fresh process per call, as the local cloud runs
+    it (`--only switch`; needs no ffmpeg).
 """
 from __future__ import annotations
 
@@ -47,6 +53,9 @@ TARGET_RESUME_FRAMES = 1.0
 TARGET_RSS_MB = 250.0
 TARGET_COLD_FIRST_FRAME_S = 1.0
 TARGET_WARM_FIRST_FRAME_S = 0.1
+TARGET_SWITCH_P99_MS = 500.0
+TARGET_SWITCH_AUDIO_GAP_MS = 60.0
+SWITCHES = 20  # per kind of source
 
 
 # --- the child: one push in its own process -------------------------------------------------------
@@ -452,6 +461,177 @@ def bench_image_start(rooms: Any, work: Path) -> list[tuple[str, str, str, str]]
     ]
 
 
+# --- (switch) --------------------------------------------------------------------------------------
+
+
+class _Watcher:
+    """A subscriber recording (room pts, arrival time) of every frame of `user_id`, on its own thread."""
+
+    def __init__(self, rooms: Any, room: Any, user_id: str):
+        from shared.room import EnterParams, Role, VideoFormat
+        from shared.room.local import LocalRoom
+
+        host, _, port = rooms.address.rpartition(":")
+        self.sub = LocalRoom(host, int(port))
+        self.sub.enter(EnterParams(rooms.sdk_app_id, room, "watcher", rooms.usersig("watcher"), role=Role.AUDIENCE,
+                                   video_output=VideoFormat.H264, audio_output_channels=1))
+        self.user_id = user_id
+        self.audio: list[tuple[int, float]] = []
+        self.video: list[tuple[int, float]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        from shared.room import RemoteAudio, RemoteVideo
+
+        while not self._stop.is_set():
+            event = self.sub.poll(0.05)
+            if isinstance(event, RemoteAudio) and event.user_id == self.user_id:
+                self.audio.append((event.frame.pts_ms, time.monotonic()))
+            elif isinstance(event, RemoteVideo) and event.user_id == self.user_id:
+                self.video.append((event.frame.pts_ms, time.monotonic()))
+
+    def close(self) -> None:
+        time.sleep(0.3)  # what is in flight lands
+        self._stop.set()
+        self._thread.join(2)
+        self.sub.exit()
+
+
+def _percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[max(0, min(len(ordered) - 1, int(-(-q * len(ordered) // 1)) - 1))]
+
+
+def _max_gap(values: list[float]) -> float:
+    return max((b - a for a, b in zip(values, values[1:])), default=0.0)
+
+
+def _switch_run(rooms: Any, server: Any, room_id: int, a: str, b: str, label: str) -> dict[str, Any]:
+    """One real-time push of `a`, switched SWITCHES times between `b` and `a`; what the room saw."""
+    from functions.push_stream.index import main_handler
+    from shared.contracts.control import ControlParams
+    from shared.push.control import send
+    from shared.room import RoomRef
+
+    room = RoomRef(room_id)
+    watcher = _Watcher(rooms, room, "bench")
+    request_id = f"bench-switch-{label}"
+    params = {"videoSrc": a, "sdkAppId": rooms.sdk_app_id, "roomId": room.id, "userId": "bench",
+              "userSig": rooms.usersig("bench"), "redis": True, "redisHost": server.host, "redisPort": server.port}
+    result: dict[str, Any] = {}
+    push = threading.Thread(target=lambda: result.update(main_handler(params, {"request_id": request_id})))
+    push.start()
+
+    def control(action: str, **fields: Any) -> tuple[int, dict[str, Any]]:
+        return send(ControlParams.model_validate({"requestId": request_id, "action": action,
+                                                  "redisHost": server.host, "redisPort": server.port, **fields}))
+
+    calls: list[float] = []  # time.monotonic() of each applied switch's call
+    refused: list[str] = []
+    try:
+        deadline = time.monotonic() + 15
+        while control("status")[0] != 200 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(1.0)
+        for n in range(SWITCHES):
+            t0 = time.monotonic()
+            status, body = control("switch", videoSrc=b if n % 2 == 0 else a)
+            if status == 200:
+                calls.append(t0)
+            else:
+                refused.append(f"{status} {body.get('reason')}")
+            time.sleep(max(0.0, t0 + 1.0 - time.monotonic()))  # one switch a second
+        control("stop")
+    finally:
+        push.join(30)
+        watcher.close()
+    switches = [s for s in result.get("switches", []) if s.get("ok") and s.get("trigger") == "switch"]
+    latencies: list[float] = []
+    for t0, switch in zip(calls, switches):
+        first = next((t for pts, t in watcher.video if pts >= switch["roomMs"] and t >= t0), None)
+        if first is not None:
+            latencies.append((first - t0) * 1000)
+    return {"latencies": latencies, "pushed": [s["latencyMs"] for s in switches if s.get("latencyMs") is not None],
+            "refused": refused, "audio_pts_gap": _max_gap([float(p) for p, _ in watcher.audio]),
+            "video_pts_gap": _max_gap([float(p) for p, _ in watcher.video]),
+            "audio_arrival_gap": _max_gap([t for _, t in watcher.audio]) * 1000,
+            "video_arrival_gap": _max_gap([t for _, t in watcher.video]) * 1000, "result": result}
+
+
+def _gateway_call_ms(server: Any, request_id: str, runs: int = 5) -> list[float]:
+    """push_control's handler in a fresh process per call (what the local cloud's gateway does), to its answer."""
+    body = json.dumps({"requestId": request_id, "action": "status", "redisHost": server.host,
+                       "redisPort": server.port})
+    code = ("import json, sys; from functions.push_control.index import main_handler; "
+            "print(json.dumps(main_handler(json.loads(sys.argv[1]), {})))")
+    out = []
+    for _ in range(runs):
+        t0 = time.monotonic()
+        subprocess.run([sys.executable, "-c", code, body], cwd=str(ROOT), capture_output=True, timeout=30,
+                       env={**os.environ, "PYTHONPATH": str(ROOT)})
+        out.append((time.monotonic() - t0) * 1000)
+    return out
+
+
+def bench_switch(rooms: Any, work: Path) -> list[tuple[str, str, str, str]]:
+    from emulator.media import make_clip
+    from emulator.redis import RedisServer
+    from tests.media_fixtures import MediaHTTPServer
+
+    seconds = SWITCHES + 10.0  # each source plays about half the run, resumed where it was left
+    a = make_clip(work / "switch-a.mp4", duration=seconds, width=320, height=240, gop=25, layout="mono")
+    b = make_clip(work / "switch-b.mp4", duration=seconds, width=320, height=240, gop=25, layout="mono",
+                  pictures="steps")
+    env_before = dict(os.environ)
+    os.environ.update({**rooms.env, "PACING_SPEED": "1", "SOURCE_ALLOWLIST": "127.0.0.0/8"})
+    rows = []
+    try:
+        with RedisServer(work / "redis-switch") as server:
+            http = MediaHTTPServer(work).start()
+            try:
+                runs = {"local files": _switch_run(rooms, server, 960_001, str(a), str(b), "local"),
+                        "HTTP files": _switch_run(rooms, server, 960_002, http.url(a.name), http.url(b.name), "http")}
+            finally:
+                http.stop()
+            # A push to ask about, for the gateway's own cost per call.
+            probe = threading.Thread(target=lambda: _switch_probe(rooms, server, str(a)))
+            probe.start()
+            time.sleep(2.0)
+            gateway = _gateway_call_ms(server, "bench-switch-probe")
+            probe.join(30)
+    finally:
+        os.environ.clear()
+        os.environ.update(env_before)
+    for label, r in runs.items():
+        lat = r["latencies"]
+        n = f"{len(lat)}/{SWITCHES} switches" + (f", refused: {', '.join(r['refused'])}" if r["refused"] else "")
+        if lat:
+            rows.append((f"(switch) {label}: call to first new frame", f"p50 {_percentile(lat, .5):.0f} ms, "
+                         f"p99 {_percentile(lat, .99):.0f} ms", f"{n}; push's own p50 "
+                         f"{_percentile(r['pushed'], .5) if r['pushed'] else float('nan'):.0f} ms",
+                         f"target p99 <= {TARGET_SWITCH_P99_MS:.0f} ms"))
+        else:
+            rows.append((f"(switch) {label}: call to first new frame", "no switch measured", n, ""))
+        rows.append((f"(switch) {label}: largest audio gap", f"{r['audio_pts_gap']:.0f} ms (room time)",
+                     f"arrival {r['audio_arrival_gap']:.0f} ms", f"target <= {TARGET_SWITCH_AUDIO_GAP_MS:.0f} ms"))
+        rows.append((f"(switch) {label}: largest video gap", f"{r['video_pts_gap']:.0f} ms (room time)",
+                     f"arrival {r['video_arrival_gap']:.0f} ms", "(40 ms a frame at 25 fps)"))
+    rows.append(("(switch) gateway: push_control in a fresh process per call",
+                 f"p50 {_percentile(gateway, .5):.0f} ms", f"of {len(gateway)} status calls",
+                 "(added to a switch through the local cloud's gateway)"))
+    return rows
+
+
+def _switch_probe(rooms: Any, server: Any, src: str) -> None:
+    from functions.push_stream.index import main_handler
+
+    main_handler({"videoSrc": src, "sdkAppId": rooms.sdk_app_id, "roomId": 960_003, "userId": "bench",
+                  "userSig": rooms.usersig("bench"), "redis": True, "redisHost": server.host,
+                  "redisPort": server.port, "maxDuration": 9}, {"request_id": "bench-switch-probe"})
+
+
 # --- main -----------------------------------------------------------------------------------------
 
 
@@ -461,9 +641,12 @@ def main() -> None:
         return
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--seconds", type=float, default=10.0, help="media seconds for the CPU runs (default 10)")
-    ap.add_argument("--only", default="abcdef", help="which parts to run, e.g. --only ae (default: all)")
+    ap.add_argument("--only", default="abcdef,switch",
+                    help="which parts to run, e.g. --only ae, --only switch, --only c,switch (default: all)")
     args = ap.parse_args()
-    if set(args.only) & {"a", "e"} and subprocess.run(["which", "ffmpeg"], capture_output=True).returncode != 0:
+    sections = set(args.only.split(","))
+    letters = {c for part in sections if part != "switch" for c in part}
+    if letters & {"a", "e"} and subprocess.run(["which", "ffmpeg"], capture_output=True).returncode != 0:
         sys.exit("bench/push needs Debian's ffmpeg as its anchor: ./dev bench installs it "
                  "(or apt-get install ffmpeg)")
     os.environ.setdefault("LOG_LEVEL", "WARNING")  # the pushes' JSON lines are not the report
@@ -475,16 +658,18 @@ def main() -> None:
         work = Path(tmp)
         # The clips are local files under `work`, and Redis is on loopback: open both to the pushes.
         os.environ.update({"LOCAL_SOURCE_DIRS": str(work), "REDIS_ALLOWLIST": "127.0.0.0/8"})
-        if "a" in args.only or "e" in args.only:
+        if "a" in letters or "e" in letters:
             rows += bench_cpu(rooms, work, args.seconds)
-        if "b" in args.only:
+        if "b" in letters:
             rows += bench_drift()
-        if "c" in args.only:
+        if "c" in letters:
             rows += bench_first_frame(rooms, work)
-        if "d" in args.only:
+        if "d" in letters:
             rows += bench_resume(rooms, work)
-        if "f" in args.only:
+        if "f" in letters:
             rows += bench_image_start(rooms, work)
+        if "switch" in sections:
+            rows += bench_switch(rooms, work)
     width = max(len(r[0]) for r in rows)
     print(f"push_stream benchmark ({os.cpu_count()} CPUs, {time.monotonic() - t0:.0f} s)")
     print(f"{'measure':<{width}}  {'push_stream':<34}  {'anchor':<40}  ratio / target")

@@ -49,6 +49,9 @@ FINAL_WRITE_BUDGET_S = 5.0
 FINAL_WRITE_BUDGET_TERMINATED_S = 0.8
 # The next queued source is opened this long before the current one ends, so that the join is a cut.
 PREFETCH_S = 2.0
+# A resume reuses the paused source once its reader has let go; a read still stuck after this long
+# (a stalled network source) and the source is opened again instead, within the command's budget.
+RESUME_READ_WAIT_S = 0.5
 
 # Why a push stopped -> the result's status.
 STATUS_BY_REASON = {
@@ -158,6 +161,7 @@ class Pusher:
         self.played: dict[str, dict[str, Any]] = {}  # videoSrc -> what the result says of it
         self._after_first_send: Optional[tuple[Optional[Command], Optional[dict[str, Any]]]] = None
         self._fill_audio = False  # after a cut: silence up to the new source's first audio
+        self._room_audio = False  # the room's audio was started (the first source has audio)
         self._audio_end_ms: Optional[int] = None  # room time where the audio sent so far ends
         self._last_video_ms: Optional[int] = None
         self._current_ended = False
@@ -284,6 +288,7 @@ class Pusher:
             self.room.enter(params)
             if info.has_audio:
                 self.room.start_audio(channels=self._audio_channels())
+                self._room_audio = True
             if info.has_video:
                 self.video_config = VideoEncodeConfig(
                     fps=fps, bitrate_bps=(p.videoBitrate or 0) * 1000, gop_seconds=p.videoGop or 2)
@@ -445,8 +450,7 @@ class Pusher:
             for cmd in inbox.expire_overdue():
                 op = self.opening
                 if op is not None and op.command is not None and op.command.id == cmd.id:
-                    op.abandon()
-                    self.opening = None
+                    self._abandon(op)
                     self.log.warning("control: a switch could not be made in time; dropped", action=cmd.action)
         op = self.opening
         if op is None or not op.done.is_set():
@@ -455,12 +459,20 @@ class Pusher:
             return None  # the queue's next item waits for the current one to end
         self.opening = None
         if op.command is not None and op.command.expired:
-            op.abandon()
+            self._abandon(op)
             return None
         if op.segment is None:
             self._failed_switch(op)
             return None
         return self._cut(op)
+
+    def _abandon(self, op: Opening) -> None:
+        """Drop what a command that ran out of time started; a resume leaves the paused source as it was."""
+        op.abandon()
+        if self.opening is op:
+            self.opening = None
+        if op.trigger == "resume" and self.segment is not None:
+            self.segment.own_source = True
 
     def _apply(self, cmd: Command) -> None:
         inbox = self.inbox
@@ -548,16 +560,25 @@ class Pusher:
         room = self.room_input
         passes = None if old.passes is None else max(1, old.passes - (self.state.loops - old.loops_before))
 
+        p = self.params
+        video = VideoPlan(width=p.videoWidth, height=p.videoHeight, fps=p.videoFps,
+                          bitrate_kbps=p.videoBitrate, gop_s=p.videoGop)
+
         def run() -> Segment:
             old.reader.stop()
-            old.reader._thread.join(timeout=2.0)  # the source is not thread-safe: its reader must be done
-            if old.reader._thread.is_alive():
-                raise SourceError(f"videoSrc {old.name}: its last read has not returned; cannot resume yet")
-            info = old.source.info
+            # The source is not thread-safe: it is reused only once its reader is done with it.
+            if old.reader.wait(RESUME_READ_WAIT_S):
+                source, path, own = old.source, old.path, False  # the cut makes it the new segment's
+            else:
+                self.log.warning("resume: the paused source's last read has not returned; opening it again",
+                                 videoSrc=old.name)
+                source, path = open_fitting(old.src, room, video, VideoLimits.from_env(self.env), self.log)
+                own = True
+            info = source.info
             start = Start(0.0 if info.is_live else position, None,
-                          bridged=old.path == PASSTHROUGH and position > 0 and not info.is_live)
-            seg = make_segment(old.src, old.source, old.path, start, passes, room, self.log,
-                               checkpoint=old.checkpoint)
+                          bridged=path == PASSTHROUGH and position > 0 and not info.is_live)
+            seg = make_segment(old.src, source, path, start, passes, room, self.log,
+                               checkpoint=old.checkpoint, own_source=own)
             seg.loops_before = self.state.loops
             return seg
 
@@ -636,6 +657,10 @@ class Pusher:
             self._retire(old, ended=op.trigger == "queue")
         else:
             self.paused_at = None
+            new.own_source = True
+            if new.source is not old.source:  # opened again: the old one closes once its stuck read returns
+                old.own_source = True
+                old.release()
         new.item = op.item
         self.segment = new
         self.source = new.source
@@ -730,6 +755,12 @@ class Pusher:
             return "max_duration"
         if is_audio and self._fill_audio:
             self._fill_audio = False
+            reason = self._silence_until(pts, pacer)
+            if reason:
+                return reason
+        elif not is_audio and self._room_audio and not seg.source.info.has_audio:
+            # A source without audio in a room that has audio: silence at the audio cadence, so that
+            # receivers hear no dropout (their audio timeline keeps going), not only at the cut.
             reason = self._silence_until(pts, pacer)
             if reason:
                 return reason

@@ -73,6 +73,12 @@ class FrameReader:
         self._quit.set()
         self._thread.join(0.3)
 
+    def wait(self, timeout: float) -> bool:
+        """After stop(): True once the reader's thread has ended (no read of the source is left
+        running), False if one is still inside a read after `timeout` seconds."""
+        self._thread.join(timeout)
+        return not self._thread.is_alive()
+
     def release(self, source: MediaSource) -> bool:
         """True if the caller may close the source now; else the reader closes it when its read ends."""
         self._quit.set()
