@@ -110,10 +110,10 @@ def picture_frames(kind: str, width: int, height: int, fps: int,
             yield flat_frame(width, height, gray_level(i // fps)), i % fps == 0
 
 
-def tone_frames(rate: int, layout: str, duration: float, fmt: str = "fltp") -> Iterator[av.AudioFrame]:
-    """A different sine per channel (440 Hz, 550 Hz, ...) so a downmix is audible."""
+def tone_frames(rate: int, layout: str, duration: float, fmt: str = "fltp", hz: int = 440) -> Iterator[av.AudioFrame]:
+    """A different sine per channel (`hz`, `hz` + 110, ...) so a downmix is audible."""
     n = av.AudioLayout(layout).nb_channels
-    exprs = "|".join(f"0.5*sin({440 + 110 * i}*2*PI*t)" for i in range(n))
+    exprs = "|".join(f"0.5*sin({hz + 110 * i}*2*PI*t)" for i in range(n))
     g = Graph()
     src = g.add("aevalsrc", exprs=exprs, sample_rate=str(rate), channel_layout=layout,
                 duration=str(duration), nb_samples="1024")
@@ -145,11 +145,12 @@ def make_clip(
     faststart: bool = True,
     vfr: bool = False,
     options: dict[str, str] | None = None,
+    tone_hz: int = 440,
 ) -> Path:
     """Write a clip (pictures + tone); the container comes from the suffix unless `fmt` is given.
 
     video / audio: a VIDEO_CODECS / AUDIO_CODECS name, or None for none. pictures: one of PICTURES.
-    vfr: frame intervals cycle through 20, 40, 60, 80 ms (timestamps in ms).
+    vfr: frame intervals cycle through 20, 40, 60, 80 ms (timestamps in ms). tone_hz: the first channel's tone.
     faststart: moov at the front for mp4/mov/m4a (False leaves it at the end, FFmpeg's default).
     """
     path = Path(path)
@@ -194,7 +195,7 @@ def make_clip(
 
         def audio_gen() -> Iterator[Any]:
             t = 0
-            for f in tone_frames(rate, layout, duration, sfmt):
+            for f in tone_frames(rate, layout, duration, sfmt, tone_hz):
                 f.pts, f.time_base = t, Fraction(1, rate)
                 yield t / rate, 0, f
                 t += f.samples

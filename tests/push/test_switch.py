@@ -15,6 +15,7 @@ import pytest
 import redis
 
 from functions.push_stream.index import main_handler
+from emulator.media import gray_level
 from shared.contracts.control import ControlParams
 from shared.push.checkpoint import checkpoint_key, playlist_key
 from shared.push.control import send
@@ -225,3 +226,97 @@ def test_a_stopped_playlist_push_resumes_the_same_item_at_the_same_position(
     assert abs(got.audio_pts[0] - first["position"] * 1000) <= 20
     assert len(got.video_pts) == pytest.approx((10.0 - first["position"]) * 25, abs=2)
     assert not client.exists(key), "the end of the whole list clears its record"
+
+
+def _luma(picture) -> float:
+    plane = picture.planes[0]  # Y, rows padded to line_size
+    data = bytes(plane)
+    rows = [data[r * plane.line_size:r * plane.line_size + plane.width] for r in range(plane.height)]
+    return sum(sum(r) for r in rows) / (plane.width * plane.height)
+
+
+def _dominant_hz(pcm: bytes, rate: int = 48000) -> float:
+    """The frequency of a sine from its zero crossings (the room's audio is mono s16)."""
+    samples = array.array("h")
+    samples.frombytes(pcm)
+    crossings = sum(1 for a, b in zip(samples, samples[1:]) if (a < 0) != (b < 0))
+    return crossings / 2 * rate / max(1, len(samples))
+
+
+def test_a_switch_to_an_http_source_cuts_picture_and_tone_at_the_same_place(
+        push_env, subscribe, redis_server, clip10, clips, media_http, monkeypatch):
+    monkeypatch.setenv("PACING_SPEED", "2")
+    other = make_clip(clips.root / "gray880.mp4", duration=4.0, pictures="gray", layout="mono", gop=25, tone_hz=880)
+    room = new_room()
+    sub = subscribe(RoomRef(room), "pusher")
+    push = Running(push_env, redis_server, clip10, room, "req-tone")
+    assert sub.wait_for(lambda g: len(g.video_pts) > 40)
+    status, body = push.control("switch", videoSrc=media_http.url("gray880.mp4"))
+    assert status == 200, body
+    result = push.wait()
+    got = sub.settle()
+    [switch] = result["switches"]
+    assert switch["ok"] and switch["to"] == media_http.url("gray880.mp4")
+    cut = switch["roomMs"]
+    before = [d for p, d in zip(got.audio_pts, got.audio_data) if cut - 600 <= p < cut - 100]
+    after = [d for p, d in zip(got.audio_pts, got.audio_data) if cut + 100 <= p < cut + 600]
+    assert _dominant_hz(b"".join(before)) == pytest.approx(440, rel=0.05)
+    assert _dominant_hz(b"".join(after)) == pytest.approx(880, rel=0.05), "the tone changes at the cut"
+    first_new = next(i for i, p in enumerate(got.video_pts) if p >= cut)
+    old = [_luma(f) for f in decode_h264(got.video_data[:first_new])[-3:]]
+    new = [_luma(f) for f in decode_h264(got.video_data[first_new:first_new + 3])]
+    # Before the cut the steps pictures; from the cut the gray clip's first second (gray_level(0)).
+    assert len(new) == 3 and all(abs(y - gray_level(0)) <= 3 for y in new), new
+    assert len(old) == 3 and all(abs((b - a) % 200 - 5) <= 1 for a, b in zip(old, old[1:])), old  # still stepping
+    assert max(_gaps(got.audio_pts)) <= 60
+
+
+def test_a_switch_that_runs_out_of_time_opening_is_409_and_never_cuts_over_late(
+        push_env, subscribe, redis_server, clip10, media_http):
+    room = new_room()
+    sub = subscribe(RoomRef(room), "pusher")
+    push = Running(push_env, redis_server, clip10, room, "req-slow", maxDuration=6)
+    t0 = time.monotonic()
+    status, body = push.control("switch", videoSrc=media_http.url("stall/never.mp4"))  # answers nothing
+    assert status == 409 and time.monotonic() - t0 < 2.0, body
+    result = push.wait()
+    assert (result["status"], result["reason"]) == ("completed", "max_duration")
+    assert result["videoSrc"] == str(clip10) and [s for s in result["switches"] if s["ok"]] == []
+    got = sub.settle()
+    assert all(g > 0 for g in _gaps(got.video_pts)) and len(got.video_pts) == pytest.approx(150, abs=2)
+
+
+def test_a_control_call_racing_the_push_s_natural_end_is_answered_and_the_push_ends_normally(
+        push_env, redis_server, clip_short):
+    room = new_room()
+    push = Running(push_env, redis_server, clip_short, room, "req-race")
+    answers: list[int] = []
+    deadline = time.monotonic() + 10
+    while push.thread.is_alive() and time.monotonic() < deadline:
+        t0 = time.monotonic()
+        status, body = push.control("volume", volume=50)
+        assert time.monotonic() - t0 < 2.0 and status in (200, 404, 409), (status, body)
+        answers.append(status)
+    result = push.wait()
+    assert (result["status"], result["reason"]) == ("completed", "end_of_source")
+    assert answers and answers[-1] in (404, 409) or not push.thread.is_alive()
+    assert push.control("status")[0] == 404
+
+
+def test_a_switch_to_a_source_without_audio_keeps_the_room_s_audio_going(
+        push_env, subscribe, redis_server, clip10, clips, monkeypatch):
+    monkeypatch.setenv("PACING_SPEED", "2")
+    room = new_room()
+    sub = subscribe(RoomRef(room), "pusher")
+    push = Running(push_env, redis_server, clip10, room, "req-mute")
+    assert sub.wait_for(lambda g: len(g.video_pts) > 25)
+    status, body = push.control("switch", videoSrc=str(clips.get("video_only.mp4")))
+    assert status == 200, body
+    result = push.wait()
+    got = sub.settle()
+    [switch] = result["switches"]
+    after = [p for p in got.audio_pts if p >= switch["roomMs"]]
+    assert got.video_pts[-1] - switch["roomMs"] > 1500, "the video-only source played"
+    # Silence at the audio cadence all through the video-only source, not only at the cut.
+    assert after and after[-1] >= got.video_pts[-1] - 60 and max(_gaps(got.audio_pts)) <= 60
+    assert max(_peak(d) for p, d in zip(got.audio_pts, got.audio_data) if p >= switch["roomMs"] + 200) < 100
