@@ -50,7 +50,7 @@ def _up(args: argparse.Namespace) -> int:
     config = CloudConfig(state_dir=state_dir, gateway_port=args.gateway_port, cloud_api_port=args.cloud_api_port,
                          room_port=args.room_port, cos_port=args.cos_port, redis_port=args.redis_port,
                          max_concurrency=args.max_concurrency, time_limit_ms=int(args.time_limit * 1000),
-                         functions_dir=Path(args.functions_dir))
+                         functions_dir=Path(args.functions_dir), timer_tick_s=args.timer_tick)
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
@@ -103,6 +103,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="the functions' execution timeout (default 86400, SCF's async ceiling)")
     up.add_argument("--functions-dir", default=str(Path(__file__).resolve().parents[1] / "functions"),
                     help="directory holding <function>/index.py code roots (default: the repository's functions/)")
+    up.add_argument("--timer-tick", type=_positive(float), default=None, metavar="SECONDS",
+                    help="run serverless.yml's timer triggers this often instead of on their schedule")
     up.set_defaults(run=_up)
 
     sig = sub.add_parser("usersig", help="print a UserSig valid in the emulator's rooms")

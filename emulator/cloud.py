@@ -28,6 +28,7 @@ from emulator.cos import CosService
 from emulator.redis import RedisServer
 from emulator.scf import FunctionConfig, Gateway, Scf
 from emulator.scf import register as register_scf
+from emulator.scf.timers import Timers, read_timer_triggers
 from emulator.trtc import DEFAULT_SDK_APP_ID, DEFAULT_SDK_SECRET_KEY, RoomService
 
 log = logging.getLogger("emulator.cloud")
@@ -68,6 +69,9 @@ class CloudConfig:
     max_concurrency: int = 8
     shutdown_grace_s: float = 8.0
     extra_env: dict[str, str] = field(default_factory=dict)
+    # serverless.yml's timer triggers run on their schedule; a tick (seconds) runs them that often.
+    timer_tick_s: float | None = None
+    serverless_yml: Path = REPO_ROOT / "serverless.yml"
 
 
 class LocalCloud:
@@ -80,6 +84,7 @@ class LocalCloud:
         self.cos: CosService | None = None
         self.scf: Scf | None = None
         self.gateway: Gateway | None = None
+        self.timers: Timers | None = None
         # The functions' execution role: temporary credentials that only the local COS accepts.
         self.role = {"TENCENTCLOUD_SECRETID": "AKIDtmp" + secrets.token_hex(12),
                      "TENCENTCLOUD_SECRETKEY": secrets.token_hex(16),
@@ -107,7 +112,11 @@ class LocalCloud:
                            region=c.region)
             self.scf.load_previous()  # runs of an earlier `up` on this state directory stay readable
             register_scf(self.cloud_api, self.scf)
+            self.cloud_api.add_temporary_credentials(self.role["TENCENTCLOUD_SECRETID"],
+                                                     self.role["TENCENTCLOUD_SECRETKEY"],
+                                                     self.role["TENCENTCLOUD_SESSIONTOKEN"])
             self.gateway = Gateway(self.scf, c.host, c.gateway_port).start()
+            self.timers = Timers(self.scf, read_timer_triggers(c.serverless_yml), c.timer_tick_s).start()
         except BaseException:
             self.stop()
             raise
@@ -117,7 +126,8 @@ class LocalCloud:
     def stop(self) -> None:
         """Stop every part, the running functions first (SIGTERM, then a kill after the grace time)."""
         (self.state_dir / INFO_FILE).unlink(missing_ok=True)
-        for step in (lambda: self.gateway and self.gateway.stop(),
+        for step in (lambda: self.timers and self.timers.stop(),
+                     lambda: self.gateway and self.gateway.stop(),
                      lambda: self.scf and self.scf.shutdown(self.config.shutdown_grace_s),
                      lambda: self.rooms and self.rooms.stop(),
                      lambda: self.cloud_api and self.cloud_api.stop(),
@@ -127,7 +137,7 @@ class LocalCloud:
                 step()
             except Exception:  # one part failing to stop must not leave the others running
                 log.exception("stopping a part of the local cloud failed")
-        self.gateway = self.scf = self.rooms = self.cloud_api = self.cos = self.redis = None
+        self.timers = self.gateway = self.scf = self.rooms = self.cloud_api = self.cos = self.redis = None
 
     def __enter__(self) -> "LocalCloud":
         return self.start()
@@ -138,13 +148,17 @@ class LocalCloud:
     # --- functions ---------------------------------------------------------------------------
 
     def function_env(self) -> dict[str, str]:
-        assert self.rooms is not None and self.cos is not None
+        assert self.rooms is not None and self.cos is not None and self.cloud_api is not None
         files = self.state_dir / "files"
         files.mkdir(parents=True, exist_ok=True)
         return {
             "ROOM_BACKEND": "local",
             "LOCAL_ROOM_ADDRESS": self.rooms.address,
             "COS_ENDPOINT": self.cos.endpoint_url,
+            # record_stream's recovery state, in the local bucket; the timer asks SCF here.
+            "RECORD_STATE_BUCKET": self.cos.bucket,
+            "RECORD_STATE_REGION": self.cos.region,
+            "SCF_API_ENDPOINT": f"http://{self.cloud_api.endpoint}",
             "SOURCE_ALLOWLIST": LOOPBACK_ALLOWLIST,
             "CALLBACK_ALLOWLIST": LOOPBACK_ALLOWLIST,
             "CFS_PATH": str(files),

@@ -291,6 +291,17 @@ def _upload_leftovers(data: CosBucket, f: FileRecord, log: RunLogger) -> None:
         log.info("uploaded a segment left on CFS", key=key)
 
 
+def _tidy_local(f: FileRecord) -> None:
+    """What the dead run left on a shared CFS for this file is in COS now: remove it."""
+    assert f.local_dir is not None
+    for _, path in local_segments(Path(f.local_dir), f.local_prefix):
+        path.unlink(missing_ok=True)
+    try:
+        os.rmdir(f.local_dir)  # the run's folder, once its last file is gone
+    except OSError:
+        pass
+
+
 def recover(store: ManifestStore, manifest: Manifest, *, owner: str | None = None,
             post: Callable[[str, dict[str, Any]], bool] | None = None,
             open_bucket: Callable[[str, str], CosBucket] | None = None,
@@ -333,10 +344,12 @@ def recover(store: ManifestStore, manifest: Manifest, *, owner: str | None = Non
             _upload_leftovers(data, f, log)
         except (UploadError, OSError) as e:
             log.error("segments left on CFS could not be uploaded", error=str(e))
-        for entry in finalize(data, f.keys, manifest.output_format, channels=f.channels,
-                              samples=f.samples if f.closed else None, segment_s=manifest.segment_s,
-                              note=RECOVERED_NOTE, log=log):
-            files.append({**base, **entry})
+        made = finalize(data, f.keys, manifest.output_format, channels=f.channels,
+                        samples=f.samples if f.closed else None, segment_s=manifest.segment_s,
+                        note=RECOVERED_NOTE, log=log)
+        files += [{**base, **entry} for entry in made]
+        if f.local_dir and all(e["Status"] == 1 for e in made):
+            _tidy_local(f)
     result = {
         "SdkAppId": manifest.sdk_app_id,
         "RoomId": manifest.room_id,
@@ -421,10 +434,8 @@ def scf_event_status(log: RunLogger) -> Callable[[str], bool | None]:
 
     creds = resolve_credentials()
     endpoint = (os.environ.get(SCF_API_ENDPOINT_ENV) or "").strip()
-    http = HttpProfile(reqTimeout=10)
-    if endpoint:
-        scheme, _, host = endpoint.rpartition("://")
-        http.endpoint, http.protocol = host, scheme or "https"
+    scheme, _, host = endpoint.rpartition("://")
+    http = HttpProfile(protocol=scheme or "https", endpoint=host or None, reqTimeout=10)
     client = scf_client.ScfClient(credential.Credential(creds.secret_id, creds.secret_key, creds.token),
                                   (os.environ.get("TENCENTCLOUD_REGION") or "ap-guangzhou"),
                                   ClientProfile(httpProfile=http))
