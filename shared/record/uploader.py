@@ -128,6 +128,7 @@ class SegmentUploader:
         self._pending_bytes = 0
         self._idle = threading.Condition(self._lock)
         self.outage = False  # true while COS answers nothing but retryable errors
+        self.last_error: str | None = None  # what COS last answered a segment that has to wait
         self._threads = [threading.Thread(target=self._work, name=f"segment-upload-{i}", daemon=True)
                          for i in range(max(1, workers))]
         for t in self._threads:
@@ -202,6 +203,7 @@ class SegmentUploader:
                     self.log.error("segment upload failed; it is kept", key=job.key, path=str(job.path),
                                    error=e.message)
                     return e
+                self.last_error = e.message
                 if not self.outage:
                     self.outage = True
                     self.log.warning("cos unreachable; segments wait on the local disk", key=job.key,
@@ -339,9 +341,11 @@ class FileOutput:
             failed = dict(self.failed)
             tail = dict(self.tail)
             seen = dict(self.seen)
+        waited = "still waiting for COS when the recording ended" + (
+            f" ({self.uploader.last_error})" if self.uploader.last_error else "")
         for index, info in seen.items():
             if index not in landed and index not in failed and index not in tail:
-                failed[index] = (info.path, "still waiting for COS when the recording ended")
+                failed[index] = (info.path, waited)
         if error is not None and self.local_dir is not None:
             for index, path in local_segments(self.local_dir, self.local_prefix):
                 if index not in seen:  # written when the close failed: taken as far as it goes
@@ -360,13 +364,16 @@ class FileOutput:
             for _, path, _ in local:  # in the final file now
                 path.unlink(missing_ok=True)
             return entries
+        # One reason for a file kept whole, not one per segment: they are all joined into it.
+        first = failed[min(failed)][1] if failed else None
         for index, path, _ in local:  # not in a final file: kept, like a segment COS refused
             if path.exists():
                 failed.setdefault(index, (path, "the final file could not be made"))
         with self._lock:
             self.failed.update(failed)
         if not landed and self.local_dir is not None and not any(e["RecordFile"] for e in entries):
-            return [self._kept_locally(error or (entries[0]["Message"] if entries else "upload failed"), samples)]
+            return [self._kept_locally(error or first or (entries[0]["Message"] if entries else "upload failed"),
+                                       samples)]
         kept = sorted(str(p) for p, _ in failed.values())
         for entry in entries:
             if entry["Status"] == 0 and kept:

@@ -59,8 +59,8 @@ def test_hls_playlist_is_in_cos_while_recording_and_plays_to_the_end(studio, vid
     assert "#EXT-X-ENDLIST" not in live[0] and len(read_playlist(live[0])) >= 2, live[0]
     [entry] = result["Files"]
     assert entry["Status"] == 1 and entry["RecordFile"].endswith(".m3u8"), entry
-    assert not any(k.endswith(".mp4") and "/" not in k.rsplit(f"_{room}_alice_", 1)[1]
-                   for k in studio.cos.list_keys("trtc/test/"))  # "hls": no whole-file MP4
+    mine = [k.split(f"_{room}_alice_", 1)[1] for k in studio.cos.list_keys("trtc/test/") if f"_{room}_alice_" in k]
+    assert not any(k.endswith(".mp4") and "/" not in k for k in mine), mine  # "hls": no whole-file MP4
 
     playlist = _download_hls(studio, entry["RecordFile"], tmp_path / "hls")
     text = playlist.read_text()
@@ -181,3 +181,28 @@ def test_audio_channels_2_records_stereo(studio, video_units, tmp_path):
             assert c.streams.audio[0].codec_context.channels == 2, mode
         assert abs(probe(path).audio_s - 2.0) <= 0.1
     anchor.leave()
+
+
+def test_cos_down_until_the_end_keeps_every_segment_and_says_so(studio, monkeypatch):
+    """COS never comes back before the time limit: the segments that waited are not dropped; the
+    file is joined on the local disk, where the entry says it is (Status 0, LocalPath)."""
+    monkeypatch.setenv("STOP_MARGIN_SECONDS", "2")
+    room = studio.new_room()
+    run = studio.start(studio.event(room, mode="00", SegmentDuration=SEGMENT_S), studio.context(time_limit_s=9.0))
+    started = time.monotonic()
+    studio.cos.deny(code="ServiceUnavailable", message="Service is unavailable now.", status=503)
+    anchor = studio.anchor(room, "alice").publish(10.0)
+    try:
+        result = run.wait(timeout=20)
+    finally:
+        studio.cos.allow()
+    recorded = time.monotonic() - started
+    anchor.wait()
+    anchor.leave()
+    assert result["Reason"] == "time_limit", result
+    [entry] = result["Files"]
+    assert entry["Status"] == 0 and entry["RecordFile"] == "" and "ServiceUnavailable" in entry["Message"], entry
+    kept = Path(entry["LocalPath"])
+    assert kept.is_file() and studio.cfs in kept.parents
+    assert recorded - 1.0 <= probe(kept).audio_s <= recorded + 0.2, (probe(kept), recorded)  # all of it
+    assert studio.callback.wait_for(1)[0].json["Files"] == [entry]
