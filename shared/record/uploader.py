@@ -360,9 +360,11 @@ class FileOutput:
             for entry in entries:
                 entry["Status"] = 0
                 entry["Message"] = error if entry["Message"] == "success" else f"{error}; {entry['Message']}"
-        if all(e["Status"] == 1 for e in entries):
+        if any(e["RecordFile"] == self.uploader.bucket.url(self.keys.final) for e in entries):
             for _, path, _ in local:  # in the final file now
                 path.unlink(missing_ok=True)
+            local = []
+        if all(e["Status"] == 1 for e in entries):
             return entries
         # One reason for a file kept whole, not one per segment: they are all joined into it.
         first = failed[min(failed)][1] if failed else None
