@@ -19,6 +19,7 @@ from __future__ import annotations
 import os
 import shutil
 import time
+import uuid
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -369,9 +370,16 @@ class Recorder:
             self.log.warning("no recovery state: the execution role has no credentials", error=e.message)
             return
         if store is None:
-            self.log.info("no recovery state (RECORD_STATE_BUCKET is not set): a run that dies is not finished")
+            self.log.warning("no recovery state (RECORD_STATE_BUCKET is not set): a run that dies is not finished")
             return
-        manifest = Manifest.for_run(p, self.inv.request_id, p.OutputFormat, p.SegmentDuration)
+        state_id = self.inv.request_id
+        try:
+            if store.load(state_id) is not None or store.reported(state_id):
+                # SCF retrying an event whose run died: that run's state stays for its recovery.
+                state_id = f"{state_id}.{uuid.uuid4().hex[:8]}"
+        except (UploadError, ValueError) as e:  # unreadable now; the heartbeat writes it when it can
+            self.log.warning("recovery state not read", error=getattr(e, "message", str(e)))
+        manifest = Manifest.for_run(p, state_id, p.OutputFormat, p.SegmentDuration)
         self._state = RunState(store, manifest, self.log).start()
 
     def _on_open(self, user_id: str, part: int, start_time: float, path: Path) -> Callable[[SegmentInfo], None]:

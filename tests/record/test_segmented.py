@@ -206,3 +206,62 @@ def test_cos_down_until_the_end_keeps_every_segment_and_says_so(studio, monkeypa
     assert kept.is_file() and studio.cfs in kept.parents
     assert recorded - 1.0 <= probe(kept).audio_s <= recorded + 0.2, (probe(kept), recorded)  # all of it
     assert studio.callback.wait_for(1)[0].json["Files"] == [entry]
+
+
+ROLE = ("AKIDrecordStateRole0000000000000", "recordStateRoleKey0123456789abcd", "record-state-token")
+
+
+def _with_state(studio, monkeypatch, prefix: str):
+    """RECORD_STATE_* as a deployment sets them, on the session's COS, with an execution role."""
+    from shared.record.recovery import ManifestStore
+    from shared.record.storage import CosBucket, Credentials
+
+    studio.cos.add_temporary_credentials(*ROLE)
+    for name, value in zip(("TENCENTCLOUD_SECRETID", "TENCENTCLOUD_SECRETKEY", "TENCENTCLOUD_SESSIONTOKEN"), ROLE):
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("RECORD_STATE_BUCKET", studio.cos.bucket)
+    monkeypatch.setenv("RECORD_STATE_REGION", studio.cos.region)
+    monkeypatch.setenv("RECORD_STATE_PREFIX", prefix)
+    return ManifestStore(CosBucket(studio.cos.bucket, studio.cos.region, Credentials(*ROLE)), prefix)
+
+
+def test_a_run_keeps_its_state_while_recording_and_leaves_only_its_report(studio, monkeypatch):
+    store = _with_state(studio, monkeypatch, "state-live/")
+    room = studio.new_room()
+    context = studio.context()
+    run = studio.start(studio.event(room, mode="00", SegmentDuration=SEGMENT_S), context)
+    anchor = studio.anchor(room, "alice").publish(3.0)
+    time.sleep(1.5)
+    manifest = store.load(context["request_id"])
+    anchor.wait()
+    studio.remove(room)
+    result = run.wait()
+    anchor.leave()
+    assert manifest is not None and [f.user_id for f in manifest.files] == ["alice"]
+    assert manifest.files[0].final_key == _key(result["Files"][0]["RecordFile"])
+    assert result["Files"][0]["Status"] == 1
+    assert studio.cos.list_keys("state-live/") == [f"state-live/{context['request_id']}.reported"]
+    assert len(studio.callback.wait_for(1)) == 1
+
+
+def test_a_retried_event_leaves_the_dead_attempts_state_to_its_recovery(studio, monkeypatch):
+    """SCF may run an event again after its run died: the new run keeps its state apart, so the
+    recovery of the first still finds every file of it."""
+    from shared.contracts.record import RecordParams
+    from shared.record.recovery import FileRecord, Manifest
+
+    store = _with_state(studio, monkeypatch, "state-retry/")
+    room = studio.new_room()
+    context = studio.context()
+    event = studio.event(room, mode="00", SegmentDuration=SEGMENT_S)
+    dead = Manifest.for_run(RecordParams.model_validate(event), context["request_id"], "mp4", SEGMENT_S)
+    dead.files.append(FileRecord("bob", 1, 1767225600.0, "trtc/test/dead_bob.mp3"))
+    store.save(dead)
+    run = studio.start(event, context)
+    studio.anchor(room, "alice").publish(1.0).wait()
+    studio.remove(room)
+    assert run.wait()["Files"][0]["Status"] == 1
+    kept = store.load(context["request_id"])
+    assert kept is not None and [f.user_id for f in kept.files] == ["bob"]  # untouched
+    reported = [k for k in studio.cos.list_keys("state-retry/") if k.endswith(".reported")]
+    assert len(reported) == 1 and reported[0] != f"state-retry/{context['request_id']}.reported"
