@@ -52,7 +52,7 @@ def _up(args: argparse.Namespace) -> int:
                          console_port=args.console_port,
                          max_concurrency=args.max_concurrency, time_limit_ms=int(args.time_limit * 1000),
                          functions_dir=Path(args.functions_dir), runtime=args.runtime,
-                         image_dir=Path(args.image_dir))
+                         image_dir=Path(args.image_dir), timer_tick_s=args.timer_tick)
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
@@ -117,6 +117,8 @@ def main(argv: list[str] | None = None) -> int:
     up.add_argument("--functions-dir", default=str(Path(__file__).resolve().parents[1] / "functions"),
                     help="directory holding <function>/index.py code roots (default: the repository's functions/)")
     _runtime_options(up)
+    up.add_argument("--timer-tick", type=_positive(float), default=None, metavar="SECONDS",
+                    help="run serverless.yml's timer triggers this often instead of on their schedule")
     up.set_defaults(run=_up)
 
     sig = sub.add_parser("usersig", help="print a UserSig valid in the emulator's rooms")

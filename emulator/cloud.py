@@ -33,6 +33,7 @@ from emulator.cos import CosService
 from emulator.redis import RedisServer
 from emulator.scf import FunctionConfig, Gateway, Scf
 from emulator.scf import register as register_scf
+from emulator.scf.timers import Timers, read_timer_triggers
 from emulator.trtc import DEFAULT_SDK_APP_ID, DEFAULT_SDK_SECRET_KEY, RoomService
 
 log = logging.getLogger("emulator.cloud")
@@ -85,6 +86,9 @@ class CloudConfig:
     extra_env: dict[str, str] = field(default_factory=dict)
     runtime: str = "code"
     image_dir: Path = DEFAULT_IMAGE_DIR
+    # serverless.yml's timer triggers run on their schedule; a tick (seconds) runs them that often.
+    timer_tick_s: float | None = None
+    serverless_yml: Path = REPO_ROOT / "serverless.yml"
 
 
 class LocalCloud:
@@ -98,6 +102,7 @@ class LocalCloud:
         self.scf: Scf | None = None
         self.gateway: Gateway | None = None
         self.console: Console | None = None
+        self.timers: Timers | None = None
         # The functions' execution role: temporary credentials that only the local COS accepts.
         self.role = {"TENCENTCLOUD_SECRETID": "AKIDtmp" + secrets.token_hex(12),
                      "TENCENTCLOUD_SECRETKEY": secrets.token_hex(16),
@@ -125,12 +130,16 @@ class LocalCloud:
                            region=c.region)
             self.scf.load_previous()  # runs of an earlier `up` on this state directory stay readable
             register_scf(self.cloud_api, self.scf)
+            self.cloud_api.add_temporary_credentials(self.role["TENCENTCLOUD_SECRETID"],
+                                                     self.role["TENCENTCLOUD_SECRETKEY"],
+                                                     self.role["TENCENTCLOUD_SESSIONTOKEN"])
             self.gateway = Gateway(self.scf, c.host, c.gateway_port).start()
             self.console = Console(scf=self.scf, rooms=self.rooms.rooms, buckets=[self.cos.state],
                                    gateway_url=self.gateway.url, sdk_app_id=c.sdk_app_id,
                                    sdk_secret_key=c.sdk_secret_key,
                                    redis={"host": self.redis.host, "port": self.redis.port},
                                    host=c.host, port=c.console_port).start()
+            self.timers = Timers(self.scf, read_timer_triggers(c.serverless_yml), c.timer_tick_s).start()
         except BaseException:
             self.stop()
             raise
@@ -141,6 +150,7 @@ class LocalCloud:
         """Stop every part, the running functions first (SIGTERM, then a kill after the grace time)."""
         (self.state_dir / INFO_FILE).unlink(missing_ok=True)
         for step in (lambda: self.console and self.console.stop(),
+                     lambda: self.timers and self.timers.stop(),
                      lambda: self.gateway and self.gateway.stop(),
                      lambda: self.scf and self.scf.shutdown(self.config.shutdown_grace_s),
                      lambda: self.rooms and self.rooms.stop(),
@@ -151,7 +161,7 @@ class LocalCloud:
                 step()
             except Exception:  # one part failing to stop must not leave the others running
                 log.exception("stopping a part of the local cloud failed")
-        self.console = self.gateway = self.scf = self.rooms = self.cloud_api = self.cos = self.redis = None
+        self.console = self.timers = self.gateway = self.scf = self.rooms = self.cloud_api = self.cos = self.redis = None
 
     def __enter__(self) -> "LocalCloud":
         return self.start()
@@ -162,7 +172,7 @@ class LocalCloud:
     # --- functions ---------------------------------------------------------------------------
 
     def function_env(self) -> dict[str, str]:
-        assert self.rooms is not None and self.cos is not None and self.redis is not None
+        assert self.rooms is not None and self.cos is not None and self.redis is not None and self.cloud_api is not None
         files = self.state_dir / "files"
         files.mkdir(parents=True, exist_ok=True)
         media = self.state_dir / MEDIA_DIR
@@ -176,6 +186,10 @@ class LocalCloud:
             "ROOM_BACKEND": "local",
             "LOCAL_ROOM_ADDRESS": self.rooms.address,
             "COS_ENDPOINT": self.cos.endpoint_url,
+            # record_stream's recovery state, in the local bucket; the timer asks SCF here.
+            "RECORD_STATE_BUCKET": self.cos.bucket,
+            "RECORD_STATE_REGION": self.cos.region,
+            "SCF_API_ENDPOINT": f"http://{self.cloud_api.endpoint}",
             "SOURCE_ALLOWLIST": LOOPBACK_ALLOWLIST,
             "CALLBACK_ALLOWLIST": LOOPBACK_ALLOWLIST,
             "REDIS_ALLOWLIST": LOOPBACK_ALLOWLIST,

@@ -12,7 +12,7 @@ from emulator.httpserver import HttpServer
 from shared.gateway import UserError, parse_json
 
 from .exceptions import ApiError
-from .signature import verify
+from .signature import _AUTH, verify
 
 log = logging.getLogger("emulator.cloudapi")
 
@@ -27,6 +27,8 @@ class CloudApi:
     def __init__(self, secret_id: str, secret_key: str, host: str = "127.0.0.1", port: int = 0):
         self.secret_id = secret_id
         self.secret_key = secret_key
+        # Temporary credentials (an execution role's): SecretId -> (SecretKey, session token).
+        self._temporary: dict[str, tuple[str, str]] = {}
         self._services: dict[str, tuple[str, dict[str, Action]]] = {}
         api = self
 
@@ -78,11 +80,25 @@ class CloudApi:
         """What a client of this endpoint needs (emulator.clients), as `up`'s JSON line names it."""
         return {"cloudApiEndpoint": self.endpoint, "secretId": self.secret_id, "secretKey": self.secret_key}
 
+    def add_temporary_credentials(self, secret_id: str, secret_key: str, token: str) -> None:
+        """Accept requests signed with these keys when they carry the token (X-TC-Token)."""
+        self._temporary[secret_id] = (secret_key, token)
+
+    def _keys_for(self, headers: dict[str, str]) -> tuple[str, str]:
+        h = {k.lower(): v for k, v in headers.items()}
+        m = _AUTH.match(h.get("authorization", "").strip())
+        if m and m["id"] in self._temporary:
+            key, token = self._temporary[m["id"]]
+            if h.get("x-tc-token", "") != token:
+                raise ApiError("AuthFailure.TokenFailure", "The temporary credentials' token is missing or invalid.")
+            return m["id"], key
+        return self.secret_id, self.secret_key
+
     def register(self, service: str, version: str, actions: dict[str, Action]) -> None:
         self._services[service] = (version, actions)
 
     def dispatch(self, method: str, path: str, query: str, headers: dict[str, str], body: bytes) -> dict[str, Any]:
-        service = verify(method, path, query, headers, body, self.secret_id, self.secret_key)
+        service = verify(method, path, query, headers, body, *self._keys_for(headers))
         h = {k.lower(): v for k, v in headers.items()}
         action = h.get("x-tc-action", "")
         version = h.get("x-tc-version", "")

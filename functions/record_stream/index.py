@@ -15,8 +15,11 @@ from shared.contracts.record import RecordParams  # noqa: E402
 from shared.gateway import handle  # noqa: E402
 from shared.room import backend_from_env  # noqa: E402
 from shared.record.recorder import record  # noqa: E402
+from shared.record.recovery import is_timer_event, on_timer  # noqa: E402
 
 
 def main_handler(event, context):
+    if is_timer_event(event):  # serverless.yml's timer: finish the runs that died
+        return on_timer(event, context)
     return handle(event, context, function_name="record_stream", model=RecordParams, work=record,
                   preflight=backend_from_env)

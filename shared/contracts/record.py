@@ -9,12 +9,14 @@ field is reported at once; `shared.gateway` turns the errors into one sentence n
 from __future__ import annotations
 
 import re
-from typing import Any, Literal, Optional
+from typing import Annotated, Any, Literal, Optional
 
-from pydantic import Field, SecretStr, ValidationInfo, field_validator
+from pydantic import Field, SecretStr, ValidationInfo, WithJsonSchema, field_validator
 
 from shared.egress import DestinationRefused, validate_callback_url
+from shared.record.segments import DEFAULT_SEGMENT_S, MAX_SEGMENT_S, MIN_SEGMENT_S
 from shared.record.storage import path_problem
+from shared.record.uploader import OUTPUT_FORMAT_RULE, OUTPUT_FORMATS, TRTC_OUTPUT_FORMATS, output_format
 from shared.room.base import MAX_ROOM_ID, RoomRef
 from shared.runtime import redact_value
 
@@ -29,6 +31,11 @@ _REGION = re.compile(r"^[a-z0-9\-]{1,40}$")
 MODE_MP3 = "00"
 MODE_MP4_VIDEO = "01"
 MODE_MP4_AV = "02"
+
+# OutputFormat is read by uploader.output_format (names or TRTC's numbers); the schema says both.
+OutputFormatField = Annotated[str, WithJsonSchema({"anyOf": [
+    {"type": "string", "enum": list(OUTPUT_FORMATS)},
+    {"type": "integer", "enum": sorted(TRTC_OUTPUT_FORMATS)}]})]
 
 
 def _mode(v: Any) -> Any:
@@ -120,6 +127,11 @@ class RecordParams(Params):
     UnsubscribeUserIds: Optional[list[str]] = None
     # Minutes, as TRTC's; fractions are accepted so that a split can be short.
     MaxMediaFileDuration: Optional[float] = Field(default=None, gt=0, le=1440)
+    # "mp4" (one file per anchor stay, as the seed), "hls" (playlist + segments), "hls+mp4".
+    OutputFormat: OutputFormatField = Field(default="mp4", validate_default=True)
+    # Seconds of media per segment: what is at risk when a run dies, and HLS's segment length.
+    SegmentDuration: int = Field(default=int(DEFAULT_SEGMENT_S), ge=MIN_SEGMENT_S, le=MAX_SEGMENT_S)
+    AudioChannels: int = Field(default=1, ge=1, le=2)  # 1 mono, 2 stereo (MP3 / AAC)
 
     @field_validator("RoomId", mode="after")
     @classmethod
@@ -181,6 +193,14 @@ class RecordParams(Params):
     @classmethod
     def _mode_spelling(cls, v: Any) -> Any:
         return MODE_MP3 if v is None or v == "" else _mode(v)
+
+    @field_validator("OutputFormat", mode="before")
+    @classmethod
+    def _output_format(cls, v: Any) -> Any:
+        try:
+            return output_format(v)
+        except ValueError:  # the error names the field and shows the value already
+            raise ValueError(OUTPUT_FORMAT_RULE) from None
 
     @field_validator("SubscribeUserIds", "UnsubscribeUserIds", mode="before")
     @classmethod

@@ -1,8 +1,13 @@
 """One recording: join a room as an audience member, write each anchor to its own files, and on any
 stop finalise, upload and report them.
 
-    room.poll() --RemoteAudio/RemoteVideo--> AnchorRecording (one per anchor's stay) --> files
-                                             files --> COS (in the background as they finish) --> result --> Callback
+    room.poll() --RemoteAudio/RemoteVideo--> AnchorRecording (one per anchor's stay) --> segments
+    segments --> COS as they close (uploader.SegmentUploader) ; a file's end --> its outputs made in COS
+    (uploader.FileOutput.finalize, in the background) --> result --> Callback (once: recovery.RunState)
+
+Each file is a run of SegmentDuration-long segments that go to COS while the recording goes on, and
+the run keeps its state (recovery.Manifest) in RECORD_STATE_BUCKET: a run that dies (killed, out
+of memory, its instance lost) is finished by record_stream's timer from what reached COS.
 
 The loop is the only thing on the main thread. Every way of stopping (removed from the room, the
 room dismissed, MaxIdleTime without anchors, MaxDuration, SIGTERM, the time limit drawing near, a
@@ -14,18 +19,23 @@ from __future__ import annotations
 import os
 import shutil
 import time
+import uuid
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
 from shared.contracts.record import RecordParams
+from shared.record.recovery import FileRecord, Manifest, RunState, store_from_env
+from shared.record.segments import SegmentInfo
+from shared.record.storage import CosBucket, UploadError, object_key
+from shared.record.uploader import FileOutput, OutputKeys, SegmentUploader
 from shared.record.writer import AnchorRecording, RecordedFile, WriteError
 from shared.room import (
     AudioAvailable, EnterParams, H264Frame, RemoteAudio, RemoteVideo, Role, Room, RoomClosed,
     RoomError, UserEntered, UserLeft, VideoFormat, open_room,
 )
-from shared.runtime import Invocation, RunLogger, StopSignal
+from shared.runtime import Invocation, RetryPolicy, RunLogger, StopSignal
 
 CFS_PATH_ENV = "CFS_PATH"
 MIN_FREE_ENV = "RECORD_MIN_FREE_MB"
@@ -34,7 +44,7 @@ ENTER_TIMEOUT_S = 10.0
 POLL_S = 0.1
 MAX_EVENTS_PER_BATCH = 500
 CHECK_EVERY_S = 1.0  # idle, MaxDuration and free disk are looked at this often
-UPLOAD_WORKERS = 2
+FINALIZE_WORKERS = 8  # files finalised at once (each waits for its segments, then assembles in COS)
 # Seconds kept back from the time limit for the callback once uploads are done.
 CALLBACK_RESERVE_S = 3.0
 
@@ -100,6 +110,14 @@ class _Stay:
 
 
 @dataclass
+class _Output:
+    """Where one recording file goes: its outputs in COS and its entry in the recovery state."""
+
+    out: FileOutput
+    record: FileRecord
+
+
+@dataclass
 class Recorder:
     params: RecordParams
     inv: Invocation
@@ -117,6 +135,9 @@ class Recorder:
     _broken: set[str] = field(default_factory=set)  # anchors whose files failed until they leave
     _uploads: list[Future] = field(default_factory=list)
     _pool: ThreadPoolExecutor | None = None
+    _uploader: SegmentUploader | None = None
+    _state: RunState | None = None
+    _outputs: dict[Path, _Output] = field(default_factory=dict)  # by the file's local path
     _stay_count: int = 0  # names the local files: "anchor001_...", never the userId (remote input)
 
     def __post_init__(self) -> None:
@@ -149,19 +170,20 @@ class Recorder:
         refused = self._check_cos()
         if refused is not None:
             return self._finish_without_room("cos_config", refused)
+        self._start_outputs()
 
         try:
             room = self.room_factory()
             room.enter(EnterParams(p.SdkAppId, p.room, p.UserId, p.UserSig.get_secret_value(), role=Role.AUDIENCE,
                                    timeout=ENTER_TIMEOUT_S, video_output=VideoFormat.H264,
-                                   audio_output_channels=1, receive_media=True))
+                                   audio_output_channels=p.AudioChannels, receive_media=True))
         except RoomError as e:
             return self._finish_without_room("enter_failed", e.message, code=e.code)
         except Exception as e:  # a misconfigured backend: say so in the result, not as a traceback
             return self._finish_without_room("enter_failed", f"{type(e).__name__}: {e}")
         self.log.info("recording", room=str(p.room), seconds_to_enter=round(time.monotonic() - started, 3))
 
-        self._pool = ThreadPoolExecutor(max_workers=UPLOAD_WORKERS, thread_name_prefix="upload")
+        self._pool = ThreadPoolExecutor(max_workers=FINALIZE_WORKERS, thread_name_prefix="finalize")
         try:
             self._loop(room, time.monotonic())
         except Exception as e:  # still finalise, upload and report whatever was recorded
@@ -296,7 +318,9 @@ class Recorder:
 
         self._stay_count += 1
         recording = AnchorRecording(user_id, self.params.Mode, self.directory, max_file_ms=self._max_file_ms,
-                                    request_key_frame=ask_key_frame, label=f"anchor{self._stay_count:03d}")
+                                    request_key_frame=ask_key_frame, label=f"anchor{self._stay_count:03d}",
+                                    channels=self.params.AudioChannels, segment_s=self.params.SegmentDuration,
+                                    on_open=self._on_open)
         recording.set_audio_muted(user_id in self._muted)
         stay = self._stays[user_id] = _Stay(recording)
         self.log.info("recording anchor", anchor=user_id, files=f"{recording.label}_*")
@@ -312,13 +336,91 @@ class Recorder:
             self._collect(stay)
 
     def _collect(self, stay: _Stay) -> None:
-        """Send the stay's newly finished files to the uploader."""
+        """Send the stay's newly finished files to be finalised (in the pool, never on this loop)."""
         files = stay.recording.files
         while stay.reported < len(files):
             f = files[stay.reported]
             stay.reported += 1
+            output = self._outputs.get(f.path)
+            if output is not None and self._state is not None:
+                self._state.close_file(output.record, f.samples if f.ext == "mp3" else None)
             assert self._pool is not None
-            self._uploads.append(self._pool.submit(self._upload, f))
+            self._uploads.append(self._pool.submit(self._finalize_file, f))
+
+    # --- where the files go ---------------------------------------------------------------------
+
+    def _start_outputs(self) -> None:
+        """The segment uploader on CosConfig's bucket, and the recovery state (RECORD_STATE_BUCKET,
+        with the execution role's credentials: CosConfig's keys are never stored)."""
+        p, cos = self.params, self.params.CosConfig
+        policy = RetryPolicy(tries=4, backoff=0.5, max_backoff=8.0, deadline=self.inv.deadline - CALLBACK_RESERVE_S)
+        bucket = CosBucket.open(cos.Bucket, cos.Region,
+                                cos.SecretId.get_secret_value() if cos.SecretId else None,
+                                cos.SecretKey.get_secret_value() if cos.SecretKey else None, policy=policy, log=self.log)
+        self._uploader = SegmentUploader(bucket, log=self.log)
+        try:
+            store = store_from_env(self.log, default_region=cos.Region)
+        except UploadError as e:
+            self.log.warning("no recovery state: the execution role has no credentials", error=e.message)
+            return
+        if store is None:
+            self.log.warning("no recovery state (RECORD_STATE_BUCKET is not set): a run that dies is not finished")
+            return
+        state_id = self.inv.request_id
+        try:
+            if store.load(state_id) is not None or store.reported(state_id):
+                # SCF retrying an event whose run died: that run's state stays for its recovery.
+                state_id = f"{state_id}.{uuid.uuid4().hex[:8]}"
+        except (UploadError, ValueError) as e:  # unreadable now; the heartbeat writes it when it can
+            self.log.warning("recovery state not read", error=getattr(e, "message", str(e)))
+        manifest = Manifest.for_run(p, state_id, p.OutputFormat, p.SegmentDuration)
+        self._state = RunState(store, manifest, self.log).start()
+
+    def _on_open(self, user_id: str, part: int, start_time: float, path: Path) -> Callable[[SegmentInfo], None]:
+        """A file opens (writer's hook): its COS keys (the same key a whole-file upload had) and its
+        place in the recovery state; the returned function takes each segment as it closes."""
+        p, cos = self.params, self.params.CosConfig
+        assert self._uploader is not None
+        key = object_key(cos.Path, p.SdkAppId, p.room.id, user_id, start_time, path.suffix.lstrip("."),
+                         part=part if self._max_file_ms else None)
+        prefix = path.stem + "."
+        out = FileOutput(self._uploader, OutputKeys(key), p.OutputFormat, channels=p.AudioChannels,
+                         segment_s=p.SegmentDuration, local_dir=path.parent, local_prefix=prefix)
+        record = FileRecord(user_id, part, start_time, key, p.AudioChannels, str(path.parent), prefix)
+        if self._state is not None:
+            self._state.add_file(record)
+        self._outputs[path] = _Output(out, record)
+        return out.on_segment
+
+    def _finalize_file(self, f: RecordedFile) -> list[dict[str, Any]]:
+        """Make one file's outputs (in the pool); its entries in Files."""
+        base = {"UserId": f.user_id, "Duration": round(f.duration_s, 3), "StartTime": int(f.start_time * 1000)}
+        output = self._outputs.get(f.path)
+        if output is None:  # the file never opened (its directory could not be written)
+            return [self._entry(base, {"RecordFile": "", "Status": 0, "Message": f.error or "not recorded",
+                                       "LocalPath": str(f.path)})]
+        try:
+            made = output.out.finalize(f.samples if f.ext == "mp3" else None,
+                                       deadline=self.inv.deadline - CALLBACK_RESERVE_S, error=f.error)
+        except Exception as e:  # never lose the report of a file over an unexpected error
+            self.log.error("finalising a file failed; its segments are kept", path=str(f.path),
+                           error=f"{type(e).__name__}: {e}")
+            made = [{"RecordFile": "", "Status": 0, "Message": f"upload failed: {type(e).__name__}: {e}",
+                     "LocalPath": str(f.path.parent)}]
+        for entry in made:
+            if entry["Status"] != 1:
+                self.log.error("a file was not uploaded whole; what is left is kept", message=entry["Message"],
+                               local_path=entry.get("LocalPath"))
+        return [self._entry(base, entry) for entry in made]
+
+    @staticmethod
+    def _entry(base: dict[str, Any], made: dict[str, Any]) -> dict[str, Any]:
+        # The seed's keys first, in the order the result has always had them.
+        entry = {"UserId": base["UserId"], "RecordFile": made["RecordFile"], "Status": made["Status"],
+                 "Message": MESSAGE_OK if made["Status"] == 1 else made["Message"],
+                 "Duration": base["Duration"], "StartTime": base["StartTime"]}
+        entry.update({k: v for k, v in made.items() if k not in entry})
+        return entry
 
     def _stop(self, reason: str, detail: str) -> None:
         if self.reason is None:
@@ -352,11 +454,15 @@ class Recorder:
             except Exception as e:  # one anchor's file must not cost the others theirs
                 self.log.error("finalising a file failed", anchor=user_id, error=f"{type(e).__name__}: {e}")
         finalised = time.monotonic()
-        files = []
+        if not self._claim():
+            return self._taken_over()
+        files: list[dict[str, Any]] = []
         for future in self._uploads:
-            files.append(future.result())
+            files.extend(future.result())
         if self._pool is not None:
             self._pool.shutdown(wait=True)
+        if self._uploader is not None:
+            self._uploader.close(self.inv.deadline - CALLBACK_RESERVE_S)
         self._tidy()
         uploaded = time.monotonic()
         result = self._result(files)
@@ -364,18 +470,50 @@ class Recorder:
                       uploaded=sum(1 for f in files if f["Status"] == 1),
                       finalise_s=round(finalised - (self.stopped_at or now), 3),
                       upload_s=round(uploaded - finalised, 3))
-        self._callback(result)
+        self._report(result)
         return result
+
+    def _claim(self) -> bool:
+        """True when this run may finish its files; False when a recovery already took it over."""
+        if self._state is None:
+            return True
+        try:
+            return self._state.claim()
+        except UploadError as e:  # the state is unreachable: finishing ourselves loses nothing
+            self.log.error("recovery state unreachable; finishing anyway", error=e.message)
+            return True
+
+    def _taken_over(self) -> dict[str, Any]:
+        """A recovery claimed this run (it thought it dead): it assembles and reports; we stop."""
+        self.log.warning("a recovery took this run over; it finishes the files and sends the callback")
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+        if self._uploader is not None:
+            self._uploader.close(time.monotonic())
+        if self._state is not None:
+            self._state.stop()
+        result = self._result([])
+        result["Message"] = "this run was finished by the recovery of record_stream, which sent the callback"
+        return result
+
+    def _report(self, result: dict[str, Any]) -> None:
+        """The callback, once per recording (a recovery never sends a second one)."""
+        if self._state is None:
+            self._callback(result)
+        elif not self._state.report(lambda: self._callback(result)):
+            self.log.warning("this run was reported already (by a recovery); no second callback")
 
     def _finish_without_room(self, reason: str, detail: str, code: int | None = None) -> dict[str, Any]:
         self._stop(reason, detail)
         self.log.error("recording did not start", reason=reason, detail=detail, code=code)
+        if self._uploader is not None:
+            self._uploader.close(time.monotonic())
         self._tidy()
         result = self._result([])
         result["status"] = STATUS_FAILED  # the run ends FAILED (a recording that never started)
         if code is not None:
             result["Code"] = code
-        self._callback(result)
+        self._report(result)
         return result
 
     def _result(self, files: list[dict[str, Any]]) -> dict[str, Any]:
@@ -395,40 +533,6 @@ class Recorder:
             "Message": message,
             "RequestId": self.inv.request_id,
         }
-
-    def _upload(self, f: RecordedFile) -> dict[str, Any]:
-        """Upload one file (in the pool); its entry in Files."""
-        from .storage import UploadError, object_key, upload_file
-
-        p, cos = self.params, self.params.CosConfig
-        entry: dict[str, Any] = {"UserId": f.user_id, "RecordFile": "", "Status": 0, "Message": "",
-                                 "Duration": round(f.duration_s, 3), "StartTime": int(f.start_time * 1000)}
-        if f.error:
-            entry.update(Message=f.error, LocalPath=str(f.path))
-            return entry
-        try:
-            key = object_key(cos.Path, p.SdkAppId, p.room.id, f.user_id, f.start_time, f.ext,
-                             part=f.part if self._max_file_ms else None)
-            url = upload_file(
-                f.path, bucket=cos.Bucket, region=cos.Region, key=key,
-                secret_id=cos.SecretId.get_secret_value() if cos.SecretId else None,
-                secret_key=cos.SecretKey.get_secret_value() if cos.SecretKey else None,
-                content_type="audio/mpeg" if f.ext == "mp3" else "video/mp4",
-                deadline=self.inv.deadline - CALLBACK_RESERVE_S, log=self.log)
-        except UploadError as e:
-            self.log.error("upload failed; the file is kept", path=str(f.path), error=e.message)
-            entry.update(Message=e.message, LocalPath=str(f.path))
-            return entry
-        except Exception as e:  # never lose the report of a file over an unexpected error
-            self.log.error("upload failed; the file is kept", path=str(f.path), error=f"{type(e).__name__}: {e}")
-            entry.update(Message=f"upload failed: {type(e).__name__}: {e}", LocalPath=str(f.path))
-            return entry
-        entry.update(RecordFile=url, Status=1, Message=MESSAGE_OK)
-        try:  # uploaded: free the space for the rest of the recording
-            f.path.unlink()
-        except OSError:
-            pass
-        return entry
 
     def _tidy(self) -> None:
         try:

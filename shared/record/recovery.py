@@ -32,9 +32,14 @@ from typing import Any, Callable
 
 from shared.runtime import RunLogger, get_logger
 
+from .segments import local_segments
 from .storage import AlreadyExists, CosBucket, UploadError, resolve_credentials
 from .uploader import CONTENT_TYPES, OutputKeys, finalize, segments_in
 
+STATE_BUCKET_ENV = "RECORD_STATE_BUCKET"
+STATE_REGION_ENV = "RECORD_STATE_REGION"
+STATE_PREFIX_ENV = "RECORD_STATE_PREFIX"
+SCF_API_ENDPOINT_ENV = "SCF_API_ENDPOINT"  # the Cloud API endpoint for SCF (the emulator sets it)
 STATE_PREFIX = ".recording/"
 HEARTBEAT_S = 15.0
 STALE_AFTER_S = 45.0  # three heartbeats missed: the run is gone
@@ -54,6 +59,7 @@ class FileRecord:
     final_key: str  # what storage.object_key gives; the other keys derive from it (OutputKeys)
     channels: int = 1
     local_dir: str | None = None  # where its segments are written (a shared CFS mount survives the run)
+    local_prefix: str = ""  # their names' start in local_dir ("anchor001_..._1.")
     closed: bool = False
     samples: int | None = None  # MP3: PCM samples encoded (known once closed)
 
@@ -119,7 +125,10 @@ class ManifestStore:
         return f"{self.prefix}{safe}{suffix}"
 
     def save(self, manifest: Manifest) -> None:
-        self.bucket.put_bytes(self._key(manifest.request_id), manifest.to_json(), "application/json")
+        self.save_bytes(manifest.request_id, manifest.to_json())
+
+    def save_bytes(self, request_id: str, body: bytes) -> None:
+        self.bucket.put_bytes(self._key(request_id), body, "application/json")
 
     def load(self, request_id: str) -> Manifest | None:
         if self.bucket.head(self._key(request_id)) is None:
@@ -175,6 +184,9 @@ class RunState:
         state = RunState(store, Manifest.for_run(params, rid, fmt, seg_s)).start()
         state.add_file(FileRecord(...)); ...; state.close_file(record, samples)
         if state.claim(): ...finalize, then state.report(post) sends the callback once
+
+    add_file / close_file only change the manifest in memory and wake the heartbeat thread, which
+    saves it: they are called from the recording loop, which must never wait for COS.
     """
 
     def __init__(self, store: ManifestStore, manifest: Manifest, log: RunLogger | None = None):
@@ -185,38 +197,51 @@ class RunState:
         self.log = log or get_logger(manifest.request_id)
         self.owner = f"run-{manifest.request_id}"
         self._lock = threading.Lock()
+        self._saving = threading.Lock()
         self._stop = threading.Event()
+        self._dirty = threading.Event()
         self._thread = threading.Thread(target=self._beat, name="heartbeat", daemon=True)
 
     def start(self) -> "RunState":
-        self.save()
+        """Start the heartbeat thread; it saves the manifest at once (never on the caller's thread)."""
+        self._dirty.set()
         self._thread.start()
         return self
 
     def save(self) -> None:
-        with self._lock:
-            self.manifest.heartbeat_at = time.time()
+        with self._saving:  # one PUT at a time, so an older manifest never lands after a newer one
+            with self._lock:
+                self._dirty.clear()
+                self.manifest.heartbeat_at = time.time()
+                body = self.manifest.to_json()
             try:
-                self.store.save(self.manifest)
+                self.store.save_bytes(self.manifest.request_id, body)
             except UploadError as e:  # the next beat tries again; the recording goes on
                 self.log.warning("recovery state not saved", error=e.message)
 
     def add_file(self, record: FileRecord) -> None:
         with self._lock:
             self.manifest.files.append(record)
-        self.save()
+        self._dirty.set()
 
     def close_file(self, record: FileRecord, samples: int | None = None) -> None:
         with self._lock:
             record.closed, record.samples = True, samples
-        self.save()
+        self._dirty.set()
 
     def _beat(self) -> None:
-        while not self._stop.wait(HEARTBEAT_S):
+        next_beat = time.monotonic() + HEARTBEAT_S
+        while not self._stop.is_set():
+            self._dirty.wait(max(0.0, next_beat - time.monotonic()))
+            if self._stop.is_set():
+                return
             self.save()
+            if time.monotonic() >= next_beat:
+                next_beat = time.monotonic() + HEARTBEAT_S
 
     def stop(self) -> None:
         self._stop.set()
+        self._dirty.set()
         if self._thread.is_alive():
             self._thread.join(timeout=5)
 
@@ -224,14 +249,25 @@ class RunState:
         """Before the run finishes its files: False when a recovery already took the run over."""
         return self.store.claim(self.manifest.request_id, self.owner)
 
-    def report(self, post: Callable[[], bool]) -> bool:
-        """Send the callback (`post()`) only if nobody reported this run yet; then clean up."""
+    def report(self, post: Callable[[], Any]) -> bool:
+        """Send the callback (`post()`) only if nobody reported this run yet; then clean up.
+        False when someone else did. A state store that cannot be reached does not stop the
+        callback: a result delivered twice beats one never delivered."""
         self.stop()
         rid = self.manifest.request_id
-        if not self.store.mark_reported(rid, self.owner):
+        try:
+            first = self.store.mark_reported(rid, self.owner)
+        except UploadError as e:
+            self.log.error("recovery state unreachable at the end; the callback is sent anyway", error=e.message)
+            post()
+            return True
+        if not first:
             return False
         post()
-        self.store.forget(rid)
+        try:
+            self.store.forget(rid)
+        except UploadError as e:  # the .reported marker tells a later sweep this run is done
+            self.log.warning("recovery state not cleaned up", error=e.message)
         return True
 
 
@@ -243,16 +279,27 @@ def _upload_leftovers(data: CosBucket, f: FileRecord, log: RunLogger) -> None:
     if not f.local_dir or not os.path.isdir(f.local_dir):
         return
     keys = f.keys
-    there = {k for _, k, _ in segments_in(data.list(keys.segment_prefix), keys)}
-    for path in sorted(Path(f.local_dir).iterdir()):
-        name = path.name
+    there = {i for i, _, _ in segments_in(data.list(keys.segment_prefix), keys)}
+    for index, path in local_segments(Path(f.local_dir), f.local_prefix):
+        name = path.name[len(f.local_prefix):]
         key = keys.segment_prefix + name
-        if key in there or not segments_in([(key, 0)], keys):
+        if index in there:
             continue
         # The segment being written when the run died is taken too: an MP3 one is whole frames up
         # to the crash; an fMP4 one is written in one go when its fragment ends, so rarely partial.
         data.put_file(key, path, CONTENT_TYPES.get(name.rsplit(".", 1)[-1], "application/octet-stream"))
         log.info("uploaded a segment left on CFS", key=key)
+
+
+def _tidy_local(f: FileRecord) -> None:
+    """What the dead run left on a shared CFS for this file is in COS now: remove it."""
+    assert f.local_dir is not None
+    for _, path in local_segments(Path(f.local_dir), f.local_prefix):
+        path.unlink(missing_ok=True)
+    try:
+        os.rmdir(f.local_dir)  # the run's folder, once its last file is gone
+    except OSError:
+        pass
 
 
 def recover(store: ManifestStore, manifest: Manifest, *, owner: str | None = None,
@@ -297,10 +344,12 @@ def recover(store: ManifestStore, manifest: Manifest, *, owner: str | None = Non
             _upload_leftovers(data, f, log)
         except (UploadError, OSError) as e:
             log.error("segments left on CFS could not be uploaded", error=str(e))
-        for entry in finalize(data, f.keys, manifest.output_format, channels=f.channels,
-                              samples=f.samples if f.closed else None, segment_s=manifest.segment_s,
-                              note=RECOVERED_NOTE, log=log):
-            files.append({**base, **entry})
+        made = finalize(data, f.keys, manifest.output_format, channels=f.channels,
+                        samples=f.samples if f.closed else None, segment_s=manifest.segment_s,
+                        note=RECOVERED_NOTE, log=log)
+        files += [{**base, **entry} for entry in made]
+        if f.local_dir and all(e["Status"] == 1 for e in made):
+            _tidy_local(f)
     result = {
         "SdkAppId": manifest.sdk_app_id,
         "RoomId": manifest.room_id,
@@ -336,14 +385,104 @@ def sweep(store: ManifestStore, *, now: float | None = None, is_running: Callabl
     """Recover every dead run in the store (what the timer trigger calls). `is_running(request_id)`
     may ask SCF (GetAsyncEventStatus): False finishes a run at once, None falls back to the heartbeat."""
     out = []
+    log = kwargs.get("log") or get_logger()
     for rid in store.runs():
-        manifest = store.load(rid)
-        if manifest is None:
+        try:
+            manifest = store.load(rid)
+            if manifest is None:
+                continue
+            running = is_running(rid) if is_running is not None else None
+            if running is True or (running is None and not manifest.stale(now)):
+                continue
+            result = recover(store, manifest, **kwargs)
+        except (UploadError, ValueError, TypeError) as e:  # one bad run must not stop the others
+            log.error("a run could not be recovered; the next sweep tries again", request_id=rid,
+                      error=getattr(e, "message", None) or f"{type(e).__name__}: {e}")
             continue
-        running = is_running(rid) if is_running is not None else None
-        if running is True or (running is None and not manifest.stale(now)):
-            continue
-        result = recover(store, manifest, **kwargs)
         if result is not None:
             out.append(result)
     return out
+
+
+# --- the deployment's side: where the state is, and the timer that finishes dead runs -------------
+
+
+def store_from_env(log: RunLogger | None = None, default_region: str = "") -> ManifestStore | None:
+    """The state store RECORD_STATE_BUCKET names, with the execution role's credentials (the ones
+    recovery has); None when it is not set (recovery off). UploadError when the role has none."""
+    bucket = (os.environ.get(STATE_BUCKET_ENV) or "").strip()
+    if not bucket:
+        return None
+    region = ((os.environ.get(STATE_REGION_ENV) or "").strip() or (os.environ.get("TENCENTCLOUD_REGION") or "").strip()
+              or default_region)
+    prefix = (os.environ.get(STATE_PREFIX_ENV) or "").strip() or STATE_PREFIX
+    from shared.runtime import RetryPolicy
+
+    # Claims and reports are what keep a recording from being reported twice: they try for longer.
+    policy = RetryPolicy(tries=6, backoff=0.5, max_backoff=8.0)
+    return ManifestStore(CosBucket(bucket, region, resolve_credentials(), policy=policy, log=log), prefix)
+
+
+def scf_event_status(log: RunLogger) -> Callable[[str], bool | None]:
+    """is_running(request_id) for sweep: SCF's GetAsyncEventStatus with the execution role's
+    keys; None (use the heartbeat) when SCF cannot say (no such event, no permission, no network)."""
+    from tencentcloud.common import credential
+    from tencentcloud.common.exception.tencent_cloud_sdk_exception import TencentCloudSDKException
+    from tencentcloud.common.profile.client_profile import ClientProfile
+    from tencentcloud.common.profile.http_profile import HttpProfile
+    from tencentcloud.scf.v20180416 import models, scf_client
+
+    creds = resolve_credentials()
+    endpoint = (os.environ.get(SCF_API_ENDPOINT_ENV) or "").strip()
+    scheme, _, host = endpoint.rpartition("://")
+    http = HttpProfile(protocol=scheme or "https", endpoint=host or None, reqTimeout=10)
+    client = scf_client.ScfClient(credential.Credential(creds.secret_id, creds.secret_key, creds.token),
+                                  (os.environ.get("TENCENTCLOUD_REGION") or "ap-guangzhou"),
+                                  ClientProfile(httpProfile=http))
+    warned: set[str] = set()
+
+    def is_running(request_id: str) -> bool | None:
+        req = models.GetAsyncEventStatusRequest()
+        req.InvokeRequestId = request_id
+        try:
+            return client.GetAsyncEventStatus(req).Result.Status == "RUNNING"
+        except (TencentCloudSDKException, OSError) as e:
+            code = getattr(e, "code", None) or type(e).__name__
+            if code not in warned:  # once per kind of failure: the heartbeat decides meanwhile
+                warned.add(code)
+                log.warning("SCF did not say whether a run is alive; its heartbeat decides", code=code,
+                            error=str(getattr(e, "message", e)))
+            return None
+
+    return is_running
+
+
+def is_timer_event(event: Any) -> bool:
+    """SCF's timer trigger event: {"Type": "Timer", "TriggerName", "Time", "Message"}."""
+    return isinstance(event, dict) and event.get("Type") == "Timer" and "TriggerName" in event
+
+
+def on_timer(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    """record_stream's timer trigger: finish every run that died (sweep), report what was done."""
+    from shared.runtime import Invocation
+
+    inv = Invocation.from_context(context, "record_stream")
+    log = get_logger(inv.request_id, inv.function_name)
+    try:
+        store = store_from_env(log)
+    except UploadError as e:
+        log.error("recovery state cannot be read", error=e.message)
+        return {"status": "failed", "reason": "configuration_error", "message": e.message}
+    if store is None:
+        message = f"{STATE_BUCKET_ENV} is not set: runs leave no recovery state, nothing to sweep"
+        log.warning(message)
+        return {"status": "finished", "recovered": [], "message": message}
+    try:
+        results = sweep(store, is_running=scf_event_status(log), log=log)
+    except UploadError as e:
+        log.error("sweep failed; the next timer tries again", error=e.message)
+        return {"status": "failed", "reason": "state_unreachable", "message": e.message}
+    recovered = [r["RequestId"] for r in results]
+    if recovered:
+        log.info("recovered runs", request_ids=recovered, trigger=event.get("TriggerName"))
+    return {"status": "finished", "recovered": recovered}

@@ -1,9 +1,11 @@
 """One recording file written as a run of segments, each closed every SegmentDuration of media.
 
 Modes 01/02 are fragmented MP4: one PyAV mp4 muxer per file writes ftyp+moov once (the init
-segment) and then one moof+mdat fragment per segment (`movflags=frag_keyframe+empty_moov+
+segment) and then one moof+mdat fragment per segment (`movflags=frag_keyframe+delay_moov+
 default_base_moof+skip_trailer`, `min_frag_duration=SegmentDuration`: a fragment starts at the
-first video key frame past SegmentDuration). The muxer writes into `_BoxSink`, which cuts its
+first video key frame past SegmentDuration). `delay_moov` writes the moov when the first fragment
+is cut, so that it carries the edit list trimming AAC's priming (with `empty_moov` the muxer moves
+every track instead and stretches the first video frame by ~21 ms). The muxer writes into `_BoxSink`, which cuts its
 output at top-level box boundaries into `init.mp4` and `NNNNN.m4s` files. So:
   - init + the segments, concatenated, are byte for byte the one fragmented MP4 the muxer made (a
     valid MP4: moof offsets are relative to each moof, and no trailer points into the file), and
@@ -17,8 +19,10 @@ after the muxer call that closed it returns (never from inside PyAV's write call
 from __future__ import annotations
 
 import fractions
+import re
+import shutil
 import struct
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import BinaryIO, Callable
 
@@ -55,6 +59,7 @@ class SegmentInfo:
     bytes: int
     media_offset: int = 0  # bytes before the media (the HLS ID3 tag of an MP3 segment)
     frames: int = 0  # MP3 frames in it (for the final file's Info header)
+    tail: bool = False  # closed by Segmenter.close(): the end of the file
 
     @property
     def is_init(self) -> bool:
@@ -70,6 +75,51 @@ def check_segment_duration(value: float) -> float:
     if not MIN_SEGMENT_S <= value <= MAX_SEGMENT_S:
         raise ValueError(f"SegmentDuration must be {MIN_SEGMENT_S}..{MAX_SEGMENT_S} seconds, not {value}")
     return float(value)
+
+
+_NAME = re.compile(r"^(?:init\.mp4|(\d{5,})\.(m4s|mp3))$")
+
+
+def local_segments(directory: Path, name_prefix: str = "") -> list[tuple[int, Path]]:
+    """(index, path) of the segment files of one recording file in `directory`, init first."""
+    found = []
+    try:
+        names = sorted(p.name for p in directory.iterdir())
+    except OSError:
+        return []
+    for name in names:
+        if name.startswith(name_prefix):
+            m = _NAME.match(name[len(name_prefix):])
+            if m:
+                found.append((INIT_INDEX if m.group(1) is None else int(m.group(1)), directory / name))
+    return sorted(found)
+
+
+def join(paths: list[Path], into: Path, *, channels: int = 1, samples: int | None = None) -> int:
+    """Write the one file that segments make (in index order, init first) to `into`; its size.
+
+    fMP4: the bytes as they are. MP3: the Info frame, then each segment without its ID3 tag.
+    A partly written last segment (the disk filled) is taken as far as it goes."""
+    is_mp3 = any(p.suffix == ".mp3" for p in paths)
+    offsets = [_id3_size(p) if is_mp3 else 0 for p in paths]
+    with open(into, "wb") as out:
+        if is_mp3:
+            audio = sum(max(0, p.stat().st_size - o) for p, o in zip(paths, offsets))
+            frame = 144 * mp3.BITRATE_PER_CHANNEL_KBPS * channels * 1000 // mp3.SAMPLE_RATE
+            out.write(mp3.final_header(audio // frame, audio, channels, samples))
+        for path, offset in zip(paths, offsets):
+            with open(path, "rb") as f:
+                f.seek(offset)
+                shutil.copyfileobj(f, out, 1 << 20)
+        return out.tell()
+
+
+def _id3_size(path: Path) -> int:
+    with open(path, "rb") as f:
+        head = f.read(10)
+    if len(head) == 10 and head[:3] == b"ID3":
+        return 10 + ((head[6] & 0x7F) << 21 | (head[7] & 0x7F) << 14 | (head[8] & 0x7F) << 7 | (head[9] & 0x7F))
+    return 0
 
 
 # --- reading the boxes the muxer writes ---------------------------------------------------------------
@@ -185,9 +235,10 @@ class _BoxSink:
     """The muxer's output, cut at top-level boxes: everything before the first moof is the init
     segment; each moof and the mdat after it are one media segment, closed when the mdat ends."""
 
-    def __init__(self, directory: Path, ext: str):
+    def __init__(self, directory: Path, ext: str, prefix: str = ""):
         self.directory = directory
         self.ext = ext
+        self.prefix = prefix
         self.closed: list[SegmentInfo] = []  # closed since the owner last took them
         self.tracks: dict[int, Track] = {}
         self._index = INIT_INDEX
@@ -267,7 +318,7 @@ class _BoxSink:
     def _open(self, index: int) -> None:
         self._index = index
         self._bytes = 0
-        self._file = open(self.directory / segment_name(index, self.ext), "wb")
+        self._file = open(self.directory / (self.prefix + segment_name(index, self.ext)), "wb")
 
     def _close(self, start_ms: float, duration_ms: float) -> None:
         f, self._file = self._file, None
@@ -295,7 +346,8 @@ class Segmenter:
     PCM at the next sample (Modes 00 and 02), `write_video(data, pts_ms, duration_ms, key)` one
     H.264 access unit (Annex B) at its place in ms from the file's origin (Modes 01 and 02;
     timestamps strictly increasing). `close()` flushes the last segment. `video_size` is None for
-    a Mode 02 file that has no video (audio-only MP4).
+    a Mode 02 file that has no video (audio-only MP4). Segment files are named
+    `{name_prefix}{segment_name(...)}` ("anchor001_..._1.00001.m4s"): many files share one folder.
     """
 
     directory: Path
@@ -305,6 +357,7 @@ class Segmenter:
     segment_s: float = DEFAULT_SEGMENT_S
     on_segment: Callable[[SegmentInfo], None] | None = None
     segments: list[SegmentInfo] = field(default_factory=list)
+    name_prefix: str = ""
 
     def __post_init__(self) -> None:
         check_segment_duration(self.segment_s)
@@ -317,6 +370,7 @@ class Segmenter:
         self.directory.mkdir(parents=True, exist_ok=True)
         self.samples = 0  # PCM samples (per channel) written
         self.closed = False
+        self._closing = False
         self._segment_ms = int(self.segment_s * 1000)
         self._last_video_pts: int | None = None
         self._segment_video_start: int | None = None  # pts of the key frame that began the segment
@@ -330,9 +384,9 @@ class Segmenter:
             self._index = 0
             return
         self.ext = "m4s"
-        self._sink = _BoxSink(self.directory, self.ext)
+        self._sink = _BoxSink(self.directory, self.ext, self.name_prefix)
         options = {
-            "movflags": "frag_keyframe+empty_moov+default_base_moof+skip_trailer",
+            "movflags": "frag_keyframe+delay_moov+default_base_moof+skip_trailer",
             "min_frag_duration": str(self._segment_ms * 1000),  # microseconds
             "flush_packets": "1",
         }
@@ -398,6 +452,7 @@ class Segmenter:
         if self.closed:
             return self.segments
         self.closed = True
+        self._closing = True
         if self.mode == MODE_MP3:
             self._write_mp3(self._mp3.flush())
             self._close_mp3_segment()
@@ -413,6 +468,7 @@ class Segmenter:
                 raise
             finally:
                 self._take()
+        self._sink.abandon()  # an init segment no media followed: nothing was recorded
         return self.segments
 
     # --- MP4 ------------------------------------------------------------------------------------
@@ -427,7 +483,12 @@ class Segmenter:
         for info in closed:
             self._emit(info)
 
+    def path_of(self, index: int) -> Path:
+        return self.directory / (self.name_prefix + segment_name(index, self.ext))
+
     def _emit(self, info: SegmentInfo) -> None:
+        if self._closing:
+            info = replace(info, tail=True)
         self.segments.append(info)
         if self.on_segment is not None:
             self.on_segment(info)
@@ -440,7 +501,7 @@ class Segmenter:
         for frame in frames:
             if self._mp3_file is None:
                 self._index += 1
-                self._mp3_file = open(self.directory / segment_name(self._index, self.ext), "wb")
+                self._mp3_file = open(self.path_of(self._index), "wb")
                 tag = mp3.hls_timestamp_tag(self._frames_before * per)
                 self._mp3_file.write(tag)
                 self._mp3_bytes = len(tag)

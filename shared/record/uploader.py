@@ -34,7 +34,8 @@ from typing import Any, Callable
 from shared.runtime import RunLogger, get_logger
 
 from . import hls, mp3
-from .segments import INIT_INDEX, SegmentInfo, Track, fragment_times, parse_init, segment_name
+from .segments import (INIT_INDEX, SegmentInfo, Track, fragment_times, join, local_segments, parse_init,
+                       segment_name)
 from .storage import MB, MIN_PART_SIZE, CosBucket, UploadError
 
 OUTPUT_FORMATS = ("mp4", "hls", "hls+mp4")
@@ -43,9 +44,12 @@ TRTC_OUTPUT_FORMATS = {0: "hls", 1: "hls+mp4", 3: "mp4"}
 CONTENT_TYPES = {"mp4": "video/mp4", "mp3": "audio/mpeg", "m4s": "video/iso.segment", "m3u8": hls.CONTENT_TYPE}
 MAX_PARTS = 10_000
 UPLOAD_WORKERS = 2
-QUEUE_SIZE = 256  # jobs are file paths: the disk bounds the backlog, this only bounds the list
+# Unbounded: a job is a file path, and submit() runs on the recording loop, which must never wait
+# (a full queue during an outage would cost frames). The disk bounds the backlog (RECORD_MIN_FREE_MB).
+QUEUE_SIZE = 0
 OUTAGE_WAIT_MAX_S = 8.0  # while COS is down, a segment is tried again this often at most
 ASSEMBLY_WORKERS = 4
+OUTPUT_FORMAT_RULE = 'must be "mp4", "hls", "hls+mp4" or TRTC\'s 0, 1, 3'
 _SEGMENT = re.compile(r"^(?:init\.mp4|(\d{5,})\.(m4s|mp3))$")
 
 
@@ -54,14 +58,14 @@ def output_format(value: Any) -> str:
     if value is None or value == "":
         return "mp4"
     if isinstance(value, bool):
-        raise ValueError("OutputFormat must be \"mp4\", \"hls\", \"hls+mp4\" or TRTC's 0, 1, 3")
+        raise ValueError(f"OutputFormat {OUTPUT_FORMAT_RULE}")
     if isinstance(value, int) or (isinstance(value, str) and value.strip().isdigit()):
         number = int(value)
         if number in TRTC_OUTPUT_FORMATS:
             return TRTC_OUTPUT_FORMATS[number]
     elif isinstance(value, str) and value.strip().lower() in OUTPUT_FORMATS:
         return value.strip().lower()
-    raise ValueError(f"OutputFormat must be \"mp4\", \"hls\", \"hls+mp4\" or TRTC's 0, 1, 3, not {value!r}")
+    raise ValueError(f"OutputFormat {OUTPUT_FORMAT_RULE}, not {value!r}")
 
 
 @dataclass(frozen=True)
@@ -124,6 +128,7 @@ class SegmentUploader:
         self._pending_bytes = 0
         self._idle = threading.Condition(self._lock)
         self.outage = False  # true while COS answers nothing but retryable errors
+        self.last_error: str | None = None  # what COS last answered a segment that has to wait
         self._threads = [threading.Thread(target=self._work, name=f"segment-upload-{i}", daemon=True)
                          for i in range(max(1, workers))]
         for t in self._threads:
@@ -198,6 +203,7 @@ class SegmentUploader:
                     self.log.error("segment upload failed; it is kept", key=job.key, path=str(job.path),
                                    error=e.message)
                     return e
+                self.last_error = e.message
                 if not self.outage:
                     self.outage = True
                     self.log.warning("cos unreachable; segments wait on the local disk", key=job.key,
@@ -220,6 +226,7 @@ class Landed:
     duration_ms: float
     media_offset: int = 0
     frames: int = 0
+    lag_s: float = 0.0  # from the segment's close to its arrival in COS
 
 
 @dataclass
@@ -228,7 +235,8 @@ class FileOutput:
     its playlist follows them (HLS), and `finalize` makes what OutputFormat asks for.
 
     Give `on_segment` to the file's Segmenter. `on_landed(self, landed)` runs on an upload
-    thread after each segment reached COS (the recovery manifest's hook).
+    thread after each segment reached COS. `local_dir` / `local_prefix` say where the
+    segmenter writes this file's segments: what cannot reach COS is kept, and reported, there.
     """
 
     uploader: SegmentUploader
@@ -239,12 +247,18 @@ class FileOutput:
     on_landed: Callable[["FileOutput", Landed], None] | None = None
     landed: dict[int, Landed] = field(default_factory=dict)
     failed: dict[int, tuple[Path, str]] = field(default_factory=dict)  # index -> (local path, why)
+    local_dir: Path | None = None
+    local_prefix: str = ""
 
     def __post_init__(self) -> None:
         self._lock = threading.Lock()
         self._settled = threading.Condition(self._lock)
         self._pending = 0  # this file's segments not yet landed or failed
         self._playlist_lock = threading.Lock()
+        self.seen: dict[int, SegmentInfo] = {}
+        # "mp4": the segments the file's close produced stay local and go straight into the final
+        # file (uploading them only to read them back would cost the stop two round trips).
+        self.tail: dict[int, SegmentInfo] = {}
 
     @property
     def is_mp3(self) -> bool:
@@ -253,7 +267,12 @@ class FileOutput:
     def on_segment(self, info: SegmentInfo) -> None:
         key = self.keys.segment(info.index)
         ext = "mp4" if info.is_init else key.rsplit(".", 1)[1]
+        closed_at = time.monotonic()
         with self._lock:
+            self.seen[info.index] = info
+            if info.tail and self.fmt == "mp4":
+                self.tail[info.index] = info
+                return
             self._pending += 1
 
         def done(job: UploadJob, error: UploadError | None) -> None:
@@ -262,9 +281,11 @@ class FileOutput:
                     with self._lock:
                         self.failed[info.index] = (info.path, error.message)
                     return
-                landed = Landed(info.index, key, info.bytes, info.duration_ms, info.media_offset, info.frames)
+                landed = Landed(info.index, key, info.bytes, info.duration_ms, info.media_offset, info.frames,
+                                round(time.monotonic() - closed_at, 3))
                 with self._lock:
                     self.landed[info.index] = landed
+                self.uploader.log.debug("segment uploaded", key=key, bytes=info.bytes, lag_s=landed.lag_s)
                 if "hls" in self.fmt:
                     try:
                         self._put_playlist(ended=False)
@@ -303,20 +324,88 @@ class FileOutput:
             text = hls.playlist(entries, ended=ended, init_uri=init, at_least=math.ceil(self.segment_s))
             self.uploader.bucket.put_bytes(self.keys.playlist, text.encode(), hls.CONTENT_TYPE)
 
-    def finalize(self, samples: int | None = None, deadline: float | None = None) -> list[dict[str, Any]]:
-        """After the Segmenter closed: wait for this file's segments, then make the outputs.
-        Entries for Files[] (RecordFile, Status, Message, and LocalPath for what is kept).
-        Blocks on COS: call it from an upload thread, not the recording loop."""
+    def finalize(self, samples: int | None = None, deadline: float | None = None,
+                 error: str | None = None) -> list[dict[str, Any]]:
+        """After the Segmenter closed (or failed to: `error`): wait for this file's segments, then
+        make the outputs. Entries for Files[] (RecordFile, Status, Message, and LocalPath for what
+        is kept). Blocks on COS: call it from an upload thread, not the recording loop.
+
+        Nothing is dropped: a segment COS refused, one still waiting for COS at `deadline`, or
+        one the failed close left behind stays on the local disk and is named in LocalPath; when
+        nothing of the file reached COS it is all joined there into one file that plays."""
         with self._settled:  # this file's segments only: other anchors keep recording meanwhile
             while self._pending and (deadline is None or time.monotonic() < deadline):
                 self._settled.wait(0.2)
         with self._lock:
             landed = dict(self.landed)
             failed = dict(self.failed)
+            tail = dict(self.tail)
+            seen = dict(self.seen)
+        waited = "still waiting for COS when the recording ended" + (
+            f" ({self.uploader.last_error})" if self.uploader.last_error else "")
+        for index, info in seen.items():
+            if index not in landed and index not in failed and index not in tail:
+                failed[index] = (info.path, waited)
+        if error is not None and self.local_dir is not None:
+            for index, path in local_segments(self.local_dir, self.local_prefix):
+                if index not in seen:  # written when the close failed: taken as far as it goes
+                    failed[index] = (path, error)
+        local = [(i, info.path, info.media_offset) for i, info in sorted(tail.items())]
         durations = {self.keys.segment(i): s.duration_ms for i, s in landed.items()}
-        return finalize(self.uploader.bucket, self.keys, self.fmt, channels=self.channels, samples=samples,
-                        durations=durations, failed=failed, segment_s=self.segment_s,
-                        log=self.uploader.log)
+        durations.update({self.keys.segment(i): s.duration_ms for i, s in tail.items()})
+        entries = finalize(self.uploader.bucket, self.keys, self.fmt, channels=self.channels, samples=samples,
+                           durations=durations, failed=failed, segment_s=self.segment_s, local=local,
+                           log=self.uploader.log)
+        if error is not None:
+            for entry in entries:
+                entry["Status"] = 0
+                entry["Message"] = error if entry["Message"] == "success" else f"{error}; {entry['Message']}"
+        if any(e["RecordFile"] == self.uploader.bucket.url(self.keys.final) for e in entries):
+            for _, path, _ in local:  # in the final file now
+                path.unlink(missing_ok=True)
+            local = []
+        if all(e["Status"] == 1 for e in entries):
+            return entries
+        # One reason for a file kept whole, not one per segment: they are all joined into it.
+        first = failed[min(failed)][1] if failed else None
+        for index, path, _ in local:  # not in a final file: kept, like a segment COS refused
+            if path.exists():
+                failed.setdefault(index, (path, "the final file could not be made"))
+        with self._lock:
+            self.failed.update(failed)
+        if not landed and self.local_dir is not None and not any(e["RecordFile"] for e in entries):
+            return [self._kept_locally(error or first or (entries[0]["Message"] if entries else "upload failed"),
+                                       samples)]
+        kept = sorted(str(p) for p, _ in failed.values())
+        for entry in entries:
+            if entry["Status"] == 0 and kept:
+                entry["LocalPath"] = kept[0] if len(kept) == 1 else os.path.commonpath(kept)
+        return entries
+
+    def _kept_locally(self, why: str, samples: int | None) -> dict[str, Any]:
+        """Nothing of this file is in COS: its segments, joined into one local file that plays."""
+        entry: dict[str, Any] = {"RecordFile": "", "Status": 0, "Message": why}
+        if self.local_dir is None:
+            return entry
+        parts = local_segments(self.local_dir, self.local_prefix)
+        paths = [p for _, p in parts]
+        if not paths:
+            return entry
+        if len(paths) == 1 and self.is_mp3:
+            entry["LocalPath"] = str(paths[0])  # an MP3 segment plays as it is
+            return entry
+        joined = self.local_dir / f"{self.local_prefix.rstrip('.')}.{self.keys.ext}"
+        try:
+            join(paths, joined, channels=self.channels, samples=samples)
+        except OSError as e:  # the disk is full: the segments stay as they are
+            joined.unlink(missing_ok=True)
+            self.uploader.log.warning("could not join the kept segments", path=str(joined), error=str(e))
+            entry["LocalPath"] = str(paths[0]) if len(paths) == 1 else str(self.local_dir)
+            return entry
+        for p in paths:
+            p.unlink(missing_ok=True)
+        entry["LocalPath"] = str(joined)
+        return entry
 
 
 # --- the outputs, from what is in COS (the live end and recovery alike) -----------------------------
@@ -324,11 +413,12 @@ class FileOutput:
 
 @dataclass(frozen=True)
 class Piece:
-    """A span of a segment object that goes into the final file."""
+    """A span of a segment object (or of a local segment file, `path`) that goes into the final file."""
 
     key: str
     offset: int  # bytes skipped at its start (an MP3 segment's ID3 tag)
     size: int  # the object's size
+    path: Path | None = None  # read from the local disk, not COS
 
     @property
     def length(self) -> int:
@@ -362,7 +452,7 @@ def assemble(bucket: CosBucket, key: str, pieces: list[Piece], header: bytes = b
     group: list[Piece] = []
     group_bytes = len(header)
     for piece in pieces:
-        if not group and group_bytes == 0 and piece.length >= target:
+        if piece.path is None and not group and group_bytes == 0 and piece.length >= target:
             plan.append(("copy", piece))
             continue
         group.append(piece)
@@ -402,6 +492,10 @@ def assemble(bucket: CosBucket, key: str, pieces: list[Piece], header: bytes = b
 
 
 def _read(bucket: CosBucket, piece: Piece) -> bytes:
+    if piece.path is not None:
+        with open(piece.path, "rb") as f:
+            f.seek(piece.offset)
+            return f.read()
     return bucket.get_bytes(piece.key, piece.offset if piece.offset else None, None)
 
 
@@ -430,8 +524,10 @@ def _segment_duration_ms(bucket: CosBucket, keys: OutputKeys, key: str, size: in
 
 def finalize(bucket: CosBucket, keys: OutputKeys, fmt: str, *, channels: int = 1, samples: int | None = None,
              durations: dict[str, float] | None = None, failed: dict[int, tuple[Path, str]] | None = None,
-             segment_s: float = 10.0, note: str = "", log: RunLogger | None = None) -> list[dict[str, Any]]:
-    """Make a file's outputs from its segments in COS: the playlist with ENDLIST (HLS), the final
+             segment_s: float = 10.0, note: str = "", local: list[tuple[int, Path, int]] | None = None,
+             log: RunLogger | None = None) -> list[dict[str, Any]]:
+    """Make a file's outputs from its segments in COS (and `local` ones: (index, path, media
+    offset) of segments the live run still has on its disk, for the final file only): the playlist with ENDLIST (HLS), the final
     MP4/MP3 (mp4 formats), and remove the segments nobody asked for ("mp4"). Idempotent: a final
     object that is already there is kept (a finisher that died after writing it).
 
@@ -456,10 +552,16 @@ def finalize(bucket: CosBucket, keys: OutputKeys, fmt: str, *, channels: int = 1
         return [_entry(keys.playlist if fmt == "hls" else keys.final, bucket, 0, why, failed, note, False)]
     media = [(i, k, s) for i, k, s in found if i != INIT_INDEX]
     init = next(((k, s) for i, k, s in found if i == INIT_INDEX), None)
-    gaps = [i for i in range(1, (media[-1][0] if media else 0) + 1) if i not in {m[0] for m in media}]
+    in_cos = {i for i, _, _ in found}
+    at_hand = {i: Piece(keys.segment(i), offset, path.stat().st_size, path)
+               for i, path, offset in (local or []) if i not in in_cos and path.exists()}
+    if "mp4" not in fmt:
+        at_hand = {}
+    numbers = sorted({m[0] for m in media} | {i for i in at_hand if i != INIT_INDEX})
+    gaps = [i for i in range(1, (numbers[-1] if numbers else 0) + 1) if i not in numbers]
     if gaps and not failed:
         problem = f"segments {', '.join(map(str, gaps[:10]))} never reached COS"
-    if not media or (not keys.ext == "mp3" and init is None):
+    if not numbers or (not keys.ext == "mp3" and init is None and INIT_INDEX not in at_hand):
         # Nothing to assemble: either nothing was recorded, or a finisher before us already made
         # the outputs and removed the segments ("mp4").
         done = [k for k in ((keys.playlist,) if "hls" in fmt else ()) + ((keys.final,) if "mp4" in fmt else ())
@@ -469,7 +571,7 @@ def finalize(bucket: CosBucket, keys: OutputKeys, fmt: str, *, channels: int = 1
         why = problem or "nothing was recorded into this file"
         return [_entry(keys.playlist if fmt == "hls" else keys.final, bucket, 0, why, failed, note, False)]
 
-    if "hls" in fmt:
+    if "hls" in fmt and media:
         try:
             tracks = None
             missing = [m for m in media if m[1] not in durations]
@@ -496,15 +598,16 @@ def finalize(bucket: CosBucket, keys: OutputKeys, fmt: str, *, channels: int = 1
         try:
             head = bucket.head(keys.final)
             if head is None:
+                offset = mp3.HLS_TAG_BYTES if keys.ext == "mp3" else 0
+                by_index = {**{i: Piece(k, offset, s) for i, k, s in media}, **at_hand}
+                if init is not None:
+                    by_index[INIT_INDEX] = Piece(init[0], 0, init[1])
+                pieces = [by_index[i] for i in sorted(by_index)]
+                header = b""
                 if keys.ext == "mp3":
-                    pieces = [Piece(k, mp3.HLS_TAG_BYTES, s) for _, k, s in media]
                     frame = 144 * mp3.BITRATE_PER_CHANNEL_KBPS * channels * 1000 // mp3.SAMPLE_RATE
                     audio = sum(p.length for p in pieces)
                     header = mp3.final_header(audio // frame, audio, channels, samples)
-                else:
-                    assert init is not None
-                    pieces = [Piece(init[0], 0, init[1])] + [Piece(k, 0, s) for _, k, s in media]
-                    header = b""
                 assemble(bucket, keys.final, pieces, header, CONTENT_TYPES[keys.ext], log)
             entries.append(_entry(keys.final, bucket, 0 if problem else 1, problem, failed, note))
             if fmt == "mp4" and not problem:

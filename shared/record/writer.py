@@ -1,24 +1,27 @@
 """Recording files written as media arrives: one `AnchorRecording` per anchor's stay in the room.
 
-Mode "00" MP3 (libmp3lame from the PCM), "01" MP4 with the room's H.264 copied (never re-encoded),
-"02" MP4 with H.264 copied + AAC from the PCM. MP4s are faststart (the muxer moves the index to the
-front when the file is closed).
+Mode "00" MP3 (LAME through lameenc, from the PCM), "01" MP4 with the room's H.264 copied (never
+re-encoded), "02" MP4 with H.264 copied + AAC from the PCM. Each file is written as segments
+(segments.py: fragmented MP4 or runs of MP3 frames, one every SegmentDuration of media) that the
+recorder uploads as they close, so that a run that dies loses at most the open segment; on its own
+(no `on_open` hook) the writer joins them into one file when it closes.
 
 Timing: every frame is placed on one timeline per anchor by `RecordTimeline`, the one place on the
 record side where timestamps are decided (its docstring says which jumps it absorbs and how).
-Each file has one origin for audio and video, so they stay in sync. Video starts at a key frame; a
-new file starts at the first key frame past MaxMediaFileDuration, and at a key frame with a new
-picture size.
+Each file has one origin for audio and video, so they stay in sync; audio gaps (a muted microphone,
+lost packets) are filled with silence so that the file's timeline is the room's (while a microphone
+sends nothing, as time passes, from `tick`). Video starts at a key frame; a new file starts at the
+first key frame past MaxMediaFileDuration, and at a key frame with a new picture size; a segment
+ends at the first key frame past SegmentDuration (one is asked for when it is due).
 
-Memory stays flat: frames go to the muxer as they come (flushed per packet, so a full disk shows at
-once), nothing is held but the one video access unit whose duration is not known yet and a few
-seconds of PCM while a Mode 02 file waits for its first key frame. The MP4 muxer's own index grows
-with the file (~0.4 MB per media-minute for Mode 02); MaxMediaFileDuration bounds it.
+Memory stays flat: frames go to the segmenter as they come, nothing is held but the one video
+access unit whose duration is not known yet, the open segment's fragment in the muxer, and a few
+seconds of PCM while a Mode 02 file waits for its first key frame. A fragmented MP4 has no index
+that grows with the file.
 """
 from __future__ import annotations
 
 import errno
-import fractions
 import hashlib
 import re
 import time
@@ -31,13 +34,14 @@ import av
 from shared.media.frames import AUDIO_SAMPLE_RATE, AudioFrame, H264Frame
 from shared.media.h264 import key_frame_dimensions
 
+from .segments import DEFAULT_SEGMENT_S, SegmentInfo, Segmenter, join, local_segments
+
 MODE_MP3 = "00"
 MODE_MP4_VIDEO = "01"
 MODE_MP4_AV = "02"
 EXTENSIONS = {MODE_MP3: "mp3", MODE_MP4_VIDEO: "mp4", MODE_MP4_AV: "mp4"}
+AUDIO_CODECS = {MODE_MP3: "mp3", MODE_MP4_AV: "aac"}
 
-_MS = fractions.Fraction(1, 1000)
-_SAMPLE = fractions.Fraction(1, AUDIO_SAMPLE_RATE)
 _LAYOUTS = {1: "mono", 2: "stereo"}
 SAMPLES_20MS = AUDIO_SAMPLE_RATE // 50
 
@@ -88,6 +92,8 @@ class RecordedFile:
     start_time: float  # wall clock (epoch seconds) of the file's first media
     duration_s: float
     error: str | None = None  # set when the file could not be finalised (it may not play)
+    segments: list[SegmentInfo] = field(default_factory=list)  # what the segmenter made, in order
+    samples: int = 0  # PCM samples given to the audio encoder (the final MP3's end trim)
 
     @property
     def ext(self) -> str:
@@ -98,10 +104,16 @@ class RecordedFile:
 
 
 class _Part:
-    """One open file: its container, streams and cursors, all relative to `origin_ms`."""
+    """One open file: its segmenter and cursors, all relative to `origin_ms`.
+
+    Its media goes to a Segmenter (segments.py) as it comes; each closed segment is handed to
+    `on_segment` (the recorder uploads it). Without `on_segment` nobody takes them, and close()
+    joins them into `path`, the one file a caller of the writer alone expects.
+    """
 
     def __init__(self, path: Path, number: int, mode: str, origin_ms: int, start_time: float,
-                 channels: int, video_size: tuple[int, int] | None):
+                 channels: int, video_size: tuple[int, int] | None, segment_s: float = DEFAULT_SEGMENT_S,
+                 on_segment: Callable[[SegmentInfo], None] | None = None):
         self.path = path
         self.number = number
         self.origin_ms = origin_ms
@@ -110,29 +122,15 @@ class _Part:
         self.samples = 0  # audio samples written (silence included)
         self.video_end_ms = 0  # end of the last video frame written, relative to origin
         self.last_dts: int | None = None
-        self.held: av.Packet | None = None  # the last access unit, waiting for its duration
+        self.held: tuple[bytes, bool] | None = None  # the last access unit, waiting for its duration
         self.held_pts = 0
         self.last_duration = DEFAULT_FRAME_MS
         self.has_video = video_size is not None
         self.video_size = video_size
-        options = {"movflags": "+faststart"} if mode != MODE_MP3 else {}
-        options["flush_packets"] = "1"
-        self.container = av.open(str(path), "w", format="mp3" if mode == MODE_MP3 else "mp4", options=options)
-        self.video = None
-        self.audio = None
-        if video_size is not None:
-            # Copied, not encoded: a stream without a codec context; PyAV takes the extradata
-            # (SPS/PPS, made into avcC by the MP4 muxer) from the first key frame.
-            self.video = self.container.add_mux_stream("h264", width=video_size[0], height=video_size[1])
-            self.video.time_base = _MS
-        if mode == MODE_MP3:
-            self.audio = self.container.add_stream("libmp3lame", rate=AUDIO_SAMPLE_RATE, layout=_LAYOUTS[channels])
-            self.audio.bit_rate = 64_000 * channels
-        elif mode == MODE_MP4_AV:
-            self.audio = self.container.add_stream("aac", rate=AUDIO_SAMPLE_RATE, layout=_LAYOUTS[channels])
-            self.audio.bit_rate = 64_000 * channels
-        if self.audio is not None:
-            self.audio.time_base = _SAMPLE
+        self.audio = AUDIO_CODECS.get(mode)  # the audio codec, None when the file has no audio
+        self.local = on_segment is None
+        self.seg = Segmenter(path.parent, mode, channels, video_size, segment_s, on_segment,
+                             name_prefix=path.stem + ".")
 
     @property
     def duration_ms(self) -> int:
@@ -141,14 +139,8 @@ class _Part:
 
     # audio
     def write_pcm(self, data: bytes) -> None:
-        samples = len(data) // (2 * self.channels)
-        frame = av.AudioFrame(format="s16", layout=_LAYOUTS[self.channels], samples=samples)
-        frame.planes[0].update(data)
-        frame.sample_rate = AUDIO_SAMPLE_RATE
-        frame.pts = self.samples
-        frame.time_base = _SAMPLE
-        self.samples += samples
-        self.container.mux(self.audio.encode(frame))
+        self.samples += len(data) // (2 * self.channels)
+        self.seg.write_pcm(data)
 
     def write_silence_until(self, target_samples: int) -> None:
         while self.samples < target_samples:
@@ -168,14 +160,9 @@ class _Part:
         pts = max(0, at_ms)
         if self.last_dts is not None and pts <= self.last_dts:
             pts = self.last_dts + 1  # the muxer needs strictly increasing timestamps
-        packet = av.Packet(frame.data)
-        packet.stream = self.video
-        packet.time_base = _MS
-        packet.pts = packet.dts = pts
-        packet.is_keyframe = frame.key
         self.last_dts = pts
         self._release_held(pts)
-        self.held, self.held_pts = packet, pts
+        self.held, self.held_pts = (frame.data, frame.key), pts
 
     def _release_held(self, next_pts: int | None) -> None:
         held, self.held = self.held, None
@@ -183,19 +170,27 @@ class _Part:
             return
         if next_pts is not None:
             self.last_duration = max(1, next_pts - self.held_pts)
-        held.duration = self.last_duration
         self.video_end_ms = self.held_pts + self.last_duration
-        self.container.mux(held)
+        self.seg.write_video(held[0], self.held_pts, self.last_duration, held[1])
 
     def close(self, pad_audio_to_ms: int | None = None) -> None:
         try:
             self._release_held(None)
-            if self.audio is not None:
-                if pad_audio_to_ms is not None:
-                    self.write_silence_until(pad_audio_to_ms * AUDIO_SAMPLE_RATE // 1000)
-                self.container.mux(self.audio.encode(None))
+            if self.audio is not None and pad_audio_to_ms is not None:
+                self.write_silence_until(pad_audio_to_ms * AUDIO_SAMPLE_RATE // 1000)
         finally:
-            self.container.close()
+            self.seg.close()
+        if self.local and self.seg.segments:
+            paths = [s.path for s in sorted(self.seg.segments, key=lambda s: s.index)]
+            join(paths, self.path, channels=self.channels, samples=self.seg.samples)
+            for p in paths:
+                p.unlink(missing_ok=True)
+
+    def discard(self) -> None:
+        """Remove what this file left on disk (nothing was recorded into it)."""
+        self.path.unlink(missing_ok=True)
+        for _, p in local_segments(self.path.parent, self.path.stem + "."):
+            p.unlink(missing_ok=True)
 
 
 # --- one anchor's stay ---------------------------------------------------------------------------
@@ -289,6 +284,11 @@ class AnchorRecording:
     max_file_ms: int | None = None
     request_key_frame: Callable[[], None] | None = None
     label: str = ""  # the files' name prefix (letters, digits, "_", "-"); default: a hash of user_id
+    channels: int = 1  # the room's PCM layout (AudioChannels); each frame's own count wins
+    segment_s: float = DEFAULT_SEGMENT_S
+    # Called as each file opens: (user_id, part, start_time, path) -> where its segments go
+    # (None: nobody takes them; the file is joined at `path` when it closes).
+    on_open: Callable[[str, int, float, Path], Callable[[SegmentInfo], None] | None] | None = None
     clock: Callable[[], float] = time.monotonic
     wall: Callable[[], float] = time.time
     files: list[RecordedFile] = field(default_factory=list)
@@ -309,7 +309,6 @@ class AnchorRecording:
         self._last_ask = float("-inf")
         self._last_audio_arrival: float | None = None
         self._closed = False
-        self.channels = 1
 
     # --- input ----------------------------------------------------------------------------------
 
@@ -438,6 +437,8 @@ class AnchorRecording:
             else:
                 self._ask_key_frame()
         part.write_video(frame, rel)
+        if part.seg.wants_key_frame:  # a segment is due: the next key frame closes it
+            self._ask_key_frame()
 
     # --- files ----------------------------------------------------------------------------------
 
@@ -450,7 +451,9 @@ class AnchorRecording:
         self.directory.mkdir(parents=True, exist_ok=True)
         path = self.directory / name
         try:
-            self._part = _Part(path, self._part_no, self.mode, origin_ms, start, self.channels, video_size)
+            on_segment = self.on_open(self.user_id, self._part_no, start, path) if self.on_open else None
+            self._part = _Part(path, self._part_no, self.mode, origin_ms, start, self.channels, video_size,
+                               self.segment_s, on_segment)
         except (OSError, av.FFmpegError) as e:
             raise WriteError(path, e) from e
         return self._part
@@ -477,9 +480,10 @@ class AnchorRecording:
                 error = "disk full: the file could not be finalised"
         if part.duration_ms > 0 or error:
             self.files.append(RecordedFile(self.user_id, part.path, part.number, part.start_time,
-                                           part.duration_ms / 1000.0, error))
+                                           part.duration_ms / 1000.0, error, list(part.seg.segments),
+                                           part.seg.samples))
         else:
-            part.path.unlink(missing_ok=True)  # nothing was recorded into it
+            part.discard()  # nothing was recorded into it
 
     def _ask_key_frame(self) -> None:
         now = self.clock()

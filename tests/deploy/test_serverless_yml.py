@@ -50,6 +50,7 @@ ENV_ITEM = {"key": str, "value": str}
 TRIGGER = {"type": str, "function": str, "parameters": dict}
 APIGW = {"name": str, "id": str, "serviceId": str, "serviceName": str, "environment": str, "protocols": list,
          "netTypes": list, "description": str, "apis": list, "qualifier": str}
+TIMER = {"name": str, "qualifier": str, "cronExpression": str, "argument": (str, dict), "enable": bool}  # "定时触发器"
 API = {"path": str, "method": str, "function": str, "apiId": str, "apiName": str, "description": str,
        "enableCORS": bool, "responseType": str, "serviceTimeout": int, "param": list, "usagePlan": dict,
        "auth": dict, "isBase64Encoded": bool, "isBase64Trigger": bool, "base64EncodedTriggerRules": list}
@@ -102,6 +103,10 @@ def test_every_key_is_a_documented_multi_scf_input(config):
             _check(item, ENV_ITEM, f"inputs.functions.{key}.environments[]")
     for trigger in inputs["triggers"]:
         _check(trigger, TRIGGER, "inputs.triggers[]")
+        assert trigger["type"] in ("apigw", "timer"), trigger["type"]
+        if trigger["type"] == "timer":
+            _check(trigger["parameters"], TIMER, "timer.parameters")
+            assert trigger["function"] in inputs["functions"]
         if trigger["type"] == "apigw":
             _check(trigger["parameters"], APIGW, "apigw.parameters")
             for api in trigger["parameters"]["apis"]:
@@ -199,3 +204,32 @@ def test_openapi_paths_match_the_gateway_routes(config):
     [apigw] = [t for t in config["inputs"]["triggers"] if t["type"] == "apigw"]
     routes = {(api["method"].lower(), api["path"]) for api in apigw["parameters"]["apis"]}
     assert routes == {(m, p) for p, ops in spec["paths"].items() for m in ops}
+
+
+def test_record_streams_recovery_timer_runs_every_minute(config):
+    """Dead runs are finished within 2 minutes: the timer fires every minute (SCF's 7-field cron),
+    and each run keeps its state where the execution role can read it."""
+    from emulator.scf.timers import cron_period, read_timer_triggers
+
+    [timer] = [t for t in config["inputs"]["triggers"] if t["type"] == "timer"]
+    assert timer["function"] == "record_stream" and timer["parameters"]["enable"] is True
+    assert cron_period(timer["parameters"]["cronExpression"]) == 60
+    assert [(t.function, t.period_s) for t in read_timer_triggers(REPO / "serverless.yml")] == [("record_stream", 60)]
+    env = {i["key"]: i["value"] for i in config["inputs"]["functions"]["record_stream"]["environments"]}
+    assert env["RECORD_STATE_BUCKET"] == "${env:RECORD_STATE_BUCKET}"
+
+
+@pytest.mark.parametrize("expression,seconds", [("0 */1 * * * * *", 60), ("*/5 * * * * * *", 5),
+                                                ("0 0 */2 * * * *", 7200), ("0 * * * * * *", 60)])
+def test_the_emulator_reads_the_period_of_a_recurring_cron(expression, seconds):
+    from emulator.scf.timers import cron_period
+
+    assert cron_period(expression) == seconds
+
+
+@pytest.mark.parametrize("expression", ["0 0 2 1 * * *", "0 */1 * * *", "*/0 * * * * * *", "0 30 9 * * MON-FRI *"])
+def test_a_cron_the_emulator_cannot_repeat_is_refused_naming_it(expression):
+    from emulator.scf.timers import cron_period
+
+    with pytest.raises(ValueError, match="cronExpression"):
+        cron_period(expression)

@@ -81,7 +81,8 @@ def test_a_callback_query_is_never_shown(capsys, monkeypatch):
     assert "callback-signature-1" not in response["body"] + capsys.readouterr().err
 
 
-@pytest.mark.parametrize("name", ["SdkAppId", "RoomId", "MaxIdleTime", "MaxDuration", "MaxMediaFileDuration"])
+@pytest.mark.parametrize("name", ["SdkAppId", "RoomId", "MaxIdleTime", "MaxDuration", "MaxMediaFileDuration",
+                                  "SegmentDuration", "AudioChannels"])
 def test_a_boolean_is_not_a_number(name):
     assert f"{name}: must be a number, not true/false" in refused({**GOOD, name: True})
 
@@ -100,3 +101,25 @@ def test_a_failing_callback_logs_no_query_even_in_the_http_client_s_error(capsys
     err = capsys.readouterr().err
     assert "callback failed" in err and "http://127.0.0.1:9/cb?***" in err
     assert "callback-signature-2" not in err
+
+
+@pytest.mark.parametrize("given, expected", [({}, ("mp4", 10, 1)),
+                                             ({"OutputFormat": "HLS", "SegmentDuration": "2", "AudioChannels": "2"},
+                                              ("hls", 2, 2)),
+                                             ({"OutputFormat": 1, "SegmentDuration": 60}, ("hls+mp4", 60, 1)),
+                                             ({"OutputFormat": "3"}, ("mp4", 10, 1)),
+                                             ({"OutputFormat": 0}, ("hls", 10, 1))])
+def test_output_format_segment_duration_and_channels(given, expected):
+    p = RecordParams.model_validate({**GOOD, **given})
+    assert (p.OutputFormat, p.SegmentDuration, p.AudioChannels) == expected
+
+
+@pytest.mark.parametrize("field, value", [("OutputFormat", "flv"), ("OutputFormat", 2), ("OutputFormat", True),
+                                          ("OutputFormat", "mp3"), ("SegmentDuration", 1), ("SegmentDuration", 61),
+                                          ("SegmentDuration", 0), ("SegmentDuration", "ten"), ("AudioChannels", 3),
+                                          ("AudioChannels", 0)])
+def test_bad_output_settings_are_a_400_naming_the_field(field, value):
+    message = refused({**GOOD, field: value})
+    assert f"{field}:" in message, message
+    if field == "OutputFormat":
+        assert '"mp4", "hls", "hls+mp4"' in message
