@@ -17,7 +17,15 @@ import pytest
 
 from emulator.media import make_clip
 from shared.room import (
-    EnterParams, RemoteAudio, RemoteVideo, Role, RoomClosed, RoomRef, UserEntered, UserLeft, VideoFormat,
+    EnterParams,
+    RemoteAudio,
+    RemoteVideo,
+    Role,
+    RoomClosed,
+    RoomRef,
+    UserEntered,
+    UserLeft,
+    VideoFormat,
 )
 from shared.room.local import LocalRoom
 
