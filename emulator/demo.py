@@ -21,7 +21,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, cast
 
 import av
 import requests
@@ -131,7 +131,8 @@ class Demo:
         r = redis.Redis(host=self.info["redis"]["host"], port=self.info["redis"]["port"],
                         password=self.info["redis"].get("password"), socket_timeout=5, decode_responses=True)
         try:
-            return r.hgetall(checkpoint_key(self.info["sdkAppId"], RoomRef(self.room_id), str(clip)))
+            # decode_responses=True: keys and values are str (redis' stubs cannot say so)
+            return cast("dict[str, str]", r.hgetall(checkpoint_key(self.info["sdkAppId"], RoomRef(self.room_id), str(clip))))
         finally:
             r.close()
 

@@ -291,11 +291,15 @@ def h264_units(count: int, width: int = 160, height: int = 120, fps: int = 25, g
         if i >= count:
             break
         frame.pts, frame.time_base = i * 1000 // fps, fractions.Fraction(1, 1000)
-        for packet in ctx.encode(frame):
-            units.append(H264Frame(bytes(packet), int(packet.pts), bool(packet.is_keyframe), int(packet.dts)))
-    for packet in ctx.encode(None):
-        units.append(H264Frame(bytes(packet), int(packet.pts), bool(packet.is_keyframe), int(packet.dts)))
+        units.extend(_h264_unit(packet) for packet in ctx.encode(frame))
+    units.extend(_h264_unit(packet) for packet in ctx.encode(None))
     return units
+
+
+def _h264_unit(packet: av.Packet) -> H264Frame:
+    # An encoder's packets always carry both timestamps.
+    assert packet.pts is not None and packet.dts is not None
+    return H264Frame(bytes(packet), packet.pts, bool(packet.is_keyframe), packet.dts)
 
 
 # --- reading back ------------------------------------------------------------------------------------

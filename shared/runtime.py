@@ -180,7 +180,7 @@ class JsonFormatter(logging.Formatter):
 class _StderrHandler(logging.StreamHandler):
     """Writes to whatever sys.stderr is at the time (SCF's collector, a test's capture)."""
 
-    @property  # type: ignore[override]
+    @property
     def stream(self):  # noqa: D102
         return sys.stderr
 
@@ -196,6 +196,22 @@ class RunLogger(logging.LoggerAdapter):
         extra_fields = {k: kwargs.pop(k) for k in list(kwargs) if k not in ("exc_info", "stack_info", "stacklevel")}
         kwargs["extra"] = {**(self.extra or {}), "fields": extra_fields}
         return msg, kwargs
+
+    # Typed as `process` reads them: any keyword is a field (logging's stubs allow only its own).
+    def debug(self, msg: object, *args: object, **fields: Any) -> None:
+        super().debug(msg, *args, **fields)
+
+    def info(self, msg: object, *args: object, **fields: Any) -> None:
+        super().info(msg, *args, **fields)
+
+    def warning(self, msg: object, *args: object, **fields: Any) -> None:
+        super().warning(msg, *args, **fields)
+
+    def error(self, msg: object, *args: object, **fields: Any) -> None:
+        super().error(msg, *args, **fields)
+
+    def exception(self, msg: object, *args: object, **fields: Any) -> None:
+        super().exception(msg, *args, **fields)
 
 
 _handler_lock = threading.Lock()
@@ -260,9 +276,6 @@ class StopSignal:
             timeout = min(timeout, max(0.0, self._deadline - time.monotonic()))
         self._event.wait(timeout)
         return self.reason is not None
-
-    def seconds_left(self) -> float | None:
-        return None if self._deadline is None else self._deadline - time.monotonic()
 
     def install(self) -> "StopSignal":
         """Catch SIGTERM (and SIGINT) in the main thread; a no-op elsewhere."""

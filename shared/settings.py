@@ -272,7 +272,7 @@ def _explain(err: ValidationError, env: Mapping[str, str]) -> str:
 def _load(values: tuple[tuple[str, str], ...]) -> Settings:
     env = dict(values)
     try:
-        return Settings(**{VARIABLES[name]: value for name, value in env.items()})
+        return Settings.model_validate({VARIABLES[name]: value for name, value in env.items()})
     except ValidationError as e:
         raise ConfigError(_explain(e, env)) from None
 

@@ -6,7 +6,6 @@ the ones several parts use.
 from __future__ import annotations
 
 import importlib.util
-import os
 
 import pytest
 

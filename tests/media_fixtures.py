@@ -26,7 +26,14 @@ import pytest
 
 from emulator.httpserver import HttpServer
 from emulator.media import (  # noqa: F401  (discontinuities is re-exported for the tests)
-    corner_clip, corrupt_middle, corrupt_span, discontinuities, make_clip, make_gray_clip, make_hls, rotate_mp4,
+    corner_clip,
+    corrupt_middle,
+    corrupt_span,
+    discontinuities,
+    make_clip,
+    make_gray_clip,
+    make_hls,
+    rotate_mp4,
     truncate,
 )
 

@@ -27,7 +27,15 @@ sys.path.insert(0, str(ROOT))
 from emulator.media import h264_units  # noqa: E402
 from emulator.trtc import signature as usersig  # noqa: E402
 from shared.room import (  # noqa: E402
-    AudioFrame, EnterParams, H264Frame, RemoteAudio, RemoteVideo, Role, RoomClosed, RoomRef, VideoEncodeConfig,
+    AudioFrame,
+    EnterParams,
+    H264Frame,
+    RemoteAudio,
+    RemoteVideo,
+    Role,
+    RoomClosed,
+    RoomRef,
+    VideoEncodeConfig,
     VideoFormat,
 )
 from shared.room.local import LocalRoom  # noqa: E402

@@ -123,7 +123,7 @@ def write_context(out: Path, cache: Path | None = None, requirements: Path = pac
                            check_runtime(needs, system))
     _save(context)
     if context.problems:
-        raise package.PackageError(f"the base image lacks what the packaged .so files need: "
+        raise package.PackageError("the base image lacks what the packaged .so files need: "
                                    + "; ".join(context.problems))
     return context
 

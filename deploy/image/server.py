@@ -376,7 +376,7 @@ def work(outcome_fd: int) -> int:
     """A worker: import the function, wait for the request, run it, write the outcome, exit."""
     os.set_inheritable(outcome_fd, False)  # the handler's own children must not hold the pipe open
     try:
-        import index  # deploy/entry.py
+        import index  # type: ignore[import-not-found]  # deploy/entry.py, copied into the image as index.py
 
         index.preload()
     except BaseException:  # noqa: BLE001  (the invocation reports it; the spare must not die of it)

@@ -11,9 +11,8 @@ from emulator.cloudapi import ApiError
 from emulator.scf import urls as scf_api
 from emulator.scf.exceptions import ScfError
 from emulator.scf.models import Scf
-from emulator.trtc import urls as trtc_api
+from emulator.trtc import signature as usersig, urls as trtc_api
 from emulator.trtc.models import Rooms
-from emulator.trtc import signature as usersig
 
 MAX_USER_ID_BYTES = 32
 

@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import io
 import logging
-from contextlib import nullcontext
 import socket
 import threading
-from xml.etree import ElementTree
-from typing import Any, Callable, Iterable
+from contextlib import nullcontext
+from typing import Any, Callable, Iterable, Sequence
 from urllib.parse import parse_qsl, unquote_to_bytes
+from xml.etree import ElementTree
 
 from moto.moto_server.werkzeug_app import create_backend_app
 from werkzeug.test import run_wsgi_app
@@ -73,7 +73,7 @@ class CosApp:
         bucket = self.state.bucket
         resource = f"{host or '127.0.0.1'}{path}"
 
-        def answer(status: int, body: bytes, extra: list[tuple[str, str]] = (),
+        def answer(status: int, body: bytes, extra: Sequence[tuple[str, str]] = (),
                    content_type: str = "application/xml", length: str | None = None) -> Iterable[bytes]:
             self.state.record(RequestRecord(method, bucket, key, raw_query, status))
             hdrs = [("Content-Type", content_type), ("Content-Length", length or str(len(body))),

@@ -15,14 +15,23 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Protocol, Union
 
+from shared.room import wire
+from shared.room.base import (
+    ERR_BANNED_BY_SERVER,
+    ERR_INVALID_PARAMETER,
+    ERR_INVALID_ROOM_ID,
+    ERR_INVALID_SDK_APP_ID,
+    ERR_INVALID_USER_ID,
+    ERR_INVALID_USER_SIG,
+    LEFT_KICKED,
+    CloseReason,
+    Role,
+    RoomRef,
+)
+from shared.room.wire import Message
+
 from . import signature as usersig
 from .exceptions import EnterError, NoSuchRoom
-from shared.room.base import (
-    ERR_BANNED_BY_SERVER, ERR_INVALID_PARAMETER, ERR_INVALID_ROOM_ID, ERR_INVALID_SDK_APP_ID, ERR_INVALID_USER_ID, ERR_INVALID_USER_SIG,
-    LEFT_KICKED, CloseReason, Role, RoomRef,
-)
-from shared.room import wire
-from shared.room.wire import Message
 
 log = logging.getLogger("emulator.trtc")
 

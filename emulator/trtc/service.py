@@ -15,8 +15,7 @@ from typing import Any
 from emulator.clients import trtc_client
 from emulator.cloudapi import CloudApi
 
-from . import signature as _usersig
-from . import urls
+from . import signature as _usersig, urls
 from .models import DEFAULT_DISMISS_AFTER_S, Rooms
 from .room_server import RoomServer
 

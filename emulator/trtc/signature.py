@@ -15,6 +15,7 @@ import json
 import time
 import zlib
 from dataclasses import dataclass
+from typing import Any
 
 DEFAULT_EXPIRE_S = 180 * 86400
 VERSION = "2.0"
@@ -74,8 +75,8 @@ def generate(sdk_app_id: int, secret_key: str, user_id: str, expire_s: int = DEF
     return _b64_trtc(zlib.compress(json.dumps(doc).encode()))
 
 
-def decode(user_sig: str) -> dict[str, object]:
-    """The UserSig's JSON document, unverified."""
+def decode(user_sig: str) -> dict[str, Any]:
+    """The UserSig's JSON document, unverified (JSON values: checked by whoever reads them)."""
     if not isinstance(user_sig, str) or not user_sig or len(user_sig) > MAX_USERSIG_LEN:
         raise UserSigError("UserSig is empty or too long")
     try:
@@ -92,10 +93,10 @@ def verify(user_sig: str, sdk_app_id: int, secret_key: str, user_id: str, now: i
     """Check a UserSig for this app and user; raise UserSigError saying what is wrong."""
     doc = decode(user_sig)
     try:
-        sig_app = int(doc["TLS.sdkappid"])  # type: ignore[arg-type]
+        sig_app = int(doc["TLS.sdkappid"])
         sig_user = str(doc["TLS.identifier"])
-        issued = int(doc["TLS.time"])  # type: ignore[arg-type]
-        expire = int(doc["TLS.expire"])  # type: ignore[arg-type]
+        issued = int(doc["TLS.time"])
+        expire = int(doc["TLS.expire"])
         sig = str(doc["TLS.sig"])
     except (KeyError, TypeError, ValueError) as e:
         raise UserSigError(f"UserSig lacks a field: {e}") from None

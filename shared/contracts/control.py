@@ -26,7 +26,12 @@ from . import fields
 from .fields import Params, without_url
 from .push import MAX_SEEK_S
 from .redis_config import (
-    DEFAULT_REDIS_PORT, MAX_REDIS_DB, RedisAddress, address_of, check_redis_host, remember_secret,
+    DEFAULT_REDIS_PORT,
+    MAX_REDIS_DB,
+    RedisAddress,
+    address_of,
+    check_redis_host,
+    remember_secret,
     with_default_redis,
 )
 

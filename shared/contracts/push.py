@@ -18,8 +18,14 @@ from shared.room.base import Role, RoomRef
 from . import fields
 from .fields import Params
 from .redis_config import (
-    DEFAULT_REDIS_PORT, MAX_REDIS_DB, RedisAddress, address_of, check_redis_host, redis_url_from_env,
-    remember_secret, with_default_redis,
+    DEFAULT_REDIS_PORT,
+    MAX_REDIS_DB,
+    RedisAddress,
+    address_of,
+    check_redis_host,
+    redis_url_from_env,
+    remember_secret,
+    with_default_redis,
 )
 
 __all__ = ["DEFAULT_REDIS_PORT", "MAX_DURATION_S", "MAX_SEEK_S", "PushParams"]
@@ -139,8 +145,3 @@ class PushParams(Params):
             return None
         return address_of(self.redisHost, self.redisPort, self.redisPassword, self.redisDb)
 
-    @property
-    def wants_video_encode(self) -> bool:
-        """True when any encode parameter was given, which rules out H.264 passthrough."""
-        return any(v is not None for v in (self.videoWidth, self.videoHeight, self.videoFps,
-                                           self.videoBitrate, self.videoGop))

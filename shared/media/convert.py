@@ -80,7 +80,7 @@ class AudioConverter:
         self._pos = None
         self.drop_before_ms = drop_before_ms
 
-    def _build(self, frame: av.AudioFrame) -> None:
+    def _build(self, frame: av.AudioFrame) -> Graph:
         graph = Graph()
         src = graph.add(
             "abuffer",
@@ -103,6 +103,7 @@ class AudioConverter:
             a.link_to(b)
         graph.configure()
         self._graph = graph
+        return graph
 
     def push(self, frame: av.AudioFrame, at: Fraction | None, keep: int | None = None) -> list[AudioFrame]:
         """Convert one decoded frame whose first sample goes at `at` seconds (None: right after the
@@ -113,10 +114,11 @@ class AudioConverter:
             if keep < frame.samples:
                 frame = head(frame, keep)
         key = (frame.format.name, frame.layout.name, frame.sample_rate)
-        if key != self._graph_key:
+        graph = self._graph
+        if graph is None or key != self._graph_key:
             # A source may change layout or rate midway (HLS renditions); rebuild for it.
-            out = self._drain_graph() if self._graph is not None else []
-            self._build(frame)
+            out = self._drain_graph(graph) if graph is not None else []
+            graph = self._build(frame)
             self._graph_key = key
         else:
             out = []
@@ -124,30 +126,31 @@ class AudioConverter:
             if not frame.time_base:
                 frame.time_base = Fraction(1, frame.sample_rate)
             frame.pts = round(at / frame.time_base)
-        self._graph.push(frame)
-        out += self._pull()
+        graph.push(frame)
+        out += self._pull(graph)
         return out
 
-    def _pull(self) -> list[AudioFrame]:
+    def _pull(self, graph: Graph) -> list[AudioFrame]:
         out: list[AudioFrame] = []
         while True:
             try:
-                f = self._graph.pull()
+                f = graph.pull()
             except (av.error.BlockingIOError, av.error.EOFError):
                 break
             except av.FFmpegError as e:
                 if getattr(e, "errno", None) in (11, 35):  # EAGAIN
                     break
                 raise
+            assert isinstance(f, av.AudioFrame)  # an audio graph (abuffersink)
             out += self._append(f)
         return out
 
-    def _drain_graph(self) -> list[AudioFrame]:
+    def _drain_graph(self, graph: Graph) -> list[AudioFrame]:
         try:
-            self._graph.push(None)
+            graph.push(None)
         except av.FFmpegError:
             return []
-        return self._pull()
+        return self._pull(graph)
 
     def _append(self, f: av.AudioFrame) -> list[AudioFrame]:
         data = bytes(f.planes[0])[: f.samples * self._bytes_per_sample]
@@ -184,8 +187,9 @@ class AudioConverter:
 
     def _cut(self, partial: bool) -> list[AudioFrame]:
         size = FRAME_SAMPLES * self._bytes_per_sample
-        out = []
+        out: list[AudioFrame] = []
         while len(self._fifo) >= size or (partial and self._fifo):
+            assert self._pos is not None  # set whenever the fifo is filled
             chunk = bytes(self._fifo[:size])
             del self._fifo[:size]
             if len(chunk) < size:
@@ -199,7 +203,7 @@ class AudioConverter:
 
     def flush(self) -> list[AudioFrame]:
         """End of stream: what the resampler still holds, the last frame padded to 20 ms."""
-        out = self._drain_graph() if self._graph is not None else []
+        out = self._drain_graph(self._graph) if self._graph is not None else []
         out += self._pad_out()
         self._graph = None
         self._graph_key = None
@@ -318,25 +322,22 @@ class VideoConverter:
         pic = to_pixel_frame(frame, pts_ms)
         if not self.fps:
             return [pic]
-        return self._resample(pic)
+        return self._resample(pic, self.fps)
 
-    def _slot_ms(self, slot: int) -> int:
-        return slot * 1000 // self.fps
-
-    def _resample(self, pic: PixelFrame) -> list[PixelFrame]:
+    def _resample(self, pic: PixelFrame, fps: int) -> list[PixelFrame]:
         # Each output slot k (at k*1000/fps ms) shows the newest picture at or before it: a
         # picture landing on an already filled slot is dropped, a gap repeats the held picture.
-        slot = pic.pts_ms * self.fps // 1000
+        slot = pic.pts_ms * fps // 1000
         if self._next_slot is None:
             self._next_slot = slot
-        out = []
+        out: list[PixelFrame] = []
         if slot < self._next_slot:
             self._held = pic
             return out
         if self._held is not None:
             for k in range(self._next_slot, slot):
-                out.append(dataclasses.replace(self._held, pts_ms=self._slot_ms(k)))
-        out.append(dataclasses.replace(pic, pts_ms=self._slot_ms(slot)))
+                out.append(dataclasses.replace(self._held, pts_ms=k * 1000 // fps))
+        out.append(dataclasses.replace(pic, pts_ms=slot * 1000 // fps))
         self._next_slot = slot + 1
         self._held = pic
         return out

@@ -216,7 +216,7 @@ class HttpFile:
                     self._request(self._pos)
                     if self._resp is None:  # the server says there is nothing at this position
                         return b""
-                data = self._resp.read1(n)  # type: ignore[union-attr]
+                data = self._resp.read1(n)
             except socket.timeout:
                 self._drop()
                 raise _timed_out(self.timeout_s) from None

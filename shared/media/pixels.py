@@ -44,7 +44,7 @@ def to_av_frame(pixel: PixelFrame) -> av.VideoFrame:
     for plane in out.planes:
         w, h, ls = plane.width, plane.height, plane.line_size
         if ls == w:
-            plane.update(data[offset:offset + w * h])
+            plane.update(data[offset:offset + w * h])  # type: ignore[arg-type]  # any buffer works; the stub says bytes
         else:
             view = memoryview(plane)
             for row in range(h):

@@ -7,8 +7,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable, Mapping
 
-from shared.settings import settings
 from shared.media.convert import plan_size
+from shared.settings import settings
 
 MAX_AREA_ENV = "PUSH_MAX_AREA"
 MAX_FPS_ENV = "PUSH_MAX_FPS"

@@ -18,7 +18,6 @@ from urllib.parse import unquote, urlsplit
 
 import av
 
-from shared.settings import settings
 from shared.egress import DestinationRefused, check_local_path
 from shared.media.convert import AudioConverter, VideoConverter, display_rotation
 from shared.media.decode import decode_pass
@@ -29,6 +28,7 @@ from shared.media.plan import AudioPlan, VideoLimits, VideoPath, VideoPlan, Vide
 from shared.media.reading import Health, Pass, PassSpec
 from shared.media.timeline import Timeline
 from shared.runtime import RunLogger, get_logger
+from shared.settings import settings
 
 __all__ = ["AudioPlan", "MediaSource", "PassEnd", "SourceError", "SourceInfo", "VideoLimits", "VideoPlan",
            "safe_url"]
@@ -279,7 +279,7 @@ class MediaSource:
         astreams = list(c.streams.audio)
         # Several video streams (an HLS master playlist's variants): take the largest picture.
         # Streams not demuxed are discarded, so the other variants are never downloaded.
-        def area(s: av.stream.Stream) -> tuple[int, int]:
+        def area(s: av.VideoStream) -> tuple[int, int]:
             ctx = s.codec_context
             return ((ctx.width or 0) * (ctx.height or 0) if ctx is not None else 0, -s.index)
 
@@ -329,11 +329,12 @@ class MediaSource:
 
     def _first_gop_reorders(self) -> bool:
         """Read the first packets (kept for replay) and look for pts out of decode order."""
-        v = self._vstream
+        v, c = self._vstream, self._container
+        assert c is not None  # asked while probing an open container
         last_pts = None
         seen_video = 0
         keys = 0
-        for packet in self._container.demux():
+        for packet in c.demux():
             if packet.size == 0 and packet.pts is None:
                 continue
             self._primed.append(packet)

@@ -10,9 +10,11 @@ from __future__ import annotations
 import importlib.util
 import os
 
+from shared.settings import ConfigError, settings
+
 from .base import *  # noqa: F401,F403  (the room vocabulary is this package's public API)
 from .base import Room
-from shared.settings import ConfigError, settings
+
 
 class RoomConfigError(ConfigError):
     """The environment does not name a usable room backend."""

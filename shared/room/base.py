@@ -18,7 +18,13 @@ from dataclasses import dataclass, field
 from typing import Union
 
 from shared.media.frames import (  # noqa: F401  (re-exported: the media a room carries)
-    AUDIO_FRAME_MS, AUDIO_SAMPLE_RATE, AudioFrame, H264Frame, PixelFrame, VideoFrame, yuv420p_size,
+    AUDIO_FRAME_MS,
+    AUDIO_SAMPLE_RATE,
+    AudioFrame,
+    H264Frame,
+    PixelFrame,
+    VideoFrame,
+    yuv420p_size,
 )
 
 # TRTC's own error codes (liteav.Error); a RoomError always carries one of these.

@@ -17,14 +17,39 @@ from typing import Any
 
 import av
 
-from . import wire
-from .base import yuv420p_size
 from shared.media.pixels import to_av_frame, to_pixel_frame
+
+from . import wire
 from .base import (
-    AUDIO_FRAME_MS, AUDIO_SAMPLE_RATE, ERR_ENTER_ROOM_FAILED, ERR_FAILED, ERR_INVALID_OPERATION,
-    ERR_INVALID_PARAMETER, ERR_NETWORK_UNREACHABLE, ERR_REQUEST_SERVER_TIMEOUT, AudioAvailable, AudioFrame,
-    CloseReason, EnterParams, Event, H264Frame, KeyFrameRequested, PixelFrame, RemoteAudio, RemoteVideo, Role, Room,
-    RoomClosed, RoomError, UserEntered, UserLeft, VideoAvailable, VideoEncodeConfig, VideoFormat, VideoFrame,
+    AUDIO_FRAME_MS,
+    AUDIO_SAMPLE_RATE,
+    ERR_ENTER_ROOM_FAILED,
+    ERR_FAILED,
+    ERR_INVALID_OPERATION,
+    ERR_INVALID_PARAMETER,
+    ERR_NETWORK_UNREACHABLE,
+    ERR_REQUEST_SERVER_TIMEOUT,
+    AudioAvailable,
+    AudioFrame,
+    CloseReason,
+    EnterParams,
+    Event,
+    H264Frame,
+    KeyFrameRequested,
+    PixelFrame,
+    RemoteAudio,
+    RemoteVideo,
+    Role,
+    Room,
+    RoomClosed,
+    RoomError,
+    UserEntered,
+    UserLeft,
+    VideoAvailable,
+    VideoEncodeConfig,
+    VideoFormat,
+    VideoFrame,
+    yuv420p_size,
 )
 from .wire import Message, WireError
 

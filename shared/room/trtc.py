@@ -26,6 +26,7 @@ each assumption made here and how to check it against the real service.
 from __future__ import annotations
 
 import enum
+import importlib
 import os
 import threading
 import time
@@ -37,13 +38,41 @@ from typing import Any, Callable, Mapping, NoReturn
 from shared.runtime import RunLogger, get_logger
 from shared.settings import LITEAV_LOG_LEVELS, TRTC_SCENES, settings
 
-from .base import yuv420p_size
 from .base import (
-    AUDIO_FRAME_MS, AUDIO_SAMPLE_RATE, ERR_BANNED_BY_SERVER, ERR_ENTER_ROOM_FAILED, ERR_FAILED,
-    ERR_INVALID_OPERATION, ERR_INVALID_PARAMETER, ERR_INVALID_ROOM_ID, ERR_INVALID_SDK_APP_ID,
-    ERR_INVALID_USER_ID, ERR_INVALID_USER_SIG, ERR_NETWORK_UNREACHABLE, ERR_REQUEST_SERVER_TIMEOUT,
-    AudioAvailable, AudioFrame, BitrateRequested, CloseReason, EnterParams, Event, H264Frame,
-    KeyFrameRequested, PixelFrame, RemoteAudio, RemoteVideo, Role, Room, RoomClosed, RoomError, UserEntered, UserLeft, VideoAvailable, VideoEncodeConfig, VideoFormat,
+    AUDIO_FRAME_MS,
+    AUDIO_SAMPLE_RATE,
+    ERR_BANNED_BY_SERVER,
+    ERR_ENTER_ROOM_FAILED,
+    ERR_FAILED,
+    ERR_INVALID_OPERATION,
+    ERR_INVALID_PARAMETER,
+    ERR_INVALID_ROOM_ID,
+    ERR_INVALID_SDK_APP_ID,
+    ERR_INVALID_USER_ID,
+    ERR_INVALID_USER_SIG,
+    ERR_NETWORK_UNREACHABLE,
+    ERR_REQUEST_SERVER_TIMEOUT,
+    AudioAvailable,
+    AudioFrame,
+    BitrateRequested,
+    CloseReason,
+    EnterParams,
+    Event,
+    H264Frame,
+    KeyFrameRequested,
+    PixelFrame,
+    RemoteAudio,
+    RemoteVideo,
+    Role,
+    Room,
+    RoomClosed,
+    RoomError,
+    UserEntered,
+    UserLeft,
+    VideoAvailable,
+    VideoEncodeConfig,
+    VideoFormat,
+    yuv420p_size,
 )
 
 # How long exit() waits for OnExitRoom before dropping the cloud anyway: leaving must not hang a stop.
@@ -308,9 +337,8 @@ class TRTCRoom(Room):
     def __init__(self, sdk: ModuleType | None = None, logger: RunLogger | None = None,
                  env: Mapping[str, str] | None = None):
         super().__init__()
-        if sdk is None:
-            import liteav as sdk  # lazy: only the trtc backend ever loads the native SDK
-        self._sdk = sdk
+        # lazy: only the trtc backend ever loads the native SDK
+        self._sdk: ModuleType = importlib.import_module("liteav") if sdk is None else sdk
         self._env = os.environ if env is None else env
         self._log = logger or get_logger()
         self._lock = threading.Lock()

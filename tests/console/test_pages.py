@@ -9,14 +9,13 @@ from pathlib import Path
 from typing import Any
 
 from emulator.cloud import LocalCloud
-from emulator.trtc import usersig
-from emulator.trtc import signature as usersig_lib
+from emulator.media import GRAY_LEVELS, gray_level
+from emulator.trtc import signature as usersig_lib, usersig
 from shared.record.storage import parse_cos_url
 from shared.room import EnterParams, PixelFrame, RemoteVideo, Role, RoomRef, VideoFormat
 from shared.room.local import LocalRoom
-from emulator.media import GRAY_LEVELS, gray_level
 
-from .conftest import APP, async_status, terminate, log_has, push_params, record_params, wait_for
+from .conftest import APP, async_status, log_has, push_params, record_params, terminate, wait_for
 
 
 def run_row(page: Any, reqid: str) -> Any:

@@ -21,13 +21,12 @@ import pytest
 import redis
 
 from deploy import entry
-from deploy.image import build as image_build
-from deploy.image import server as entry_server
+from deploy.image import build as image_build, server as entry_server
+from emulator.media import make_clip
 from shared.push.checkpoint import checkpoint_key
 from shared.record.storage import parse_cos_url
 from shared.room import RoomRef
 from tests.deploy.entry_server import scf_headers
-from emulator.media import make_clip
 
 REPO = Path(__file__).resolve().parents[2]
 _rooms = itertools.count(4_200_001)

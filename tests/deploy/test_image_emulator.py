@@ -27,8 +27,9 @@ def _status(client, reqid: str):
 
 
 def test_a_gateway_push_runs_through_the_entry_server_and_stops_gracefully(image_context, tmp_path):
-    from emulator.trtc import usersig
     from tencentcloud.scf.v20180416 import models
+
+    from emulator.trtc import usersig
 
     clip = make_clip(tmp_path / "clip.mp4", duration=10.0, width=160, height=120, fps=25)
     config = CloudConfig(state_dir=tmp_path / "state", runtime="image",

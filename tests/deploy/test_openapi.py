@@ -11,8 +11,7 @@ from typing import Any
 import pytest
 import requests
 import yaml
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
+from hypothesis import HealthCheck, given, settings, strategies as st
 from openapi_schema_validator import OAS30Validator
 from openapi_spec_validator import validate
 

@@ -13,8 +13,17 @@ import pytest
 
 from deploy import package
 from deploy.image import build as image_build
-from deploy.image.elf import (BASE_SYSTEMS, BaseSystem, RuntimeNeeds, check_runtime, describe_needs, newest_defined,
-                              read_elf, runtime_needs, shared_objects)
+from deploy.image.elf import (
+    BASE_SYSTEMS,
+    BaseSystem,
+    RuntimeNeeds,
+    check_runtime,
+    describe_needs,
+    newest_defined,
+    read_elf,
+    runtime_needs,
+    shared_objects,
+)
 
 LIBDIR = Path("/lib/x86_64-linux-gnu")
 DEBIAN_12 = Path("/etc/debian_version").exists() and Path("/etc/debian_version").read_text().startswith("12.")

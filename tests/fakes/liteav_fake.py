@@ -46,9 +46,25 @@ from typing import Any, Callable
 import liteav  # the real SDK module (a pinned requirement on Linux); callers skip when it is missing
 
 from shared.room.base import (
-    AudioAvailable, AudioFrame as RoomAudioFrame, BitrateRequested, CloseReason, EnterParams, H264Frame,
-    KeyFrameRequested, PixelFrame as RoomPixelFrame, RemoteAudio, RemoteVideo, Role, RoomClosed, RoomError,
-    RoomRef, UserEntered, UserLeft, VideoAvailable, VideoEncodeConfig, VideoFormat,
+    AudioAvailable,
+    AudioFrame as RoomAudioFrame,
+    BitrateRequested,
+    CloseReason,
+    EnterParams,
+    H264Frame,
+    KeyFrameRequested,
+    PixelFrame as RoomPixelFrame,
+    RemoteAudio,
+    RemoteVideo,
+    Role,
+    RoomClosed,
+    RoomError,
+    RoomRef,
+    UserEntered,
+    UserLeft,
+    VideoAvailable,
+    VideoEncodeConfig,
+    VideoFormat,
 )
 from shared.room.local import LocalRoom
 

@@ -6,11 +6,11 @@ import array
 
 import pytest
 
+from emulator.media import discontinuities
 from shared.media.plan import VideoLimits
 from shared.media.source import MediaSource, PassEnd, SourceError, VideoPlan
-from shared.room.base import AudioFrame, PixelFrame
+from shared.room.base import AudioFrame
 from tests.media.helpers import decode_h264, pull, strictly_increasing
-from emulator.media import discontinuities
 
 
 @pytest.mark.parametrize("plan", [VideoPlan(), VideoPlan(bitrate_kbps=500)], ids=["passthrough", "decoded"])

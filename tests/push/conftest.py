@@ -17,7 +17,15 @@ import pytest
 
 from emulator.media import decode_h264, make_clip  # noqa: F401  (decode_h264: for the push tests)
 from shared.room import (
-    EnterParams, RemoteAudio, RemoteVideo, Role, RoomClosed, RoomRef, UserEntered, UserLeft, VideoFormat,
+    EnterParams,
+    RemoteAudio,
+    RemoteVideo,
+    Role,
+    RoomClosed,
+    RoomRef,
+    UserEntered,
+    UserLeft,
+    VideoFormat,
 )
 from shared.room.local import LocalRoom
 

@@ -7,9 +7,9 @@ import array
 
 import pytest
 
+from emulator.media import discontinuities
 from functions.push_stream.index import main_handler
 from shared.room import RoomRef
-from emulator.media import discontinuities
 
 from .conftest import decode_h264, new_room, params_for
 

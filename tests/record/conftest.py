@@ -17,9 +17,11 @@ from typing import Any
 import pytest
 
 from emulator.media import h264_units, probe, tone  # noqa: F401  (the record tests import them from here)
+from shared.record.storage import parse_cos_url
 from shared.room import EnterParams, H264Frame, Role, RoomRef, VideoFormat
 from shared.room.local import LocalRoom
-from shared.record.storage import parse_cos_url
+
+from .segmented import bucket, cos_env, prefix  # noqa: F401  (fixtures of the segment, upload and recovery tests)
 
 REPO = Path(__file__).resolve().parents[2]
 FPS = 25
@@ -135,7 +137,7 @@ class Child:
         except subprocess.TimeoutExpired:
             self.proc.kill()
             out, err = self.proc.communicate()
-            raise AssertionError(f"record_stream child did not finish within {timeout} s: {err[-2000:]}")
+            raise AssertionError(f"record_stream child did not finish within {timeout} s: {err[-2000:]}") from None
         lines = [line for line in out.splitlines() if line.strip()]
         assert lines, f"record_stream child printed nothing (exit {self.proc.returncode}): {err[-2000:]}"
         return json.loads(lines[-1]), err
@@ -216,9 +218,9 @@ class Studio:
 
     def fetch(self, url: str, into: Path) -> Path:
         """The object behind a RecordFile URL, read from COS into a local file."""
-        bucket, _region, key = parse_cos_url(url)
-        assert bucket == self.cos.bucket
-        data = self.cos.client().get_object(Bucket=bucket, Key=key)["Body"].get_raw_stream().read()
+        bucket_name, _region, key = parse_cos_url(url)
+        assert bucket_name == self.cos.bucket
+        data = self.cos.client().get_object(Bucket=bucket_name, Key=key)["Body"].get_raw_stream().read()
         into.write_bytes(data)
         return into
 

@@ -9,8 +9,8 @@ import json
 import pytest
 
 import shared.record.callback as callback
-from shared.record.callback import post_result, validate_callback_url
 from shared.egress import DestinationRefused
+from shared.record.callback import post_result, validate_callback_url
 
 RESULT = {"SdkAppId": 1400000001, "RoomId": 1234, "UserId": "recorder", "StrRoomId": "",
           "Files": [{"UserId": "anchor", "RecordFile": "https://b-1250000000.cos.ap-guangzhou.myqcloud.com/k.mp3",

@@ -9,9 +9,9 @@ import threading
 import av
 import pytest
 
+from emulator.media import discontinuities
 from functions.push_stream.index import main_handler as push_handler
 from shared.room import AUDIO_SAMPLE_RATE
-from emulator.media import discontinuities
 from tests.media_fixtures import Clips
 
 

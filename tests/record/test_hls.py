@@ -1,9 +1,9 @@
 """Playlists: the text a player reads, and that PyAV plays what the segmenter makes through them."""
 from __future__ import annotations
 
+from emulator.media import h264_units, probe
 from shared.record import hls
 from shared.record.segments import Segmenter
-from emulator.media import h264_units, probe
 
 from .segmented import FPS, feed
 

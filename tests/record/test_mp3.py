@@ -9,10 +9,9 @@ import time
 import av
 import pytest
 
+from emulator.media import pcm_20ms
 from shared.record import mp3
 from shared.record.segments import Segmenter
-
-from emulator.media import pcm_20ms
 
 
 def _encode(seconds: float, channels: int = 1) -> tuple[bytes, int]:

@@ -7,16 +7,14 @@ import time
 
 import pytest
 
-from shared.contracts.record import RecordParams
-from shared.record.recovery import (RECOVERED_NOTE, FileRecord, Manifest, ManifestStore, RunState, recover,
-                                    sweep)
-from shared.record.segments import Segmenter
-from shared.record.storage import AlreadyExists, CosBucket, Credentials
-from shared.record.uploader import FileOutput, OutputKeys, SegmentUploader
-from shared.runtime import RetryPolicy
 from emulator.media import h264_units, probe
+from shared.contracts.record import RecordParams
+from shared.record.recovery import RECOVERED_NOTE, FileRecord, Manifest, ManifestStore, RunState, recover, sweep
+from shared.record.segments import Segmenter
+from shared.record.storage import AlreadyExists
+from shared.record.uploader import FileOutput, OutputKeys, SegmentUploader
 
-from .segmented import FPS, bucket, cos_env, feed, prefix  # noqa: F401
+from .segmented import FPS, feed
 
 ROLE = ("AKIDexecutionRole0000000000000000", "executionRoleSecretKey0123456789", "role-session-token")
 USER_SECRET_KEY = "userCosSecretKeyNeverStored01234"

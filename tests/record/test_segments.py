@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from shared.record.segments import Segmenter, check_segment_duration
 from emulator.media import h264_units, probe
+from shared.record.segments import Segmenter, check_segment_duration
 
 from .segmented import FPS, feed
 

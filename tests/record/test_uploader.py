@@ -7,12 +7,19 @@ import time
 
 import pytest
 
-from shared.record.segments import Segmenter
-from shared.record.uploader import (FileOutput, OutputKeys, Piece, SegmentUploader, assemble, output_format,
-                                    read_playlist)
 from emulator.media import h264_units, probe
+from shared.record.segments import Segmenter
+from shared.record.uploader import (
+    FileOutput,
+    OutputKeys,
+    Piece,
+    SegmentUploader,
+    assemble,
+    output_format,
+    read_playlist,
+)
 
-from .segmented import FPS, bucket, cos_env, feed, iter_keys, prefix  # noqa: F401
+from .segmented import FPS, feed, iter_keys
 
 
 def _record(tmp_path, bucket, prefix, fmt, mode="02", seconds=7.0, segment_s=2, ext="mp4", between=None):

@@ -7,13 +7,32 @@ from __future__ import annotations
 import pytest
 from tencentcloud.trtc.v20190722 import models as trtc_models
 
+from emulator import media
 from shared.room import (
-    ERR_BANNED_BY_SERVER, ERR_INVALID_SDK_APP_ID, ERR_INVALID_USER_SIG, LEFT_KICKED, LEFT_NORMALLY,
-    AudioAvailable, CloseReason, EnterParams, H264Frame, KeyFrameRequested, PixelFrame, RemoteAudio, RemoteVideo,
-    Role, RoomClosed, RoomError, RoomRef, UserEntered, UserLeft, VideoAvailable, VideoEncodeConfig, VideoFormat,
+    ERR_BANNED_BY_SERVER,
+    ERR_INVALID_SDK_APP_ID,
+    ERR_INVALID_USER_SIG,
+    LEFT_KICKED,
+    LEFT_NORMALLY,
+    AudioAvailable,
+    CloseReason,
+    EnterParams,
+    H264Frame,
+    KeyFrameRequested,
+    PixelFrame,
+    RemoteAudio,
+    RemoteVideo,
+    Role,
+    RoomClosed,
+    RoomError,
+    RoomRef,
+    UserEntered,
+    UserLeft,
+    VideoAvailable,
+    VideoEncodeConfig,
+    VideoFormat,
 )
 
-from emulator import media
 from .conftest import WAIT_S, describe, drain, room_factory, wait_for
 
 

@@ -11,15 +11,26 @@ import pytest
 from tencentcloud.common.exception.tencent_cloud_sdk_exception import TencentCloudSDKException
 from tencentcloud.trtc.v20190722 import models as trtc_models
 
-from shared.room import (
-    ERR_INVALID_ROOM_ID, ERR_INVALID_USER_ID, ERR_NETWORK_UNREACHABLE, ERR_REQUEST_SERVER_TIMEOUT, LEFT_TIMEOUT,
-    EnterParams, RemoteAudio, Role, RoomClosed, RoomError, RoomRef, UserEntered, UserLeft,
-)
+from emulator import media
 from emulator.trtc import Rooms, RoomServer
-from shared.room import wire
+from shared.room import (
+    ERR_INVALID_ROOM_ID,
+    ERR_INVALID_USER_ID,
+    ERR_NETWORK_UNREACHABLE,
+    ERR_REQUEST_SERVER_TIMEOUT,
+    LEFT_TIMEOUT,
+    EnterParams,
+    RemoteAudio,
+    Role,
+    RoomClosed,
+    RoomError,
+    RoomRef,
+    UserEntered,
+    UserLeft,
+    wire,
+)
 from shared.room.local import LocalRoom
 
-from emulator import media
 from .conftest import WAIT_S, wait_for
 
 _next_room = iter(range(800001, 900000))

@@ -1,8 +1,8 @@
 """The rooms' behaviour on its own (no sockets): a recording sink and a hand-driven clock."""
 from __future__ import annotations
 
-from emulator.trtc.models import Rooms
 from emulator.trtc import signature as usersig
+from emulator.trtc.models import Rooms
 from shared.room import RoomRef
 from shared.room.wire import Message
 

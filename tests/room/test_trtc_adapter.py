@@ -21,15 +21,37 @@ import pytest
 
 liteav = pytest.importorskip("liteav")
 
+from emulator import media
 from shared.room import (
-    ERR_BANNED_BY_SERVER, ERR_INVALID_OPERATION, ERR_INVALID_PARAMETER, ERR_INVALID_SDK_APP_ID, ERR_INVALID_USER_SIG,
-    ERR_NETWORK_UNREACHABLE, ERR_REQUEST_SERVER_TIMEOUT, LEFT_NORMALLY, LEFT_TIMEOUT, AudioAvailable, AudioFrame,
-    BitrateRequested, CloseReason, EnterParams, H264Frame, KeyFrameRequested, PixelFrame, RemoteAudio, Role,
-    RoomClosed, RoomError, RoomRef, UserEntered, UserLeft, VideoAvailable, VideoFormat,
+    ERR_BANNED_BY_SERVER,
+    ERR_INVALID_OPERATION,
+    ERR_INVALID_PARAMETER,
+    ERR_INVALID_SDK_APP_ID,
+    ERR_INVALID_USER_SIG,
+    ERR_NETWORK_UNREACHABLE,
+    ERR_REQUEST_SERVER_TIMEOUT,
+    LEFT_NORMALLY,
+    LEFT_TIMEOUT,
+    AudioAvailable,
+    AudioFrame,
+    BitrateRequested,
+    CloseReason,
+    EnterParams,
+    H264Frame,
+    KeyFrameRequested,
+    PixelFrame,
+    RemoteAudio,
+    Role,
+    RoomClosed,
+    RoomError,
+    RoomRef,
+    UserEntered,
+    UserLeft,
+    VideoAvailable,
+    VideoFormat,
 )
 from shared.room.trtc import CALLBACKS, TRTCRoom, enter_room_params
 from tests.fakes import liteav_fake as fake
-from emulator import media
 from tests.room.conftest import WAIT_S, drain, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -25,14 +25,25 @@ from shared.settings import ConfigError
 
 liteav = pytest.importorskip("liteav")
 
+from emulator import media
 from shared.room import (
-    ERR_FAILED, ERR_INVALID_PARAMETER, AudioAvailable, CloseReason, EnterParams, RemoteAudio, RemoteVideo,
-    RoomClosed, RoomConfigError, RoomError, RoomRef, UserEntered, VideoAvailable, VideoEncodeConfig,
+    ERR_FAILED,
+    ERR_INVALID_PARAMETER,
+    AudioAvailable,
+    CloseReason,
+    EnterParams,
+    RemoteAudio,
+    RemoteVideo,
+    RoomClosed,
+    RoomError,
+    RoomRef,
+    UserEntered,
+    VideoAvailable,
+    VideoEncodeConfig,
     backend_from_env,
 )
 from shared.room.trtc import CALLBACKS, TRTCRoom
 from tests.fakes import liteav_fake as fake
-from emulator import media
 from tests.room.conftest import WAIT_S, drain, wait_for
 
 _rooms = iter(range(820001, 829999))

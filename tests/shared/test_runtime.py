@@ -4,8 +4,16 @@ import os
 import signal
 import time
 
-from shared.runtime import (MAX_DEPTH, SECRET_FIELDS, Invocation, StopSignal, get_logger, redact,
-                            redact_url_value, redact_value)
+from shared.runtime import (
+    MAX_DEPTH,
+    SECRET_FIELDS,
+    Invocation,
+    StopSignal,
+    get_logger,
+    redact,
+    redact_url_value,
+    redact_value,
+)
 
 
 def test_log_lines_are_json_with_request_id_and_secrets_redacted(capsys):
