@@ -140,6 +140,11 @@ class _Connection(asyncio.Protocol):
             header: dict[str, Any] = {"t": t, "pts": _int(h, "pts"), "k": 1 if h.get("k") else 0}
             if h.get("dts") is not None:
                 header["dts"] = _int(h, "dts")
+            codec = h.get("c", wire.DEFAULT_VIDEO_CODEC)
+            if codec not in wire.VIDEO_CODECS:
+                raise WireError(f"'c' must be one of {', '.join(wire.VIDEO_CODECS)} in a 'v' message, not {codec!r}")
+            if codec != wire.DEFAULT_VIDEO_CODEC:
+                header["c"] = codec
             self._rooms.relay(member, Message(header, message.payload))
         elif t in (wire.AUDIO_START, wire.VIDEO_START):
             if not self._rooms.start_media(member, "a" if t == wire.AUDIO_START else "v"):

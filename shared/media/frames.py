@@ -1,7 +1,8 @@
 """The media vocabulary: what a source produces, a room carries and a writer stores.
 
 Timestamps are integer milliseconds, as TRTC carries them. Audio moves as 48 kHz PCM s16 in 20 ms
-frames; video as packed YUV420p pictures (`PixelFrame`) or H.264 access units (`H264Frame`).
+frames; video as packed YUV420p pictures (`PixelFrame`) or coded access units (`H264Frame`: H.264,
+or H.265 when its `codec` says so; the name stays from when H.264 was all a room carried).
 """
 from __future__ import annotations
 
@@ -10,6 +11,11 @@ from typing import Any, Union
 
 AUDIO_SAMPLE_RATE = 48000
 AUDIO_FRAME_MS = 20
+
+# The codecs an access unit can be in, by FFmpeg's names (what a muxer or decoder is asked for).
+CODEC_H264 = "h264"
+CODEC_HEVC = "hevc"
+VIDEO_CODECS = (CODEC_H264, CODEC_HEVC)
 
 
 @dataclass(slots=True)
@@ -41,12 +47,14 @@ class PixelFrame:
 
 @dataclass(slots=True)
 class H264Frame:
-    """One H.264 access unit in Annex-B; no B-frames; key frames carry SPS and PPS."""
+    """One coded access unit in Annex-B; no B-frames; key frames carry their parameter sets
+    (SPS and PPS; for H.265 also the VPS). `codec` is CODEC_H264 or CODEC_HEVC."""
 
     data: bytes
     pts_ms: int
     key: bool
     dts_ms: int | None = None
+    codec: str = CODEC_H264
 
 
 VideoFrame = Union[PixelFrame, H264Frame]

@@ -108,8 +108,13 @@ def sps_dimensions(sps: bytes) -> tuple[int, int]:
     return width, height
 
 
-def key_frame_dimensions(data: bytes) -> tuple[int, int] | None:
-    """The picture size from the SPS a key frame carries, or None when it carries none."""
+def key_frame_dimensions(data: bytes, codec: str = "h264") -> tuple[int, int] | None:
+    """The picture size from the SPS a key frame carries, or None when it carries none;
+    `codec` is the access unit's (frames.CODEC_H264 or CODEC_HEVC)."""
+    if codec == "hevc":
+        from .hevc import key_frame_dimensions as hevc_dimensions
+
+        return hevc_dimensions(data)
     for unit in split_nals(data):
         if nal_type(unit) == NAL_SPS:
             try:

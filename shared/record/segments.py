@@ -13,12 +13,17 @@ output at top-level box boundaries into `init.mp4` and `NNNNN.m4s` files. So:
 Mode 00 is MP3 (lameenc): each segment is a run of whole frames, after an ID3 timestamp tag for HLS
 (`media_offset` bytes, skipped when the segments are joined into the final MP3).
 
+H.264 goes in an `avc1` track, H.265 in an `hvc1` one (what Apple's players need; FFmpeg's default
+`hev1` is not played there), whose hvcC is made from the parameter sets of the file's first key
+frame. Either way the access units are copied, never re-encoded.
+
 A closed segment is handed to `on_segment(SegmentInfo)` from the thread that feeds the segmenter,
 after the muxer call that closed it returns (never from inside PyAV's write callback).
 """
 from __future__ import annotations
 
 import fractions
+import io
 import re
 import shutil
 import struct
@@ -28,7 +33,7 @@ from typing import BinaryIO, Callable
 
 import av
 
-from shared.media.frames import AUDIO_SAMPLE_RATE
+from shared.media.frames import AUDIO_SAMPLE_RATE, CODEC_H264, CODEC_HEVC, VIDEO_CODECS
 
 from . import mp3
 
@@ -338,6 +343,19 @@ class _BoxSink:
 # --- the segmenter ------------------------------------------------------------------------------------
 
 
+def _hevc_stream(container: av.container.OutputContainer, key_frame: bytes) -> av.video.stream.VideoStream:
+    """An `hvc1` track for copied H.265. PyAV sets a codec tag only through a codec context, so
+    the stream is made from one parsed out of the key frame (VPS/SPS/PPS become its extradata,
+    which the muxer turns into hvcC); the context is never opened: nothing is decoded or encoded."""
+    with av.open(io.BytesIO(key_frame), "r", format="hevc") as probe:
+        template = probe.streams.video[0]
+        if not template.codec_context.extradata:
+            raise ValueError("the first H.265 key frame carries no VPS/SPS/PPS")
+        stream = container.add_stream_from_template(template, opaque=True)
+    stream.codec_tag = "hvc1"
+    return stream
+
+
 @dataclass
 class Segmenter:
     """One recording file of one anchor as segments in `directory` (created if missing).
@@ -346,7 +364,8 @@ class Segmenter:
     PCM at the next sample (Modes 00 and 02), `write_video(data, pts_ms, duration_ms, key)` one
     H.264 access unit (Annex B) at its place in ms from the file's origin (Modes 01 and 02;
     timestamps strictly increasing). `close()` flushes the last segment. `video_size` is None for
-    a Mode 02 file that has no video (audio-only MP4). Segment files are named
+    a Mode 02 file that has no video (audio-only MP4); `video_codec` is the access units' codec, and
+    `key_frame` the file's first key frame (its parameter sets make an HEVC track's hvcC). Segment files are named
     `{name_prefix}{segment_name(...)}` ("anchor001_..._1.00001.m4s"): many files share one folder.
     """
 
@@ -358,6 +377,8 @@ class Segmenter:
     on_segment: Callable[[SegmentInfo], None] | None = None
     segments: list[SegmentInfo] = field(default_factory=list)
     name_prefix: str = ""
+    video_codec: str = CODEC_H264
+    key_frame: bytes = b""
 
     def __post_init__(self) -> None:
         check_segment_duration(self.segment_s)
@@ -367,6 +388,8 @@ class Segmenter:
             raise ValueError("Mode 01 records video: video_size is needed")
         if self.channels not in _LAYOUTS:
             raise ValueError(f"1 or 2 audio channels, not {self.channels}")
+        if self.video_codec not in VIDEO_CODECS:
+            raise ValueError(f"video is {self.video_codec!r}; an MP4 here takes {', '.join(VIDEO_CODECS)}")
         self.directory.mkdir(parents=True, exist_ok=True)
         self.samples = 0  # PCM samples (per channel) written
         self.closed = False
@@ -398,8 +421,11 @@ class Segmenter:
         self._video = None
         self._audio = None
         if self.video_size is not None:
-            self._video = self._container.add_mux_stream("h264", width=self.video_size[0],
-                                                         height=self.video_size[1])
+            if self.video_codec == CODEC_HEVC:
+                self._video = _hevc_stream(self._container, self.key_frame)
+            else:
+                self._video = self._container.add_mux_stream("h264", width=self.video_size[0],
+                                                             height=self.video_size[1])
             self._video.time_base = _MS
         if self.mode == MODE_MP4_AV:
             self._audio = self._container.add_stream("aac", rate=AUDIO_SAMPLE_RATE, layout=_LAYOUTS[self.channels])

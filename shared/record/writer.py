@@ -1,7 +1,7 @@
 """Recording files written as media arrives: one `AnchorRecording` per anchor's stay in the room.
 
-Mode "00" MP3 (LAME through lameenc, from the PCM), "01" MP4 with the room's H.264 copied (never
-re-encoded), "02" MP4 with H.264 copied + AAC from the PCM. Each file is written as segments
+Mode "00" MP3 (LAME through lameenc, from the PCM), "01" MP4 with the room's H.264 or H.265 copied
+(never re-encoded; H.265 as `hvc1`), "02" MP4 with the video copied + AAC from the PCM. Each file is written as segments
 (segments.py: fragmented MP4 or runs of MP3 frames, one every SegmentDuration of media) that the
 recorder uploads as they close, so that a run that dies loses at most the open segment; on its own
 (no `on_open` hook) the writer joins them into one file when it closes.
@@ -11,7 +11,9 @@ record side where timestamps are decided (its docstring says which jumps it abso
 Each file has one origin for audio and video, so they stay in sync; audio gaps (a muted microphone,
 lost packets) are filled with silence so that the file's timeline is the room's (while a microphone
 sends nothing, as time passes, from `tick`). Video starts at a key frame; a new file starts at the
-first key frame past MaxMediaFileDuration, and at a key frame with a new picture size; a segment
+first key frame past MaxMediaFileDuration, and at a key frame with a new picture size or codec
+(an anchor that switches between H.264 and H.265); video in another codec than its file's waits
+for that key frame, never mixed into the file; a segment
 ends at the first key frame past SegmentDuration (one is asked for when it is due).
 
 Memory stays flat: frames go to the segmenter as they come, nothing is held but the one video
@@ -31,7 +33,7 @@ from typing import Callable
 
 import av
 
-from shared.media.frames import AUDIO_SAMPLE_RATE, AudioFrame, H264Frame
+from shared.media.frames import AUDIO_SAMPLE_RATE, CODEC_H264, AudioFrame, H264Frame
 from shared.media.h264 import key_frame_dimensions
 
 from .segments import DEFAULT_SEGMENT_S, SegmentInfo, Segmenter, join, local_segments
@@ -113,7 +115,7 @@ class _Part:
 
     def __init__(self, path: Path, number: int, mode: str, origin_ms: int, start_time: float,
                  channels: int, video_size: tuple[int, int] | None, segment_s: float = DEFAULT_SEGMENT_S,
-                 on_segment: Callable[[SegmentInfo], None] | None = None):
+                 on_segment: Callable[[SegmentInfo], None] | None = None, key_frame: H264Frame | None = None):
         self.path = path
         self.number = number
         self.origin_ms = origin_ms
@@ -127,10 +129,12 @@ class _Part:
         self.last_duration = DEFAULT_FRAME_MS
         self.has_video = video_size is not None
         self.video_size = video_size
+        self.video_codec = key_frame.codec if key_frame is not None else CODEC_H264
         self.audio = AUDIO_CODECS.get(mode)  # the audio codec, None when the file has no audio
         self.local = on_segment is None
         self.seg = Segmenter(path.parent, mode, channels, video_size, segment_s, on_segment,
-                             name_prefix=path.stem + ".")
+                             name_prefix=path.stem + ".", video_codec=self.video_codec,
+                             key_frame=key_frame.data if key_frame is not None else b"")
 
     @property
     def duration_ms(self) -> int:
@@ -398,11 +402,12 @@ class AnchorRecording:
         else:
             self._ask_key_frame()
 
-    def _open_pending(self, video_size: tuple[int, int] | None, at: int | None = None) -> _Part:
+    def _open_pending(self, video_size: tuple[int, int] | None, at: int | None = None,
+                      key_frame: H264Frame | None = None) -> _Part:
         pending, self._pending_audio = self._pending_audio, []
         origin = pending[0][1] if pending else at
         assert origin is not None
-        part = self._open(origin, video_size=video_size, start_time=self._pending_start)
+        part = self._open(origin, video_size=video_size, start_time=self._pending_start, key_frame=key_frame)
         self._pending_start = None
         for frame, frame_at in pending:
             part.place_audio(frame, frame_at - origin)
@@ -410,7 +415,7 @@ class AnchorRecording:
 
     def _video(self, frame: H264Frame, at: int) -> None:
         part = self._part
-        size = key_frame_dimensions(frame.data) if frame.key else None
+        size = key_frame_dimensions(frame.data, frame.codec) if frame.key else None
         if part is None or not part.has_video:
             if size is None:
                 self._ask_key_frame()  # video waits for its first key frame
@@ -419,9 +424,9 @@ class AnchorRecording:
                 # A Mode 02 file that started audio-only: video begins a new file, with both.
                 self._roll(at)
             if self.mode == MODE_MP4_AV and self._pending_audio:
-                part = self._open_pending(video_size=size, at=at)
+                part = self._open_pending(video_size=size, at=at, key_frame=frame)
             else:
-                part = self._open(at, video_size=size)
+                part = self._open(at, video_size=size, key_frame=frame)
             part.write_video(frame, at - part.origin_ms)
             return
         rel = at - part.origin_ms
@@ -429,13 +434,18 @@ class AnchorRecording:
         # A new picture size starts a new file: an MP4 track describes one size, and players differ
         # in what they do with a stream that changes it midway.
         resized = size is not None and size != part.video_size
-        if due or resized:
+        # Likewise a new codec (one track, one sample entry); until its key frame comes, its units
+        # cannot go into this file's track.
+        recoded = frame.codec != part.video_codec
+        if due or resized or recoded:
             if size is not None:
                 self._roll(at)
-                part = self._open(at, video_size=size)
+                part = self._open(at, video_size=size, key_frame=frame)
                 rel = 0
             else:
                 self._ask_key_frame()
+                if recoded:
+                    return
         part.write_video(frame, rel)
         if part.seg.wants_key_frame:  # a segment is due: the next key frame closes it
             self._ask_key_frame()
@@ -443,7 +453,7 @@ class AnchorRecording:
     # --- files ----------------------------------------------------------------------------------
 
     def _open(self, origin_ms: int, video_size: tuple[int, int] | None = None,
-              start_time: float | None = None) -> _Part:
+              start_time: float | None = None, key_frame: H264Frame | None = None) -> _Part:
         self._part_no += 1
         start = self.wall() if start_time is None else start_time
         stamp = time.strftime("%Y%m%d%H%M%S", time.gmtime(start)) + f"{int(start * 1000) % 1000:03d}"
@@ -453,8 +463,8 @@ class AnchorRecording:
         try:
             on_segment = self.on_open(self.user_id, self._part_no, start, path) if self.on_open else None
             self._part = _Part(path, self._part_no, self.mode, origin_ms, start, self.channels, video_size,
-                               self.segment_s, on_segment)
-        except (OSError, av.FFmpegError) as e:
+                               self.segment_s, on_segment, key_frame if video_size is not None else None)
+        except (OSError, av.FFmpegError, ValueError) as e:  # ValueError: a key frame no track is made of
             raise WriteError(path, e) from e
         return self._part
 

@@ -17,6 +17,7 @@ from typing import Any
 
 import av
 
+from shared.media.frames import CODEC_H264, CODEC_HEVC
 from shared.media.pixels import to_av_frame, to_pixel_frame
 
 from . import wire
@@ -101,12 +102,14 @@ class _OpusDecoder:
 
 
 class _H264Encoder:
-    """libx264 for real-time: ultrafast, zerolatency (one access unit out per picture in), no B-frames."""
+    """libx264 (or libx265 for codec "hevc") for real-time: ultrafast, zerolatency (one access unit
+    out per picture in), no B-frames, parameter sets on every key frame."""
 
-    def __init__(self, width: int, height: int, config: VideoEncodeConfig):
+    def __init__(self, width: int, height: int, config: VideoEncodeConfig, codec: str = CODEC_H264):
         self.width, self.height = width, height
+        self.codec = codec
         fps = max(1, int(config.fps or 25))
-        ctx = av.CodecContext.create("libx264", "w")
+        ctx = av.CodecContext.create("libx265" if codec == CODEC_HEVC else "libx264", "w")
         ctx.width, ctx.height = width, height
         ctx.pix_fmt = "yuv420p"
         ctx.time_base = _MS
@@ -115,6 +118,9 @@ class _H264Encoder:
         ctx.max_b_frames = 0
         ctx.bit_rate = config.bitrate_bps or _default_bitrate(width, height)
         ctx.options = {"preset": "ultrafast", "tune": "zerolatency", "bframes": "0", "repeat-headers": "1"}
+        if codec == CODEC_HEVC:
+            ctx.options = {"preset": "ultrafast", "tune": "zerolatency",
+                           "x265-params": "bframes=0:repeat-headers=1:log-level=none"}
         ctx.open()
         self._ctx = ctx
 
@@ -128,7 +134,7 @@ class _H264Encoder:
         for packet in self._ctx.encode(vf):
             pts = int(packet.pts) if packet.pts is not None else frame.pts_ms
             out.append(H264Frame(bytes(packet), pts, bool(packet.is_keyframe),
-                                 int(packet.dts) if packet.dts is not None else pts))
+                                 int(packet.dts) if packet.dts is not None else pts, self.codec))
         return out
 
 
@@ -138,8 +144,9 @@ def _default_bitrate(width: int, height: int) -> int:
 
 
 class _H264Decoder:
-    def __init__(self) -> None:
-        self._ctx = av.CodecContext.create("h264", "r")
+    def __init__(self, codec: str = CODEC_H264) -> None:
+        self.codec = codec
+        self._ctx = av.CodecContext.create(codec, "r")
         self._ctx.flags |= av.codec.context.Flags.low_delay
 
     def decode(self, data: bytes, pts_ms: int) -> list[PixelFrame]:
@@ -152,9 +159,13 @@ class _H264Decoder:
 class LocalRoom(Room):
     """A member of a room on the local room server at host:port."""
 
-    def __init__(self, host: str, port: int):
+    def __init__(self, host: str, port: int, video_codec: str = CODEC_H264):
+        """`video_codec` ("h264", or "hevc": libx265) is what pictures sent as PixelFrame are encoded in."""
         super().__init__()
+        if video_codec not in wire.VIDEO_CODECS:
+            raise ValueError(f"video_codec must be one of {', '.join(wire.VIDEO_CODECS)}, not {video_codec!r}")
         self.host, self.port = host, int(port)
+        self.video_codec = video_codec
         self._sock: socket.socket | None = None
         self._send_lock = threading.Lock()
         self._sock_lock = threading.Lock()
@@ -342,7 +353,8 @@ class LocalRoom(Room):
         with self._send_lock:
             enc = self._video_encoder
             if enc is None or (enc.width, enc.height) != (frame.width, frame.height):
-                enc = self._video_encoder = _H264Encoder(frame.width, frame.height, self._video_config)
+                enc = self._video_encoder = _H264Encoder(frame.width, frame.height, self._video_config,
+                                                         self.video_codec)
                 self._force_key_frame = False  # a new encoder starts with one anyway
             force, self._force_key_frame = self._force_key_frame, False
             for unit in enc.encode(frame, force):
@@ -352,6 +364,8 @@ class LocalRoom(Room):
         header: dict[str, Any] = {"t": wire.VIDEO, "pts": int(unit.pts_ms), "k": 1 if unit.key else 0}
         if unit.dts_ms is not None and unit.dts_ms != unit.pts_ms:
             header["dts"] = int(unit.dts_ms)
+        if unit.codec != wire.DEFAULT_VIDEO_CODEC:
+            header["c"] = unit.codec
         self._send_locked(Message(header, unit.data))
 
     def request_key_frame(self, user_id: str) -> None:
@@ -419,7 +433,8 @@ class LocalRoom(Room):
         if t == wire.AUDIO:
             self._on_audio(h["u"], message.payload, int(h["pts"]))
         elif t == wire.VIDEO:
-            self._on_video(h["u"], message.payload, int(h["pts"]), bool(h.get("k")), h.get("dts"))
+            self._on_video(h["u"], message.payload, int(h["pts"]), bool(h.get("k")), h.get("dts"),
+                           str(h.get("c", wire.DEFAULT_VIDEO_CODEC)))
         elif t == wire.USER_ENTERED:
             self._emit(UserEntered(h["u"]))
         elif t == wire.USER_LEFT:
@@ -453,13 +468,14 @@ class LocalRoom(Room):
         if frame is not None:
             self._emit(RemoteAudio(user_id, frame))
 
-    def _on_video(self, user_id: str, data: bytes, pts_ms: int, key: bool, dts: Any) -> None:
+    def _on_video(self, user_id: str, data: bytes, pts_ms: int, key: bool, dts: Any, codec: str) -> None:
         assert self._params is not None
         if self._params.video_output is VideoFormat.H264:
-            self._emit(RemoteVideo(user_id, H264Frame(data, pts_ms, key, int(dts) if dts is not None else pts_ms)))
+            self._emit(RemoteVideo(user_id, H264Frame(data, pts_ms, key, int(dts) if dts is not None else pts_ms,
+                                                      codec)))
             return
         decoder = self._video_decoders.get(user_id)
-        if decoder is None:
-            decoder = self._video_decoders[user_id] = _H264Decoder()
+        if decoder is None or decoder.codec != codec:
+            decoder = self._video_decoders[user_id] = _H264Decoder(codec)
         for picture in decoder.decode(data, pts_ms):
             self._emit(RemoteVideo(user_id, picture))

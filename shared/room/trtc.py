@@ -10,8 +10,8 @@ share one), so nothing here assumes an order between callbacks of different kind
 TRTCCloudDelegate's 18 pure virtual methods is implemented: one the SDK calls without a Python
 override raises inside the SDK's thread. An exception escaping a callback would reach the SDK's
 native code and end the process, so each callback catches everything; an unexpected one is logged
-once and closes the room with ERR_FAILED. Media that is not what we asked for (a codec, sample rate
-or size we cannot use) is dropped, counted and logged once per anchor, and never costs the others.
+once and closes the room with ERR_FAILED. Remote video is H.264 or H.265, passed on as it came
+(`H264Frame.codec`). Media that is not what we asked for (a codec, sample rate or size we cannot use) is dropped, counted and logged once per anchor, and never costs the others.
 
 Before the first cloud the SDK is told where to log (under CFS_PATH or /tmp: on SCF nothing else is
 writable), to keep off the console, and how much (LITEAV_LOG_LEVEL). The native cloud is destroyed
@@ -35,6 +35,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any, Callable, Mapping, NoReturn
 
+from shared.media.frames import CODEC_H264, CODEC_HEVC
 from shared.runtime import RunLogger, get_logger
 from shared.settings import LITEAV_LOG_LEVELS, TRTC_SCENES, settings
 
@@ -590,7 +591,7 @@ class TRTCRoom(Room):
             v.pts = _u32(frame.pts_ms, "video pts_ms")
             v.dts = _u32(frame.pts_ms if frame.dts_ms is None else frame.dts_ms, "video dts_ms")
             v.is_key_frame = bool(frame.key)
-            v.codec = sdk.VIDEO_CODEC_TYPE_H264
+            v.codec = sdk.VIDEO_CODEC_TYPE_H265 if frame.codec == CODEC_HEVC else sdk.VIDEO_CODEC_TYPE_H264
             rc = int(cloud.SendVideoFrame(sdk.STREAM_TYPE_VIDEO_HIGH, v))
             what = "SendVideoFrame"
         else:
@@ -802,13 +803,22 @@ class TRTCRoom(Room):
         if stream_type != self._sdk.STREAM_TYPE_VIDEO_HIGH or not self._receives_media():
             return
         data = bytes(frame.data)
-        if frame.codec != self._sdk.VIDEO_CODEC_TYPE_H264:
-            self._drop(user_id, "codec", f"video in {_name(frame.codec)}; only H.264 is recorded")
+        codec = self._codec_name(frame.codec)
+        if codec is None:
+            self._drop(user_id, "codec", f"video in {_name(frame.codec)}; only H.264 and H.265 are taken")
         elif not data:
             self._drop(user_id, "size", "an empty video frame")
         else:
             self._deliver_media(user_id, RemoteVideo(user_id, H264Frame(
-                data, int(frame.pts), bool(frame.is_key_frame), int(frame.dts))))
+                data, int(frame.pts), bool(frame.is_key_frame), int(frame.dts), codec)))
+
+    def _codec_name(self, sdk_codec: Any) -> str | None:
+        """frames.CODEC_* for a liteav VIDEO_CODEC_TYPE_*, None for one we do not take."""
+        if sdk_codec == self._sdk.VIDEO_CODEC_TYPE_H264:
+            return CODEC_H264
+        if sdk_codec == getattr(self._sdk, "VIDEO_CODEC_TYPE_H265", None):
+            return CODEC_HEVC
+        return None
 
     def _on_remote_pixels(self, user_id: str, stream_type: Any, frame: Any) -> None:
         if stream_type != self._sdk.STREAM_TYPE_VIDEO_HIGH or not self._receives_media():

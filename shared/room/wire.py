@@ -14,6 +14,8 @@ Message types (`t`):
     client -> server: enter, astart, vstart, a, v, kf (ask `u` for a key frame), exit
     server -> client: entered, error, ue (user entered), ul (user left, `r` reason), aa / va
         (audio / video available, `on`), a / v (media from `u`), kfr (key frame requested), closed
+A "v" header has `pts`, `k` (key frame), `dts` when it differs, and `c` ("hevc") for H.265: absent,
+the unit is H.264.
 """
 from __future__ import annotations
 
@@ -42,6 +44,10 @@ USER_LEFT = "ul"
 AUDIO_AVAILABLE = "aa"
 VIDEO_AVAILABLE = "va"
 CLOSED = "closed"
+
+# The "c" of a video message: the access unit's codec (frames.CODEC_*); absent means this one.
+DEFAULT_VIDEO_CODEC = "h264"
+VIDEO_CODECS = ("h264", "hevc")
 
 
 class WireError(ValueError):

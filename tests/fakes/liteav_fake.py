@@ -615,7 +615,7 @@ class FakeCloud:
             unit.pts = event.frame.pts_ms
             unit.dts = event.frame.pts_ms if event.frame.dts_ms is None else event.frame.dts_ms
             unit.is_key_frame = event.frame.key
-            unit.codec = liteav.VIDEO_CODEC_TYPE_H264
+            unit.codec = liteav.VIDEO_CODEC_TYPE_H265 if event.frame.codec == "hevc" else liteav.VIDEO_CODEC_TYPE_H264
             self._call("OnRemoteVideoFrameReceived", event.user_id, _HIGH, unit)
             _reuse(unit)
         else:

@@ -10,7 +10,7 @@ import sys
 import threading
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +37,32 @@ _room_ids = itertools.count(810001)
 def video_units() -> list[H264Frame]:
     """10 s of 160x120 H.264 at 25 fps, one key frame a second (enough for every test here)."""
     return h264_units(10 * FPS)
+
+
+def hevc_units(count: int, width: int = 160, height: int = 120, fps: int = 25, gop: int = 25) -> list[H264Frame]:
+    """`count` H.265 access units (libx265, no B-frames, VPS/SPS/PPS on key frames), codec "hevc"."""
+    import fractions
+
+    import av
+
+    ctx = av.CodecContext.create("libx265", "w")
+    ctx.width, ctx.height, ctx.pix_fmt = width, height, "yuv420p"
+    ctx.time_base = fractions.Fraction(1, 1000)
+    ctx.framerate = fractions.Fraction(fps, 1)
+    ctx.options = {"preset": "ultrafast", "tune": "zerolatency",
+                   "x265-params": f"bframes=0:keyint={gop}:min-keyint={gop}:repeat-headers=1:log-level=none"}
+    units: list[H264Frame] = []
+    packets = []
+    for i in range(count):
+        frame = av.VideoFrame(width, height, "yuv420p")
+        for plane, value in zip(frame.planes, (16 + (i * 7) % 200, 128, 128)):
+            plane.update(bytes([value]) * plane.buffer_size)
+        frame.pts, frame.time_base = i * 1000 // fps, fractions.Fraction(1, 1000)
+        packets += ctx.encode(frame)
+    packets += ctx.encode(None)
+    for packet in packets:
+        units.append(H264Frame(bytes(packet), int(packet.pts), bool(packet.is_keyframe), int(packet.dts), "hevc"))
+    return units
 
 
 # --- anchors -------------------------------------------------------------------------------------
@@ -73,7 +99,8 @@ class Anchor:
                     self.sent_audio += 1
                 while units is not None and v < len(units) and units[v].pts_ms <= i * 20:
                     u = units[v]
-                    self.room.send_video(H264Frame(u.data, u.pts_ms + pts_base, u.key, u.pts_ms + pts_base))
+                    # replace(): the unit keeps its codec (H.264 or H.265)
+                    self.room.send_video(replace(u, pts_ms=u.pts_ms + pts_base, dts_ms=u.pts_ms + pts_base))
                     self.sent_video += 1
                     v += 1
                 delay = start + t + 0.02 - time.monotonic()

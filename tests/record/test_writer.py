@@ -158,3 +158,21 @@ def test_file_names_never_come_from_the_user_id(tmp_path):
     assert AnchorRecording("x", "00", run_dir, label="anchor007").label == "anchor007"
     with pytest.raises(ValueError, match="file label"):
         AnchorRecording("x", "00", run_dir, label="../x")
+
+
+def test_an_anchor_switching_from_h264_to_h265_gets_a_new_file_at_the_h265_key_frame(tmp_path):
+    from .conftest import h264_units, hevc_units
+
+    h264, hevc = h264_units(50), hevc_units(50, width=176, height=144)
+    rec = AnchorRecording("alice", "01", tmp_path)
+    for u in h264:
+        rec.add_video(u)
+    # H.265 arriving mid-GOP (no key frame yet) must not go into the H.264 file
+    for u in hevc[1:25] + hevc:
+        rec.add_video(type(u)(u.data, u.pts_ms + 2000, u.key, u.pts_ms + 2000, u.codec))
+    files = rec.close()
+    assert [f.path.suffix for f in files] == [".mp4", ".mp4"]
+    first, second = probe(files[0].path), probe(files[1].path)
+    assert first.codecs == ["h264"] and first.video_frames == 50
+    assert second.codecs == ["hevc"] and second.video_frames == 50
+    assert [(s["width"], s["height"]) for s in second.streams] == [(176, 144)]

@@ -314,3 +314,34 @@ def test_room_without_an_anchor_is_dismissed_after_the_idle_time(backend, make_r
     finally:
         for room in rooms:
             room.exit()
+
+
+def test_an_anchor_publishing_h265_reaches_members_as_hevc(join, room_service, room_id):
+    """A local anchor asked for H.265 (libx265) publishes it; members get the units marked hevc,
+    or decoded pictures when they asked for YUV."""
+    import av
+
+    from shared.room.local import LocalRoom
+
+    rid = room_id()
+    units_to = join("b", rid, role=Role.AUDIENCE)
+    pictures_to = join("c", rid, role=Role.AUDIENCE, video_output=VideoFormat.YUV420P)
+    host, _, port = room_service.address.rpartition(":")
+    a = LocalRoom(host, int(port), video_codec="hevc")
+    try:
+        a.enter(EnterParams(room_service.sdk_app_id, RoomRef(rid), "a", room_service.usersig("a"), timeout=WAIT_S))
+        a.start_video(VideoEncodeConfig(fps=25))
+        wait_for(units_to, lambda e: e == VideoAvailable("a", True))
+        for i in range(10):
+            a.send_video(media.grey(160, 120, 200, i * 40))
+        _, units = _media_from(units_to, "a", audio=0, video=10)
+        _, pictures = _media_from(pictures_to, "a", audio=0, video=10)
+    finally:
+        a.exit()
+    assert all(isinstance(f, H264Frame) and f.codec == "hevc" for f in units)
+    assert units[0].key
+    decoder = av.CodecContext.create("hevc", "r")
+    decoded = [f for u in units for f in decoder.decode(av.Packet(u.data))]
+    assert decoded and (decoded[0].width, decoded[0].height) == (160, 120)
+    assert all(isinstance(f, PixelFrame) and (f.width, f.height) == (160, 120) for f in pictures)
+    assert abs(media.mean_luma(pictures[-1]) - 200) < 10

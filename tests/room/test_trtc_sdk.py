@@ -154,11 +154,22 @@ def _audio(rate: int = 48000, channels: int = 1, size: int = 1920, pts: int = 0)
     return f
 
 
-def _h265(pts: int = 0) -> Any:
+def _h265(pts: int = 0, data: bytes = b"\x00\x00\x00\x01\x40\x01\x0c") -> Any:
     f = liteav.VideoFrame()
-    f.SetData(b"\x00\x00\x00\x01\x40\x01\x0c")
-    f.codec, f.pts, f.is_key_frame = liteav.VIDEO_CODEC_TYPE_H265, pts, True
+    f.SetData(data)
+    f.codec, f.pts, f.dts, f.is_key_frame = liteav.VIDEO_CODEC_TYPE_H265, pts, pts, True
     return f
+
+
+def test_h265_from_the_sdk_is_passed_on_as_hevc(trtc):
+    room, sdk = trtc("recorder", next(_rooms))
+    high = liteav.STREAM_TYPE_VIDEO_HIGH
+    sdk.fake_clouds[0].fake_deliver("OnRemoteVideoFrameReceived", "bob", high, _h265(40))
+    event, _ = wait_for(room, lambda e: isinstance(e, RemoteVideo))
+    frame = event.frame
+    assert (event.user_id, frame.codec, frame.pts_ms, frame.key) == ("bob", "hevc", 40, True)
+    assert frame.data == b"\x00\x00\x00\x01\x40\x01\x0c"
+    assert room.dropped_frames == {}
 
 
 def test_frames_we_cannot_use_are_counted_and_logged_once_per_anchor(trtc, log_lines):
@@ -167,20 +178,21 @@ def test_frames_we_cannot_use_are_counted_and_logged_once_per_anchor(trtc, log_l
     cloud = sdk.fake_clouds[0]
     high = liteav.STREAM_TYPE_VIDEO_HIGH
     for user, callback, args in (
-        ("bob", "OnRemoteVideoFrameReceived", (high, _h265(0))),
-        ("bob", "OnRemoteVideoFrameReceived", (high, _h265(40))),
+        ("bob", "OnRemoteVideoFrameReceived", (high, _h265(0, data=b""))),
+        ("bob", "OnRemoteVideoFrameReceived", (high, _h265(40, data=b""))),
         ("bob", "OnRemoteAudioReceived", (_audio(rate=44100),)),
         ("bob", "OnRemoteAudioReceived", (_audio(size=7),)),
-        ("carol", "OnRemoteVideoFrameReceived", (high, _h265(0))),
+        ("carol", "OnRemoteVideoFrameReceived", (high, _h265(0, data=b""))),
         ("carol", "OnRemoteAudioReceived", (_audio(pts=20),)),
     ):
         cloud.fake_deliver(callback, user, *args)
     cloud.fake_deliver("OnRemoteMixedAudioReceived", _audio())
-    assert room.dropped_frames == {("bob", "codec"): 2, ("bob", "sample_rate"): 1, ("bob", "size"): 1,
-                                   ("carol", "codec"): 1, ("", "mixed_audio"): 1}
+    # (Every codec liteav names, H.264 and H.265, is taken: an empty frame stands for the video dropped.)
+    assert room.dropped_frames == {("bob", "size"): 3, ("bob", "sample_rate"): 1,
+                                   ("carol", "size"): 1, ("", "mixed_audio"): 1}
     dropped = [(w["anchor"], w["problem"]) for w in lines.warnings() if w["msg"].startswith("dropped a frame")]
     assert sorted(dropped) == sorted(room.dropped_frames)  # one line each, the repeat only counted
-    assert any("VIDEO_CODEC_TYPE_H265" in w.get("detail", "") for w in lines.warnings())
+    assert any("an empty video frame" in w.get("detail", "") for w in lines.warnings())
     # The anchor with good audio is unaffected, and the room stays open.
     event, _ = wait_for(room, lambda e: isinstance(e, RemoteAudio))
     assert (event.user_id, event.frame.pts_ms, len(event.frame.data)) == ("carol", 20, 1920)
