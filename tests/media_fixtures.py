@@ -18,6 +18,7 @@ import socket
 import struct
 import threading
 import time
+import urllib.parse
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
@@ -167,11 +168,13 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         self.do_GET(head=True)
 
     def do_GET(self, head: bool = False) -> None:
-        path = self.path.split("?", 1)[0]
+        path, _, query = self.path.partition("?")
         root: Path = self.server.root
         with self.server.lock:
             self.server.requests.append((path, self.headers.get("Range")))
         try:
+            if path == "/redirect":
+                return self._redirect(urllib.parse.parse_qs(query).get("to", ["/"])[0])
             if path.startswith("/stall/"):
                 return self._stall()
             if path.startswith("/stallbody/"):
@@ -187,6 +190,12 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             return self._file(root / path.lstrip("/"), head)
         except (BrokenPipeError, ConnectionResetError):
             pass
+
+    def _redirect(self, location: str) -> None:
+        self.send_response(302)
+        self.send_header("Location", location)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
 
     def _not_found(self) -> None:
         body = b"not found\n"
@@ -335,12 +344,17 @@ class MediaHTTPServer:
     Routes: /NAME (a file; 404 when missing), /stall/ANY (never answers), /stallbody/NAME (a third
     of the body, then nothing), /drop/NAME (the first request is cut after a third of the body and
     the connection closed; later ones, with Range, are served), /live/DIR.m3u8 (a growing live playlist over DIR's HLS VOD; the
-    segments at /live/DIR/seg_N.ts), /flvlive/NAME (an FLV streamed without a length).
+    segments at /live/DIR/seg_N.ts), /flvlive/NAME (an FLV streamed without a length),
+    /redirect?to=URL (a 302 to URL).
+
+    `host` may be any loopback address (127.0.0.2 serves as "another host" in egress tests), and
+    `port` a given one (the same port on two addresses).
     """
 
-    def __init__(self, root: str | os.PathLike, live_speed: float = 1.0):
+    def __init__(self, root: str | os.PathLike, live_speed: float = 1.0, host: str = "127.0.0.1", port: int = 0):
         self.root = Path(root)
-        self._http = HttpServer(_Handler, name="media-http", poll_interval=0.1, server_class=_Server)
+        self.host = host
+        self._http = HttpServer(_Handler, host, port, name="media-http", poll_interval=0.1, server_class=_Server)
         self._httpd: _Server = self._http.server  # type: ignore[assignment]
         self._httpd.root = self.root
         self._httpd.stopping = threading.Event()
@@ -356,8 +370,13 @@ class MediaHTTPServer:
         with self._httpd.lock:
             return [r for p, r in self._httpd.requests if p == "/" + path.lstrip("/")]
 
+    def all_requests(self) -> list[str]:
+        """The path of every request this server has had."""
+        with self._httpd.lock:
+            return [p for p, _ in self._httpd.requests]
+
     def url(self, path: str) -> str:
-        return f"http://127.0.0.1:{self.port}/{path.lstrip('/')}"
+        return f"http://{self.host}:{self.port}/{path.lstrip('/')}"
 
     def start(self) -> "MediaHTTPServer":
         self._http.start()
@@ -449,6 +468,7 @@ class RtmpServer:
         self.url = f"rtmp://127.0.0.1:{self.port}/{self.stream}"
         self.sent = 0
         self.played: list[str] = []
+        self.tc_urls: list[str] = []  # the tcUrl of each connect command
         self._tags = flv_tags(Path(self.flv).read_bytes())
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True, name="rtmp-server")
@@ -540,6 +560,10 @@ class RtmpServer:
                 continue
             name, txn = _amf_head(payload[1:] if kind == 17 else payload)
             if name == "connect":
+                at = payload.find(b"\x00\x05tcUrl\x02")
+                if at >= 0:
+                    n = int.from_bytes(payload[at + 8:at + 10], "big")
+                    self.tc_urls.append(payload[at + 10:at + 10 + n].decode())
                 self._send(conn, 2, 5, struct.pack(">I", 2_500_000))  # window ack size
                 self._send(conn, 2, 6, struct.pack(">IB", 2_500_000, 2))  # peer bandwidth
                 self._send(conn, 2, 1, struct.pack(">I", 60000))  # our chunk size
