@@ -31,8 +31,7 @@ from emulator.cloudapi import CloudApi
 from emulator.console import Console
 from emulator.cos import CosService
 from emulator.redis import RedisServer
-from emulator.scf import FunctionConfig, Gateway, Scf
-from emulator.scf import register as register_scf
+from emulator.scf import FunctionConfig, Gateway, Scf, register as register_scf
 from emulator.scf.timers import Timers, read_timer_triggers
 from emulator.trtc import DEFAULT_SDK_APP_ID, DEFAULT_SDK_SECRET_KEY, RoomService
 
@@ -149,14 +148,13 @@ class LocalCloud:
     def stop(self) -> None:
         """Stop every part, the running functions first (SIGTERM, then a kill after the grace time)."""
         (self.state_dir / INFO_FILE).unlink(missing_ok=True)
-        for step in (lambda: self.console and self.console.stop(),
-                     lambda: self.timers and self.timers.stop(),
-                     lambda: self.gateway and self.gateway.stop(),
-                     lambda: self.scf and self.scf.shutdown(self.config.shutdown_grace_s),
-                     lambda: self.rooms and self.rooms.stop(),
-                     lambda: self.cloud_api and self.cloud_api.stop(),
-                     lambda: self.cos and self.cos.stop(),
-                     lambda: self.redis and self.redis.stop()):
+        grace = self.config.shutdown_grace_s
+        parts: list[Any] = [self.console, self.timers, self.gateway, self.scf, self.rooms, self.cloud_api, self.cos,
+                            self.redis]
+        for part in parts:
+            if part is None:
+                continue
+            step = (lambda p=part: p.shutdown(grace)) if part is self.scf else part.stop
             try:
                 step()
             except Exception:  # one part failing to stop must not leave the others running

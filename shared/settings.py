@@ -67,10 +67,16 @@ class Settings(BaseModel):
     cos_endpoint: Optional[str] = None
     cos_multipart_threshold: int = 20 * MB
     cos_part_size: int = 8 * MB
+    # record_stream's recovery: where each run keeps its state, and where the timer asks SCF
+    record_state_bucket: Optional[str] = None
+    record_state_region: Optional[str] = None
+    record_state_prefix: str = ".recording/"
+    scf_api_endpoint: Optional[str] = None
     # the execution role's temporary keys (SCF sets them)
     tencentcloud_secretid: Optional[str] = None
     tencentcloud_secretkey: Optional[str] = None
     tencentcloud_sessiontoken: Optional[str] = None
+    tencentcloud_region: Optional[str] = None  # the function's region (SCF sets it)
     # the image's entry
     entry_function: Optional[str] = None
     entry_listen: str = "0.0.0.0:9000"

@@ -414,8 +414,7 @@ class _ImageInstance:
 def bench_image_start(rooms: Any, work: Path) -> list[tuple[str, str, str, str]]:
     """Process start -> listening -> first frame, for the image's entry server (cold), then warm;
     the best of RUNS fresh instances (the machine is shared)."""
-    from deploy.image import build as image_build
-    from deploy.image import server as entry_server
+    from deploy.image import build as image_build, server as entry_server
     context = image_build.write_context(work / "image", cache=ROOT / "build" / ".cache")
     app = Path(context.directory) / "app"
     subprocess.run([sys.executable, *image_build.COMPILE_ARGS, str(app)], check=True, stdout=subprocess.DEVNULL)

@@ -42,7 +42,7 @@ sys.path.insert(0, str(ROOT))
 
 import av  # noqa: E402
 
-from emulator.media import h264_units, pcm_20ms  # noqa: E402
+from emulator.media import pcm_20ms  # noqa: E402
 from shared.media.pixels import to_av_frame  # noqa: E402
 from shared.room import AUDIO_SAMPLE_RATE, AudioFrame, H264Frame, PixelFrame  # noqa: E402
 
@@ -153,7 +153,7 @@ def ffmpeg_cpu(mode: str, units, tone, seconds: int, workdir: Path) -> float:
             for i in range(seconds * 50):
                 f.write(tone[i % 50])
         with open(h264, "wb") as f:
-            for kind, frame in stream(units, tone, seconds, audio=False, video=True):
+            for _kind, frame in stream(units, tone, seconds, audio=False, video=True):
                 f.write(frame.data)
     audio_in = ["-f", "s16le", "-ar", str(AUDIO_SAMPLE_RATE), "-ac", "1", "-i", str(pcm)]
     video_in = ["-f", "h264", "-framerate", str(FPS), "-i", str(h264)]
@@ -303,14 +303,14 @@ class _Capture:
 
 def bench_latency(runs: int = 3) -> list[str]:
     capture = _Capture()  # before any logger is made, so the JSON lines stay off the terminal
+    from tencentcloud.trtc.v20190722 import models
+
     from emulator.callbacks import CallbackReceiver
     from emulator.cos import CosService
     from emulator.trtc import RoomService
+    from functions.record_stream.index import main_handler
     from shared.room import EnterParams, Role, RoomRef, VideoFormat
     from shared.room.local import LocalRoom
-    from tencentcloud.trtc.v20190722 import models
-
-    from functions.record_stream.index import main_handler
 
     units, tone = make_units(4), tone_second()
     lat: list[float] = []
@@ -330,7 +330,8 @@ def bench_latency(runs: int = 3) -> list[str]:
                       "CosConfig": {"SecretId": cos.secret_id, "SecretKey": cos.secret_key, "Region": cos.region,
                                     "Bucket": cos.bucket, "Path": "/bench"}}
             result: dict = {}
-            t = threading.Thread(target=lambda: result.update(main_handler(params, {"request_id": f"bench-{n}"})))
+            t = threading.Thread(target=lambda result=result, params=params, n=n:  # bound: a thread per run
+                                 result.update(main_handler(params, {"request_id": f"bench-{n}"})))
             t.start()
             while "recorder" not in rooms.rooms.user_ids(rooms.sdk_app_id, room_id):
                 time.sleep(0.01)
@@ -405,13 +406,13 @@ def _opus_second() -> list[bytes]:
 
 
 def bench_room(anchors: int, seconds: int, segment_s: int) -> list[str]:
+    from tencentcloud.trtc.v20190722 import models
+
     from emulator.cos import CosService
     from emulator.trtc import RoomService
     from shared.record.storage import parse_cos_url
-    from shared.room import EnterParams, Role, RoomRef, VideoFormat
-    from shared.room import wire
+    from shared.room import EnterParams, Role, RoomRef, VideoFormat, wire
     from shared.room.local import LocalRoom
-    from tencentcloud.trtc.v20190722 import models
 
     units = make_units(ROOM_LOOP_S, ROOM_W, ROOM_H, ROOM_BITRATE)
     opus = _opus_second()

@@ -98,6 +98,14 @@ def _link_tree(src: Path, dest: Path) -> None:
     shutil.copytree(src, dest, copy_function=link, ignore=shutil.ignore_patterns(".complete", "__pycache__"))
 
 
+def fetch_wheels(cache: Path, requirements: Path = package.REPO_ROOT / "requirements.txt") -> Path:
+    """The image's wheels installed into `cache` (reused while nothing changed): what write_context
+    needs from PyPI, fetched ahead (`./dev test` does, before the tests run without a network)."""
+    python, _ = base_of(base_image(DOCKERFILE))
+    cache.mkdir(parents=True, exist_ok=True)
+    return package.install_dependencies(requirements, python, cache.resolve())
+
+
 def write_context(out: Path, cache: Path | None = None, requirements: Path = package.REPO_ROOT / "requirements.txt",
                   dockerfile: Path | None = None) -> ImageContext:
     """The build context in `out` (replaced), checked against the Dockerfile's base."""

@@ -13,9 +13,9 @@ except ImportError:  # running from the repository without its root on sys.path
 
 from shared.contracts.record import RecordParams  # noqa: E402
 from shared.gateway import handle  # noqa: E402
-from shared.room import backend_from_env  # noqa: E402
 from shared.record.recorder import record  # noqa: E402
 from shared.record.recovery import is_timer_event, on_timer  # noqa: E402
+from shared.room import backend_from_env  # noqa: E402
 
 
 def main_handler(event, context):

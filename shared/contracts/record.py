@@ -14,23 +14,23 @@ from typing import Annotated, Any, Literal, Optional
 from pydantic import Field, SecretStr, ValidationInfo, WithJsonSchema, field_validator
 
 from shared.egress import DestinationRefused, validate_callback_url
-from shared.record.segments import DEFAULT_SEGMENT_S, MAX_SEGMENT_S, MIN_SEGMENT_S
+from shared.record.segments import (
+    DEFAULT_SEGMENT_S,
+    MAX_SEGMENT_S,
+    MIN_SEGMENT_S,
+    MODE_MP3,
+)
 from shared.record.storage import path_problem
 from shared.record.uploader import OUTPUT_FORMAT_RULE, OUTPUT_FORMATS, TRTC_OUTPUT_FORMATS, output_format
 from shared.room.base import MAX_ROOM_ID, RoomRef
 from shared.runtime import redact_value
 
-from .fields import STR_ROOM_ID as _STR_ROOM_ID
-from .fields import USER_ID as _USER_ID
-from .fields import Params, check_url, without_url
+from .fields import STR_ROOM_ID as _STR_ROOM_ID, USER_ID as _USER_ID, Params, check_url, without_url
 
 # COS bucket names are "<name>-<appid>", lower-case letters, digits and hyphens.
 _BUCKET = re.compile(r"^[a-z0-9][a-z0-9\-]{0,62}$")
 _REGION = re.compile(r"^[a-z0-9\-]{1,40}$")
 
-MODE_MP3 = "00"
-MODE_MP4_VIDEO = "01"
-MODE_MP4_AV = "02"
 
 # OutputFormat is read by uploader.output_format (names or TRTC's numbers); the schema says both.
 OutputFormatField = Annotated[str, WithJsonSchema({"anyOf": [
@@ -222,7 +222,9 @@ class RecordParams(Params):
     @property
     def room(self) -> RoomRef:
         """The integer room when RoomId is given (it wins), else the string room."""
-        return RoomRef(self.RoomId if self.RoomId is not None else self.StrRoomId)
+        room = self.RoomId if self.RoomId is not None else self.StrRoomId
+        assert room is not None  # the model's validator requires one of the two
+        return RoomRef(room)
 
     def records(self, user_id: str) -> bool:
         """Whether an anchor is recorded: everyone but the recorder, filtered by the two lists."""

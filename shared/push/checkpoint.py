@@ -38,16 +38,16 @@ import socket
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping, Optional
+from typing import Any, Callable, Mapping, Optional, cast
 
 import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from shared import egress
-from shared.settings import settings
 from shared.room.base import RoomRef
 from shared.runtime import RunLogger
+from shared.settings import settings
 
 KEY_PREFIX = "trtc-push"
 TTL_ENV = "CHECKPOINT_TTL_SECONDS"
@@ -191,13 +191,10 @@ class Checkpoint:
         self._lock = threading.Lock()
         self._position = 0.0
         self._duration: Optional[float] = None
-        self._dirty = False
         self._fenced = threading.Event()
         self._stopping = threading.Event()
         self._thread: Optional[threading.Thread] = None
         self._reachable = True
-        self.writes = 0
-        self.failures = 0
         self.on_fenced: Optional[Callable[[], None]] = None
 
     # --- setup ---------------------------------------------------------------------------------
@@ -263,7 +260,8 @@ class Checkpoint:
             h = self.client.hgetall(self.key)
         except redis.RedisError as e:
             raise CheckpointUnavailable(f"{self.where} failed to read {self.key}: {e}") from None
-        return Record.from_hash(h) if h else None
+        # decode_responses=True: the hash is str -> str (redis-py's stubs say bytes | str).
+        return Record.from_hash(cast("dict[str, str]", h)) if h else None
 
     def start(self, position: float, duration: Optional[float]) -> None:
         """Claim the record for this push (fencing any older one) and start the background writer."""
@@ -271,7 +269,6 @@ class Checkpoint:
             self._position, self._duration = position, duration
         try:
             self._claim(keys=[self.key], args=[self.request_id, self.ttl_s, *self._fields("running", "")])
-            self.writes += 1
         except redis.RedisError as e:
             raise CheckpointUnavailable(f"{self.where} failed to write {self.key}: {e}") from None
         self._thread = threading.Thread(target=self._run, name="checkpoint-writer", daemon=True)
@@ -283,7 +280,6 @@ class Checkpoint:
         """Cheap: remember the position; the writer thread sends it."""
         with self._lock:
             self._position = position
-            self._dirty = True
 
     @property
     def fenced(self) -> bool:
@@ -312,7 +308,6 @@ class Checkpoint:
         """One compare-and-set. True written; False fenced; raises redis errors."""
         ok = self._save(keys=[self.key], args=[self.request_id, self.ttl_s, *self._fields(status, reason)])
         if int(ok) == 1:
-            self.writes += 1
             return True
         if not self._fenced.is_set():
             self._fenced.set()
@@ -334,7 +329,6 @@ class Checkpoint:
                     self.log.info("checkpoint: redis is back; progress written", key=self.key,
                                   position=round(self._position, 3))
             except (redis.RedisError, OSError) as e:
-                self.failures += 1
                 if self._reachable:
                     self._reachable = False
                     self.log.warning("checkpoint: redis unreachable; still pushing, retrying every tick",
@@ -398,7 +392,6 @@ class PlaylistCheckpoint(Checkpoint):
         """The list now plays `item` (of pass `loop`) from `position`; written with the next tick."""
         with self._lock:
             self._item, self._loop, self._position, self._duration = item, loop, position, duration
-            self._dirty = True
 
     def _more_fields(self) -> list[Any]:
         with self._lock:

@@ -19,26 +19,48 @@ import time
 from dataclasses import dataclass, field, replace
 from typing import Any, Mapping, Optional
 
-from shared.settings import settings
+from shared.contracts.push import PushParams
+from shared.gateway import UserError
+from shared.media.frames import AUDIO_FRAME_MS, AUDIO_SAMPLE_RATE
+from shared.media.pacing import Pacer
+from shared.media.source import AudioPlan, MediaSource, PassEnd, SourceError, VideoLimits, VideoPlan, safe_url
 from shared.push.checkpoint import Checkpoint, CheckpointUnavailable, PlaylistCheckpoint, Record
 from shared.push.control import (
-    STATUS_PAUSED, STATUS_PLAYING, Command, ControlInbox, ControlUnavailable, PushState,
+    STATUS_PAUSED,
+    STATUS_PLAYING,
+    Command,
+    ControlInbox,
+    ControlUnavailable,
+    PushState,
 )
 from shared.push.reader import END_OF_SOURCE, NOTHING_YET, close_quietly
 from shared.push.segment import (
-    ENCODE, PASSTHROUGH, TRANSCODE, Opening, RoomInput, Segment, make_segment, open_fitting,
+    PASSTHROUGH,
+    TRANSCODE,
+    Opening,
+    RoomInput,
+    Segment,
+    make_segment,
+    open_fitting,
 )
 from shared.push.start import Start, decide_start
-from shared.contracts.push import PushParams
-from shared.gateway import UserError
-from shared.media.pacing import Pacer
-from shared.media.frames import AUDIO_FRAME_MS, AUDIO_SAMPLE_RATE
-from shared.media.source import AudioPlan, MediaSource, PassEnd, SourceError, VideoLimits, VideoPlan, safe_url
 from shared.room import (
-    AudioFrame, BitrateRequested, EnterParams, H264Frame, KeyFrameRequested, Role, Room,
-    RoomClosed, RoomConfigError, RoomError, VideoEncodeConfig, VideoFormat, open_room,
+    AudioFrame,
+    BitrateRequested,
+    EnterParams,
+    H264Frame,
+    KeyFrameRequested,
+    Role,
+    Room,
+    RoomClosed,
+    RoomConfigError,
+    RoomError,
+    VideoEncodeConfig,
+    VideoFormat,
+    open_room,
 )
 from shared.runtime import Invocation, RunLogger, StopSignal, redact_value
+from shared.settings import settings
 
 PACING_SPEED_ENV = "PACING_SPEED"
 PROGRESS_EVERY_S = 5.0

@@ -244,5 +244,8 @@ def _discard(segment: Segment) -> None:
     segment.release()
     if segment.checkpoint is not None:
         cp = segment.checkpoint
-        threading.Thread(target=lambda: (cp.finish("stopped", "switch_abandoned", budget_s=1.0), cp.close()),
-                         daemon=True).start()
+        def finish_abandoned() -> None:
+            cp.finish("stopped", "switch_abandoned", budget_s=1.0)
+            cp.close()
+
+        threading.Thread(target=finish_abandoned, daemon=True).start()

@@ -16,7 +16,6 @@ the seed's result shape, which is returned and POSTed to Callback.
 """
 from __future__ import annotations
 
-import os
 import shutil
 import time
 import uuid
@@ -32,10 +31,22 @@ from shared.record.storage import CosBucket, UploadError, object_key
 from shared.record.uploader import FileOutput, OutputKeys, SegmentUploader
 from shared.record.writer import AnchorRecording, RecordedFile, WriteError
 from shared.room import (
-    AudioAvailable, EnterParams, H264Frame, RemoteAudio, RemoteVideo, Role, Room, RoomClosed,
-    RoomError, UserEntered, UserLeft, VideoFormat, open_room,
+    AudioAvailable,
+    EnterParams,
+    H264Frame,
+    RemoteAudio,
+    RemoteVideo,
+    Role,
+    Room,
+    RoomClosed,
+    RoomError,
+    UserEntered,
+    UserLeft,
+    VideoFormat,
+    open_room,
 )
 from shared.runtime import Invocation, RetryPolicy, RunLogger, StopSignal
+from shared.settings import settings
 
 CFS_PATH_ENV = "CFS_PATH"
 MIN_FREE_ENV = "RECORD_MIN_FREE_MB"
@@ -75,8 +86,7 @@ _STOP_MESSAGES = {
 
 def record_directory(request_id: str, env: dict[str, str] | None = None) -> Path:
     """This run's own folder: under CFS_PATH when set (a mounted CFS), else /tmp."""
-    env = dict(os.environ) if env is None else env
-    base = Path((env.get(CFS_PATH_ENV) or "").strip() or "/tmp")
+    base = settings(env).cfs_path or Path("/tmp")
     safe = "".join(c if c.isalnum() or c in "-_" else "-" for c in request_id)[:64] or "run"
     return base / f"record_{safe}"
 
@@ -86,12 +96,7 @@ def min_free_bytes() -> int:
 
     Read at every check, so an operator (or a test) can change it while a recording runs.
     """
-    raw = (os.environ.get(MIN_FREE_ENV) or "").strip()
-    try:
-        mb = float(raw) if raw else DEFAULT_MIN_FREE_MB
-    except ValueError:
-        mb = DEFAULT_MIN_FREE_MB
-    return int(max(0.0, mb) * 1024 * 1024)
+    return settings().min_free_bytes
 
 
 def free_bytes(directory: Path) -> int:

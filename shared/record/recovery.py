@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from shared.runtime import RunLogger, get_logger
+from shared.settings import settings
 
 from .segments import local_segments
 from .storage import AlreadyExists, CosBucket, UploadError, resolve_credentials
@@ -410,12 +411,12 @@ def sweep(store: ManifestStore, *, now: float | None = None, is_running: Callabl
 def store_from_env(log: RunLogger | None = None, default_region: str = "") -> ManifestStore | None:
     """The state store RECORD_STATE_BUCKET names, with the execution role's credentials (the ones
     recovery has); None when it is not set (recovery off). UploadError when the role has none."""
-    bucket = (os.environ.get(STATE_BUCKET_ENV) or "").strip()
+    s = settings()
+    bucket = s.record_state_bucket
     if not bucket:
         return None
-    region = ((os.environ.get(STATE_REGION_ENV) or "").strip() or (os.environ.get("TENCENTCLOUD_REGION") or "").strip()
-              or default_region)
-    prefix = (os.environ.get(STATE_PREFIX_ENV) or "").strip() or STATE_PREFIX
+    region = s.record_state_region or s.tencentcloud_region or default_region
+    prefix = s.record_state_prefix or STATE_PREFIX
     from shared.runtime import RetryPolicy
 
     # Claims and reports are what keep a recording from being reported twice: they try for longer.
@@ -433,11 +434,11 @@ def scf_event_status(log: RunLogger) -> Callable[[str], bool | None]:
     from tencentcloud.scf.v20180416 import models, scf_client
 
     creds = resolve_credentials()
-    endpoint = (os.environ.get(SCF_API_ENDPOINT_ENV) or "").strip()
+    endpoint = settings().scf_api_endpoint or ""
     scheme, _, host = endpoint.rpartition("://")
     http = HttpProfile(protocol=scheme or "https", endpoint=host or None, reqTimeout=10)
     client = scf_client.ScfClient(credential.Credential(creds.secret_id, creds.secret_key, creds.token),
-                                  (os.environ.get("TENCENTCLOUD_REGION") or "ap-guangzhou"),
+                                  settings().tencentcloud_region or "ap-guangzhou",
                                   ClientProfile(httpProfile=http))
     warned: set[str] = set()
 

@@ -29,7 +29,7 @@ import shutil
 import struct
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import BinaryIO, Callable
+from typing import BinaryIO, Callable, Final, cast
 
 import av
 
@@ -37,9 +37,10 @@ from shared.media.frames import AUDIO_SAMPLE_RATE, CODEC_H264, CODEC_HEVC, VIDEO
 
 from . import mp3
 
-MODE_MP3 = "00"
-MODE_MP4_VIDEO = "01"
-MODE_MP4_AV = "02"
+# record_stream's Mode, named once here (the contract and the writer import these).
+MODE_MP3: Final = "00"
+MODE_MP4_VIDEO: Final = "01"
+MODE_MP4_AV: Final = "02"
 
 DEFAULT_SEGMENT_S = 10
 MIN_SEGMENT_S, MAX_SEGMENT_S = 2, 60
@@ -187,7 +188,7 @@ def parse_init(moov: bytes) -> dict[int, Track]:
             handler = moov[hdlr[0] + 8:hdlr[0] + 12].decode("latin-1")
             tracks[track_id] = Track(track_id, timescale, handler)
         elif kind == "mvex":
-            for k, ts, te in iter_boxes(moov, s, e):
+            for k, ts, _te in iter_boxes(moov, s, e):
                 if k == "trex":
                     track_id, _, default_duration = struct.unpack(">III", moov[ts + 4:ts + 16])
                     if track_id in tracks:
@@ -220,7 +221,7 @@ def fragment_times(moof: bytes, tracks: dict[int, Track]) -> dict[str, tuple[flo
             base = (struct.unpack(">Q", moof[tfdt[0] + 4:tfdt[0] + 12])[0] if moof[tfdt[0]] == 1
                     else struct.unpack(">I", moof[tfdt[0] + 4:tfdt[0] + 8])[0])
         total = 0
-        for k, ts, te in iter_boxes(moof, s, e):
+        for k, ts, _te in iter_boxes(moof, s, e):
             if k != "trun":
                 continue
             tflags = struct.unpack(">I", moof[ts:ts + 4])[0] & 0xFFFFFF
@@ -424,8 +425,9 @@ class Segmenter:
             if self.video_codec == CODEC_HEVC:
                 self._video = _hevc_stream(self._container, self.key_frame)
             else:
-                self._video = self._container.add_mux_stream("h264", width=self.video_size[0],
-                                                             height=self.video_size[1])
+                self._video = cast(av.video.stream.VideoStream,
+                                   self._container.add_mux_stream("h264", width=self.video_size[0],
+                                                                  height=self.video_size[1]))
             self._video.time_base = _MS
         if self.mode == MODE_MP4_AV:
             self._audio = self._container.add_stream("aac", rate=AUDIO_SAMPLE_RATE, layout=_LAYOUTS[self.channels])

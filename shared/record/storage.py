@@ -20,6 +20,8 @@ key back (what a test or the demo needs to fetch the object through the emulator
 """
 from __future__ import annotations
 
+import builtins  # CosBucket.list hides the builtin inside the class
+import functools
 import hashlib
 import logging
 import os
@@ -32,8 +34,8 @@ from datetime import datetime, timezone
 from typing import Any, Callable, TypeVar
 from urllib.parse import quote, unquote, urlsplit
 
-from shared.settings import settings
 from shared.runtime import GaveUp, RetryPolicy, RunLogger, get_logger, redact_value
+from shared.settings import settings
 
 T = TypeVar("T")
 
@@ -608,19 +610,20 @@ class CosBucket:
         out: list[tuple[str, int]] = []
         marker = ""
         while True:
-            page = self._call(lambda: self.client.list_objects(Bucket=self.bucket, Prefix=prefix, Marker=marker,
-                                                               MaxKeys=1000), f"LIST {self.bucket}/{prefix}")
+            page = self._call(functools.partial(self.client.list_objects, Bucket=self.bucket, Prefix=prefix,
+                                                Marker=marker, MaxKeys=1000), f"LIST {self.bucket}/{prefix}")
             contents = page.get("Contents", [])
             out += [(o["Key"], int(o["Size"])) for o in contents]
             if page.get("IsTruncated") != "true" or not contents:
                 return out
             marker = page.get("NextMarker") or contents[-1]["Key"]
 
-    def delete(self, keys: list[str]) -> None:
+    def delete(self, keys: builtins.list[str]) -> None:
         """Delete the keys (a missing key is no error), 1000 a request."""
         for i in range(0, len(keys), 1000):
             batch = {"Quiet": "true", "Object": [{"Key": k} for k in keys[i:i + 1000]]}
-            self._call(lambda: self.client.delete_objects(Bucket=self.bucket, Delete=batch), f"DELETE objects in {self.bucket}")
+            self._call(functools.partial(self.client.delete_objects, Bucket=self.bucket, Delete=batch),
+                       f"DELETE objects in {self.bucket}")
 
     # multipart
     def start_multipart(self, key: str, content_type: str | None = None) -> str:
@@ -648,7 +651,7 @@ class CosBucket:
             raise UploadError(f"upload failed: InternalError: no ETag for part {number} of {key}", "InternalError")
         return etag
 
-    def complete(self, key: str, upload_id: str, parts: list[dict[str, Any]], size: int) -> None:
+    def complete(self, key: str, upload_id: str, parts: builtins.list[dict[str, Any]], size: int) -> None:
         _complete(self.client, self.bucket, key, upload_id, parts, size, self.policy, self.log)
 
     def abort(self, key: str, upload_id: str) -> None:

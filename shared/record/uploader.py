@@ -34,8 +34,7 @@ from typing import Any, Callable
 from shared.runtime import RunLogger, get_logger
 
 from . import hls, mp3
-from .segments import (INIT_INDEX, SegmentInfo, Track, fragment_times, join, local_segments, parse_init,
-                       segment_name)
+from .segments import INIT_INDEX, SegmentInfo, Track, fragment_times, join, local_segments, parse_init, segment_name
 from .storage import MB, MIN_PART_SIZE, CosBucket, UploadError
 
 OUTPUT_FORMATS = ("mp4", "hls", "hls+mp4")
@@ -577,7 +576,7 @@ def finalize(bucket: CosBucket, keys: OutputKeys, fmt: str, *, channels: int = 1
             missing = [m for m in media if m[1] not in durations]
             if missing:
                 old = bucket.head(keys.playlist) and read_playlist(bucket.get_bytes(keys.playlist).decode())
-                for i, k, s in missing:
+                for _i, k, s in missing:
                     uri = hls.relative_uri(keys.playlist, k)
                     if old and uri in old:
                         durations[k] = old[uri] * 1000

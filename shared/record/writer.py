@@ -36,11 +36,17 @@ import av
 from shared.media.frames import AUDIO_SAMPLE_RATE, CODEC_H264, AudioFrame, H264Frame
 from shared.media.h264 import key_frame_dimensions
 
-from .segments import DEFAULT_SEGMENT_S, SegmentInfo, Segmenter, join, local_segments
+from .segments import (
+    DEFAULT_SEGMENT_S,
+    MODE_MP3,
+    MODE_MP4_AV,
+    MODE_MP4_VIDEO,
+    Segmenter,
+    SegmentInfo,
+    join,
+    local_segments,
+)
 
-MODE_MP3 = "00"
-MODE_MP4_VIDEO = "01"
-MODE_MP4_AV = "02"
 EXTENSIONS = {MODE_MP3: "mp3", MODE_MP4_VIDEO: "mp4", MODE_MP4_AV: "mp4"}
 AUDIO_CODECS = {MODE_MP3: "mp3", MODE_MP4_AV: "aac"}
 
@@ -430,7 +436,7 @@ class AnchorRecording:
             part.write_video(frame, at - part.origin_ms)
             return
         rel = at - part.origin_ms
-        due = bool(self.max_file_ms) and rel >= self.max_file_ms
+        due = self.max_file_ms is not None and self.max_file_ms > 0 and rel >= self.max_file_ms
         # A new picture size starts a new file: an MP4 track describes one size, and players differ
         # in what they do with a stream that changes it midway.
         resized = size is not None and size != part.video_size
@@ -503,10 +509,6 @@ class AnchorRecording:
                 self.request_key_frame()
             except Exception:  # asking is best effort; the anchor's next GOP comes anyway
                 pass
-
-    @property
-    def open_path(self) -> Path | None:
-        return self._part.path if self._part is not None else None
 
     def close(self, arrival: float | None = None) -> list[RecordedFile]:
         """Finalise every file (so that it plays) and return them all. Safe to call twice."""

@@ -13,7 +13,7 @@ import logging
 import socket
 import threading
 import time
-from typing import Any
+from typing import Any, cast
 
 import av
 
@@ -146,7 +146,7 @@ def _default_bitrate(width: int, height: int) -> int:
 class _H264Decoder:
     def __init__(self, codec: str = CODEC_H264) -> None:
         self.codec = codec
-        self._ctx = av.CodecContext.create(codec, "r")
+        self._ctx = cast(av.VideoCodecContext, av.CodecContext.create(codec, "r"))
         self._ctx.flags |= av.codec.context.Flags.low_delay
 
     def decode(self, data: bytes, pts_ms: int) -> list[PixelFrame]:

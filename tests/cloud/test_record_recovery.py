@@ -16,9 +16,9 @@ import requests
 from tencentcloud.scf.v20180416 import models as scf_models
 
 from emulator.cloud import CloudConfig, LocalCloud
+from emulator.media import h264_units
 from shared.record.storage import parse_cos_url
 from tests.record.conftest import FPS, Anchor, probe
-from emulator.media import h264_units
 
 from .conftest import scf_client, until
 

@@ -14,8 +14,8 @@ from typing import Any
 import pytest
 import redis
 
-from functions.push_stream.index import main_handler
 from emulator.media import gray_level
+from functions.push_stream.index import main_handler
 from shared.contracts.control import ControlParams
 from shared.push.checkpoint import checkpoint_key, playlist_key
 from shared.push.control import send
@@ -246,7 +246,7 @@ def _dominant_hz(pcm: bytes, rate: int = 48000) -> float:
 def test_a_switch_to_an_http_source_cuts_picture_and_tone_at_the_same_place(
         push_env, subscribe, redis_server, clip10, clips, media_http, monkeypatch):
     monkeypatch.setenv("PACING_SPEED", "2")
-    other = make_clip(clips.root / "gray880.mp4", duration=4.0, pictures="gray", layout="mono", gop=25, tone_hz=880)
+    make_clip(clips.root / "gray880.mp4", duration=4.0, pictures="gray", layout="mono", gop=25, tone_hz=880)
     room = new_room()
     sub = subscribe(RoomRef(room), "pusher")
     push = Running(push_env, redis_server, clip10, room, "req-tone")
