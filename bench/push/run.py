@@ -355,7 +355,7 @@ class _ImageInstance:
             self.port = int(s.getsockname()[1])
         env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(app.parent), "ENTRY_FUNCTION": "push_stream",
                "ENTRY_LISTEN": f"127.0.0.1:{self.port}", "PACING_SPEED": "1", "SOURCE_ALLOWLIST": "127.0.0.0/8",
-               "LOG_LEVEL": "WARNING", **rooms.env}
+               "LOCAL_SOURCE_DIRS": str(src.parent), "LOG_LEVEL": "WARNING", **rooms.env}
         self.t0 = time.monotonic()
         self.proc = subprocess.Popen([sys.executable, *image_build.COMMAND[1:-1], str(app / "code" / "server.py")],
                                      env=env, cwd="/", stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
