@@ -31,6 +31,7 @@ class HttpServer:
         else:
             from werkzeug.serving import make_server
 
+            # werkzeug's server is a BaseWSGIServer, used here only through the socketserver API
             self.server = make_server(host, port, app, threaded=True,  # type: ignore[assignment,arg-type]
                                       request_handler=request_handler)  # type: ignore[arg-type]
         self.server.daemon_threads = True

@@ -376,7 +376,7 @@ def probe(path: str | os.PathLike[str], fps: int = 25) -> Probe:
         if c.streams.video:
             first = last = None
             for picture in c.decode(video=0):
-                t = float(picture.pts * picture.time_base)  # type: ignore[operator]
+                t = float(picture.pts * picture.time_base)  # type: ignore[operator]  # decoded pictures carry both; the stub allows None
                 if first is None:
                     first, out.first_key = t, bool(picture.key_frame)
                 last = t

@@ -127,7 +127,7 @@ def _connection(url: str, timeout_s: float, allowlist_env: str, what: str) -> ht
     def create_connection(address: tuple[str, int], timeout: Any = None, source_address: Any = None) -> socket.socket:
         return egress.connect(address[0], address[1], allowlist_env, what, timeout_s)
 
-    conn._create_connection = create_connection  # type: ignore[attr-defined]
+    conn._create_connection = create_connection  # type: ignore[attr-defined]  # http.client's hook for how it connects; not in the stub
     return conn
 
 

@@ -163,7 +163,9 @@ class Pass:
     def packets(self) -> Iterator[av.Packet]:
         src = self.source
         streams = [s for s in (self.video_stream, self.audio_stream) if s is not None]
-        demux = itertools.chain(self._primed, src._container.demux(streams))  # type: ignore[union-attr]
+        container = src._container
+        assert container is not None  # a pass reads an open source
+        demux = itertools.chain(self._primed, container.demux(streams))
         while True:
             try:
                 packet = next(demux)

@@ -292,9 +292,15 @@ class Pusher:
         self.passthrough = bool(self.source.info.passthrough)
         self.start = decide_start(p, record, self.source.info, self.log)
 
+    @property
+    def _current_source(self) -> MediaSource:
+        """The source playing now: set once the push opened its first one, before anything reads it."""
+        assert self.source is not None
+        return self.source
+
     def _enter_room(self) -> None:
         p = self.params
-        info = self.source.info  # type: ignore[union-attr]
+        info = self._current_source.info
         try:
             self.room = open_room(dict(self.env))
         except RoomConfigError as e:
@@ -326,7 +332,7 @@ class Pusher:
 
     def _audio_channels(self) -> int:
         # What the source's frames carry: mono stays mono, anything more is (downmixed to) stereo.
-        channels = getattr(self.source, "channels", None) or self.source.info.audio_channels or 1  # type: ignore[union-attr]
+        channels = getattr(self.source, "channels", None) or self._current_source.info.audio_channels or 1
         return 2 if channels >= 2 else 1
 
     def _path(self) -> str:
@@ -652,7 +658,8 @@ class Pusher:
                                   "latencyMs": None, "trigger": op.trigger, "ok": False, "error": error})
         if op.command is not None and self.inbox is not None:
             if op.trigger == "resume":
-                self.segment.own_source = True  # type: ignore[union-attr]
+                assert self.segment is not None  # a resume resumes the current segment
+                self.segment.own_source = True
             self.inbox.refuse(op.command, 409, "source_error", error)
 
     def _current_name(self) -> Optional[str]:
@@ -712,7 +719,8 @@ class Pusher:
         return new.first
 
     def _acknowledge_cut(self) -> None:
-        cmd, record = self._after_first_send  # type: ignore[misc]
+        assert self._after_first_send is not None  # set by the cut that calls this
+        cmd, record = self._after_first_send
         self._after_first_send = None
         latency = round((time.monotonic() - self._op_started) * 1000, 1)
         if record is not None:
@@ -890,7 +898,7 @@ class Pusher:
         s = st.stats
         elapsed = max(1e-6, now - s.win_start)
         media_ms = st.last_pts - (st.first_pts or 0)
-        info = self.source.info  # type: ignore[union-attr]
+        info = self._current_source.info
         if self.passthrough:
             kbps: Optional[float] = round(s.win_video_bytes * 8 / elapsed / 1000, 1)
         else:
@@ -917,7 +925,7 @@ class Pusher:
     def _finish(self, reason: str, resumed_from: Optional[float]) -> dict[str, Any]:
         st = self.state
         status = STATUS_BY_REASON.get(reason, "stopped")
-        info = self.source.info  # type: ignore[union-attr]
+        info = self._current_source.info
         position = st.position_ms / 1000.0
         if self.inbox is not None:
             # Unregister first: a control call from now on is told the push is ending (409), then 404.

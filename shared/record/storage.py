@@ -416,7 +416,7 @@ def _multipart(client: Any, path: str, size: int, bucket: str, key: str, part_si
                 cancelled.set()
                 for f in futures:
                     f.cancel()
-                raise failed.exception()  # type: ignore[misc]
+                raise failed.exception()  # type: ignore[misc]  # a failed future's exception is set: it is what wait() returned on
             parts = [f.result() for f in futures]
         _complete(client, bucket, key, upload_id, parts, size, policy, log)
     except Exception:
