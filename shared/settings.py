@@ -23,6 +23,12 @@ from pydantic import BaseModel, ConfigDict, ValidationError, field_validator, mo
 
 MB = 1024 * 1024
 
+# Defaults other modules build with (their one value is here).
+DEFAULT_CHECKPOINT_TTL_S = 7 * 24 * 3600
+DEFAULT_PUSH_MAX_AREA = 1920 * 1080
+DEFAULT_PUSH_MAX_FPS = 30
+DEFAULT_RECORD_STATE_PREFIX = ".recording/"
+
 # The TRTC SDK's choices: SetLogLevel's levels and TRTCScene without its TRTC_SCENE_ prefix.
 LITEAV_LOG_LEVELS = {"debug": 0, "info": 1, "warning": 2, "error": 3, "fatal": 4, "none": 5}
 TRTC_SCENES = ("video_call", "audio_call", "live", "voice_chat", "record")
@@ -55,11 +61,11 @@ class Settings(BaseModel):
     local_source_dirs: tuple[str, ...] = ()  # comma- or os.pathsep-separated
     # push_stream
     source_timeout_seconds: float = 15.0
-    checkpoint_ttl_seconds: int = 7 * 24 * 3600
+    checkpoint_ttl_seconds: int = DEFAULT_CHECKPOINT_TTL_S
     redis_url: Optional[str] = None  # push_stream's and push_control's default Redis
     pacing_speed: float = 1.0
-    push_max_area: int = 1920 * 1080  # pixels, or WxH
-    push_max_fps: int = 30
+    push_max_area: int = DEFAULT_PUSH_MAX_AREA  # pixels, or WxH
+    push_max_fps: int = DEFAULT_PUSH_MAX_FPS
     # record_stream
     cfs_path: Optional[Path] = None
     record_min_free_mb: float = 64.0
@@ -70,7 +76,7 @@ class Settings(BaseModel):
     # record_stream's recovery: where each run keeps its state, and where the timer asks SCF
     record_state_bucket: Optional[str] = None
     record_state_region: Optional[str] = None
-    record_state_prefix: str = ".recording/"
+    record_state_prefix: str = DEFAULT_RECORD_STATE_PREFIX
     scf_api_endpoint: Optional[str] = None
     # the execution role's temporary keys (SCF sets them)
     tencentcloud_secretid: Optional[str] = None

@@ -8,13 +8,11 @@ from dataclasses import dataclass
 from typing import Callable, Mapping
 
 from shared.media.convert import plan_size
-from shared.settings import settings
+from shared.settings import DEFAULT_PUSH_MAX_AREA, DEFAULT_PUSH_MAX_FPS, settings
 
 MAX_AREA_ENV = "PUSH_MAX_AREA"
 MAX_FPS_ENV = "PUSH_MAX_FPS"
 # TRTC's ingest takes at most 1080p at 30 fps.
-DEFAULT_MAX_AREA = 1920 * 1080
-DEFAULT_MAX_FPS = 30
 
 
 @dataclass
@@ -43,8 +41,8 @@ class VideoLimits:
     """The largest picture (in pixels, any shape) and the highest frame rate the room is given;
     a source above either is scaled down / slowed down on the transcode path."""
 
-    max_area: int = DEFAULT_MAX_AREA
-    max_fps: int = DEFAULT_MAX_FPS
+    max_area: int = DEFAULT_PUSH_MAX_AREA
+    max_fps: int = DEFAULT_PUSH_MAX_FPS
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> "VideoLimits":

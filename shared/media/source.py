@@ -33,8 +33,6 @@ from shared.settings import settings
 __all__ = ["AudioPlan", "MediaSource", "PassEnd", "SourceError", "SourceInfo", "VideoLimits", "VideoPlan",
            "safe_url"]
 
-SOURCE_TIMEOUT_ENV = "SOURCE_TIMEOUT_SECONDS"
-DEFAULT_TIMEOUT_S = 15.0
 # Packets read at open to look for B-frames (dts order != pts order) in the first GOP.
 PROBE_PACKETS = 16
 # A non-live source that ends this far before its announced duration was cut short.
@@ -78,10 +76,6 @@ class PassEnd:
 
     passes: int
     offset_ms: int
-
-
-def _timeout_from_env() -> float:
-    return settings().source_timeout_seconds
 
 
 def _reason(e: BaseException, timeout_s: float) -> str:
@@ -130,7 +124,7 @@ class MediaSource:
         self.name = safe_url(self.url)
         self.video_plan = video
         self.audio_plan = audio
-        self.timeout_s = float(timeout_s) if timeout_s and timeout_s > 0 else _timeout_from_env()
+        self.timeout_s = float(timeout_s) if timeout_s and timeout_s > 0 else settings().source_timeout_seconds
         self.log = log or get_logger()
         self.limits = limits or VideoLimits.from_env()
         # SOURCE_TIMEOUT_SECONDS bounds a silent connection and, as media time, a corrupt stretch.

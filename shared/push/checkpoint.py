@@ -47,11 +47,9 @@ from redis.retry import Retry
 from shared import egress
 from shared.room.base import RoomRef
 from shared.runtime import RunLogger
-from shared.settings import settings
+from shared.settings import DEFAULT_CHECKPOINT_TTL_S, settings
 
 KEY_PREFIX = "trtc-push"
-TTL_ENV = "CHECKPOINT_TTL_SECONDS"
-DEFAULT_TTL_S = 7 * 24 * 3600
 WRITE_INTERVAL_S = 0.5  # "at least once a second", with room for one slow write
 SOCKET_TIMEOUT_S = 0.5
 
@@ -173,7 +171,7 @@ class Checkpoint:
         request_id: str,
         video_src: str,
         log: RunLogger,
-        ttl_s: int = DEFAULT_TTL_S,
+        ttl_s: int = DEFAULT_CHECKPOINT_TTL_S,
         interval_s: float = WRITE_INTERVAL_S,
         where: str = "redis",
     ):

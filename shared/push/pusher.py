@@ -62,7 +62,6 @@ from shared.room import (
 from shared.runtime import Invocation, RunLogger, StopSignal, redact_value
 from shared.settings import settings
 
-PACING_SPEED_ENV = "PACING_SPEED"
 PROGRESS_EVERY_S = 5.0
 ENTER_TIMEOUT_S = 10.0
 # How long the last checkpoint write may keep retrying an absent Redis. SIGTERM leaves SCF's grace

@@ -48,9 +48,7 @@ from shared.room import (
 from shared.runtime import Invocation, RetryPolicy, RunLogger, StopSignal
 from shared.settings import settings
 
-CFS_PATH_ENV = "CFS_PATH"
 MIN_FREE_ENV = "RECORD_MIN_FREE_MB"
-DEFAULT_MIN_FREE_MB = 64.0
 ENTER_TIMEOUT_S = 10.0
 POLL_S = 0.1
 MAX_EVENTS_PER_BATCH = 500

@@ -31,17 +31,14 @@ from pathlib import Path
 from typing import Any, Callable
 
 from shared.runtime import RunLogger, get_logger
-from shared.settings import settings
+from shared.settings import DEFAULT_RECORD_STATE_PREFIX, settings
 
 from .segments import local_segments
 from .storage import AlreadyExists, CosBucket, UploadError, resolve_credentials
 from .uploader import CONTENT_TYPES, OutputKeys, finalize, segments_in
 
 STATE_BUCKET_ENV = "RECORD_STATE_BUCKET"
-STATE_REGION_ENV = "RECORD_STATE_REGION"
-STATE_PREFIX_ENV = "RECORD_STATE_PREFIX"
-SCF_API_ENDPOINT_ENV = "SCF_API_ENDPOINT"  # the Cloud API endpoint for SCF (the emulator sets it)
-STATE_PREFIX = ".recording/"
+STATE_PREFIX = DEFAULT_RECORD_STATE_PREFIX
 HEARTBEAT_S = 15.0
 STALE_AFTER_S = 45.0  # three heartbeats missed: the run is gone
 CLAIM_LEASE_S = 600.0  # a finisher that claimed and went silent this long is replaced
@@ -416,7 +413,7 @@ def store_from_env(log: RunLogger | None = None, default_region: str = "") -> Ma
     if not bucket:
         return None
     region = s.record_state_region or s.tencentcloud_region or default_region
-    prefix = s.record_state_prefix or STATE_PREFIX
+    prefix = s.record_state_prefix
     from shared.runtime import RetryPolicy
 
     # Claims and reports are what keep a recording from being reported twice: they try for longer.
