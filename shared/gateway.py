@@ -17,22 +17,18 @@ from urllib.parse import parse_qsl, urlencode
 
 from pydantic import BaseModel, ValidationError
 
+from .failures import Failure, Kind
 from .runtime import MAX_DEPTH, REDACTED, Invocation, RunLogger, get_logger, redact
 
 M = TypeVar("M", bound=BaseModel)
 
 
-class UserError(Exception):
-    """A failure the caller can act on: reported as is, never with a traceback. `status_code` is the
-    API Gateway answer's (400, 404, 409, 503, ...); `extra` fields go into the body beside the reason."""
-
-    def __init__(self, message: str, reason: str = "error", status_code: int = 400,
-                 extra: Mapping[str, Any] | None = None):
-        super().__init__(message)
-        self.message = message
-        self.reason = reason
-        self.status_code = status_code
-        self.extra = dict(extra or {})
+# The one map from a failure's kind to the API Gateway answer's status code.
+HTTP_STATUS: dict[Kind, int] = {
+    Kind.INVALID: 400, Kind.FORBIDDEN: 403, Kind.NOT_FOUND: 404, Kind.CONFLICT: 409,
+    Kind.INTERNAL: 500, Kind.UPSTREAM: 502, Kind.UNAVAILABLE: 503,
+}
+KIND_OF_STATUS: dict[int, Kind] = {status: kind for kind, status in HTTP_STATUS.items()}
 
 
 def is_gateway_event(event: Any) -> bool:
@@ -42,7 +38,7 @@ def is_gateway_event(event: Any) -> bool:
 def extract_params(event: Any) -> dict[str, Any]:
     """The parameters out of a gateway event (JSON body, else form body, plus the query string) or a plain dict."""
     if not isinstance(event, Mapping):
-        raise UserError(f"the event must be a JSON object, got {type(event).__name__}", "invalid_parameters")
+        raise Failure(f"the event must be a JSON object, got {type(event).__name__}", "invalid_parameters")
     if not is_gateway_event(event):
         _check_depth(event, "parameters")
         return dict(event)
@@ -66,7 +62,7 @@ def _body_params(event: Mapping[str, Any]) -> tuple[dict[str, Any] | None, bool]
         try:
             body = base64.b64decode(body, validate=True).decode("utf-8")
         except (binascii.Error, UnicodeDecodeError) as e:
-            raise UserError(f"body is marked base64 but does not decode: {e}", "invalid_parameters") from None
+            raise Failure(f"body is marked base64 but does not decode: {e}", "invalid_parameters") from None
     if isinstance(body, Mapping):
         _check_depth(body, "body")
         return dict(body), False
@@ -76,23 +72,23 @@ def _body_params(event: Mapping[str, Any]) -> tuple[dict[str, Any] | None, bool]
         return dict(parse_qsl(text, keep_blank_values=True)), True
     parsed = parse_json(text, "body")
     if not isinstance(parsed, dict):
-        raise UserError(f"body must be a JSON object, got {type(parsed).__name__}", "invalid_parameters")
+        raise Failure(f"body must be a JSON object, got {type(parsed).__name__}", "invalid_parameters")
     return parsed, False
 
 
 def parse_json(text: str | bytes, what: str = "body") -> Any:
-    """`text` as JSON, or a UserError naming `what`: bad syntax, nesting deeper than MAX_DEPTH levels,
+    """`text` as JSON, or a Failure naming `what`: bad syntax, nesting deeper than MAX_DEPTH levels,
     or an integer too long to convert (Python's limit of int digits). The one place a caller's JSON
     is read, so no body can end in a traceback."""
     try:
         value = json.loads(text)
     except json.JSONDecodeError as e:
-        raise UserError(f"{what} is not valid JSON: {e.msg} at line {e.lineno} column {e.colno}",
+        raise Failure(f"{what} is not valid JSON: {e.msg} at line {e.lineno} column {e.colno}",
                         "invalid_parameters") from None
     except RecursionError:  # json's C scanner recurses per level
-        raise UserError(f"{what}: nested too deeply (at most {MAX_DEPTH} levels)", "invalid_parameters") from None
+        raise Failure(f"{what}: nested too deeply (at most {MAX_DEPTH} levels)", "invalid_parameters") from None
     except ValueError:  # "Exceeds the limit (4300 digits) for integer string conversion"
-        raise UserError(f"{what}: number too large (at most {sys.get_int_max_str_digits()} digits)",
+        raise Failure(f"{what}: number too large (at most {sys.get_int_max_str_digits()} digits)",
                         "invalid_parameters") from None
     _check_depth(value, what)
     return value
@@ -108,7 +104,7 @@ def _check_depth(value: Any, what: str) -> None:
         if children is None:
             continue
         if depth > MAX_DEPTH:
-            raise UserError(f"{what}: nested too deeply (at most {MAX_DEPTH} levels)", "invalid_parameters")
+            raise Failure(f"{what}: nested too deeply (at most {MAX_DEPTH} levels)", "invalid_parameters")
         stack.extend((c, depth + 1) for c in children)
 
 
@@ -123,7 +119,7 @@ def redact_event(event: Any) -> Any:
     kept["isBase64Encoded"] = False  # the body kept is text, whatever it arrived as
     try:
         body, form = _body_params(event)
-    except UserError as e:
+    except Failure as e:
         kept["body"] = f"{REDACTED} (not kept: {e.message})"
         return kept
     if body is None:
@@ -220,18 +216,18 @@ def handle(
         message = describe_validation_error(e)
         log.error(message, reason="invalid_parameters")
         return answer(400, failed_result("invalid_parameters", message))
-    except UserError as e:
+    except Failure as e:
         log.error(e.message, reason=e.reason)
-        return answer(e.status_code, failed_result(e.reason, e.message))
+        return answer(HTTP_STATUS[e.kind], failed_result(e.reason, e.message))
     except Exception as e:  # a validator's own bug: reported like one in `work`, not as a traceback
         log.error("internal error validating the parameters", error=f"{type(e).__name__}: {e}")
         return answer(500, failed_result("internal_error", f"{type(e).__name__}: {e}"))
 
     try:
         result = work(params, inv, log)
-    except UserError as e:
+    except Failure as e:
         log.error(e.message, reason=e.reason)
-        return answer(e.status_code, failed_result(e.reason, e.message, **e.extra))
+        return answer(HTTP_STATUS[e.kind], failed_result(e.reason, e.message, **e.extra))
     except Exception as e:  # the last line of defence: a clear message, not a traceback
         log.error("internal error", exc_info=True, error=f"{type(e).__name__}: {e}")
         return answer(500, failed_result("internal_error", f"{type(e).__name__}: {e}"))

@@ -9,7 +9,8 @@ from typing import Any, Callable
 from urllib.parse import parse_qsl, urlsplit
 
 from emulator.httpserver import HttpServer
-from shared.gateway import UserError, parse_json
+from shared.failures import Failure
+from shared.gateway import parse_json
 
 from .exceptions import ApiError
 from .signature import _AUTH, verify
@@ -114,7 +115,7 @@ class CloudApi:
         else:
             try:
                 params = parse_json(body or b"{}", "The request body")
-            except UserError as e:
+            except Failure as e:
                 raise ApiError("InvalidParameter", f"{e.message}.") from None
         if not isinstance(params, dict):
             raise ApiError("InvalidParameter", "The request body must be a JSON object.")

@@ -11,7 +11,8 @@ from datetime import datetime
 from typing import Any, Callable, Mapping
 
 from emulator.cloudapi import ApiError, CloudApiResponse
-from shared.gateway import UserError, parse_json
+from shared.failures import Failure
+from shared.gateway import parse_json
 
 from .exceptions import ScfError
 from .models import DEFAULT_NAMESPACE, EVENT, INVOKE_TYPES, LATEST, REQUEST_RESPONSE, TIME_FORMAT, Run, Scf, Status
@@ -83,7 +84,7 @@ class ScfResponse(CloudApiResponse):
             raise self.invalid("ClientContext", "`ClientContext` must be a JSON string.")
         try:  # bad JSON, too deep, a number too long: the caller's error, not ours
             return parse_json(context, "`ClientContext`")
-        except UserError as e:
+        except Failure as e:
             raise self.invalid("ClientContext", f"{e.message}.") from None
 
     # --- the actions ----------------------------------------------------------------------------

@@ -51,7 +51,8 @@ from redis.retry import Retry
 
 from shared.contracts.control import ACTIONS, ControlParams
 from shared.contracts.redis_config import RedisAddress
-from shared.gateway import UserError
+from shared.failures import Failure, Kind
+from shared.gateway import KIND_OF_STATUS
 from shared.room.base import RoomRef
 from shared.runtime import Invocation, RunLogger, get_logger
 
@@ -718,7 +719,7 @@ def _mismatch(params: ControlParams, record: dict[str, str]) -> str:
 
 
 def run_control(params: ControlParams, inv: Invocation, log: RunLogger) -> dict[str, Any]:
-    """shared.gateway's `work` for push_control: the 200 body, or a UserError with the status."""
+    """shared.gateway's `work` for push_control: the 200 body, or a Failure with the status."""
     status, body = send(params, started=inv.started, log=log)
     elapsed_ms = round((time.monotonic() - inv.started) * 1000, 1)
     if status == 200:
@@ -726,4 +727,5 @@ def run_control(params: ControlParams, inv: Invocation, log: RunLogger) -> dict[
                  state=body.get("state"))
         return body
     extra = {k: v for k, v in body.items() if k not in ("status", "reason", "message")}
-    raise UserError(str(body.get("message") or "refused"), str(body.get("reason") or "refused"), status, extra=extra)
+    raise Failure(str(body.get("message") or "refused"), str(body.get("reason") or "refused"),
+                  KIND_OF_STATUS.get(status, Kind.INTERNAL), extra=extra)

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Mapping, Optional
 
 from shared.contracts.push import PushParams
-from shared.gateway import UserError
+from shared.failures import Failure, Kind
 from shared.media.frames import AUDIO_FRAME_MS, AUDIO_SAMPLE_RATE
 from shared.media.pacing import Pacer
 from shared.media.source import AudioPlan, MediaSource, PassEnd, SourceError, VideoLimits, VideoPlan, safe_url
@@ -143,7 +143,7 @@ def apply_gain(frame: AudioFrame, volume: int) -> AudioFrame:
 
 
 class Pusher:
-    """Runs one push; `run()` returns the result dict (or raises UserError before anything is sent)."""
+    """Runs one push; `run()` returns the result dict (or raises Failure before anything is sent)."""
 
     def __init__(
         self,
@@ -210,7 +210,7 @@ class Pusher:
             self._open_source(record)
             self._enter_room()
             return self._push()
-        except UserError:
+        except Failure:
             raise
         except Exception:
             # A bug, not a stop: still leave a truthful record behind for the next push.
@@ -252,8 +252,8 @@ class Pusher:
             self.checkpoint = self._connect_checkpoint(p.sources[self.first_item])
             record = self.checkpoint.load()
         except CheckpointUnavailable as e:
-            raise UserError(f"redis is required (redis=true) but {e}; nothing was pushed",
-                            "redis_unavailable", 503) from None
+            raise Failure(f"redis is required (redis=true) but {e}; nothing was pushed",
+                            "redis_unavailable", Kind.UNAVAILABLE) from None
         if listed is not None:
             record = listed  # the list's record says where in the item, whatever the item's own says
         if record:
@@ -287,7 +287,7 @@ class Pusher:
             self.source = MediaSource(p.sources[self.first_item], video=video, audio=audio, log=self.log,
                                       limits=VideoLimits.from_env(self.env))
         except SourceError as e:
-            raise UserError(str(e), "source_error", 400) from None
+            raise Failure(str(e), "source_error", Kind.INVALID) from None
         self.passthrough = bool(self.source.info.passthrough)
         self.start = decide_start(p, record, self.source.info, self.log)
 
@@ -303,7 +303,7 @@ class Pusher:
         try:
             self.room = open_room(dict(self.env))
         except RoomConfigError as e:
-            raise UserError(str(e), "room_config", 500) from None
+            raise Failure(str(e), "room_config", Kind.INTERNAL) from None
         params = EnterParams(
             sdk_app_id=p.sdkAppId, room=p.room, user_id=p.userId, user_sig=p.userSig.get_secret_value(),
             role=Role.ANCHOR, timeout=ENTER_TIMEOUT_S,
@@ -321,8 +321,8 @@ class Pusher:
                     fps=fps, bitrate_bps=(p.videoBitrate or 0) * 1000, gop_seconds=p.videoGop or 2)
                 self.room.start_video(self.video_config)
         except RoomError as e:
-            raise UserError(f"could not enter room {p.room.id} of sdkAppId {p.sdkAppId} as {p.userId}: "
-                            f"{e}", "room_error", 403 if e.code in (-3317, -3318, -3319, -3320) else 502) from None
+            raise Failure(f"could not enter room {p.room.id} of sdkAppId {p.sdkAppId} as {p.userId}: "
+                            f"{e}", "room_error", Kind.FORBIDDEN if e.code in (-3317, -3318, -3319, -3320) else Kind.UPSTREAM) from None
         # Every later source is made to fit what the room was entered with (shared.push.segment).
         self.room_input = RoomInput(h264=self.passthrough, width=info.out_width, height=info.out_height, fps=fps,
                                     channels=self._audio_channels(), gop_s=p.videoGop or 2)
@@ -382,8 +382,8 @@ class Pusher:
             try:
                 cp.start(self.start.position_s, None if info.is_live else info.duration_s)
             except CheckpointUnavailable as e:
-                raise UserError(f"redis is required (redis=true) but {e}; nothing was pushed",
-                                "redis_unavailable", 503) from None
+                raise Failure(f"redis is required (redis=true) but {e}; nothing was pushed",
+                                "redis_unavailable", Kind.UNAVAILABLE) from None
         lcp = self.list_checkpoint
         if lcp is not None:
             lcp.on_fenced = lambda: self.stop.request("superseded")
@@ -391,8 +391,8 @@ class Pusher:
             try:
                 lcp.start(self.start.position_s, None if info.is_live else info.duration_s)
             except CheckpointUnavailable as e:
-                raise UserError(f"redis is required (redis=true) but {e}; nothing was pushed",
-                                "redis_unavailable", 503) from None
+                raise Failure(f"redis is required (redis=true) but {e}; nothing was pushed",
+                                "redis_unavailable", Kind.UNAVAILABLE) from None
 
         pacer = Pacer(speed=self.speed, sleep=self._sleep)
         st = self.state
@@ -572,7 +572,7 @@ class Pusher:
                 cp.start(start.position_s, None if source.info.is_live else source.info.duration_s)
             return make_segment(src, source, path, start, 1 if p.is_playlist or src != p.sources[0] else
                                 self._passes(), self.room_input, self.log, checkpoint=cp)
-        except UserError as e:
+        except Failure as e:
             close_quietly(source)
             raise SourceError(str(e)) from None
         except BaseException:

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Iterator, Optional
 
 from shared.contracts.push import PushParams
-from shared.gateway import UserError
+from shared.failures import Failure
 from shared.media.source import Frame, MediaSource, PassEnd, SourceInfo
 from shared.push.bridge import KeyFrameBridge
 from shared.push.checkpoint import Record
@@ -35,7 +35,7 @@ class Start:
 
 
 def decide_start(params: PushParams, record: Optional[Record], info: SourceInfo, log: RunLogger) -> Start:
-    """Resume, seekSecond or the live edge; raises UserError for a start past the end."""
+    """Resume, seekSecond or the live edge; raises Failure for a start past the end."""
     start = params.seekSecond or 0.0
     resumed_from: Optional[float] = None
     if info.is_live:
@@ -50,8 +50,8 @@ def decide_start(params: PushParams, record: Optional[Record], info: SourceInfo,
         else:
             start = resumed_from = record.position
     if not info.is_live and info.duration_s and start >= info.duration_s:
-        raise UserError(f"seekSecond {params.seekSecond:g} is past the end of the source "
-                        f"({info.duration_s:.3f} s)", "invalid_parameters", 400)
+        raise Failure(f"seekSecond {params.seekSecond:g} is past the end of the source "
+                        f"({info.duration_s:.3f} s)", "invalid_parameters")
     return Start(start, resumed_from, bridged=bool(info.passthrough and start > 0 and not info.is_live))
 
 

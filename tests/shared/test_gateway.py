@@ -5,7 +5,8 @@ import json
 import pytest
 from pydantic import BaseModel, Field
 
-from shared.gateway import UserError, handle, redact_event
+from shared.failures import Failure
+from shared.gateway import handle, redact_event
 
 
 class Params(BaseModel):
@@ -73,7 +74,7 @@ def test_async_invoke_with_bad_params_returns_failed_result():
 
 def test_user_error_and_unexpected_error_are_reported_not_raised(capsys):
     def refuses(p, i, l):
-        raise UserError("videoSrc a.mp4: 404 Not Found", "source_error")
+        raise Failure("videoSrc a.mp4: 404 Not Found", "source_error")
 
     def crashes(p, i, l):
         raise ZeroDivisionError("boom")
