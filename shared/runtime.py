@@ -33,7 +33,7 @@ SECRET_FIELDS = frozenset(
     for k in (
         "userSig", "redisPassword", "SecretKey", "UserSig", "SecretId", "sessionToken", "password",
         "TENCENTCLOUD_SECRETKEY", "TENCENTCLOUD_SESSIONTOKEN", "CALLBACK_SIGN_KEY", "Authorization",
-        "Proxy-Authorization", "Cookie", "sdkSecretKey", "secret_key", "user_sig", "token",
+        "Proxy-Authorization", "Cookie", "sdkSecretKey", "secret_key", "user_sig", "token", "controlToken",
     )
 )
 REDACTED = "***"

@@ -222,7 +222,7 @@ class Settings(BaseModel):
     @classmethod
     def _redis_url(cls, v: Optional[str]) -> Optional[str]:
         if v is not None:
-            from shared.contracts.redis_config import parse_redis_url  # (it imports the logger, which reads us)
+            from shared.redis.address import parse_redis_url  # (it imports the logger, which reads us)
 
             parse_redis_url(v)
         return v

@@ -14,9 +14,9 @@ except ImportError:  # running from the repository without its root on sys.path
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
 from shared.contracts.control import ControlParams  # noqa: E402
-from shared.contracts.redis_config import redis_url_from_env  # noqa: E402
 from shared.gateway import handle  # noqa: E402
-from shared.push.control import run_control  # noqa: E402
+from shared.push.control.caller import run_control  # noqa: E402
+from shared.redis.address import redis_url_from_env  # noqa: E402
 
 
 def main_handler(event, context):

@@ -12,9 +12,9 @@ except ImportError:  # running from the repository without its root on sys.path
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
 from shared.contracts.push import PushParams  # noqa: E402
-from shared.contracts.redis_config import redis_url_from_env  # noqa: E402
 from shared.gateway import handle  # noqa: E402
 from shared.push.pusher import run_push  # noqa: E402
+from shared.redis.address import redis_url_from_env  # noqa: E402
 from shared.room import backend_from_env  # noqa: E402
 
 

@@ -5,6 +5,8 @@
     switch: "videoSrc" (one source) and optional "seekSecond"; enqueue: "videoSrc" (one or a list);
     volume: "volume" (0..100)
     "redisHost"/"redisPort"/"redisPassword"/"redisDb", else the function's REDIS_URL
+    "userSig" (the one the push was started with) or "controlToken" (given to push_stream): the proof
+    that the call speaks for whoever started the push (checked by shared.push.control; neither is a 403)
 
 A field that does not belong to the action is refused (a `volume` with `switch`, a `seekSecond`
 with `enqueue`), so a caller never believes something was applied that was not. videoSrc, roomId
@@ -20,12 +22,7 @@ from typing import Any, Literal, Optional, Union, get_args
 from pydantic import Field, SecretStr, ValidationInfo, field_validator, model_validator
 
 from shared.egress import SOURCE_ALLOWLIST_ENV, DestinationRefused, check_destination
-from shared.room.base import RoomRef
-
-from . import fields
-from .fields import Params, without_url
-from .push import MAX_SEEK_S
-from .redis_config import (
+from shared.redis.address import (
     DEFAULT_REDIS_PORT,
     MAX_REDIS_DB,
     RedisAddress,
@@ -34,6 +31,11 @@ from .redis_config import (
     remember_secret,
     with_default_redis,
 )
+from shared.room.base import RoomRef
+
+from . import fields
+from .fields import Params, without_url
+from .push import MAX_SEEK_S
 
 Action = Literal["switch", "enqueue", "pause", "resume", "volume", "stop", "status"]
 ACTIONS: tuple[str, ...] = get_args(Action)
@@ -68,6 +70,10 @@ class ControlParams(Params):
     redisPort: int = Field(default=DEFAULT_REDIS_PORT, ge=1, le=65535)
     redisPassword: Optional[SecretStr] = None
     redisDb: int = Field(default=0, ge=0, le=MAX_REDIS_DB)
+
+    # --- the proof that the call speaks for whoever started the push (one of them) ---
+    userSig: Optional[SecretStr] = None
+    controlToken: Optional[SecretStr] = None
 
     @model_validator(mode="before")
     @classmethod
@@ -144,10 +150,20 @@ class ControlParams(Params):
     def _redis_host(cls, v: Optional[str]) -> Optional[str]:
         return check_redis_host(v) if v else None
 
-    @field_validator("redisPassword", mode="after")
+    @field_validator("redisPassword", "userSig", "controlToken", mode="after")
     @classmethod
     def _remember_secret(cls, v: Optional[SecretStr]) -> Optional[SecretStr]:
         return remember_secret(v)
+
+    @field_validator("controlToken", mode="after")
+    @classmethod
+    def _control_token(cls, v: Optional[SecretStr]) -> Optional[SecretStr]:
+        return fields.control_token(v)
+
+    @field_validator("userSig", mode="after")
+    @classmethod
+    def _user_sig(cls, v: Optional[SecretStr]) -> Optional[SecretStr]:
+        return v if v is not None and v.get_secret_value().strip() else None
 
     # --- what the channel needs -----------------------------------------------------------------
 

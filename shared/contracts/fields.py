@@ -8,7 +8,7 @@
 - URLs: `check_url` refuses what urllib cannot take apart ("http://[::1", a port of 99999) at
   validation, before anything uses the URL.
 - The fields push_stream and push_control share follow one rule each, here: `video_src` /
-  `video_srcs` (one source, or a playlist), `room_id_type`, `room_id`, `user_id`.
+  `video_srcs` (one source, or a playlist), `room_id_type`, `room_id`, `user_id`, `control_token`.
 """
 from __future__ import annotations
 
@@ -17,13 +17,15 @@ from functools import lru_cache
 from typing import Any, Optional, Union, get_args, get_origin
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, ValidationInfo, field_validator
+from pydantic import BaseModel, ConfigDict, SecretStr, ValidationInfo, field_validator
 
 from shared.room.base import MAX_ROOM_ID
 from shared.runtime import mask_url, redact_url_value
 
 MAX_VIDEO_SRC_CHARS = 4096
 MAX_PLAYLIST = 100  # sources in one videoSrc list
+# controlToken: a secret the caller of push_stream chooses, presented again to push_control.
+MIN_CONTROL_TOKEN, MAX_CONTROL_TOKEN = 16, 256
 # Characters TRTC allows in a string room id (besides letters and digits).
 STR_ROOM_ID = re.compile(r"^[A-Za-z0-9 !#$%&()+\-:;<=.>?@\[\]^_{}|~,]{1,64}$")
 USER_ID = re.compile(r"^[A-Za-z0-9_\-@.]{1,32}$")
@@ -96,6 +98,17 @@ def video_src(value: Any) -> str:
         raise ValueError(f"must be at most {MAX_VIDEO_SRC_CHARS} characters")
     check_url(text)
     return text
+
+
+def control_token(value: Optional[SecretStr]) -> Optional[SecretStr]:
+    """controlToken: MIN_CONTROL_TOKEN..MAX_CONTROL_TOKEN characters, not all blank."""
+    if value is None:
+        return None
+    text = value.get_secret_value()
+    if not MIN_CONTROL_TOKEN <= len(text) <= MAX_CONTROL_TOKEN or not text.strip():
+        raise ValueError(f"must be {MIN_CONTROL_TOKEN}..{MAX_CONTROL_TOKEN} characters (a secret you choose, "
+                         "presented again to push_control)")
+    return value
 
 
 def video_srcs(value: Any) -> Union[str, list[str]]:

@@ -4,7 +4,7 @@ The gateway hands strings, so "true", "1400000001" and "6379" are accepted where
 is meant (pydantic's lax mode); a boolean is never a number (shared.contracts.fields.Params). Every
 bad field is reported at once; `shared.gateway` turns the errors into one sentence naming them.
 The rules videoSrc, roomId and userId follow are shared with push_control (shared.contracts.fields),
-and so is where Redis is (shared.contracts.redis_config: the call's fields, else REDIS_URL).
+and so is where Redis is (shared.redis.address: the call's fields, else REDIS_URL).
 """
 from __future__ import annotations
 
@@ -13,11 +13,7 @@ from typing import Any, Mapping, Optional, Union
 
 from pydantic import Field, SecretStr, ValidationInfo, field_validator, model_validator
 
-from shared.room.base import Role, RoomRef
-
-from . import fields
-from .fields import Params
-from .redis_config import (
+from shared.redis.address import (
     DEFAULT_REDIS_PORT,
     MAX_REDIS_DB,
     RedisAddress,
@@ -27,6 +23,10 @@ from .redis_config import (
     remember_secret,
     with_default_redis,
 )
+from shared.room.base import Role, RoomRef
+
+from . import fields
+from .fields import Params
 
 __all__ = ["DEFAULT_REDIS_PORT", "MAX_DURATION_S", "MAX_SEEK_S", "PushParams"]
 
@@ -65,6 +65,9 @@ class PushParams(Params):
     videoBitrate: Optional[int] = Field(default=None, ge=16, le=50_000)  # kbit/s
     videoGop: Optional[int] = Field(default=None, ge=1, le=30)  # seconds
     redisDb: int = Field(default=0, ge=0, le=MAX_REDIS_DB)
+    # A secret the caller chooses (16..256 characters) and presents to push_control instead of the
+    # userSig; kept only as a salted hash (shared.push.control.proof).
+    controlToken: Optional[SecretStr] = None
 
     @model_validator(mode="before")
     @classmethod
@@ -77,11 +80,16 @@ class PushParams(Params):
     def _video_src(cls, v: Any) -> Any:
         return fields.video_srcs(v)
 
-    @field_validator("userSig", "redisPassword", mode="after")
+    @field_validator("userSig", "redisPassword", "controlToken", mode="after")
     @classmethod
     def _remember_secret(cls, v: Optional[SecretStr]) -> Optional[SecretStr]:
         # The logger scrubs these values from every later line, even inside free text.
         return remember_secret(v)
+
+    @field_validator("controlToken", mode="after")
+    @classmethod
+    def _control_token(cls, v: Optional[SecretStr]) -> Optional[SecretStr]:
+        return fields.control_token(v)
 
     @field_validator("userSig", mode="after")
     @classmethod

@@ -25,31 +25,28 @@ script, atomic in Redis), so an older push that was superseded can never overwri
 progress and learns that it was fenced. Writes happen on a background thread: a Redis that stops
 answering mid-push costs the push nothing but a log line, and the record catches up once it is back.
 
-Redis is a caller's address inside the VPC: every connection to it (the first, and each reconnect)
-is made by shared.egress.connect under REDIS_ALLOWLIST, on the address actually connected. A Redis
-that cannot be reached is "unreachable", never "refused" or "timed out": the answer must not tell
-a caller which ports are open on a host, and it takes the same time either way.
+Redis is reached through its one door (shared.redis): REDIS_ALLOWLIST checked on every connection,
+and a Redis that cannot be reached is "unreachable" after the same time, whatever the far side did.
+The keys are named in shared.redis.keys; the writer is a shared.worker.Worker.
 """
 from __future__ import annotations
 
-import hashlib
 import json
-import socket
 import threading
 import time
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Optional, cast
 
 import redis
-from redis.backoff import NoBackoff
-from redis.retry import Retry
 
-from shared import egress
+from shared.redis.address import RedisAddress
+from shared.redis.connection import RedisUnavailable, close_quietly, connect
+from shared.redis.keys import checkpoint_key, playlist_key
 from shared.room.base import RoomRef
 from shared.runtime import RunLogger
 from shared.settings import DEFAULT_CHECKPOINT_TTL_S, settings
+from shared.worker import Worker
 
-KEY_PREFIX = "trtc-push"
 WRITE_INTERVAL_S = 0.5  # "at least once a second", with room for one slow write
 SOCKET_TIMEOUT_S = 0.5
 
@@ -82,42 +79,9 @@ return 1
 """
 
 
-class CheckpointUnavailable(Exception):
-    """Redis could not be reached or refused us; the message says where and why."""
-
-
-class RedisAddressRefused(redis.ConnectionError):
-    """REDIS_ALLOWLIST's rule refuses the address (nothing was sent there)."""
-
-
-class _CheckedConnection(redis.connection.Connection):
-    """A redis-py connection whose socket comes from shared.egress.connect: the host resolved once,
-    checked against REDIS_ALLOWLIST, and that address connected to."""
-
-    def _connect(self) -> socket.socket:
-        try:
-            sock = egress.connect(self.host, self.port, egress.REDIS_ALLOWLIST_ENV,
-                                  f"Redis at {self.host}:{self.port}:", self.socket_connect_timeout)
-        except egress.HostDoesNotResolve as e:
-            raise OSError(str(e)) from None  # unreachable, like any other failure to connect
-        except egress.DestinationRefused as e:
-            raise RedisAddressRefused(str(e)) from None
-        if self.socket_keepalive:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
-            for k, v in self.socket_keepalive_options.items():
-                sock.setsockopt(socket.IPPROTO_TCP, k, v)
-        sock.settimeout(self.socket_timeout)
-        return sock
-
-
-def checkpoint_key(sdk_app_id: int, room: RoomRef, video_src: str) -> str:
-    digest = hashlib.sha256(video_src.encode("utf-8")).hexdigest()[:32]
-    return f"{KEY_PREFIX}:{sdk_app_id}:{room.key}:{digest}"
-
-
-def playlist_key(sdk_app_id: int, room: RoomRef, sources: list[str]) -> str:
-    digest = hashlib.sha256(json.dumps(sources).encode("utf-8")).hexdigest()[:32]
-    return f"{KEY_PREFIX}:{sdk_app_id}:{room.key}:list:{digest}"
+# What the pusher catches: the door's one exception (Redis cannot be used; the message says why).
+CheckpointUnavailable = RedisUnavailable
+__all__ = ["Checkpoint", "CheckpointUnavailable", "PlaylistCheckpoint", "Record", "checkpoint_key", "playlist_key"]
 
 
 def ttl_from_env(env: Optional[Mapping[str, str]] = None) -> int:
@@ -190,8 +154,7 @@ class Checkpoint:
         self._position = 0.0
         self._duration: Optional[float] = None
         self._fenced = threading.Event()
-        self._stopping = threading.Event()
-        self._thread: Optional[threading.Thread] = None
+        self._writer: Optional[_Writer] = None
         self._reachable = True
         self.on_fenced: Optional[Callable[[], None]] = None
 
@@ -217,34 +180,11 @@ class Checkpoint:
     ) -> "Checkpoint":
         """A checkpoint on a Redis that answered a PING; CheckpointUnavailable otherwise.
         `playlist`: the whole list's record (a PlaylistCheckpoint; `video_src` is then ignored)."""
+        address = RedisAddress(host=host, port=port, password=password, db=db)
         where = f"Redis at {host}:{port}/{db}"
-        pool = redis.ConnectionPool(
-            connection_class=_CheckedConnection,
-            host=host, port=port, password=password or None, db=db,
-            socket_timeout=timeout_s, socket_connect_timeout=timeout_s,
-            # One attempt per call: the writer's own ticks are the retries, and a dead Redis must
-            # not hold the push loop or a stop for seconds of backoff.
-            retry=Retry(NoBackoff(), 0), retry_on_timeout=False, decode_responses=True,
-            health_check_interval=0,
-        )
-        client = redis.Redis(connection_pool=pool)
-        t0 = time.monotonic()
-        try:
-            client.ping()
-        except RedisAddressRefused as e:
-            client.close()
-            raise CheckpointUnavailable(str(e)) from None
-        except redis.AuthenticationError as e:
-            client.close()
-            raise CheckpointUnavailable(f"{where} refused the password (redisPassword): {e}") from None
-        except redis.ResponseError as e:
-            client.close()
-            raise CheckpointUnavailable(f"{where} refused us: {e}") from None
-        except (redis.ConnectionError, redis.TimeoutError, OSError):
-            client.close()
-            # Refused or timed out take the same time and read the same: no port-state oracle.
-            time.sleep(max(0.0, t0 + timeout_s - time.monotonic()))
-            raise CheckpointUnavailable(f"Redis at {host}:{port} is unreachable") from None
+        # One attempt per call: the writer's own ticks are the retries, and a dead Redis must not
+        # hold the push loop or a stop for seconds of backoff (the door makes no retries).
+        client = connect(address, timeout_s=timeout_s)
         ttl = ttl_from_env() if ttl_s is None else ttl_s
         if playlist is not None:
             return PlaylistCheckpoint(client, playlist_key(sdk_app_id, room, playlist), request_id,
@@ -256,8 +196,8 @@ class Checkpoint:
         """The previous push's record, if any (read once, before the push starts)."""
         try:
             h = self.client.hgetall(self.key)
-        except redis.RedisError as e:
-            raise CheckpointUnavailable(f"{self.where} failed to read {self.key}: {e}") from None
+        except (redis.RedisError, OSError) as e:
+            raise RedisUnavailable(f"{self.where} failed to read {self.key} ({type(e).__name__})") from None
         # decode_responses=True: the hash is str -> str (redis-py's stubs say bytes | str).
         return Record.from_hash(cast("dict[str, str]", h)) if h else None
 
@@ -267,10 +207,10 @@ class Checkpoint:
             self._position, self._duration = position, duration
         try:
             self._claim(keys=[self.key], args=[self.request_id, self.ttl_s, *self._fields("running", "")])
-        except redis.RedisError as e:
-            raise CheckpointUnavailable(f"{self.where} failed to write {self.key}: {e}") from None
-        self._thread = threading.Thread(target=self._run, name="checkpoint-writer", daemon=True)
-        self._thread.start()
+        except (redis.RedisError, OSError) as e:
+            raise RedisUnavailable(f"{self.where} failed to write {self.key} ({type(e).__name__})") from None
+        self._writer = _Writer(self)
+        self._writer.start()
 
     # --- while pushing -------------------------------------------------------------------------
 
@@ -286,7 +226,7 @@ class Checkpoint:
 
     @property
     def started(self) -> bool:
-        return self._thread is not None
+        return self._writer is not None
 
     @property
     def reachable(self) -> bool:
@@ -315,22 +255,19 @@ class Checkpoint:
                 self.on_fenced()
         return False
 
-    def _run(self) -> None:
-        while not self._stopping.wait(self.interval_s):
-            if self._fenced.is_set():
-                return
-            try:
-                # Written every tick, changed or not: updatedAt tells a reader the push is alive.
-                self._write("running", "")
-                if not self._reachable:
-                    self._reachable = True
-                    self.log.info("checkpoint: redis is back; progress written", key=self.key,
-                                  position=round(self._position, 3))
-            except (redis.RedisError, OSError) as e:
-                if self._reachable:
-                    self._reachable = False
-                    self.log.warning("checkpoint: redis unreachable; still pushing, retrying every tick",
-                                     key=self.key, error=f"{type(e).__name__}: {e}")
+    def _tick(self) -> None:
+        """One write of the writer (every interval): updatedAt tells a reader the push is alive."""
+        try:
+            self._write("running", "")
+            if not self._reachable:
+                self._reachable = True
+                self.log.info("checkpoint: redis is back; progress written", key=self.key,
+                              position=round(self._position, 3))
+        except (redis.RedisError, OSError) as e:
+            if self._reachable:
+                self._reachable = False
+                self.log.warning("checkpoint: redis unreachable; still pushing, retrying every tick",
+                                 key=self.key, error=type(e).__name__)
 
     # --- stopping ------------------------------------------------------------------------------
 
@@ -342,10 +279,10 @@ class Checkpoint:
         "cleared", "fenced" or "unsaved".
         """
         deadline = time.monotonic() + budget_s
-        self._stopping.set()
-        if self._thread is not None:
+        if self._writer is not None:
+            self._writer.close()
             # Only waits when the writer is inside a write (at most one socket timeout).
-            self._thread.join(timeout=min(SOCKET_TIMEOUT_S + 0.1, budget_s))
+            self._writer.join(timeout=min(SOCKET_TIMEOUT_S + 0.1, budget_s))
         if position is not None:
             with self._lock:
                 self._position = position
@@ -361,7 +298,7 @@ class Checkpoint:
                     return "fenced"
                 return "saved" if self._write(status, reason) else "fenced"
             except (redis.RedisError, OSError) as e:
-                last_error = f"{type(e).__name__}: {e}"
+                last_error = type(e).__name__
             if deadline - time.monotonic() < SOCKET_TIMEOUT_S + 0.2:
                 break
             time.sleep(0.2)
@@ -370,11 +307,24 @@ class Checkpoint:
         return "unsaved"
 
     def close(self) -> None:
-        self._stopping.set()
-        try:
-            self.client.close()
-        except redis.RedisError:
-            pass
+        if self._writer is not None:
+            self._writer.close()
+        close_quietly(self.client)
+
+
+class _Writer(Worker):
+    """The checkpoint's background writer: one compare-and-set every interval until closed or fenced."""
+
+    def __init__(self, checkpoint: Checkpoint):
+        super().__init__("checkpoint-writer")
+        self.checkpoint = checkpoint
+
+    def run(self) -> None:
+        cp = self.checkpoint
+        while not self.pause(cp.interval_s):
+            if cp.fenced:
+                return
+            cp._tick()
 
 
 class PlaylistCheckpoint(Checkpoint):

@@ -349,7 +349,8 @@ class Pusher:
         try:
             self.inbox = ControlInbox.register(
                 address, request_id=self.inv.request_id, sdk_app_id=p.sdkAppId, room=p.room, user_id=p.userId,
-                state=self._push_state(), log=self.log, checkpoint=p.redis)
+                state=self._push_state(), log=self.log, checkpoint=p.redis, user_sig=p.userSig.get_secret_value(),
+                control_token=p.controlToken.get_secret_value() if p.controlToken else None)
         except ControlUnavailable as e:
             self.log.warning("control: unavailable; pushing without push_control", error=str(e))
 

@@ -13,7 +13,7 @@ import requests
 from tencentcloud.scf.v20180416 import models as scf_models
 
 from emulator.cloud import CloudConfig, LocalCloud
-from shared.contracts.redis_config import RedisAddress
+from shared.redis.address import RedisAddress
 from shared.room import RoomRef
 from tests.push.conftest import PUSH_CLIP, Subscriber, make_clip
 from tests.push.fake_push import APP, FakePush

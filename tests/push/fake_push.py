@@ -7,7 +7,7 @@ import time
 import uuid
 from typing import Any, Callable, Optional
 
-from shared.contracts.redis_config import RedisAddress
+from shared.redis.address import RedisAddress
 from shared.push.control import Command, ControlInbox, PushState
 from shared.room import RoomRef
 from shared.runtime import get_logger

@@ -19,7 +19,7 @@ import pytest
 import redis
 
 from shared.contracts.control import ControlParams
-from shared.contracts.redis_config import RedisAddress
+from shared.redis.address import RedisAddress
 from shared.push import control
 from shared.push.control import Command, send
 from shared.room import RoomRef
@@ -225,7 +225,7 @@ def test_a_push_that_died_without_unregistering_disappears_after_its_ttl(address
     rid = f"req-{uuid.uuid4().hex[:12]}"
     script = (
         "import sys, time\n"
-        "from shared.contracts.redis_config import RedisAddress\n"
+        "from shared.redis.address import RedisAddress\n"
         "from shared.push.control import ControlInbox, PushState\n"
         "from shared.room import RoomRef\n"
         "from shared.runtime import get_logger\n"

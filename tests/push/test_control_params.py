@@ -11,7 +11,7 @@ from functions.push_control.index import main_handler as control_handler
 from functions.push_stream.index import main_handler as push_handler
 from shared.contracts.control import ControlParams
 from shared.contracts.push import PushParams
-from shared.contracts.redis_config import RedisAddress, parse_redis_url
+from shared.redis.address import RedisAddress, parse_redis_url
 from shared.push.checkpoint import checkpoint_key
 from shared.room import RoomRef
 

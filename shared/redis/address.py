@@ -1,4 +1,4 @@
-"""Where a call's Redis is: its own redisHost/redisPort/redisPassword/redisDb, else the function's REDIS_URL.
+"""Where a Redis is: a call's own redisHost/redisPort/redisPassword/redisDb, else the function's REDIS_URL.
 
 The one place REDIS_URL is read. Both push functions (push_stream and push_control) take it as the
 default Redis of a call that names none; a call's own fields win:
