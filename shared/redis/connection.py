@@ -97,7 +97,7 @@ def connect(address: RedisAddress, *, timeout_s: float = CONNECT_TIMEOUT_S,
         conn = pool.get_connection()
         try:
             conn.socket_timeout = socket_timeout_s
-            conn.update_current_socket_timeout()
+            conn.update_current_socket_timeout(socket_timeout_s)
         finally:
             pool.release(conn)
     return client

@@ -7,12 +7,26 @@ import time
 import uuid
 from typing import Any, Callable, Optional
 
-from shared.redis.address import RedisAddress
+from shared.contracts.control import ControlParams
+from shared.failures import Failure, Kind
+from shared.gateway import HTTP_STATUS, failed_result
 from shared.push.control import Command, ControlInbox, PushState
+from shared.push.control.caller import send
+from shared.redis.address import RedisAddress
 from shared.room import RoomRef
 from shared.runtime import get_logger
 
 APP = 1400000001
+SIG = "usersig-of-the-fake-push-" + "s" * 40  # what the fake push was "started" with
+TOKEN = "control-token-of-the-fake-push"
+
+
+def answer(params: ControlParams, started: Optional[float] = None) -> tuple[int, dict[str, Any]]:
+    """push_control's answer to `params` as its edge gives it: (HTTP status, body)."""
+    try:
+        return 200, send(params, started=started)
+    except Failure as e:
+        return HTTP_STATUS[e.kind], failed_result(e.reason, e.message, **e.extra)
 
 
 class FakePush:
@@ -20,7 +34,7 @@ class FakePush:
 
     def __init__(self, address: RedisAddress, room: RoomRef, user: str = "pusher", request_id: str | None = None,
                  answer: bool = True, expire: bool = True,
-                 refuse: Optional[Callable[[Command], Optional[tuple[int, str, str]]]] = None, **register: Any):
+                 refuse: Optional[Callable[[Command], Optional[tuple[Kind, str, str]]]] = None, **register: Any):
         self.request_id = request_id or f"req-{uuid.uuid4().hex[:12]}"
         self.state = PushState(video_src="/lesson-1.mp4", position=12.5)
         self.answer = answer
@@ -31,7 +45,7 @@ class FakePush:
         self.poll_seconds: list[float] = []
         self.inbox = ControlInbox.register(address, request_id=self.request_id, sdk_app_id=APP, room=room,
                                            user_id=user, state=self.state, log=get_logger(self.request_id),
-                                           **register)
+                                           **{"user_sig": SIG, "control_token": TOKEN, **register})
         self._stop = threading.Event()
         self._polling = threading.Event()
         self._polling.set()

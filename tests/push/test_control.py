@@ -19,15 +19,16 @@ import pytest
 import redis
 
 from shared.contracts.control import ControlParams
+from shared.failures import Kind
+from shared.push.control import Command, commands, proof
+from shared.redis import keys
 from shared.redis.address import RedisAddress
-from shared.push import control
-from shared.push.control import Command, send
 from shared.room import RoomRef
 
 from .conftest import REPO, poll_until
-from .fake_push import APP, FakePush
+from .fake_push import APP, SIG, FakePush, answer
 
-BUDGET = control.ANSWER_BUDGET_S
+BUDGET = commands.ANSWER_BUDGET_S
 
 
 @pytest.fixture
@@ -56,10 +57,10 @@ def pushes():
 
 def call(address: RedisAddress, **body: Any) -> tuple[int, dict, float]:
     params = ControlParams.model_validate({"redisHost": address.host, "redisPort": address.port,
-                                           "redisDb": address.db, **body})
+                                           "redisDb": address.db, "userSig": SIG, **body})
     t0 = time.monotonic()
-    status, answer = send(params, started=t0)
-    return status, answer, time.monotonic() - t0
+    status, got = answer(params, started=t0)
+    return status, got, time.monotonic() - t0
 
 
 def by_user(room: RoomRef, user: str = "pusher") -> dict:
@@ -94,7 +95,7 @@ def test_each_action_reaches_the_push_with_its_arguments(address, room, pushes):
     switch = next(c for c in push.seen if c.action == "switch")
     assert (switch.sources, switch.seek_second, switch.volume) == (("/lesson-2.mp4",), 4.5, None)
     # The command came with most of the budget left, measured on Redis's clock.
-    assert 0.5 < switch.deadline - switch.received <= control.APPLY_BUDGET_S
+    assert 0.5 < switch.deadline - switch.received <= commands.APPLY_BUDGET_S
 
 
 def test_the_registry_record_shows_the_published_state(address, room, pushes, redis_server):
@@ -102,11 +103,11 @@ def test_the_registry_record_shows_the_published_state(address, room, pushes, re
     push.state.position = 42.0
     push.inbox.publish_state(push.state)
     client = redis.Redis(host=redis_server.host, port=redis_server.port, decode_responses=True)
-    record = poll_until(lambda: (r := client.hgetall(control.run_key(push.request_id)))
+    record = poll_until(lambda: (r := client.hgetall(keys.run_key(push.request_id)))
                         and json.loads(r["state"])["position"] == 42.0 and r, timeout=3)
     assert record["userId"] == "pusher" and record["room"] == room.key and record["sdkAppId"] == str(APP)
-    assert 0 < client.ttl(control.run_key(push.request_id)) <= control.REGISTRY_TTL_S
-    assert client.get(control.user_key(APP, room, "pusher")) == push.request_id
+    assert 0 < client.ttl(keys.run_key(push.request_id)) <= commands.REGISTRY_TTL_S
+    assert client.get(keys.user_key(APP, room, "pusher")) == push.request_id
 
 
 # --- refused, or not answered -----------------------------------------------------------------------
@@ -114,7 +115,7 @@ def test_the_registry_record_shows_the_published_state(address, room, pushes, re
 def test_a_refusal_is_a_409_with_the_push_s_reason_and_nothing_changes(address, room, pushes):
     def refuse(c: Command):
         if c.action == "switch" and c.video_src == "/missing.mp4":
-            return 409, "source_error", "videoSrc /missing.mp4: file not found"
+            return Kind.CONFLICT, "source_error", "videoSrc /missing.mp4: file not found"
         return None
 
     push = pushes(address, room, refuse=refuse)
@@ -144,14 +145,14 @@ def test_a_registered_push_that_takes_nothing_gets_409_and_the_command_is_withdr
     # What a push that died a moment ago leaves: its registration, with nobody reading the inbox.
     rid = f"req-{uuid.uuid4().hex[:12]}"
     client = redis.Redis(host=redis_server.host, port=redis_server.port, decode_responses=True)
-    client.hset(control.run_key(rid), mapping={"requestId": rid, "sdkAppId": str(APP), "room": room.key,
-                                               "userId": "ghost"})
-    client.expire(control.run_key(rid), 30)
+    client.hset(keys.run_key(rid), mapping={"requestId": rid, "sdkAppId": str(APP), "room": room.key,
+                                            "userId": "ghost", **proof.registration_fields(SIG, None)})
+    client.expire(keys.run_key(rid), 30)
     status, body, took = call(address, action="stop", requestId=rid)
     assert status == 409 and body["reason"] == "not_acknowledged" and "withdrawn" in body["message"]
     assert took < BUDGET
-    assert client.llen(control.inbox_key(rid)) == 0  # nothing waits to be applied later
-    client.delete(control.run_key(rid))
+    assert client.llen(keys.inbox_key(rid)) == 0  # nothing waits to be applied later
+    client.delete(keys.run_key(rid))
 
 
 # --- the push's end, and pushes that are gone ------------------------------------------------------
@@ -231,7 +232,7 @@ def test_a_push_that_died_without_unregistering_disappears_after_its_ttl(address
         "from shared.runtime import get_logger\n"
         f"inbox = ControlInbox.register(RedisAddress({redis_server.host!r}, {redis_server.port}), request_id={rid!r},"
         f" sdk_app_id={APP}, room=RoomRef({room.id!r}), user_id='pusher', state=PushState(),"
-        " log=get_logger(), ttl_s=2, heartbeat_s=0.4)\n"
+        f" log=get_logger(), ttl_s=2, heartbeat_s=0.4, user_sig={SIG!r})\n"
         "print('ready', flush=True)\n"
         "while True:\n"
         "    for c in inbox.poll():\n"

@@ -11,8 +11,8 @@ from functions.push_control.index import main_handler as control_handler
 from functions.push_stream.index import main_handler as push_handler
 from shared.contracts.control import ControlParams
 from shared.contracts.push import PushParams
-from shared.redis.address import RedisAddress, parse_redis_url
 from shared.push.checkpoint import checkpoint_key
+from shared.redis.address import RedisAddress, parse_redis_url
 from shared.room import RoomRef
 
 BY_ID = {"requestId": "3f1c9a0e-1111-2222-3333-444455556666"}
@@ -67,6 +67,8 @@ def _no_redis_url(monkeypatch):
     ({**BY_ID, "action": "status", "redisPort": 99999}, "redisPort", "less than or equal to 65535"),
     ({**BY_ID, "action": "status", "redisHost": "no such host!"}, "redisHost", "host name or an IP address"),
     ({**BY_ID, "action": "status", "redis": True}, "redis", "is not a known parameter"),
+    ({**BY_ID, "action": "status", "controlToken": "short"}, "controlToken", "must be 16..256 characters"),
+    ({**BY_ID, "action": "status", "controlToken": "x" * 257}, "controlToken", "must be 16..256 characters"),
 ])
 def test_bad_input_is_a_400_naming_the_field(body, named, why):
     status, got = answer(body)
@@ -84,7 +86,7 @@ def test_every_bad_field_is_named_at_once():
 
 def test_a_valid_call_with_no_redis_anywhere_is_409_the_push_has_no_redis():
     # Nothing pushed can be controlled without a Redis: the call names none and REDIS_URL is unset.
-    status, got = answer({**BY_ID, "action": "status"})
+    status, got = answer({**BY_ID, "action": "status", "controlToken": "a-token-of-the-caller"})
     assert status == 409 and got["reason"] == "no_redis"
     assert "REDIS_URL" in got["message"] and "redisHost" in got["message"]
 
@@ -105,9 +107,11 @@ def test_a_malformed_redis_url_is_a_configuration_error_at_start(monkeypatch):
 
 def test_the_password_never_reaches_the_answer_or_the_log(capsys):
     status, got = answer({**BY_ID, "action": "status", "redisHost": "127.0.0.1", "redisPort": 1,
-                          "redisPassword": "control-password-123"})
+                          "redisPassword": "control-password-123", "controlToken": "control-token-456-secret"})
     assert status == 503 and got["reason"] == "redis_unavailable"
-    assert "control-password-123" not in json.dumps(got) and "control-password-123" not in capsys.readouterr().err
+    err = capsys.readouterr().err
+    for secret in ("control-password-123", "control-token-456-secret"):
+        assert secret not in json.dumps(got) and secret not in err
 
 
 # --- REDIS_URL: the default Redis of both push functions ------------------------------------------

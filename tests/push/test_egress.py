@@ -95,3 +95,97 @@ def test_redis_errors_do_not_tell_an_open_port_from_a_closed_one(push_env, clip3
         listener.close()
     assert messages[0] == messages[1]
     assert abs(took[0] - took[1]) < 0.3
+
+
+# --- push_control and the push's registration go through the same door (issue 18.2) -------------
+
+def _control(body: dict) -> tuple[int, dict]:
+    import json
+
+    from functions.push_control.index import main_handler as control_handler
+
+    event = {"httpMethod": "POST", "path": "/push_control", "headers": {"content-type": "application/json"},
+             "requestContext": {"stage": "release"}, "queryString": {}, "body": json.dumps(body)}
+    response = control_handler(event, {"request_id": "req-egress"})
+    return response["statusCode"], json.loads(response["body"])
+
+
+CONTROL = {"requestId": "req-someone", "action": "status", "controlToken": "a-token-of-16-chars+"}
+
+
+def test_push_control_never_contacts_a_redis_host_the_allowlist_does_not_open(monkeypatch):
+    monkeypatch.setenv("REDIS_ALLOWLIST", "127.0.0.2/32")
+    listener = _silent_listener("127.0.0.1")  # an internal service push_control must not reach
+    port = listener.getsockname()[1]
+    try:
+        status, body = _control({**CONTROL, "redisHost": "127.0.0.1", "redisPort": port})
+        with pytest.raises(socket.timeout):
+            listener.accept()  # nothing connected
+    finally:
+        listener.close()
+    assert status == 400 and body["reason"] == "invalid_parameters", body
+    assert "redisHost" in body["message"] and "REDIS_ALLOWLIST" in body["message"]
+
+
+def test_push_control_refuses_an_unlisted_redis_that_is_there(redis_server, monkeypatch):
+    monkeypatch.setenv("REDIS_ALLOWLIST", "10.0.0.0/8")
+    status, body = _control({**CONTROL, "redisHost": redis_server.host, "redisPort": redis_server.port})
+    assert status == 400 and "redisHost" in body["message"] and "REDIS_ALLOWLIST" in body["message"], body
+
+
+def test_push_control_echoes_nothing_a_service_sent_and_reads_it_as_a_closed_port():
+    import threading
+
+    from emulator.redis.server import free_port
+
+    banner = b"SSH-2.0-OpenSSH_9.6 internal-build-host-7\r\n"
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(4)
+    server.settimeout(5)
+
+    def serve() -> None:
+        try:
+            conn, _ = server.accept()
+            conn.sendall(banner)
+            conn.recv(1024)
+            conn.sendall(b"-ERR banner-text-from-the-far-side\r\n" + banner)
+            conn.close()
+        except OSError:
+            pass
+
+    threading.Thread(target=serve, daemon=True).start()
+    messages, took = [], []
+    try:
+        for port in (server.getsockname()[1], free_port()):
+            t0 = time.monotonic()
+            status, body = _control({**CONTROL, "redisHost": "127.0.0.1", "redisPort": port})
+            took.append(time.monotonic() - t0)
+            assert status == 503 and body["reason"] == "redis_unavailable", body
+            assert b"SSH" not in json_bytes(body) and b"far-side" not in json_bytes(body)
+            messages.append(body["message"].replace(str(port), "PORT"))
+    finally:
+        server.close()
+    assert messages[0] == messages[1]
+    assert abs(took[0] - took[1]) < 0.3
+
+
+def json_bytes(body: dict) -> bytes:
+    import json
+
+    return json.dumps(body).encode()
+
+
+def test_a_push_without_redis_never_registers_in_an_unlisted_callers_redis(push_env, clip3, fresh_redis,
+                                                                            monkeypatch):
+    import redis
+
+    # The function has a REDIS_URL (so a push registers for push_control); the caller names its own
+    # host, which the allowlist does not open.
+    monkeypatch.setenv("REDIS_URL", "redis://10.1.2.3:6379")
+    monkeypatch.setenv("REDIS_ALLOWLIST", "10.0.0.0/8")
+    result = main_handler(params_for(push_env, clip3, new_room(), redis=False, redisHost=fresh_redis.host,
+                                     redisPort=fresh_redis.port), {"request_id": "req-unlisted"})
+    assert (result["status"], result["reason"]) == ("completed", "end_of_source"), result
+    client = redis.Redis(host=fresh_redis.host, port=fresh_redis.port, decode_responses=True)
+    assert client.keys("trtc-push:*") == []  # nothing written into the internal Redis

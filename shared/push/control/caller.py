@@ -32,7 +32,7 @@ import redis
 from shared.contracts.control import ControlParams
 from shared.failures import Failure, Kind
 from shared.redis.address import RedisAddress
-from shared.redis.connection import RedisRefused, RedisUnavailable, close_quietly, connect, failed, where
+from shared.redis.connection import RedisRefused, RedisUnavailable, close_quietly, connect, failed
 from shared.redis.keys import ended_key, inbox_key, reply_key, run_key, user_key
 from shared.runtime import Invocation, RunLogger, get_logger
 
@@ -197,7 +197,7 @@ class _Call:
                 return _refused("not_running", f"push {request_id} is no longer running: it ended at {when} "
                                 f"({ended.get('reason') or 'unknown'})", Kind.NOT_FOUND, requestId=request_id,
                                 endedReason=ended.get("reason"))
-        in_where = (f" in {where(self.address)}/{self.address.db} (a push is found only in the Redis it runs "
+        in_where = (f" in {self.address.where} (a push is found only in the Redis it runs "
                     "with: redisHost/redisPort/redisDb of its call, or REDIS_URL)")
         return _refused("not_running", f"no running push matches: {p.target()}{in_where}", Kind.NOT_FOUND,
                         **({"requestId": request_id} if request_id else {}))
