@@ -19,7 +19,7 @@
     that `./dev package --image` writes, compiled as the Dockerfile compiles it, in `python -I -S`):
     process start to listening, and to the first frame in the room when SCF invokes it as soon as it
     listens; then a warm invocation of the same instance (its spare worker has imported the function).
-(switch) push_control switch latency, p50/p99: the control call (shared.push.control.send, in-process)
+(switch) push_control switch latency, p50/p99: the control call (shared.push.control.caller.send, in-process)
     to the first frame of the new source a subscriber in the room receives, over 20 switches between
     two local files and 20 between the same files over HTTP (loopback), in real time; the largest
     audio and video gap a subscriber sees (room timestamps, and arrival on the wall clock); and, apart,
@@ -511,7 +511,9 @@ def _switch_run(rooms: Any, server: Any, room_id: int, a: str, b: str, label: st
     """One real-time push of `a`, switched SWITCHES times between `b` and `a`; what the room saw."""
     from functions.push_stream.index import main_handler
     from shared.contracts.control import ControlParams
-    from shared.push.control import send
+    from shared.failures import Failure
+    from shared.gateway import HTTP_STATUS
+    from shared.push.control.caller import send
     from shared.room import RoomRef
 
     room = RoomRef(room_id)
@@ -524,8 +526,12 @@ def _switch_run(rooms: Any, server: Any, room_id: int, a: str, b: str, label: st
     push.start()
 
     def control(action: str, **fields: Any) -> tuple[int, dict[str, Any]]:
-        return send(ControlParams.model_validate({"requestId": request_id, "action": action,
-                                                  "redisHost": server.host, "redisPort": server.port, **fields}))
+        try:  # the userSig the push started with: a control call's proof
+            return 200, send(ControlParams.model_validate({"requestId": request_id, "action": action,
+                                                           "userSig": params["userSig"], "redisHost": server.host,
+                                                           "redisPort": server.port, **fields}))
+        except Failure as e:
+            return HTTP_STATUS[e.kind], {"reason": e.reason, "message": e.message}
 
     calls: list[float] = []  # time.monotonic() of each applied switch's call
     refused: list[str] = []
@@ -559,9 +565,9 @@ def _switch_run(rooms: Any, server: Any, room_id: int, a: str, b: str, label: st
             "video_arrival_gap": _max_gap([t for _, t in watcher.video]) * 1000, "result": result}
 
 
-def _gateway_call_ms(server: Any, request_id: str, runs: int = 5) -> list[float]:
+def _gateway_call_ms(server: Any, request_id: str, user_sig: str, runs: int = 5) -> list[float]:
     """push_control's handler in a fresh process per call (what the local cloud's gateway does), to its answer."""
-    body = json.dumps({"requestId": request_id, "action": "status", "redisHost": server.host,
+    body = json.dumps({"requestId": request_id, "action": "status", "userSig": user_sig, "redisHost": server.host,
                        "redisPort": server.port})
     code = ("import json, sys; from functions.push_control.index import main_handler; "
             "print(json.dumps(main_handler(json.loads(sys.argv[1]), {})))")
@@ -598,7 +604,7 @@ def bench_switch(rooms: Any, work: Path) -> list[tuple[str, str, str, str]]:
             probe = threading.Thread(target=lambda: _switch_probe(rooms, server, str(a)))
             probe.start()
             time.sleep(2.0)
-            gateway = _gateway_call_ms(server, "bench-switch-probe")
+            gateway = _gateway_call_ms(server, "bench-switch-probe", rooms.usersig("bench"))
             probe.join(30)
     finally:
         os.environ.clear()

@@ -16,7 +16,7 @@ from emulator.cloud import CloudConfig, LocalCloud
 from shared.redis.address import RedisAddress
 from shared.room import RoomRef
 from tests.push.conftest import PUSH_CLIP, Subscriber, make_clip
-from tests.push.fake_push import APP, FakePush
+from tests.push.fake_push import APP, SIG, FakePush
 
 from .conftest import scf_client, until
 
@@ -27,6 +27,10 @@ def cloud(tmp_path_factory: pytest.TempPathFactory):
                                bucket="controltest-1250000000", max_concurrency=4)).start()
     yield c
     c.stop()
+
+
+TOKEN = "the-caller-s-own-control-token"  # chosen at push_stream, presented to push_control
+PROOF = {"controlToken": TOKEN}
 
 
 def post(cloud: LocalCloud, body: object, path: str = "/push_control") -> requests.Response:
@@ -43,7 +47,7 @@ def test_the_cloud_serves_push_control_synchronously(cloud):
 
 
 def test_no_running_push_is_404_from_the_function(cloud):
-    r = post(cloud, {"requestId": f"req-{uuid.uuid4().hex}", "action": "status"})
+    r = post(cloud, {"requestId": f"req-{uuid.uuid4().hex}", "action": "status", **PROOF})
     assert r.status_code == 404, r.text
     assert r.headers["Content-Type"] == "application/json" and r.headers["x-scf-reqid"]
     body = r.json()
@@ -64,7 +68,7 @@ def test_a_bad_body_is_400_naming_the_field(cloud):
 
 
 def test_redis_unreachable_is_503(cloud):
-    r = post(cloud, {"requestId": "req-1", "action": "status", "redisHost": "127.0.0.1", "redisPort": 1})
+    r = post(cloud, {"requestId": "req-1", "action": "status", "redisHost": "127.0.0.1", "redisPort": 1, **PROOF})
     assert r.status_code == 503
     assert r.json()["reason"] == "redis_unavailable" and "127.0.0.1:1" in r.json()["message"]
 
@@ -75,7 +79,7 @@ def test_a_running_push_is_controlled_through_the_gateway(cloud):
     push = FakePush(RedisAddress(info["redis"]["host"], info["redis"]["port"]), room, user="teacher")
     try:
         r = post(cloud, {"sdkAppId": APP, "roomId": room.id, "userId": "teacher", "action": "switch",
-                         "videoSrc": "/lesson-2.mp4"})
+                         "videoSrc": "/lesson-2.mp4", "userSig": SIG})
         assert r.status_code == 200, r.text
         body = r.json()
         assert body["applied"] is True and body["requestId"] == push.request_id
@@ -90,7 +94,7 @@ def test_invoke_request_response_answers_with_the_function_s_result(cloud):
     client = scf_client(info["cloudApiEndpoint"], info["secretId"], info["secretKey"])
     req = scf_models.InvokeRequest()
     req.FunctionName, req.InvocationType = "push_control", "RequestResponse"
-    req.ClientContext = json.dumps({"requestId": "req-gone", "action": "pause"})
+    req.ClientContext = json.dumps({"requestId": "req-gone", "action": "pause", **PROOF})
     result = client.Invoke(req).Result
     answer = json.loads(result.RetMsg)  # a plain invocation gets the body itself
     assert answer["status"] == "failed" and answer["reason"] == "not_running" and answer["requestId"] == "req-gone"
@@ -101,14 +105,14 @@ def test_invoke_request_response_answers_with_the_function_s_result(cloud):
 # --- a real push, controlled through the gateway ------------------------------------------------
 
 
-def _start_push(cloud: LocalCloud, src: Path, room: int, user: str = "teacher") -> str:
+def _start_push(cloud: LocalCloud, src: Path, room: int, user: str = "teacher", user_sig: str = "") -> str:
     info = cloud.info()
     assert cloud.rooms is not None
     r = post(cloud, {"videoSrc": str(src), "sdkAppId": info["sdkAppId"], "roomId": room, "userId": user,
-                     "userSig": cloud.rooms.usersig(user)}, path="/push_stream")
+                     "userSig": user_sig or cloud.rooms.usersig(user), **PROOF}, path="/push_stream")
     assert r.status_code == 200, r.text
     request_id = r.headers["x-scf-reqid"]
-    until(lambda: post(cloud, {"requestId": request_id, "action": "status"}).status_code == 200, 30,
+    until(lambda: post(cloud, {"requestId": request_id, "action": "status", **PROOF}).status_code == 200, 30,
           "the push to register")
     return request_id
 
@@ -132,20 +136,29 @@ def test_a_real_push_switches_pauses_resumes_and_refuses_a_bad_source_through_th
     assert cloud.rooms is not None
     sub = Subscriber(cloud.rooms.address, RoomRef(room), "teacher", cloud.rooms.usersig)
     try:
-        request_id = _start_push(cloud, a, room)
+        sig = cloud.rooms.usersig("teacher")
+        request_id = _start_push(cloud, a, room, user_sig=sig)
         assert sub.wait_for(lambda g: len(g.video_pts) > 10, 10)
+        # Naming the push is not proof: 403 naming what is missing; a wrong token: 403, does not match.
+        r = post(cloud, {"requestId": request_id, "action": "stop"})
+        assert r.status_code == 403 and "userSig or controlToken required" in r.json()["message"], r.text
+        r = post(cloud, {"requestId": request_id, "action": "stop", "controlToken": "not-the-token-at-all"})
+        assert r.status_code == 403 and "does not match" in r.json()["message"], r.text
+        # The push's own userSig is proof too.
+        r = post(cloud, {"requestId": request_id, "action": "status", "userSig": sig})
+        assert r.status_code == 200 and r.json()["state"]["status"] == "playing", r.text
         # A source that fails to open: 409 saying why, the push plays on.
-        r = post(cloud, {"requestId": request_id, "action": "switch", "videoSrc": str(a.parent / "missing.mp4")})
+        r = post(cloud, {"requestId": request_id, "action": "switch", "videoSrc": str(a.parent / "missing.mp4"), **PROOF})
         assert r.status_code == 409 and r.json()["reason"] == "source_error", r.text
         assert "file not found" in r.json()["message"]
         # Refused by egress before the push is touched: 400 naming it.
-        r = post(cloud, {"requestId": request_id, "action": "switch", "videoSrc": "http://169.254.169.254/x.mp4"})
+        r = post(cloud, {"requestId": request_id, "action": "switch", "videoSrc": "http://169.254.169.254/x.mp4", **PROOF})
         assert r.status_code == 400 and "videoSrc" in r.json()["message"]
-        r = post(cloud, {"requestId": request_id, "action": "pause"})
+        r = post(cloud, {"requestId": request_id, "action": "pause", **PROOF})
         assert r.status_code == 200 and r.json()["state"]["status"] == "paused"
-        r = post(cloud, {"requestId": request_id, "action": "resume"})
+        r = post(cloud, {"requestId": request_id, "action": "resume", **PROOF})
         assert r.status_code == 200 and r.json()["state"]["status"] == "playing"
-        r = post(cloud, {"requestId": request_id, "action": "switch", "videoSrc": str(b)})
+        r = post(cloud, {"requestId": request_id, "action": "switch", "videoSrc": str(b), **PROOF})
         assert r.status_code == 200, r.text
         body = r.json()
         assert body["state"]["videoSrc"] == str(b) and body["switch"]["path"] == "encode"
@@ -156,7 +169,7 @@ def test_a_real_push_switches_pauses_resumes_and_refuses_a_bad_source_through_th
         # Same user all along: entered once, left once (at the end), never in between.
         assert got.entered.count("teacher") <= 1 and [u for u, _ in got.left] == ["teacher"]
         # After the end: 404, the push is not running.
-        r = post(cloud, {"requestId": request_id, "action": "status"})
+        r = post(cloud, {"requestId": request_id, "action": "status", **PROOF})
         assert r.status_code == 404 and r.json()["reason"] == "not_running"
     finally:
         sub.close()
@@ -167,8 +180,8 @@ def test_a_push_superseded_by_the_same_user_is_404_naming_the_newer(cloud, cloud
     room = 800_000 + uuid.uuid4().int % 100_000
     first = _start_push(cloud, a, room)
     second = _start_push(cloud, a, room)
-    r = post(cloud, {"requestId": first, "action": "status"})
-    assert r.status_code == 404 and r.json()["reason"] == "superseded" and r.json()["supersededBy"] == second
-    r = post(cloud, {"sdkAppId": APP, "roomId": room, "userId": "teacher", "action": "stop"})
+    r = post(cloud, {"requestId": first, "action": "status", **PROOF})
+    assert r.status_code == 404 and r.json()["reason"] == "superseded" and r.json()["supersededBy"] == second, r.text
+    r = post(cloud, {"sdkAppId": APP, "roomId": room, "userId": "teacher", "action": "stop", **PROOF})
     assert r.status_code == 200 and r.json()["requestId"] == second
     until(lambda: _run(cloud, second)["status"] != "RUNNING", 15, "the stopped push to end")

@@ -1,6 +1,6 @@
 """push_control on a real push (issue 12): a switch cuts over in the room without leaving it, a
 failed switch leaves the push playing, pause/resume, volume, stop, enqueue and playlists. The push
-runs in this process (a thread); the control calls go through shared.push.control.send, as
+runs in this process (a thread); the control calls go through shared.push.control.caller.send, as
 push_control's function makes them."""
 from __future__ import annotations
 
@@ -18,10 +18,10 @@ from emulator.media import gray_level
 from functions.push_stream.index import main_handler
 from shared.contracts.control import ControlParams
 from shared.push.checkpoint import checkpoint_key, playlist_key
-from shared.push.control import send
 from shared.room import RoomRef
 
 from .conftest import APP, PUSH_CLIP, decode_h264, make_clip, new_room, params_for, poll_until
+from .fake_push import answer
 
 
 @pytest.fixture(scope="session")
@@ -42,6 +42,7 @@ class Running:
         self.result: dict[str, Any] = {}
         params = params_for(push_env, src, room, redis="true", redisHost=redis_server.host,
                             redisPort=str(redis_server.port), **extra)
+        self.user_sig = params["userSig"]  # what a control call presents
         self.thread = threading.Thread(target=lambda: self.result.update(
             main_handler(params, {"request_id": request_id})), daemon=True)
         self.thread.start()
@@ -50,9 +51,9 @@ class Running:
 
     def control(self, action: str, **fields: Any) -> tuple[int, dict[str, Any]]:
         params = ControlParams.model_validate({"requestId": self.request_id, "action": action,
-                                               "redisHost": self.server.host, "redisPort": self.server.port,
-                                               **fields})
-        return send(params)
+                                               "userSig": self.user_sig, "redisHost": self.server.host,
+                                               "redisPort": self.server.port, **fields})
+        return answer(params)
 
     def wait(self, timeout: float = 30) -> dict[str, Any]:
         self.thread.join(timeout)

@@ -50,6 +50,9 @@ from .commands import (
 # The pusher's name for the door's one exception.
 ControlUnavailable = RedisUnavailable
 
+# A push the same user replaced in the room leaves the user key naming it (it expires with the TTL):
+# the newer push, registering a moment later, finds it there and marks it superseded.
+REPLACED = "replaced"
 WAKE = "wake"  # put into the inbox at close so that the reader's BLPOP returns at once
 # A refusal given as a status number (the pusher's older calls) is read as the kind it meant.
 _KIND_OF_NUMBER = {400: Kind.INVALID, 404: Kind.NOT_FOUND, 409: Kind.CONFLICT, 503: Kind.UNAVAILABLE}
@@ -93,9 +96,11 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end
 return 1
 """
 
-# KEYS: the previous push's run. ARGV: the newer requestId. Marks it only while it is registered.
+# KEYS: the previous push's run, its ended record. ARGV: the newer requestId. Marks whichever is
+# there: the previous push may already have ended (the room replaced it before we registered).
 _SUPERSEDE = """
 if redis.call('EXISTS', KEYS[1]) == 1 then redis.call('HSET', KEYS[1], 'supersededBy', ARGV[1]) end
+if redis.call('EXISTS', KEYS[2]) == 1 then redis.call('HSET', KEYS[2], 'supersededBy', ARGV[1]) end
 return 1
 """
 
@@ -194,7 +199,8 @@ class ControlInbox:
             pipe.set(user, request_id, ex=ttl_s)
             pipe.execute()
             if previous and previous != request_id:
-                client.register_script(_SUPERSEDE)(keys=[run_key(previous)], args=[request_id])
+                client.register_script(_SUPERSEDE)(keys=[run_key(previous), ended_key(previous)],
+                                                   args=[request_id])
                 log.info("control: an older push of this user in this room is superseded", previousRequestId=previous)
         except (redis.RedisError, OSError) as e:
             close_quietly(client)
@@ -380,7 +386,8 @@ class ControlInbox:
             left = self._unregister(keys=[run_key(self.request_id), inbox_key(self.request_id),
                                           ended_key(self.request_id)],
                                     args=[self.request_id, self._end_reason, f"{time.time():.3f}", ENDED_TTL_S])
-            self._user_release(keys=[self.user], args=[self.request_id])
+            if self._end_reason != REPLACED:
+                self._user_release(keys=[self.user], args=[self.request_id])
         except (redis.RedisError, OSError) as e:
             self.log.warning("control: could not unregister; the registration expires by itself",
                              error=type(e).__name__, ttlSeconds=self.ttl_s)
