@@ -86,7 +86,7 @@ def test_spec_is_valid_openapi_3_0(spec):
         if path in ASYNC_PATHS:
             assert ok["content"]["text/plain"]["schema"]["enum"] == ["Async run task submitted"]
         else:
-            assert set(op["responses"]) == {"200", "400", "404", "409", "503"}  # the contract's answers
+            assert set(op["responses"]) == {"200", "400", "403", "404", "409", "503"}  # the contract's answers
             state = ok["content"]["application/json"]["schema"]["properties"]["state"]
             assert set(state["required"]) == {"status", "videoSrc", "position", "queue", "volume"}
 
@@ -236,6 +236,8 @@ def _loopback_redis(body: dict) -> dict:
     # A fuzzed redisHost would be looked up by a resolver: keep every Redis the calls name on loopback.
     if isinstance(body.get("redisHost"), str):
         body["redisHost"] = "127.0.0.1"
+    if not (isinstance(body.get("userSig"), str) and body["userSig"].strip()):
+        body["controlToken"] = "a-fuzzed-call-s-token"  # past the proof, to the push's lookup
     return body
 
 
@@ -252,9 +254,10 @@ def test_fuzzed_push_control_bodies_get_the_contract_s_answers_never_a_crash(spe
            content_type=st.sampled_from(["application/json", "application/x-www-form-urlencoded"]))
     def post(body: bytes, content_type: str) -> None:
         r = requests.post(f"{gateway}/push_control", data=body, headers={"Content-Type": content_type}, timeout=30)
-        # No push runs here: a bad body is 400, a good one 404 (none in the cloud's Redis), 503 (a
-        # Redis on a closed port) or 409; the function's own JSON every time, never a crash.
-        assert r.status_code in (400, 404, 409, 503), (r.status_code, r.text, body)
+        # No push runs here: a bad body is 400, one without userSig/controlToken 403, a good one 404
+        # (none in the cloud's Redis), 503 (a Redis on a closed port) or 409; the function's own JSON
+        # every time, never a crash.
+        assert r.status_code in (400, 403, 404, 409, 503), (r.status_code, r.text, body)
         answer = r.json()
         assert answer["status"] == "failed" and answer["reason"] != "internal_error", (answer, body)
         if r.status_code == 503:
@@ -262,6 +265,10 @@ def test_fuzzed_push_control_bodies_get_the_contract_s_answers_never_a_crash(spe
         answers.append(r.status_code)
 
     post()
+    # A well-formed call with its proof always reaches the lookup (the fuzz may not draw one).
+    r = requests.post(f"{gateway}/push_control", json={"requestId": "req-fuzz-none", "action": "status",
+                                                       "controlToken": "a-fuzzed-call-s-token"}, timeout=30)
+    answers.append(r.status_code)
     assert 400 in answers and {404, 503} & set(answers)
     assert not [r for r in cloud.scf.runs() if r.status.value == "RUNNING"]
 
