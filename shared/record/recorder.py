@@ -25,10 +25,11 @@ from pathlib import Path
 from typing import Any, Callable
 
 from shared.contracts.record import RecordParams
+from shared.cos.client import CosBucket, check_access
+from shared.cos.errors import UploadError
 from shared.record.recovery import FileRecord, Manifest, RunState, store_from_env
 from shared.record.segments import SegmentInfo
-from shared.record.storage import CosBucket, UploadError, object_key
-from shared.record.uploader import FileOutput, OutputKeys, SegmentUploader
+from shared.record.uploader import FileOutput, SegmentUploader
 from shared.record.writer import AnchorRecording, RecordedFile, WriteError
 from shared.room import (
     AudioAvailable,
@@ -45,6 +46,7 @@ from shared.room import (
     VideoFormat,
     open_room,
 )
+from shared.rules.record import OutputKeys, normalize_prefix, object_key
 from shared.runtime import Invocation, RetryPolicy, RunLogger, StopSignal
 from shared.settings import settings
 
@@ -435,11 +437,9 @@ class Recorder:
         """Try CosConfig's credentials on the bucket before entering the room: a wrong key fails
         the run now, not when the first file is uploaded. None when the recording may go on (COS
         that is only unreachable for now is logged by check_access; the uploads retry)."""
-        from .storage import UploadError, check_access
-
         cos = self.params.CosConfig
         try:
-            check_access(bucket=cos.Bucket, region=cos.Region, path_prefix=cos.Path,
+            check_access(bucket=cos.Bucket, region=cos.Region, key_prefix=normalize_prefix(cos.Path),
                          secret_id=cos.SecretId.get_secret_value() if cos.SecretId else None,
                          secret_key=cos.SecretKey.get_secret_value() if cos.SecretKey else None,
                          deadline=self.inv.deadline - CALLBACK_RESERVE_S, log=self.log)

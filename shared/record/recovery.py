@@ -30,12 +30,15 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from shared.cos.client import CosBucket
+from shared.cos.credentials import resolve_credentials
+from shared.cos.errors import AlreadyExists, UploadError
+from shared.rules.record import OutputKeys
 from shared.runtime import RunLogger, get_logger
 from shared.settings import DEFAULT_RECORD_STATE_PREFIX, settings
 
 from .segments import local_segments
-from .storage import AlreadyExists, CosBucket, UploadError, resolve_credentials
-from .uploader import CONTENT_TYPES, OutputKeys, finalize, segments_in
+from .uploader import CONTENT_TYPES, finalize, segments_in
 
 STATE_BUCKET_ENV = "RECORD_STATE_BUCKET"
 STATE_PREFIX = DEFAULT_RECORD_STATE_PREFIX

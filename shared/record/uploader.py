@@ -31,15 +31,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from shared.cos.client import MIN_PART_SIZE, CosBucket
+from shared.cos.errors import UploadError
+from shared.rules.record import INIT_INDEX, OutputKeys
 from shared.runtime import RunLogger, get_logger
 
 from . import hls, mp3
-from .segments import INIT_INDEX, SegmentInfo, Track, fragment_times, join, local_segments, parse_init, segment_name
-from .storage import MB, MIN_PART_SIZE, CosBucket, UploadError
+from .segments import SegmentInfo, Track, fragment_times, join, local_segments, parse_init
 
-OUTPUT_FORMATS = ("mp4", "hls", "hls+mp4")
-# TRTC's RecordParams.OutputFormat numbers.
-TRTC_OUTPUT_FORMATS = {0: "hls", 1: "hls+mp4", 3: "mp4"}
 CONTENT_TYPES = {"mp4": "video/mp4", "mp3": "audio/mpeg", "m4s": "video/iso.segment", "m3u8": hls.CONTENT_TYPE}
 MAX_PARTS = 10_000
 UPLOAD_WORKERS = 2
@@ -48,49 +47,7 @@ UPLOAD_WORKERS = 2
 QUEUE_SIZE = 0
 OUTAGE_WAIT_MAX_S = 8.0  # while COS is down, a segment is tried again this often at most
 ASSEMBLY_WORKERS = 4
-OUTPUT_FORMAT_RULE = 'must be "mp4", "hls", "hls+mp4" or TRTC\'s 0, 1, 3'
 _SEGMENT = re.compile(r"^(?:init\.mp4|(\d{5,})\.(m4s|mp3))$")
-
-
-def output_format(value: Any) -> str:
-    """OutputFormat as one of OUTPUT_FORMATS ("mp4" when absent); ValueError naming the field."""
-    if value is None or value == "":
-        return "mp4"
-    if isinstance(value, bool):
-        raise ValueError(f"OutputFormat {OUTPUT_FORMAT_RULE}")
-    if isinstance(value, int) or (isinstance(value, str) and value.strip().isdigit()):
-        number = int(value)
-        if number in TRTC_OUTPUT_FORMATS:
-            return TRTC_OUTPUT_FORMATS[number]
-    elif isinstance(value, str) and value.strip().lower() in OUTPUT_FORMATS:
-        return value.strip().lower()
-    raise ValueError(f"OutputFormat {OUTPUT_FORMAT_RULE}, not {value!r}")
-
-
-@dataclass(frozen=True)
-class OutputKeys:
-    """Where one recording file's objects go, all derived from its final key."""
-
-    final: str
-
-    @property
-    def stem(self) -> str:
-        return self.final.rsplit(".", 1)[0]
-
-    @property
-    def ext(self) -> str:
-        return self.final.rsplit(".", 1)[1]
-
-    @property
-    def playlist(self) -> str:
-        return self.stem + ".m3u8"
-
-    @property
-    def segment_prefix(self) -> str:
-        return self.stem + "/"
-
-    def segment(self, index: int) -> str:
-        return self.segment_prefix + segment_name(index, "mp3" if self.ext == "mp3" else "m4s")
 
 
 # --- the background uploader ---------------------------------------------------------------------
@@ -639,5 +596,5 @@ def _entry(key: str, bucket: CosBucket, status: int, problem: str, failed: dict[
     return entry
 
 
-__all__ = ["OUTPUT_FORMATS", "OutputKeys", "SegmentUploader", "UploadJob", "FileOutput", "Landed", "Piece",
-           "assemble", "finalize", "output_format", "segments_in", "read_playlist", "MB"]
+__all__ = ["SegmentUploader", "UploadJob", "FileOutput", "Landed", "Piece", "assemble", "finalize", "segments_in",
+           "read_playlist"]

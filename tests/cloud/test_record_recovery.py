@@ -17,7 +17,7 @@ from tencentcloud.scf.v20180416 import models as scf_models
 
 from emulator.cloud import CloudConfig, LocalCloud
 from emulator.media import h264_units
-from shared.record.storage import parse_cos_url
+from shared.cos.urls import parse_cos_url
 from tests.record.conftest import FPS, Anchor, probe
 
 from .conftest import scf_client, until

@@ -9,10 +9,11 @@ import pytest
 
 from emulator.media import h264_units, probe
 from shared.contracts.record import RecordParams
+from shared.cos.errors import AlreadyExists
 from shared.record.recovery import RECOVERED_NOTE, FileRecord, Manifest, ManifestStore, RunState, recover, sweep
 from shared.record.segments import Segmenter
-from shared.record.storage import AlreadyExists
-from shared.record.uploader import FileOutput, OutputKeys, SegmentUploader
+from shared.record.uploader import FileOutput, SegmentUploader
+from shared.rules.record import OutputKeys
 
 from .segmented import FPS, feed
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import av
 
-from shared.record.storage import parse_cos_url
+from shared.cos.urls import parse_cos_url
 from shared.record.uploader import read_playlist
 
 from .conftest import FPS, probe
@@ -213,8 +213,9 @@ ROLE = ("AKIDrecordStateRole0000000000000", "recordStateRoleKey0123456789abcd", 
 
 def _with_state(studio, monkeypatch, prefix: str):
     """RECORD_STATE_* as a deployment sets them, on the session's COS, with an execution role."""
+    from shared.cos.client import CosBucket
+    from shared.cos.credentials import Credentials
     from shared.record.recovery import ManifestStore
-    from shared.record.storage import CosBucket, Credentials
 
     studio.cos.add_temporary_credentials(*ROLE)
     for name, value in zip(("TENCENTCLOUD_SECRETID", "TENCENTCLOUD_SECRETKEY", "TENCENTCLOUD_SESSIONTOKEN"), ROLE):

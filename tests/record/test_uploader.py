@@ -9,15 +9,8 @@ import pytest
 
 from emulator.media import h264_units, probe
 from shared.record.segments import Segmenter
-from shared.record.uploader import (
-    FileOutput,
-    OutputKeys,
-    Piece,
-    SegmentUploader,
-    assemble,
-    output_format,
-    read_playlist,
-)
+from shared.record.uploader import FileOutput, Piece, SegmentUploader, assemble, read_playlist
+from shared.rules.record import OutputKeys, output_format
 
 from .segmented import FPS, feed, iter_keys
 
