@@ -406,7 +406,8 @@ class Recorder:
                                        "LocalPath": str(f.path)})]
         try:
             made = output.out.finalize(f.samples if f.ext == "mp3" else None,
-                                       deadline=self.inv.deadline - CALLBACK_RESERVE_S, error=f.error)
+                                       deadline=self.inv.deadline - CALLBACK_RESERVE_S, error=f.error,
+                                       disk_full=f.no_space)
         except Exception as e:  # never lose the report of a file over an unexpected error
             self.log.error("finalising a file failed; its segments are kept", path=str(f.path),
                            error=f"{type(e).__name__}: {e}")

@@ -37,8 +37,8 @@ from shared.rules.record import OutputKeys
 from shared.runtime import RunLogger, get_logger
 from shared.settings import DEFAULT_RECORD_STATE_PREFIX, settings
 
+from .assembly import CONTENT_TYPES, finalize, segments_in
 from .segments import local_segments
-from .uploader import CONTENT_TYPES, finalize, segments_in
 
 STATE_BUCKET_ENV = "RECORD_STATE_BUCKET"
 STATE_PREFIX = DEFAULT_RECORD_STATE_PREFIX

@@ -102,6 +102,7 @@ class RecordedFile:
     error: str | None = None  # set when the file could not be finalised (it may not play)
     segments: list[SegmentInfo] = field(default_factory=list)  # what the segmenter made, in order
     samples: int = 0  # PCM samples given to the audio encoder (the final MP3's end trim)
+    no_space: bool = False  # `error` is the disk (or quota) that filled: what came before is whole
 
     @property
     def ext(self) -> str:
@@ -488,16 +489,18 @@ class AnchorRecording:
             # Audio that stopped early, or never came (no microphone), is silence to the video's end.
             pad = part.video_end_ms
         error = None
+        no_space = False
         try:
             part.close(pad_audio_to_ms=pad)
         except (OSError, av.FFmpegError) as e:
             error = f"the file could not be finalised: {e}"
-            if getattr(e, "errno", None) in NO_SPACE_ERRNOS:
+            no_space = getattr(e, "errno", None) in NO_SPACE_ERRNOS
+            if no_space:
                 error = "disk full: the file could not be finalised"
         if part.duration_ms > 0 or error:
             self.files.append(RecordedFile(self.user_id, part.path, part.number, part.start_time,
                                            part.duration_ms / 1000.0, error, list(part.seg.segments),
-                                           part.seg.samples))
+                                           part.seg.samples, no_space=no_space))
         else:
             part.discard()  # nothing was recorded into it
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import av
 
 from shared.cos.urls import parse_cos_url
-from shared.record.uploader import read_playlist
+from shared.record.assembly import read_playlist
 
 from .conftest import FPS, probe
 
