@@ -70,6 +70,7 @@ class Settings(BaseModel):
     cfs_path: Optional[Path] = None
     record_min_free_mb: float = 64.0
     callback_sign_key: Optional[str] = None
+    callback_retry_seconds: float = 60.0  # how long a callback is retried at least
     cos_endpoint: Optional[str] = None
     cos_allowlist: tuple[str, ...] = ()  # where COS_ENDPOINT may be although internal
     # record_stream's recovery: where each run keeps its state, and where the timer asks SCF
@@ -178,6 +179,13 @@ class Settings(BaseModel):
     def _above_zero(cls, v: int) -> int:
         if v < 1:
             raise ValueError("must be 1 or more")
+        return v
+
+    @field_validator("callback_retry_seconds")
+    @classmethod
+    def _retry_window(cls, v: float) -> float:
+        if not 0 < v <= 3600:
+            raise ValueError("must be a number of seconds, more than 0 and at most 3600")
         return v
 
     @field_validator("stop_margin_seconds", "record_min_free_mb")

@@ -215,50 +215,59 @@ def finalize(bucket: CosBucket, keys: OutputKeys, fmt: str, *, channels: int = 1
     if gaps and not failed:
         problem = f"segments {', '.join(map(str, gaps[:10]))} never reached COS"
     if not have.playable(keys):
-        # Nothing to assemble: either nothing was recorded, or a finisher before us already made
-        # the outputs and removed the segments ("mp4").
-        done = [k for k in ((keys.playlist,) if "hls" in fmt else ()) + ((keys.final,) if "mp4" in fmt else ())
-                if _exists(bucket, k)]
-        if done:
-            return [_entry(k, bucket, 1, "", failed, note) for k in done]
-        return [_entry(main_key, bucket, 0, problem or "nothing was recorded into this file", failed, note, False)]
+        return _nothing_to_assemble(bucket, keys, fmt, problem, failed, note)
     durations = dict(durations or {})
-    unknown = None  # why the segments' lengths could not be read (the playlist cannot be written)
-    if ("hls" in fmt and have.media) or with_duration:
-        try:
-            _fill_durations(bucket, keys, have, durations, channels)
-        except UploadError as e:
-            unknown = e.message
+    # Why the segments' lengths could not be read (then the playlist cannot be written).
+    unknown = _fill_durations(bucket, keys, have, durations, channels) \
+        if ("hls" in fmt and have.media) or with_duration else None
     entries: list[dict[str, Any]] = []
     if "hls" in fmt and have.media:
         entries.append(_entry(keys.playlist, bucket, 0, unknown, failed, note, False) if unknown else
                        _final_playlist(bucket, keys, have, durations, segment_s, problem, failed, note))
     if "mp4" in fmt:
         entries.append(_final_file(bucket, keys, fmt, have, channels, samples, problem, failed, note, log))
-    if with_duration:
-        seconds = round(sum(durations.get(k, 0.0) for _, k, _ in have.media) / 1000.0, 3)
-        for entry in entries:
-            entry["Duration"] = seconds
-    return entries
+    return [_with_duration(e, have, durations) for e in entries] if with_duration else entries
+
+
+def _with_duration(entry: dict[str, Any], have: _InCos, durations: dict[str, float]) -> dict[str, Any]:
+    """The entry with `Duration`: seconds of media in the file's segments."""
+    return {**entry, "Duration": round(sum(durations.get(k, 0.0) for _, k, _ in have.media) / 1000.0, 3)}
+
+
+def _nothing_to_assemble(bucket: CosBucket, keys: OutputKeys, fmt: str, problem: str, failed: Failed,
+                         note: str) -> list[dict[str, Any]]:
+    """Either nothing was recorded, or a finisher before us already made the outputs and removed
+    the segments ("mp4"): then those outputs are the file."""
+    done = [k for k in ((keys.playlist,) if "hls" in fmt else ()) + ((keys.final,) if "mp4" in fmt else ())
+            if _exists(bucket, k)]
+    if done:
+        return [_entry(k, bucket, 1, "", failed, note) for k in done]
+    return [_entry(keys.playlist if fmt == "hls" else keys.final, bucket, 0,
+                   problem or "nothing was recorded into this file", failed, note, False)]
 
 
 def _fill_durations(bucket: CosBucket, keys: OutputKeys, have: _InCos, durations: dict[str, float],
-                    channels: int) -> None:
+                    channels: int) -> str | None:
     """Each media segment's length in ms, for those `durations` lacks: from the playlist already in
-    COS, else from the segment itself (an MP3 one by its size, an fMP4 one by its moof)."""
+    COS, else from the segment itself (an MP3 one by its size, an fMP4 one by its moof). None, or
+    what COS answered when they could not be read."""
     missing = [m for m in have.media if m[1] not in durations]
     if not missing:
-        return
-    old = bucket.head(keys.playlist) and read_playlist(bucket.get_bytes(keys.playlist).decode())
-    tracks: dict[int, Track] | None = None
-    for _i, k, s in missing:
-        uri = hls.relative_uri(keys.playlist, k)
-        if old and uri in old:
-            durations[k] = old[uri] * 1000
-            continue
-        if tracks is None and have.init is not None:
-            tracks = parse_init(bucket.get_bytes(have.init[0]))
-        durations[k] = _segment_duration_ms(bucket, keys, k, s, channels, tracks)
+        return None
+    try:
+        old = bucket.head(keys.playlist) and read_playlist(bucket.get_bytes(keys.playlist).decode())
+        tracks: dict[int, Track] | None = None
+        for _i, k, s in missing:
+            uri = hls.relative_uri(keys.playlist, k)
+            if old and uri in old:
+                durations[k] = old[uri] * 1000
+                continue
+            if tracks is None and have.init is not None:
+                tracks = parse_init(bucket.get_bytes(have.init[0]))
+            durations[k] = _segment_duration_ms(bucket, keys, k, s, channels, tracks)
+    except UploadError as e:
+        return e.message
+    return None
 
 
 def _final_playlist(bucket: CosBucket, keys: OutputKeys, have: _InCos, durations: dict[str, float],

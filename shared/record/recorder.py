@@ -27,8 +27,9 @@ from typing import Any, Callable
 from shared.contracts.record import RecordParams
 from shared.cos.client import CosBucket, check_access
 from shared.cos.errors import UploadError
-from shared.record.recovery import FileRecord, Manifest, RunState, store_from_env
+from shared.record.result import STATUS_FAILED, file_entry, run_result
 from shared.record.segments import SegmentInfo
+from shared.record.state import FileRecord, Manifest, RunState, store_from_env
 from shared.record.uploader import FileOutput, SegmentUploader
 from shared.record.writer import AnchorRecording, RecordedFile, WriteError
 from shared.room import (
@@ -59,10 +60,6 @@ FINALIZE_WORKERS = 8  # files finalised at once (each waits for its segments, th
 # Seconds kept back from the time limit for the callback once uploads are done.
 CALLBACK_RESERVE_S = 3.0
 
-MESSAGE_OK = "success"
-# The result's "status": "failed" ends the run FAILED (SCF's async event status, as push_stream's).
-STATUS_FINISHED = "finished"
-STATUS_FAILED = "failed"
 # Seconds kept back from the time limit after the callback, to return the result.
 RETURN_RESERVE_S = 1.0
 
@@ -421,12 +418,7 @@ class Recorder:
 
     @staticmethod
     def _entry(base: dict[str, Any], made: dict[str, Any]) -> dict[str, Any]:
-        # The seed's keys first, in the order the result has always had them.
-        entry = {"UserId": base["UserId"], "RecordFile": made["RecordFile"], "Status": made["Status"],
-                 "Message": MESSAGE_OK if made["Status"] == 1 else made["Message"],
-                 "Duration": base["Duration"], "StartTime": base["StartTime"]}
-        entry.update({k: v for k, v in made.items() if k not in entry})
-        return entry
+        return file_entry(base["UserId"], base["Duration"], base["StartTime"], made)
 
     def _stop(self, reason: str, detail: str) -> None:
         if self.reason is None:
@@ -501,10 +493,11 @@ class Recorder:
         return result
 
     def _report(self, result: dict[str, Any]) -> None:
-        """The callback, once per recording (a recovery never sends a second one)."""
+        """The callback, once per recording (a recovery never sends a second one); the result is
+        kept in the state bucket too, for a receiver that never takes it."""
         if self._state is None:
             self._callback(result)
-        elif not self._state.report(lambda: self._callback(result)):
+        elif not self._state.report(lambda: self._callback(result), result):
             self.log.warning("this run was reported already (by a recovery); no second callback")
 
     def _finish_without_room(self, reason: str, detail: str, code: int | None = None) -> dict[str, Any]:
@@ -526,17 +519,9 @@ class Recorder:
         message = _STOP_MESSAGES.get(reason, reason)
         if self.reason_detail:
             message = f"{message}: {self.reason_detail}"
-        return {
-            "SdkAppId": p.SdkAppId,
-            "RoomId": p.RoomId if p.RoomId is not None else 0,
-            "UserId": p.UserId,
-            "StrRoomId": p.StrRoomId or "",
-            "Files": files,
-            "status": STATUS_FINISHED,
-            "Reason": reason,
-            "Message": message,
-            "RequestId": self.inv.request_id,
-        }
+        return run_result(sdk_app_id=p.SdkAppId, room_id=p.RoomId if p.RoomId is not None else 0,
+                          user_id=p.UserId, str_room_id=p.StrRoomId or "", files=files, reason=reason,
+                          message=message, request_id=self.inv.request_id)
 
     def _tidy(self) -> None:
         try:

@@ -96,7 +96,8 @@ def test_a_run_killed_at_a_random_moment_is_recovered(cloud, callback_receiver, 
         assert sorted(found.codecs) == ["aac", "h264"]
         assert recorded_s - LOSS_S <= found.video_s <= recorded_s + 0.5, (seed, moment, found)
         assert recorded_s - LOSS_S <= found.audio_s <= recorded_s + 0.5, (seed, moment, found)
-    assert _state_left(cloud, request_id) == [f".recording/{request_id}.reported"]
+    assert _state_left(cloud, request_id) == [f".recording/{request_id}.reported",
+                                              f".recording/{request_id}.result.json"]
     time.sleep(5)  # two more timer ticks: reported once
     assert len(callback_receiver.received) == 1
 

@@ -10,7 +10,7 @@ import pytest
 from shared.cos.client import CosBucket, check_access
 from shared.cos.errors import UploadError
 from shared.cos.urls import cos_url, parse_cos_url
-from shared.record.recovery import store_from_env
+from shared.record.state import store_from_env
 from shared.rules.record import object_key
 from shared.runtime import RetryPolicy
 
