@@ -56,6 +56,9 @@ ENTER_TIMEOUT_S = 10.0
 POLL_S = 0.1
 MAX_EVENTS_PER_BATCH = 500
 CHECK_EVERY_S = 1.0  # idle, MaxDuration and free disk are looked at this often
+# An anchor whose file failed is recorded again, into a new file, after this pause (not at once:
+# media that fails every time would otherwise open a file a frame).
+BROKEN_PAUSE_S = 3.0
 FINALIZE_WORKERS = 8  # files finalised at once (each waits for its segments, then assembles in COS)
 # Seconds kept back from the time limit for the callback once uploads are done.
 CALLBACK_RESERVE_S = 3.0
@@ -134,7 +137,8 @@ class Recorder:
     _stays: dict[str, _Stay] = field(default_factory=dict)
     _present: set[str] = field(default_factory=set)
     _muted: set[str] = field(default_factory=set)
-    _broken: set[str] = field(default_factory=set)  # anchors whose files failed until they leave
+    # Anchors whose file failed (an error that is not the disk's): not recorded until then (monotonic).
+    _broken: dict[str, float] = field(default_factory=dict)
     _uploads: list[Future] = field(default_factory=list)
     _pool: ThreadPoolExecutor | None = None
     _uploader: SegmentUploader | None = None
@@ -265,15 +269,15 @@ class Recorder:
         return False
 
     def _give_up_on(self, user_id: str, now: float, error: str) -> None:
-        """Close what this anchor's stay wrote so far; record it again only once it comes back."""
-        self.log.error("recording file failed; this anchor is not recorded until it comes back",
+        """Close what this anchor's stay wrote so far; record it again, in a new file, after a pause."""
+        self.log.error("recording file failed; this anchor is recorded again, into a new file, after a pause",
                        anchor=user_id, error=error)
         try:
             self._end_stay(user_id, now)
         except Exception as e:
             self.log.error("finalising a file failed", anchor=user_id, error=f"{type(e).__name__}: {e}")
         if user_id:
-            self._broken.add(user_id)
+            self._broken[user_id] = now + BROKEN_PAUSE_S
 
     def _on_event(self, room: Room, event: Any, now: float) -> None:
         if isinstance(event, RemoteAudio):
@@ -294,7 +298,7 @@ class Recorder:
         elif isinstance(event, UserLeft):
             self._present.discard(event.user_id)
             self._muted.discard(event.user_id)
-            self._broken.discard(event.user_id)
+            self._broken.pop(event.user_id, None)
             self._end_stay(event.user_id, now)
             self.log.info("anchor left", anchor=event.user_id, reason=event.reason)
         elif isinstance(event, AudioAvailable):
@@ -310,7 +314,7 @@ class Recorder:
         stay = self._stays.get(user_id)
         if stay is not None:
             return stay
-        if not self.params.records(user_id) or user_id in self._broken:
+        if not self.params.records(user_id) or self._broken.get(user_id, now) > now:
             return None
         self._present.add(user_id)  # media proves presence even if the entry event was missed
         assert self.directory is not None
