@@ -201,7 +201,6 @@ class Recorder:
         return self._finish()
 
     def _loop(self, room: Room, entered: float) -> None:
-        p = self.params
         idle_since: float | None = entered
         next_check = 0.0
         while True:
@@ -236,23 +235,28 @@ class Recorder:
                 return
             if now >= next_check:
                 next_check = now + CHECK_EVERY_S
-                if self._tick(now):
+                if self._tick(now) or self._limit_reached(now, idle_since, entered):
                     return
-                if idle_since is not None and now - idle_since >= p.MaxIdleTime:
-                    self._stop("idle", f"no anchor for {p.MaxIdleTime} s")
-                    return
-                if p.MaxDuration is not None and now - entered >= p.MaxDuration:
-                    self._stop("max_duration", f"{p.MaxDuration} s recorded")
-                    return
-                assert self.directory is not None
-                try:
-                    free = free_bytes(self.directory)
-                except OSError:
-                    free = 0
-                if free < min_free_bytes():
-                    self._stop("disk_full", f"{free // (1 << 20)} MB left in {self.directory}, "
-                                            f"{MIN_FREE_ENV} keeps {min_free_bytes() // (1 << 20)} MB")
-                    return
+
+    def _limit_reached(self, now: float, idle_since: float | None, entered: float) -> bool:
+        """MaxIdleTime, MaxDuration, the free disk: True (and the stop recorded) when one is reached."""
+        p = self.params
+        if idle_since is not None and now - idle_since >= p.MaxIdleTime:
+            self._stop("idle", f"no anchor for {p.MaxIdleTime} s")
+            return True
+        if p.MaxDuration is not None and now - entered >= p.MaxDuration:
+            self._stop("max_duration", f"{p.MaxDuration} s recorded")
+            return True
+        assert self.directory is not None
+        try:
+            free = free_bytes(self.directory)
+        except OSError:
+            free = 0
+        if free < min_free_bytes():
+            self._stop("disk_full", f"{free // (1 << 20)} MB left in {self.directory}, "
+                                    f"{MIN_FREE_ENV} keeps {min_free_bytes() // (1 << 20)} MB")
+            return True
+        return False
 
     def _tick(self, now: float) -> bool:
         """Let each stay write the silence of a quiet microphone; True when that found a full disk."""

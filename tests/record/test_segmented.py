@@ -232,8 +232,10 @@ def test_a_run_keeps_its_state_while_recording_and_leaves_only_its_report(studio
     context = studio.context()
     run = studio.start(studio.event(room, mode="00", SegmentDuration=SEGMENT_S), context)
     anchor = studio.anchor(room, "alice").publish(3.0)
-    time.sleep(1.5)
-    manifest = store.load(context["request_id"])
+    end = time.monotonic() + 10.0
+    while (manifest := store.load(context["request_id"])) is None or not manifest.files:
+        assert time.monotonic() < end, "no manifest naming the anchor's file while it records"
+        time.sleep(0.05)
     anchor.wait()
     studio.remove(room)
     result = run.wait()
