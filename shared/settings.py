@@ -70,9 +70,9 @@ class Settings(BaseModel):
     cfs_path: Optional[Path] = None
     record_min_free_mb: float = 64.0
     callback_sign_key: Optional[str] = None
+    callback_retry_seconds: float = 60.0  # how long a callback is retried at least
     cos_endpoint: Optional[str] = None
-    cos_multipart_threshold: int = 20 * MB
-    cos_part_size: int = 8 * MB
+    cos_allowlist: tuple[str, ...] = ()  # where COS_ENDPOINT may be although internal
     # record_stream's recovery: where each run keeps its state, and where the timer asks SCF
     record_state_bucket: Optional[str] = None
     record_state_region: Optional[str] = None
@@ -137,7 +137,7 @@ class Settings(BaseModel):
             return tuple(p.strip() for chunk in v.split(",") for p in chunk.split(os.pathsep) if p.strip())
         return v
 
-    @field_validator("source_allowlist", "callback_allowlist", "redis_allowlist", mode="before")
+    @field_validator("source_allowlist", "callback_allowlist", "redis_allowlist", "cos_allowlist", mode="before")
     @classmethod
     def _allowlist(cls, v: Any) -> Any:
         items = _split_list(v) if isinstance(v, str) else tuple(v or ())
@@ -181,6 +181,13 @@ class Settings(BaseModel):
             raise ValueError("must be 1 or more")
         return v
 
+    @field_validator("callback_retry_seconds")
+    @classmethod
+    def _retry_window(cls, v: float) -> float:
+        if not 0 < v <= 3600:
+            raise ValueError("must be a number of seconds, more than 0 and at most 3600")
+        return v
+
     @field_validator("stop_margin_seconds", "record_min_free_mb")
     @classmethod
     def _not_negative(cls, v: float) -> float:
@@ -193,13 +200,6 @@ class Settings(BaseModel):
     def _ttl(cls, v: int) -> int:
         if v < 1:
             raise ValueError("must be a whole number of seconds, 1 or more")
-        return v
-
-    @field_validator("cos_multipart_threshold", "cos_part_size")
-    @classmethod
-    def _part(cls, v: int) -> int:
-        if v < MB:
-            raise ValueError(f"must be a number of bytes, {MB} (1 MB, COS's smallest part) or more")
         return v
 
     @field_validator("cos_endpoint")

@@ -55,7 +55,7 @@ CONTEXT_HEADERS = {
 REQUIRED_HEADERS = ("X-Scf-Request-Id", "X-Scf-Timeout", "X-Scf-Memory")
 INTEGER_HEADERS = ("X-Scf-Timeout", "X-Scf-Memory")
 # The execution role's temporary keys -> the variables the code runtime sets and
-# shared/record/storage.py reads; set in the invocation's worker only.
+# shared/cos/ reads; set in the invocation's worker only.
 ROLE_HEADERS = {
     "X-Scf-Secret-Id": "TENCENTCLOUD_SECRETID",
     "X-Scf-Secret-Key": "TENCENTCLOUD_SECRETKEY",

@@ -11,7 +11,7 @@ from typing import Any
 from emulator.cloud import LocalCloud
 from emulator.media import GRAY_LEVELS, gray_level
 from emulator.trtc import signature as usersig_lib, usersig
-from shared.record.storage import parse_cos_url
+from shared.cos.urls import parse_cos_url
 from shared.room import EnterParams, PixelFrame, RemoteVideo, Role, RoomRef, VideoFormat
 from shared.room.local import LocalRoom
 

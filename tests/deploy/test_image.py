@@ -23,8 +23,8 @@ import redis
 from deploy import entry
 from deploy.image import build as image_build, server as entry_server
 from emulator.media import make_clip
+from shared.cos.urls import parse_cos_url
 from shared.push.checkpoint import checkpoint_key
-from shared.record.storage import parse_cos_url
 from shared.room import RoomRef
 from tests.deploy.entry_server import scf_headers
 
