@@ -18,7 +18,8 @@ from urllib.parse import parse_qsl, urlencode
 from pydantic import BaseModel, ValidationError
 
 from .failures import Failure, Kind
-from .runtime import MAX_DEPTH, REDACTED, Invocation, RunLogger, get_logger, redact
+from .runtime import Invocation, RunLogger, get_logger
+from .secrets import MAX_DEPTH, REDACTED, redact
 
 M = TypeVar("M", bound=BaseModel)
 

@@ -20,7 +20,7 @@ from urllib.parse import urlsplit
 from pydantic import BaseModel, ConfigDict, ValidationInfo, field_validator
 
 from shared.room.base import MAX_ROOM_ID
-from shared.runtime import mask_url, redact_url_value
+from shared.secrets import mask_url, redact_url_value
 
 MAX_VIDEO_SRC_CHARS = 4096
 MAX_PLAYLIST = 100  # sources in one videoSrc list

@@ -23,7 +23,7 @@ from urllib.parse import unquote, urlsplit
 
 from pydantic import SecretStr
 
-from shared.runtime import redact_value
+from shared.secrets import redact_value
 from shared.settings import settings
 
 REDIS_URL_ENV = "REDIS_URL"
