@@ -72,7 +72,7 @@ def test_a_run_killed_at_a_random_moment_is_recovered(cloud, callback_receiver, 
     request_id, room = _start(cloud, callback_receiver.url, Mode="02")
     anchors = [Anchor(cloud.rooms, room, user).publish(10.0, units=units) for user in ("alice", "bob")]
     started = time.monotonic()
-    time.sleep(moment)
+    time.sleep(moment)  # the stimulus: the run is killed at a random moment of the recording
     pid = cloud.scf.get(request_id).pid
     assert pid is not None
     os.kill(pid, signal.SIGKILL)
@@ -97,7 +97,8 @@ def test_a_run_killed_at_a_random_moment_is_recovered(cloud, callback_receiver, 
         assert recorded_s - LOSS_S <= found.video_s <= recorded_s + 0.5, (seed, moment, found)
         assert recorded_s - LOSS_S <= found.audio_s <= recorded_s + 0.5, (seed, moment, found)
     assert _state_left(cloud, request_id) == [f".recording/{request_id}.reported"]
-    time.sleep(5)  # two more timer ticks: reported once
+    ticks = len([r for r in cloud.scf.runs() if r.source == "timer"])
+    until(lambda: len([r for r in cloud.scf.runs() if r.source == "timer"]) >= ticks + 2, 20, "two more timer ticks")
     assert len(callback_receiver.received) == 1
 
 
@@ -106,7 +107,7 @@ def test_a_hard_terminate_through_scf_is_recovered_with_both_outputs(cloud, call
     request_id, room = _start(cloud, callback_receiver.url, Mode="00", OutputFormat="hls+mp4")
     anchor = Anchor(cloud.rooms, room, "alice").publish(8.0)
     started = time.monotonic()
-    time.sleep(5.0)
+    time.sleep(5.0)  # the stimulus: 5 s of recording before the hard terminate
     req = scf_models.TerminateAsyncEventRequest()
     req.FunctionName, req.InvokeRequestId, req.GraceShutdown = "record_stream", request_id, False
     scf_client(info["cloudApiEndpoint"], info["secretId"], info["secretKey"]).TerminateAsyncEvent(req)

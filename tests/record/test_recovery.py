@@ -101,7 +101,7 @@ def test_racing_finishers_report_once(tmp_path, bucket, prefix, cos_env, role, c
         t.join(30)
     assert sum(1 for r in results if r is not None) == 1
     callback_receiver.wait_for(1, timeout=10)
-    time.sleep(0.5)
+    time.sleep(0.5)  # the window: a second callback would arrive in it (nothing to poll for)
     assert len(callback_receiver.received) == 1
     # The original run comes back to finish: it may not, and it does not report.
     assert state.claim() is False
