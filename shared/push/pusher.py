@@ -301,7 +301,7 @@ class Pusher:
         p = self.params
         info = self._current_source.info
         try:
-            self.room = open_room(dict(self.env))
+            self.room = open_room()
         except RoomConfigError as e:
             raise Failure(str(e), "room_config", Kind.INTERNAL) from None
         params = EnterParams(
