@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from emulator.httpserver import HttpServer
+from shared.worker import Worker, spawn
 
 # --- HTTP ----------------------------------------------------------------------------------------
 
@@ -338,15 +339,17 @@ class RtmpServer:
         self.tc_urls: list[str] = []  # the tcUrl of each connect command
         self._tags = flv_tags(Path(self.flv).read_bytes())
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True, name="rtmp-server")
+        self._serving: Worker | None = None
 
     def start(self) -> "RtmpServer":
-        self._thread.start()
+        if self._serving is None:
+            self._serving = spawn(self._run, "rtmp-server")
         return self
 
     def stop(self) -> None:
         self._stop.set()
-        self._thread.join(5)
+        if self._serving is not None:
+            self._serving.join(5)
         self._sock.close()
 
     def _run(self) -> None:

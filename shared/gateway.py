@@ -104,13 +104,12 @@ def _check_depth(value: Any, what: str) -> None:
     holding a lone surrogate ("\\ud800" is valid JSON syntax but no character: no UTF-8 can carry it,
     so nothing could log, record or send it), naming the top-level field it is in."""
     stack: list[tuple[Any, int, str | None]] = [(value, 1, None)]
+    not_text: set[str] = set()  # the fields holding a lone surrogate, all named at once
     while stack:
         v, depth, field = stack.pop()
         if isinstance(v, str):
             if _SURROGATE.search(v):
-                why = "holds a lone surrogate (\\ud800..\\udfff), which is not a character"
-                raise Failure(f"{what} is not valid UTF-8 JSON text: {field or 'it'} {why}" if what == "body"
-                              else f"{field or what}: {why}", "invalid_parameters")
+                not_text.add(field if field is not None else what)
             continue
         if isinstance(v, Mapping):
             if depth > MAX_DEPTH:
@@ -123,6 +122,13 @@ def _check_depth(value: Any, what: str) -> None:
             if depth > MAX_DEPTH:
                 raise Failure(f"{what}: nested too deeply (at most {MAX_DEPTH} levels)", "invalid_parameters")
             stack.extend((c, depth + 1, field) for c in v)
+    if not_text:
+        names = sorted(not_text)
+        surrogate = "a lone surrogate (\\ud800..\\udfff), which is not a character"
+        if what == "body":
+            raise Failure(f"body is not valid UTF-8 JSON text: {', '.join(names)} hold{'s' if len(names) == 1 else ''} "
+                          f"{surrogate}", "invalid_parameters")
+        raise Failure("; ".join(f"{name}: holds {surrogate}" for name in names), "invalid_parameters")
 
 
 def redact_event(event: Any) -> Any:

@@ -87,6 +87,13 @@ def entry_setting(name: str, env: Mapping[str, str] | None = None) -> Any:
     return value(name, env)
 
 
+def spawn(target: Any, name: str) -> None:
+    """`target()` on a thread of its own, by the house's one thread protocol (shared.worker)."""
+    from shared.worker import spawn as start
+
+    start(target, name)
+
+
 def to_json(obj: Any) -> bytes:
     """`obj` as UTF-8 JSON; a lone surrogate in a string ("\ud800", which UTF-8 cannot carry) is
     written as its JSON escape instead of failing the answer."""
@@ -227,7 +234,7 @@ class Worker:
                 parsed = None
             if isinstance(parsed, dict) and ("result" in parsed or "error" in parsed):
                 # Answered: the process is reaped aside, the answer does not wait for its exit.
-                threading.Thread(target=self.proc.wait, daemon=True).start()
+                spawn(self.proc.wait, "entry-reap")
                 return parsed
         rc = self.proc.wait()
         how = f"killed by signal {-rc}" if rc < 0 else f"exit code {rc}"
@@ -287,10 +294,12 @@ class Workers:
             if worker is None or not worker.alive():
                 worker = Worker()
             self._running.add(worker)
-        refill = threading.Timer(REFILL_DELAY_S, self.fill)
-        refill.daemon = True
-        refill.start()
+        spawn(self._refill_later, "entry-refill")
         return worker
+
+    def _refill_later(self) -> None:
+        time.sleep(REFILL_DELAY_S)  # the invocation just handed over starts first (see REFILL_DELAY_S)
+        self.fill()
 
     def finished(self, worker: Worker) -> bool:
         """Forget a worker whose invocation ended; True when the server may now exit."""
@@ -430,7 +439,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
         except OSError:
             log("error", "the invocation's answer could not be sent (SCF closed the connection)", request_id)
         if last:
-            threading.Thread(target=self.server.shutdown, daemon=True).start()
+            spawn(self.server.shutdown, "entry-shutdown")
 
 
 class Server(http.server.ThreadingHTTPServer):
@@ -465,7 +474,7 @@ def serve() -> int:
         name = signal.Signals(signum).name
         if server.workers.stop(signum):
             log("info", f"{name}: no invocation is running; exiting")
-            threading.Thread(target=server.shutdown, daemon=True).start()
+            spawn(server.shutdown, "entry-shutdown")
         else:
             log("info", f"{name}: passed to the running invocation; exiting once it has answered")
 
