@@ -104,7 +104,8 @@ def to_json(obj: Any) -> bytes:
 
 
 def log(level: str, msg: str, request_id: str | None = None, **fields: Any) -> None:
-    """One JSON line on stderr, in shared/runtime.py's shape (the server does not import shared)."""
+    """One JSON line on stderr, in shared/runtime.py's shape (the server imports only shared.settings and
+    shared.worker, never the logger: a wrong LOG_LEVEL is the call's to report)."""
     now = time.time()
     line = {"time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now)) + f".{int(now * 1000) % 1000:03d}Z",
             "level": level, "request_id": request_id, "function": _function,
