@@ -38,7 +38,7 @@ import sys
 import threading
 import time
 import traceback
-from typing import Any, Mapping
+from typing import Any
 
 CODE_ROOT = os.path.dirname(os.path.abspath(__file__))
 SITE = os.path.join(os.path.dirname(CODE_ROOT), "site")  # the wheels installed for the image
@@ -80,11 +80,11 @@ _T0 = time.monotonic()
 _function: str | None = None  # ENTRY_FUNCTION, read once at start (the log lines carry it)
 
 
-def entry_setting(name: str, env: Mapping[str, str] | None = None) -> Any:
+def entry_setting(name: str) -> Any:
     """One of the server's settings (ENTRY_*), read alone from shared.settings (its one default)."""
     from shared.settings import value
 
-    return value(name, env)
+    return value(name)
 
 
 def spawn(target: Any, name: str) -> None:
@@ -454,9 +454,9 @@ class Server(http.server.ThreadingHTTPServer):
         self.read_timeout = read_timeout
 
 
-def listen_address(env: Mapping[str, str] | None = None) -> tuple[str, int]:
+def listen_address() -> tuple[str, int]:
     """ENTRY_LISTEN as (host, port); ValueError naming it when malformed."""
-    host, _, port = str(entry_setting("ENTRY_LISTEN", env)).rpartition(":")
+    host, _, port = str(entry_setting("ENTRY_LISTEN")).rpartition(":")
     return host, int(port)
 
 
