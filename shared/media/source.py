@@ -429,16 +429,13 @@ class MediaSource:
             plan = self.video_plan
             vconv = VideoConverter(plan.width, plan.height, self.path.fps, self.limits.max_area)
         loop = passthrough_pass if self.info.passthrough else decode_pass
-        assert self._container is not None  # play() checked
-        opened = Opened(self._container, v, a, self.info.passthrough, self.info.is_live, self._kind_name == "file",
-                        self.name, self.log, self._fail, self._reason)
         n = 0
         while True:
             spec = PassSpec(start_ms=start_ms if n == 0 else 0, first=n == 0,
                             last=passes is not None and n + 1 >= passes, audio_from_key=audio_from_key)
             primed = self._rewind(spec.start_ms)
             count = 0
-            for frame in loop(Pass(opened, spec, timeline, aconv, vconv, self._health, primed)):
+            for frame in loop(Pass(self._opened(), spec, timeline, aconv, vconv, self._health, primed)):
                 count += 1
                 yield frame
             self._check_complete(timeline.reached_ms, spec.start_ms)
@@ -448,6 +445,12 @@ class MediaSource:
                 return
             n += 1
             yield PassEnd(n, timeline.end_pass())
+
+    def _opened(self) -> Opened:
+        """What a pass reads, handed to the loop explicitly (made for each pass, after its rewind)."""
+        assert self._container is not None  # play() checked; a pass reads an open source
+        return Opened(self._container, self._vstream, self._astream, self.info.passthrough, self.info.is_live,
+                      self._kind_name == "file", self.name, self.log, self._fail, self._reason)
 
     def _rewind(self, start_ms: int) -> list[av.Packet]:
         """Get the container to `start_ms` (the key frame at or before it); the packets already read
