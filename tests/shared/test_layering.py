@@ -115,8 +115,9 @@ def _circles_text(found: list[list[str]]) -> str:
 
 
 # The Redis address module reads settings (REDIS_URL) while settings parses REDIS_URL with it: that
-# circle closes when the address moves to shared/redis/ without the settings read (issue 19, the Redis door).
-AWAITING_REDIS_DOOR = {"shared.contracts.redis_config", "shared.settings"}
+# circle closes when the address (shared/redis/, issue 19's Redis door) no longer reads settings. Under
+# either of its names; the address must import shared.secrets, not the logger, or the circle grows.
+AWAITING_REDIS_DOOR = ({"shared.contracts.redis_config", "shared.settings"}, {"shared.redis.address", "shared.settings"})
 
 
 def test_the_checker_sees_imports_inside_functions_and_relative_ones():
@@ -128,7 +129,7 @@ def test_the_checker_sees_imports_inside_functions_and_relative_ones():
 
 
 def test_no_module_imports_itself_back_through_a_circle():
-    found = [c for c in cycles(graph()) if set(c) != AWAITING_REDIS_DOOR]
+    found = [c for c in cycles(graph()) if set(c) not in AWAITING_REDIS_DOOR]
     assert not found, f"import circles: {_circles_text(found)}"
 
 
