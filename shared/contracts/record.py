@@ -26,7 +26,7 @@ from shared.rules.record import (
     output_format,
     path_problem,
 )
-from shared.runtime import redact_value
+from shared.secrets import redact_value
 
 from .fields import STR_ROOM_ID as _STR_ROOM_ID, USER_ID as _USER_ID, Params, check_url, without_url
 

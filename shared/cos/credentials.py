@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from shared.runtime import redact_value
+from shared.secrets import redact_value
 from shared.settings import settings
 
 from .errors import UploadError

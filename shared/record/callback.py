@@ -25,7 +25,8 @@ from typing import Any, Mapping
 import requests
 
 from shared.egress import CALLBACK_ALLOWLIST_ENV, DestinationRefused, pinned_session, validate_callback_url
-from shared.runtime import GaveUp, RetryPolicy, RunLogger, get_logger, redact_value
+from shared.runtime import GaveUp, RetryPolicy, RunLogger, get_logger
+from shared.secrets import redact_value
 from shared.settings import settings
 
 _sleep = time.sleep  # the backoff wait (a test brings the receiver back during it)

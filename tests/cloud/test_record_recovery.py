@@ -85,7 +85,7 @@ def test_a_run_killed_at_a_random_moment_is_recovered(cloud, callback_receiver, 
     request_id, room = _start(cloud, callback_receiver.url, Mode="02")
     anchors = [Anchor(cloud.rooms, room, user).publish(10.0, units=units) for user in ("alice", "bob")]
     started = time.monotonic()
-    time.sleep(moment)
+    time.sleep(moment)  # the stimulus: the run is killed at a random moment of the recording
     pid = cloud.scf.get(request_id).pid
     assert pid is not None
     os.kill(pid, signal.SIGKILL)
@@ -120,7 +120,7 @@ def test_a_hard_terminate_through_scf_is_recovered_with_both_outputs(cloud, call
     request_id, room = _start(cloud, callback_receiver.url, Mode="00", OutputFormat="hls+mp4")
     anchor = Anchor(cloud.rooms, room, "alice").publish(8.0)
     started = time.monotonic()
-    time.sleep(5.0)
+    time.sleep(5.0)  # the stimulus: 5 s of recording before the hard terminate
     req = scf_models.TerminateAsyncEventRequest()
     req.FunctionName, req.InvokeRequestId, req.GraceShutdown = "record_stream", request_id, False
     scf_client(info["cloudApiEndpoint"], info["secretId"], info["secretKey"]).TerminateAsyncEvent(req)

@@ -11,6 +11,7 @@ import av
 
 from shared.cos.urls import parse_cos_url
 from shared.record.assembly import read_playlist
+from tests.waiting import wait_for
 
 from .conftest import FPS, probe
 
@@ -91,10 +92,10 @@ def test_cos_down_for_a_while_segments_wait_on_disk_and_nothing_is_lost(studio, 
             waiting.append(len(_local_segments(studio)))
 
     watcher = threading.Thread(target=watch, daemon=True)
-    time.sleep(1.0)
+    time.sleep(1.0)  # the stimulus: COS goes down 1 s into the recording...
     studio.cos.deny(code="ServiceUnavailable", message="Service is unavailable now.", status=503)
     watcher.start()
-    time.sleep(8.0)
+    time.sleep(8.0)  # ...and stays down for 8 s
     studio.cos.allow()
     stop.set()
     watcher.join()
@@ -119,7 +120,7 @@ def test_a_refusal_mid_recording_keeps_the_rest_and_reports_it(studio, tmp_path)
     room = studio.new_room()
     run = studio.start(studio.event(room, mode="00", SegmentDuration=SEGMENT_S))
     anchor = studio.anchor(room, "alice").publish(7.0)
-    time.sleep(3.2)
+    time.sleep(3.2)  # the stimulus: COS refuses from 3 s on
     studio.cos.deny()
     anchor.wait()
     studio.remove(room)
@@ -232,10 +233,8 @@ def test_a_run_keeps_its_state_while_recording_and_leaves_only_its_report(studio
     context = studio.context()
     run = studio.start(studio.event(room, mode="00", SegmentDuration=SEGMENT_S), context)
     anchor = studio.anchor(room, "alice").publish(3.0)
-    end = time.monotonic() + 10.0
-    while (manifest := store.load(context["request_id"])) is None or not manifest.files:
-        assert time.monotonic() < end, "no manifest naming the anchor's file while it records"
-        time.sleep(0.05)
+    manifest = wait_for(lambda: (lambda m: m if m is not None and m.files else None)(store.load(context["request_id"])),
+                        10, "the run's state, listing alice's file, in the state bucket")
     anchor.wait()
     studio.remove(room)
     result = run.wait()
