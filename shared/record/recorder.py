@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from shared.contracts.record import RecordParams
+from shared.record.derived import DerivedOutputs
 from shared.record.recovery import FileRecord, Manifest, RunState, store_from_env
 from shared.record.segments import SegmentInfo
 from shared.record.storage import CosBucket, UploadError, object_key
@@ -142,6 +143,7 @@ class Recorder:
     _state: RunState | None = None
     _outputs: dict[Path, _Output] = field(default_factory=dict)  # by the file's local path
     _stay_count: int = 0  # names the local files: "anchor001_...", never the userId (remote input)
+    _derived: DerivedOutputs | None = None  # issue 21: slices, snapshots, trimmed copies
 
     def __post_init__(self) -> None:
         if self.directory is None:
@@ -323,7 +325,7 @@ class Recorder:
         recording = AnchorRecording(user_id, self.params.Mode, self.directory, max_file_ms=self._max_file_ms,
                                     request_key_frame=ask_key_frame, label=f"anchor{self._stay_count:03d}",
                                     channels=self.params.AudioChannels, segment_s=self.params.SegmentDuration,
-                                    on_open=self._on_open)
+                                    on_open=self._on_open, tap_for=self._tap_for(user_id))
         recording.set_audio_muted(user_id in self._muted)
         stay = self._stays[user_id] = _Stay(recording)
         self.log.info("recording anchor", anchor=user_id, files=f"{recording.label}_*")
@@ -361,6 +363,9 @@ class Recorder:
                                 cos.SecretId.get_secret_value() if cos.SecretId else None,
                                 cos.SecretKey.get_secret_value() if cos.SecretKey else None, policy=policy, log=self.log)
         self._uploader = SegmentUploader(bucket, log=self.log)
+        if DerivedOutputs.wanted(p):
+            self._derived = DerivedOutputs(p, bucket, self.inv.request_id, self.log,
+                                           lambda: self.inv.deadline - RETURN_RESERVE_S)
         try:
             store = store_from_env(self.log, default_region=cos.Region)
         except UploadError as e:
@@ -394,6 +399,17 @@ class Recorder:
             self._state.add_file(record)
         self._outputs[path] = _Output(out, record)
         return out.on_segment
+
+    def _tap_for(self, user_id: str) -> Callable[[Path, Callable[[], None]], Any] | None:
+        """Issue 21's hook: each file's tap (slices, snapshots, trimmed copy), keyed as the file."""
+        derived = self._derived
+        if derived is None:
+            return None
+
+        def tap(path: Path, ask_key_frame: Callable[[], None]) -> Any:
+            output = self._outputs.get(path)
+            return None if output is None else derived.tap(user_id, output.out.keys.final, path, ask_key_frame)
+        return tap
 
     def _finalize_file(self, f: RecordedFile) -> list[dict[str, Any]]:
         """Make one file's outputs (in the pool); its entries in Files."""
@@ -466,9 +482,12 @@ class Recorder:
             self._pool.shutdown(wait=True)
         if self._uploader is not None:
             self._uploader.close(self.inv.deadline - CALLBACK_RESERVE_S)
+        slices = self._derived.finish(self.inv.deadline - CALLBACK_RESERVE_S) if self._derived else None
         self._tidy()
         uploaded = time.monotonic()
         result = self._result(files)
+        if slices is not None:
+            result["Slices"] = slices
         self.log.info("recording stopped", reason=self.reason, files=len(files),
                       uploaded=sum(1 for f in files if f["Status"] == 1),
                       finalise_s=round(finalised - (self.stopped_at or now), 3),

@@ -1,0 +1,93 @@
+"""Issue 21's outputs beside each recording file, for one run: which taps a file gets (audio slices,
+snapshots, the trimmed copy), the delivery that takes their pieces to COS and SliceCallback, and
+what the result says about them.
+
+    Recorder --tap_for(user, file key)--> Taps[AudioSlicer, Snapshotter, Trimmer] --> writer._Part
+    Recorder._finalize_file --trimmed_entry--> trim.build (in the finalize pool) --> Files entry
+    Recorder._finish --finish(deadline)--> "Slices" in the result
+
+The recorder only calls these three; everything else about slices, snapshots and trimming is in
+slices.py, snapshots.py and trim.py.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Callable
+
+from shared.contracts.record import RecordParams
+from shared.runtime import RunLogger
+
+from .segments import MODE_MP3, MODE_MP4_VIDEO
+from .slices import AudioSlicer, Piece, SliceAnnouncer, SliceDelivery, SliceReport
+from .snapshots import Snapshotter
+from .storage import CosBucket
+from .taps import MediaTap, Taps
+
+
+class _Guarded:
+    """A tap whose failure costs only its own outputs, never the recording it looks at."""
+
+    def __init__(self, tap: MediaTap, log: RunLogger):
+        self.tap = tap
+        self.log = log
+        self.broken = False
+
+    def _call(self, fn: Callable[..., None], *args: Any) -> None:
+        if self.broken:
+            return
+        try:
+            fn(*args)
+        except Exception as e:
+            self.broken = True
+            self.log.error("slices/snapshots of a file stopped", tap=type(self.tap).__name__,
+                           error=f"{type(e).__name__}: {e}")
+
+    def audio(self, pcm: bytes, first_sample: int, channels: int) -> None:
+        self._call(self.tap.audio, pcm, first_sample, channels)
+
+    def video(self, data: bytes, pts_ms: int, duration_ms: int, key: bool, codec: str) -> None:
+        self._call(self.tap.video, data, pts_ms, duration_ms, key, codec)
+
+    def close(self, end_ms: int) -> None:
+        self._call(self.tap.close, end_ms)
+
+
+class DerivedOutputs:
+    """One run's slices, snapshots and trimmed copies; `wanted` says whether the params ask for any."""
+
+    def __init__(self, params: RecordParams, bucket: CosBucket, request_id: str, log: RunLogger,
+                 deadline: Callable[[], float | None]):
+        self.params = params
+        self.log = log
+        self.request_id = request_id
+        report = SliceReport()  # one report for uploads and announcements
+        announcer = None
+        if params.SliceCallback:
+            announcer = SliceAnnouncer(params.SliceCallback, self._body, report, log, deadline)
+        self.delivery = SliceDelivery(bucket, announcer=announcer, log=log, report=report)
+        self.delivery.start()
+
+    @staticmethod
+    def wanted(params: RecordParams) -> bool:
+        return bool(params.SliceAudio or params.SliceVideo or params.RemoveSilence)
+
+    def tap(self, user_id: str, file_key: str, path: Path, ask_key_frame: Callable[[], None]) -> MediaTap | None:
+        p = self.params
+        taps: list[MediaTap] = []
+        submit = self.delivery.submit
+        if p.SliceAudio and p.Mode != MODE_MP4_VIDEO:
+            taps.append(_Guarded(AudioSlicer(p.SliceAudio, file_key, user_id, submit), self.log))
+        if p.SliceVideo and p.Mode != MODE_MP3:
+            taps.append(_Guarded(Snapshotter(p.SliceVideo, file_key, user_id, submit), self.log))
+        return Taps(taps) if taps else None
+
+    def _body(self, piece: Piece, url: str) -> dict[str, Any]:
+        p = self.params
+        return {"RequestId": self.request_id, "SdkAppId": p.SdkAppId,
+                "RoomId": p.RoomId if p.RoomId is not None else 0, "StrRoomId": p.StrRoomId or "",
+                "UserId": piece.user_id, "Type": piece.kind, "Index": piece.index,
+                "StartMs": piece.start_ms, "EndMs": piece.end_ms, "Url": url}
+
+    def finish(self, deadline: float) -> dict[str, Any]:
+        """Deliver what is left until `deadline`; the result's "Slices"."""
+        return self.delivery.finish(deadline).as_json()
