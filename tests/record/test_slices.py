@@ -2,8 +2,20 @@
 test_snapshots.py, the trimmed copy in test_trim.py)."""
 from __future__ import annotations
 
+import array
+import io
+import threading
+import time
+
+import av
 import pytest
 
+from emulator.callbacks import CallbackReceiver
+from emulator.media import tone
+from shared.record.slices import TYPE_AUDIO, AudioSlicer, Piece, piece_key
+from shared.record.storage import parse_cos_url
+
+from .conftest import probe
 from .test_params import GOOD, refused
 
 
@@ -29,3 +41,126 @@ def test_slice_parameters_within_range_are_accepted_from_strings():
                                      "SliceCallback": "http://127.0.0.1:9/slices"})
     assert (p.SliceAudio, p.SliceVideo, p.RemoveSilence) == (15, 60, 1)
     assert RecordParams.model_validate(GOOD).RemoveSilence is None  # off by default
+
+
+# --- audio slices, snapshots and SliceCallback end to end ---------------------------------------
+
+
+
+def publish_tones(anchor, plan: list[tuple[float, float]], units=None) -> threading.Thread:
+    """Send audio in real time: `plan` is [(seconds, hz)] (hz 0: nothing sent), with `units` alongside."""
+    def run() -> None:
+        start, i, v = time.monotonic(), 0, 0
+        for seconds, hz in plan:
+            for _ in range(int(seconds * 50)):
+                if hz:
+                    frame = tone(i, hz=hz)
+                    anchor.room.send_audio(frame)
+                while units is not None and v < len(units) and units[v].pts_ms <= i * 20:
+                    anchor.room.send_video(units[v])
+                    v += 1
+                i += 1
+                delay = start + i * 0.02 - time.monotonic()
+                if delay > 0:
+                    time.sleep(delay)
+
+    t = threading.Thread(target=run, daemon=True)
+    t.start()
+    return t
+
+
+def decoded_pcm(data: bytes) -> tuple[array.array, float]:
+    """(mono s16 samples, seconds) an MP3 decodes to."""
+    out = array.array("h")
+    to_s16 = av.AudioResampler(format="s16", layout="mono", rate=48000)
+    with av.open(io.BytesIO(data)) as c:
+        for frame in c.decode(audio=0):
+            for pcm in to_s16.resample(frame):
+                out.frombytes(bytes(pcm.planes[0])[:pcm.samples * 2])
+    return out, len(out) / 48000
+
+
+def frequency(samples: array.array) -> float:
+    """Hz by counting rising zero crossings (a clean sine)."""
+    rising = sum(1 for a, b in zip(samples, samples[1:]) if a < 0 <= b)
+    return rising / (len(samples) / 48000)
+
+
+def test_an_audio_slice_is_a_standalone_mp3_of_its_stretch():
+    made: list[Piece] = []
+    slicer = AudioSlicer(15, "trtc/1_2_alice_20260101T000000000Z.mp3", "alice", made.append)
+    at = 0
+    for i in range(int(32.5 * 50)):  # 15 s at 440 Hz, 15 s at 880 Hz, 2.5 s at 1320 Hz
+        hz = 440 * (1 + i // 750)
+        pcm = tone(i, hz=hz).data
+        slicer.audio(pcm, at, 1)
+        at += len(pcm) // 2
+    slicer.close(32_500)
+    assert [(p.index, p.start_ms, p.end_ms) for p in made] == [(0, 0, 15000), (1, 15000, 30000), (2, 30000, 32500)]
+    assert made[0].key == "trtc/1_2_alice_20260101T000000000Z/audio/0.mp3"
+    for piece, hz, seconds in zip(made, (440, 880, 1320), (15, 15, 2.5)):
+        data = piece.make()
+        assert data is not None
+        samples, duration = decoded_pcm(data)
+        assert abs(duration - seconds) <= 0.05, (piece.index, duration)
+        assert abs(frequency(samples[4800:-4800]) - hz) <= 5, (piece.index, frequency(samples))
+
+
+@pytest.fixture
+def slice_receiver():
+    receiver = CallbackReceiver().start()
+    yield receiver
+    receiver.stop()
+
+
+def test_two_anchors_get_their_own_slices_and_snapshots_announced_in_order(studio, video_units, slice_receiver,
+                                                                             tmp_path):
+    """Mode 02, SliceAudio 15 + SliceVideo 5 + SliceCallback: each anchor's slices hold its own tone,
+    every piece is in COS at its key and POSTed once, per anchor in order."""
+    from .conftest import h264_units
+
+    units = h264_units(17 * 25 + 25, pictures="gray")
+    room = studio.new_room()
+    run = studio.start(studio.event(room, mode="02", SliceAudio=15, SliceVideo=5, SliceCallback=slice_receiver.url))
+    alice, bob = studio.anchor(room, "alice"), studio.anchor(room, "bob")
+    threads = [publish_tones(alice, [(16.5, 440)], units), publish_tones(bob, [(16.5, 880)], units)]
+    for t in threads:
+        t.join(30)
+    studio.remove(room)
+    result = run.wait()
+    alice.leave()
+    bob.leave()
+
+    assert result["Slices"]["Audio"] == 4 and result["Slices"]["Images"] == 8, result["Slices"]
+    posts = [r.json for r in slice_receiver.wait_for(12, timeout=20)]
+    for entry, hz in zip(sorted(result["Files"], key=lambda e: e["UserId"]), (440, 880)):
+        user = entry["UserId"]
+        _, _, key = parse_cos_url(entry["RecordFile"])
+        mine = [p for p in posts if p["UserId"] == user]
+        assert [(p["Type"], p["Index"]) for p in mine if p["Type"] == "image"] == [("image", i) for i in range(4)]
+        audio = [p for p in mine if p["Type"] == TYPE_AUDIO]
+        assert [(p["Index"], p["StartMs"]) for p in audio] == [(0, 0), (1, 15000)]
+        assert set(mine[0]) == {"RequestId", "SdkAppId", "RoomId", "StrRoomId", "UserId", "Type", "Index",
+                                "StartMs", "EndMs", "Url"}
+        assert mine[0]["RoomId"] == room and mine[0]["SdkAppId"] == studio.rooms.sdk_app_id
+        first = audio[0]
+        assert first["Url"].endswith(piece_key(key, TYPE_AUDIO, 0)) and first["EndMs"] == 15000
+        data = studio.fetch(first["Url"], tmp_path / f"{user}.mp3").read_bytes()
+        samples, duration = decoded_pcm(data)
+        assert abs(duration - 15) <= 0.1
+        assert abs(frequency(samples[4800:-4800]) - hz) <= 5
+        assert min(probe(tmp_path / f"{user}.mp3").audio_rms[1:-1]) > 1000  # the tone throughout
+
+
+def test_a_slice_callback_down_then_up_still_gets_every_piece_in_order(studio, slice_receiver, video_units):
+    slice_receiver.down()
+    room = studio.new_room()
+    run = studio.start(studio.event(room, mode="01", SliceVideo=5, SliceCallback=slice_receiver.url))
+    anchor = studio.anchor(room, "alice").publish(7.0, units=video_units[:175]).wait()
+    slice_receiver.up()
+    studio.remove(room)
+    result = run.wait()
+    anchor.leave()
+    posts = [r.json for r in slice_receiver.wait_for(2, timeout=20)]
+    assert [(p["Type"], p["Index"]) for p in posts] == [("image", 0), ("image", 1)]
+    assert result["Slices"]["Announced"] == 2 and result["Slices"]["NotAnnounced"] == 0
