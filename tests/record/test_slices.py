@@ -164,3 +164,30 @@ def test_a_slice_callback_down_then_up_still_gets_every_piece_in_order(studio, s
     posts = [r.json for r in slice_receiver.wait_for(2, timeout=20)]
     assert [(p["Type"], p["Index"]) for p in posts] == [("image", 0), ("image", 1)]
     assert result["Slices"]["Announced"] == 2 and result["Slices"]["NotAnnounced"] == 0
+
+
+def test_snapshots_wait_while_cos_refuses_them_and_land_when_it_is_back(studio, video_units):
+    studio.cos.fail_next(6, when="/images/")  # more than one PUT's own retries: the outage path
+    room = studio.new_room()
+    run = studio.start(studio.event(room, mode="01", SliceVideo=5))
+    anchor = studio.anchor(room, "alice").publish(7.0, units=video_units[:175]).wait()
+    studio.remove(room)
+    result = run.wait()
+    anchor.leave()
+    assert result["Files"][0]["Status"] == 1
+    assert result["Slices"] == {"Audio": 0, "Images": 2}, result["Slices"]
+
+
+def test_a_snapshot_cos_refuses_for_good_is_reported_and_the_recording_is_not_lost(studio, video_units):
+    studio.cos.fail_next(50, status=403, code="AccessDenied", message="Access Denied.", when="/images/")
+    room = studio.new_room()
+    run = studio.start(studio.event(room, mode="01", SliceVideo=5))
+    anchor = studio.anchor(room, "alice").publish(7.0, units=video_units[:175]).wait()
+    studio.remove(room)
+    result = run.wait()
+    anchor.leave()
+    studio.cos.clear_faults()
+    assert result["Files"][0]["Status"] == 1
+    failed = result["Slices"]["Failed"]
+    assert [(f["UserId"], f["Type"], f["Index"]) for f in failed] == [("alice", "image", 0), ("alice", "image", 1)]
+    assert all("AccessDenied" in f["Message"] or "Access Denied" in f["Message"] for f in failed), failed
