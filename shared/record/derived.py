@@ -17,11 +17,13 @@ from typing import Any, Callable
 from shared.contracts.record import RecordParams
 from shared.runtime import RunLogger
 
+from . import trim
 from .segments import MODE_MP3, MODE_MP4_VIDEO
 from .slices import AudioSlicer, Piece, SliceAnnouncer, SliceDelivery, SliceReport
 from .snapshots import Snapshotter
 from .storage import CosBucket
 from .taps import MediaTap, Taps
+from .trim import Trimmer
 
 
 class _Guarded:
@@ -66,6 +68,8 @@ class DerivedOutputs:
             announcer = SliceAnnouncer(params.SliceCallback, self._body, report, log, deadline)
         self.delivery = SliceDelivery(bucket, announcer=announcer, log=log, report=report)
         self.delivery.start()
+        self.bucket = bucket
+        self._trimmers: dict[Path, tuple[Trimmer, str]] = {}  # by the file's local path
 
     @staticmethod
     def wanted(params: RecordParams) -> bool:
@@ -79,7 +83,25 @@ class DerivedOutputs:
             taps.append(_Guarded(AudioSlicer(p.SliceAudio, file_key, user_id, submit), self.log))
         if p.SliceVideo and p.Mode != MODE_MP3:
             taps.append(_Guarded(Snapshotter(p.SliceVideo, file_key, user_id, submit), self.log))
+        if p.RemoveSilence:
+            trimmer = Trimmer(p.RemoveSilence, p.Mode != MODE_MP4_VIDEO, p.Mode != MODE_MP3, ask_key_frame)
+            self._trimmers[path] = (trimmer, file_key)
+            taps.append(_Guarded(trimmer, self.log))
         return Taps(taps) if taps else None
+
+    def trimmed(self, path: Path, made: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """The trimmed copy of the file at `path` (in the finalize pool, once `made` are its
+        outputs): its made-entry for Files, or none when RemoveSilence is off."""
+        found = self._trimmers.pop(path, None)
+        if found is None:
+            return []
+        trimmer, file_key = found
+        if not any(e["Status"] == 1 and e["RecordFile"] == self.bucket.url(file_key) for e in made):
+            return [{"RecordFile": "", "Status": 0, "OriginalFile": self.bucket.url(file_key), "Trimmed": True,
+                     "Message": "no trimmed copy: the file is not whole in COS (RemoveSilence trims the "
+                                "MP4/MP3, OutputFormat \"mp4\" or \"hls+mp4\")"}]
+        return [trim.build(self.bucket, file_key, trimmer.kept(), self.params.AudioChannels, self.log,
+                           local_dir=path.parent)]
 
     def _body(self, piece: Piece, url: str) -> dict[str, Any]:
         p = self.params

@@ -430,6 +430,8 @@ class Recorder:
             if entry["Status"] != 1:
                 self.log.error("a file was not uploaded whole; what is left is kept", message=entry["Message"],
                                local_path=entry.get("LocalPath"))
+        if self._derived is not None:  # issue 21: RemoveSilence's trimmed copy, its own entry
+            made = made + self._derived.trimmed(f.path, made)
         return [self._entry(base, entry) for entry in made]
 
     @staticmethod
