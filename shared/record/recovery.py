@@ -34,6 +34,7 @@ from shared.runtime import RunLogger, get_logger
 from shared.settings import DEFAULT_RECORD_STATE_PREFIX, settings
 
 from .segments import local_segments
+from .slices import pieces_in_cos
 from .storage import AlreadyExists, CosBucket, UploadError, resolve_credentials
 from .uploader import CONTENT_TYPES, OutputKeys, finalize, segments_in
 
@@ -359,6 +360,14 @@ def recover(store: ManifestStore, manifest: Manifest, *, owner: str | None = Non
                    "the project finished it from what reached COS" + (f": {problem}" if problem else ""),
         "RequestId": rid,
     }
+    if data is not None:  # issue 21: slices and snapshots are in COS as each closed
+        try:
+            slices = pieces_in_cos(data, [f.final_key for f in manifest.files])
+        except UploadError as e:
+            log.error("slices in COS could not be listed", error=e.message)
+            slices = None
+        if slices is not None:
+            result["Slices"] = slices
     if not store.mark_reported(rid, owner):
         return None  # someone else reported in the meantime: never twice
     if manifest.callback:

@@ -204,6 +204,19 @@ class SliceDelivery(Worker):
         return self.report
 
 
+def pieces_in_cos(bucket: CosBucket, file_keys: list[str]) -> dict[str, Any] | None:
+    """What of these files' slices and snapshots is in COS (the recovery's "Slices"); None when
+    there is none (a run that asked for no slices)."""
+    found = {TYPE_AUDIO: 0, TYPE_IMAGE: 0}
+    for key in file_keys:
+        for kind in (TYPE_AUDIO, TYPE_IMAGE):
+            prefix = piece_key(key, kind, 0).rsplit("/", 1)[0] + "/"
+            found[kind] += len(bucket.list(prefix))
+    if not any(found.values()):
+        return None
+    return SliceReport(uploaded=found).as_json()
+
+
 def encode_mp3(pcm: bytes, channels: int) -> bytes:
     """A standalone MP3 of `pcm` (with the Info frame, so players know its exact length)."""
     enc = mp3.Mp3Encoder(channels)

@@ -191,3 +191,33 @@ def test_a_snapshot_cos_refuses_for_good_is_reported_and_the_recording_is_not_lo
     failed = result["Slices"]["Failed"]
     assert [(f["UserId"], f["Type"], f["Index"]) for f in failed] == [("alice", "image", 0), ("alice", "image", 1)]
     assert all("AccessDenied" in f["Message"] or "Access Denied" in f["Message"] for f in failed), failed
+
+
+def test_a_hard_kill_mid_slice_is_recovered_with_what_reached_cos(studio, monkeypatch, video_units):
+    """SIGKILL while an audio slice is open and two snapshots are in COS: the recovery finishes the
+    file and reports the snapshots (Reason recovered); the open slice is lost with the run."""
+    from shared.record.recovery import sweep
+
+    from .test_segmented import _with_state
+
+    store = _with_state(studio, monkeypatch, "state-slices/")
+    room = studio.new_room()
+    child = studio.start_child(studio.event(room, mode="02", SliceVideo=5, SliceAudio=15, SegmentDuration=2))
+    anchor = studio.anchor(room, "alice").publish(9.0, units=video_units)
+    deadline = time.monotonic() + 20
+    images: list[str] = []
+    while len(images) < 2:
+        assert time.monotonic() < deadline, "no snapshots reached COS"
+        images = [k for k in studio.cos.list_keys("trtc/test/") if "/images/" in k]
+        time.sleep(0.1)
+    child.proc.kill()
+    child.proc.wait(10)
+    anchor.wait()
+    anchor.leave()
+
+    [result] = sweep(store, now=time.time() + 120)
+    assert result["Reason"] == "recovered"
+    [entry] = result["Files"]
+    assert entry["Status"] == 1 and entry["UserId"] == "alice"
+    assert result["Slices"]["Images"] >= 2 and result["Slices"]["Audio"] == 0, result["Slices"]
+    assert studio.callback.wait_for(1)[0].json["Slices"] == result["Slices"]
