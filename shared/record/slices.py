@@ -30,6 +30,11 @@ from .storage import CosBucket, UploadError
 
 SAMPLE_RATE = mp3.SAMPLE_RATE
 OUTAGE_WAIT_MAX_S = 8.0  # while COS refuses, a piece is tried again this often at most
+# Slices are for listening to speech (moderation, review): 16 kHz, as speech APIs take it, 32 kbit/s
+# per channel, LAME's -q 7. A slice costs a third less CPU than the recording's 48 kHz -q 3 MP3.
+SLICE_RATE = 16_000
+SLICE_KBPS_PER_CHANNEL = 32
+SLICE_QUALITY = 7
 TYPE_AUDIO = "audio"
 TYPE_IMAGE = "image"
 CONTENT_TYPES = {TYPE_AUDIO: "audio/mpeg", TYPE_IMAGE: "image/jpeg"}
@@ -218,11 +223,17 @@ def pieces_in_cos(bucket: CosBucket, file_keys: list[str]) -> dict[str, Any] | N
 
 
 def encode_mp3(pcm: bytes, channels: int) -> bytes:
-    """A standalone MP3 of `pcm` (with the Info frame, so players know its exact length)."""
-    enc = mp3.Mp3Encoder(channels)
-    frames = enc.encode(pcm) + enc.flush()
-    audio = b"".join(frames)
-    return mp3.final_header(len(frames), len(audio), channels, enc.samples_in) + audio
+    """A standalone MP3 of `pcm` (48 kHz s16), at SLICE_RATE: plain CBR frames, which every player
+    and speech API reads as they are (its length is the bitrate's; LAME's delay adds ~70 ms)."""
+    import lameenc
+
+    enc = lameenc.Encoder()
+    enc.set_in_sample_rate(SAMPLE_RATE)
+    enc.set_out_sample_rate(SLICE_RATE)
+    enc.set_channels(channels)
+    enc.set_bit_rate(SLICE_KBPS_PER_CHANNEL * channels)
+    enc.set_quality(SLICE_QUALITY)
+    return bytes(enc.encode(pcm)) + bytes(enc.flush())
 
 
 class AudioSlicer:

@@ -23,7 +23,6 @@ original, slices and snapshots are.
 """
 from __future__ import annotations
 
-import array
 import bisect
 import os
 import tempfile
@@ -41,6 +40,7 @@ from .storage import CosBucket, UploadError
 MARGIN_MS = 300  # kept around speech on both sides of a cut
 LEVEL = 1000  # s16 peak (about -30 dBFS): quieter than this is silence
 FRAME_MS = 20
+PEAK_STRIDE = 8  # the level is read from every 8th sample (6 kHz): enough for speech's peaks
 READ_CHUNK = 8 << 20  # the original is read back from COS this much at a time
 SILENT_THROUGHOUT = "silent throughout"
 
@@ -112,11 +112,12 @@ class Trimmer:
             self._ask()
 
     def audio(self, pcm: bytes, first_sample: int, channels: int) -> None:
-        samples = array.array("h")
-        samples.frombytes(pcm[:len(pcm) - len(pcm) % 2])
         at = first_sample * 1000 // mp3.SAMPLE_RATE
-        end = at + len(samples) // channels * 1000 // mp3.SAMPLE_RATE
-        if samples and (max(samples) >= LEVEL or -min(samples) >= LEVEL):
+        end = at + len(pcm) // (2 * channels) * 1000 // mp3.SAMPLE_RATE
+        # Every PEAK_STRIDE-th sample: a view, no copy (a seventh of the cost of reading them all;
+        # speech's peaks last far longer than 8 samples).
+        samples = memoryview(pcm[:len(pcm) - len(pcm) % 2]).cast("h")[::PEAK_STRIDE]
+        if len(samples) and (max(samples) >= LEVEL or -min(samples) >= LEVEL):
             self._activity(at, end)
         else:
             self._quiet_since(end)
@@ -155,7 +156,7 @@ def _read_original(bucket: CosBucket, key: str, into: Path) -> None:
             f.write(bucket.get_bytes(key, first, min(size, first + READ_CHUNK) - 1))
 
 
-def _trim_mp3(src: Path, dst: Path, kept: list[list[int]], channels: int) -> float:
+def trim_mp3(src: Path, dst: Path, kept: list[list[int]], channels: int) -> float:
     enc = mp3.Mp3Encoder(channels)
     layout = "mono" if channels == 1 else "stereo"
     to_s16 = av.AudioResampler(format="s16", layout=layout, rate=mp3.SAMPLE_RATE)
@@ -178,7 +179,7 @@ def _trim_mp3(src: Path, dst: Path, kept: list[list[int]], channels: int) -> flo
     return enc.samples_in / mp3.SAMPLE_RATE
 
 
-def _trim_mp4(src: Path, dst: Path, kept: list[list[int]]) -> float:
+def trim_mp4(src: Path, dst: Path, kept: list[list[int]]) -> float:
     """Copy the packets of each kept stretch, shifted back by what was cut before it."""
     shifts = []  # (from, to, ms cut before `from`)
     cut = 0
@@ -223,7 +224,7 @@ def build(bucket: CosBucket, file_key: str, kept: list[list[int]], channels: int
     dst = src.with_name(src.stem + "_trimmed." + ext)
     try:
         _read_original(bucket, file_key, src)
-        seconds = _trim_mp3(src, dst, kept, channels) if ext == "mp3" else _trim_mp4(src, dst, kept)
+        seconds = trim_mp3(src, dst, kept, channels) if ext == "mp3" else trim_mp4(src, dst, kept)
         bucket.put_file(key, dst, "audio/mpeg" if ext == "mp3" else "video/mp4")
     except (UploadError, OSError, av.FFmpegError) as e:
         why = e.message if isinstance(e, UploadError) else f"{type(e).__name__}: {e}"

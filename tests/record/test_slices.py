@@ -47,6 +47,10 @@ def test_slice_parameters_within_range_are_accepted_from_strings():
 
 
 
+# A slice decodes this much longer than its span: LAME's encoder delay and padding, at 16 kHz.
+LAME_DELAY_S = 0.12
+
+
 def publish_tones(anchor, plan: list[tuple[float, float]], units=None) -> threading.Thread:
     """Send audio in real time: `plan` is [(seconds, hz)] (hz 0: nothing sent), with `units` alongside."""
     def run() -> None:
@@ -102,7 +106,7 @@ def test_an_audio_slice_is_a_standalone_mp3_of_its_stretch():
         data = piece.make()
         assert data is not None
         samples, duration = decoded_pcm(data)
-        assert abs(duration - seconds) <= 0.05, (piece.index, duration)
+        assert seconds <= duration <= seconds + LAME_DELAY_S, (piece.index, duration)
         assert abs(frequency(samples[4800:-4800]) - hz) <= 5, (piece.index, frequency(samples))
 
 
@@ -147,7 +151,7 @@ def test_two_anchors_get_their_own_slices_and_snapshots_announced_in_order(studi
         assert first["Url"].endswith(piece_key(key, TYPE_AUDIO, 0)) and first["EndMs"] == 15000
         data = studio.fetch(first["Url"], tmp_path / f"{user}.mp3").read_bytes()
         samples, duration = decoded_pcm(data)
-        assert abs(duration - 15) <= 0.1
+        assert 15 <= duration <= 15 + LAME_DELAY_S
         assert abs(frequency(samples[4800:-4800]) - hz) <= 5
         assert min(probe(tmp_path / f"{user}.mp3").audio_rms[1:-1]) > 1000  # the tone throughout
 
@@ -208,7 +212,8 @@ def test_a_hard_kill_mid_slice_is_recovered_with_what_reached_cos(studio, monkey
     images: list[str] = []
     while len(images) < 2:
         assert time.monotonic() < deadline, "no snapshots reached COS"
-        images = [k for k in studio.cos.list_keys("trtc/test/") if "/images/" in k]
+        images = [k for k in studio.cos.list_keys(f"trtc/test/{studio.rooms.sdk_app_id}_{room}_alice_")
+                  if "/images/" in k]
         time.sleep(0.1)
     child.proc.kill()
     child.proc.wait(10)
@@ -218,6 +223,6 @@ def test_a_hard_kill_mid_slice_is_recovered_with_what_reached_cos(studio, monkey
     [result] = sweep(store, now=time.time() + 120)
     assert result["Reason"] == "recovered"
     [entry] = result["Files"]
-    assert entry["Status"] == 1 and entry["UserId"] == "alice"
+    assert entry["Status"] == 1 and entry["UserId"] == "alice", entry["Message"]
     assert result["Slices"]["Images"] >= 2 and result["Slices"]["Audio"] == 0, result["Slices"]
     assert studio.callback.wait_for(1)[0].json["Slices"] == result["Slices"]
