@@ -532,6 +532,8 @@ class Recorder:
         self.log.error("recording did not start", reason=reason, detail=detail, code=code)
         if self._uploader is not None:
             self._uploader.close(time.monotonic())
+        if self._derived is not None:  # nothing was sliced: its workers stop
+            self._derived.finish(time.monotonic())
         self._tidy()
         result = self._result([])
         result["status"] = STATUS_FAILED  # the run ends FAILED (a recording that never started)

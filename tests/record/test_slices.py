@@ -156,7 +156,11 @@ def test_two_anchors_get_their_own_slices_and_snapshots_announced_in_order(studi
         assert min(probe(tmp_path / f"{user}.mp3").audio_rms[1:-1]) > 1000  # the tone throughout
 
 
-def test_a_slice_callback_down_then_up_still_gets_every_piece_in_order(studio, slice_receiver, video_units):
+def test_a_slice_callback_down_then_up_still_gets_every_piece_in_order(studio, slice_receiver, video_units,
+                                                                      monkeypatch):
+    from shared.record.callback import sign_body
+
+    monkeypatch.setenv("CALLBACK_SIGN_KEY", "slice-sign-key-0123456789")
     slice_receiver.down()
     room = studio.new_room()
     run = studio.start(studio.event(room, mode="01", SliceVideo=5, SliceCallback=slice_receiver.url))
@@ -165,8 +169,11 @@ def test_a_slice_callback_down_then_up_still_gets_every_piece_in_order(studio, s
     studio.remove(room)
     result = run.wait()
     anchor.leave()
-    posts = [r.json for r in slice_receiver.wait_for(2, timeout=20)]
+    received = slice_receiver.wait_for(2, timeout=20)
+    posts = [r.json for r in received]
     assert [(p["Type"], p["Index"]) for p in posts] == [("image", 0), ("image", 1)]
+    for r in received:  # signed as the result callback is
+        assert r.headers["Sign"] == sign_body("slice-sign-key-0123456789", r.body)
     assert result["Slices"]["Announced"] == 2 and result["Slices"]["NotAnnounced"] == 0
 
 
