@@ -136,6 +136,12 @@ class RecordParams(Params):
     SegmentDuration: int = Field(default=int(DEFAULT_SEGMENT_S), ge=MIN_SEGMENT_S, le=MAX_SEGMENT_S)
     AudioChannels: int = Field(default=1, ge=1, le=2)  # 1 mono, 2 stereo (MP3 / AAC)
 
+    # --- issue 21: slices, snapshots and a trimmed copy (named after CreateCloudSliceTask) ---
+    SliceAudio: Optional[int] = Field(default=None, ge=15, le=60)  # seconds per audio slice
+    SliceVideo: Optional[int] = Field(default=None, ge=5, le=60)  # seconds between snapshots
+    SliceCallback: Optional[str] = Field(default=None, max_length=2048)  # each slice/snapshot POSTed
+    RemoveSilence: Optional[int] = Field(default=None, ge=1, le=60)  # silences longer than this are cut
+
     @field_validator("RoomId", mode="after")
     @classmethod
     def _room_id(cls, v: Optional[int]) -> Optional[int]:
@@ -178,7 +184,7 @@ class RecordParams(Params):
             raise ValueError("must not be empty")
         return v
 
-    @field_validator("Callback", mode="after")
+    @field_validator("Callback", "SliceCallback", mode="after")
     @classmethod
     def _callback(cls, v: Optional[str]) -> Optional[str]:
         if not v:
