@@ -24,9 +24,8 @@
 (switch) push_control switch latency, p50/p99: the control call (shared.push.control.send, in-process)
     to the first frame of the new source a subscriber in the room receives, over 20 switches between
     two local files and 20 between the same files over HTTP (loopback), in real time; the largest
-    audio and video gap a subscriber sees (room timestamps, and arrival on the wall clock); and, apart,
-    what the gateway adds: push_control's handler in a fresh process per call, as the local cloud runs
-    it (`--only switch`; needs no ffmpeg).
+    audio and video gap a subscriber sees (room timestamps, and arrival on the wall clock)
+    (`--only switch`; needs no ffmpeg). What the gateway adds to a control call: bench/control.
 """
 from __future__ import annotations
 
@@ -563,21 +562,6 @@ def _switch_run(rooms: Any, server: Any, room_id: int, a: str, b: str, label: st
             "video_arrival_gap": _max_gap([t for _, t in watcher.video]) * 1000, "result": result}
 
 
-def _gateway_call_ms(server: Any, request_id: str, runs: int = 5) -> list[float]:
-    """push_control's handler in a fresh process per call (what the local cloud's gateway does), to its answer."""
-    body = json.dumps({"requestId": request_id, "action": "status", "redisHost": server.host,
-                       "redisPort": server.port})
-    code = ("import json, sys; from functions.push_control.index import main_handler; "
-            "print(json.dumps(main_handler(json.loads(sys.argv[1]), {})))")
-    out = []
-    for _ in range(runs):
-        t0 = time.monotonic()
-        subprocess.run([sys.executable, "-c", code, body], cwd=str(ROOT), capture_output=True, timeout=30,
-                       env={**os.environ, "PYTHONPATH": str(ROOT)})
-        out.append((time.monotonic() - t0) * 1000)
-    return out
-
-
 def bench_switch(rooms: Any, work: Path) -> list[tuple[str, str, str, str]]:
     from emulator.media import make_clip
     from emulator.redis import RedisServer
@@ -598,12 +582,6 @@ def bench_switch(rooms: Any, work: Path) -> list[tuple[str, str, str, str]]:
                         "HTTP files": _switch_run(rooms, server, 960_002, http.url(a.name), http.url(b.name), "http")}
             finally:
                 http.stop()
-            # A push to ask about, for the gateway's own cost per call.
-            probe = threading.Thread(target=lambda: _switch_probe(rooms, server, str(a)))
-            probe.start()
-            time.sleep(2.0)
-            gateway = _gateway_call_ms(server, "bench-switch-probe")
-            probe.join(30)
     finally:
         os.environ.clear()
         os.environ.update(env_before)
@@ -621,18 +599,7 @@ def bench_switch(rooms: Any, work: Path) -> list[tuple[str, str, str, str]]:
                      f"arrival {r['audio_arrival_gap']:.0f} ms", f"target <= {TARGET_SWITCH_AUDIO_GAP_MS:.0f} ms"))
         rows.append((f"(switch) {label}: largest video gap", f"{r['video_pts_gap']:.0f} ms (room time)",
                      f"arrival {r['video_arrival_gap']:.0f} ms", "(40 ms a frame at 25 fps)"))
-    rows.append(("(switch) gateway: push_control in a fresh process per call",
-                 f"p50 {_percentile(gateway, .5):.0f} ms", f"of {len(gateway)} status calls",
-                 "(added to a switch through the local cloud's gateway)"))
     return rows
-
-
-def _switch_probe(rooms: Any, server: Any, src: str) -> None:
-    from functions.push_stream.index import main_handler
-
-    main_handler({"videoSrc": src, "sdkAppId": rooms.sdk_app_id, "roomId": 960_003, "userId": "bench",
-                  "userSig": rooms.usersig("bench"), "redis": True, "redisHost": server.host,
-                  "redisPort": server.port, "maxDuration": 9}, {"request_id": "bench-switch-probe"})
 
 
 # --- main -----------------------------------------------------------------------------------------
