@@ -13,7 +13,8 @@
 (c) Invoke to first frame in the room for a local file: handler called in-process (warm imports)
     until a subscriber in the room receives the first frame; and from a fresh process (cold).
 (d) Resume error in frames: a push with Redis is killed with SIGKILL mid-push, a new push resumes
-    from the record; error = |first frame's timestamp - checkpoint| in frames.
+    from the record; error = source frames skipped or repeated: the first video frame the room gets
+    against the source's first video frame at or after the checkpoint (the last frame sent's time).
 (e) Peak RSS of the 1080p30 transcoding and passthrough push processes (and of ffmpeg doing the same):
     each child's own high-water mark, read through bench/measure.py's spawner (wait4's ru_maxrss
     would carry the bench's own peak into every child).
@@ -24,7 +25,8 @@
 (switch) push_control switch latency, p50/p99: the control call (shared.push.control.send, in-process)
     to the first frame of the new source a subscriber in the room receives, over 20 switches between
     two local files and 20 between the same files over HTTP (loopback), in real time; the largest
-    audio and video gap a subscriber sees (room timestamps, and arrival on the wall clock)
+    audio and video gap a subscriber sees (room timestamps, and arrival on the wall clock: within
+    0.5 s after a switch's call, against elsewhere in the run — the machine's own stalls)
     (`--only switch`; needs no ffmpeg). What the gateway adds to a control call: bench/control.
 """
 from __future__ import annotations
@@ -52,14 +54,14 @@ TARGET_CPU_RATIO = 1.1
 TARGET_PASSTHROUGH_RATIO = 0.1
 TARGET_DRIFT_MS = 10.0
 TARGET_FIRST_FRAME_S = 0.5
-TARGET_RESUME_FRAMES = 1.0
+TARGET_RESUME_FRAMES = 0.5
 # Peak RSS, each process's own (bench/measure.py): the function's imports alone are ~62 MB (PyAV,
 # liteav, pydantic, redis); a 1080p transcode holds decoded and scaled pictures and x264's lookahead.
 TARGET_RSS_MB = 200.0
 TARGET_PASSTHROUGH_RSS_MB = 100.0
 TARGET_COLD_FIRST_FRAME_S = 1.0
 TARGET_WARM_FIRST_FRAME_S = 0.1
-TARGET_SWITCH_P99_MS = 500.0
+TARGET_SWITCH_P99_MS = 200.0
 TARGET_SWITCH_AUDIO_GAP_MS = 60.0
 SWITCHES = 20  # per kind of source
 
@@ -322,12 +324,30 @@ def bench_resume(rooms: Any, work: Path) -> list[tuple[str, str, str, str]]:
             if first is None:
                 rows.append((f"(d) resume error, {label}", "no frame arrived", "", ""))
                 continue
-            error = abs(first - checkpoint * 1000) / (1000 / 30)
+            # Counted on the source's own frames: the checkpoint is the pts of the last frame sent,
+            # audio (a 20 ms grid) or video (33.3 ms), so the video frame due on resume is the
+            # source's first at or after it; |first - checkpoint| alone reads 0 to 1 frame by where
+            # the kill fell, for the same right resume (0.81 and 0.00 both, on the same code).
+            grid = _video_pts_ms(src)
+            due = next((n for n, pts in enumerate(grid) if pts >= round(checkpoint * 1000)), len(grid) - 1)
+            got = min(range(len(grid)), key=lambda n: abs(grid[n] - first))
+            error = abs(got - due)
             note = "" if bframes else " (re-encodes up to the next key frame)"
-            rows.append((f"(d) resume error after kill -9, {label}", f"{error:.2f} frames",
-                         f"checkpoint {checkpoint:.3f} s, first frame {first / 1000:.3f} s",
-                         f"target <= {TARGET_RESUME_FRAMES:g}{note}"))
+            rows.append((f"(d) resume error after kill -9, {label}", f"{error} frames skipped/repeated",
+                         f"checkpoint {checkpoint:.3f} s, first frame {first / 1000:.3f} s, due "
+                         f"{grid[due] / 1000:.3f} s", f"target <= {TARGET_RESUME_FRAMES:g}{note}"))
     return rows
+
+
+def _video_pts_ms(path: Path) -> list[int]:
+    """The source's video frame times in ms, in presentation order (as the room carries them)."""
+    import av
+
+    with av.open(str(path)) as c:
+        stream = c.streams.video[0]
+        tb = stream.time_base
+        assert tb is not None
+        return sorted(int(round(float(p.pts * tb) * 1000)) for p in c.demux(stream) if p.pts is not None)
 
 
 # --- (f) -----------------------------------------------------------------------------------------
@@ -510,6 +530,23 @@ def _max_gap(values: list[float]) -> float:
     return max((b - a for a, b in zip(values, values[1:])), default=0.0)
 
 
+SWITCH_WINDOW_S = 0.5  # after a switch's call: where a gap it causes shows
+
+
+def _arrival_gaps(arrivals: list[float], calls: list[float]) -> tuple[float, float]:
+    """(largest gap ending within SWITCH_WINDOW_S after a switch's call, largest gap elsewhere), in
+    ms: on a shared machine a stall of the bench's own threads shows as a gap anywhere; the
+    switch's own cost is the first figure, measured against the second."""
+    near, elsewhere = 0.0, 0.0
+    for a, b in zip(arrivals, arrivals[1:]):
+        gap = (b - a) * 1000
+        if any(t0 <= b <= t0 + SWITCH_WINDOW_S for t0 in calls):
+            near = max(near, gap)
+        else:
+            elsewhere = max(elsewhere, gap)
+    return near, elsewhere
+
+
 def _switch_run(rooms: Any, server: Any, room_id: int, a: str, b: str, label: str) -> dict[str, Any]:
     """One real-time push of `a`, switched SWITCHES times between `b` and `a`; what the room saw."""
     from functions.push_stream.index import main_handler
@@ -558,8 +595,8 @@ def _switch_run(rooms: Any, server: Any, room_id: int, a: str, b: str, label: st
     return {"latencies": latencies, "pushed": [s["latencyMs"] for s in switches if s.get("latencyMs") is not None],
             "refused": refused, "audio_pts_gap": _max_gap([float(p) for p, _ in watcher.audio]),
             "video_pts_gap": _max_gap([float(p) for p, _ in watcher.video]),
-            "audio_arrival_gap": _max_gap([t for _, t in watcher.audio]) * 1000,
-            "video_arrival_gap": _max_gap([t for _, t in watcher.video]) * 1000, "result": result}
+            "audio_arrival_gap": _arrival_gaps([t for _, t in watcher.audio], calls),
+            "video_arrival_gap": _arrival_gaps([t for _, t in watcher.video], calls), "result": result}
 
 
 def bench_switch(rooms: Any, work: Path) -> list[tuple[str, str, str, str]]:
@@ -596,9 +633,11 @@ def bench_switch(rooms: Any, work: Path) -> list[tuple[str, str, str, str]]:
         else:
             rows.append((f"(switch) {label}: call to first new frame", "no switch measured", n, ""))
         rows.append((f"(switch) {label}: largest audio gap", f"{r['audio_pts_gap']:.0f} ms (room time)",
-                     f"arrival {r['audio_arrival_gap']:.0f} ms", f"target <= {TARGET_SWITCH_AUDIO_GAP_MS:.0f} ms"))
+                     "arrival {:.0f} ms at switches, {:.0f} ms elsewhere".format(*r["audio_arrival_gap"]),
+                     f"target <= {TARGET_SWITCH_AUDIO_GAP_MS:.0f} ms (at switches)"))
         rows.append((f"(switch) {label}: largest video gap", f"{r['video_pts_gap']:.0f} ms (room time)",
-                     f"arrival {r['video_arrival_gap']:.0f} ms", "(40 ms a frame at 25 fps)"))
+                     "arrival {:.0f} ms at switches, {:.0f} ms elsewhere".format(*r["video_arrival_gap"]),
+                     "(40 ms a frame at 25 fps)"))
     return rows
 
 
