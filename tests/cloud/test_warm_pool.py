@@ -3,6 +3,7 @@ gateway are answered by the same process, a fresh one after an error, a crash or
 pool stays within its bound, and an idle instance is ended after its lifetime."""
 from __future__ import annotations
 
+import json
 import shutil
 import threading
 from pathlib import Path
@@ -47,7 +48,7 @@ def test_consecutive_calls_are_answered_by_the_same_warm_process(warm, tmp_path:
     assert (first.status_code, first.json()) == (200, {"echo": "one"})
     assert (second.status_code, second.json()) == (200, {"echo": "two"})
     # The handler's own view (its os.getpid()) and the run records agree: one process took both.
-    seen = [__import__("json").loads((tmp_path / f"{n}.json").read_text())["pid"] for n in ("one", "two")]
+    seen = [json.loads((tmp_path / f"{n}.json").read_text())["pid"] for n in ("one", "two")]
     assert seen[0] == seen[1] == _pid(scf, first) == _pid(scf, second)
     # Each call's output lands in its own run's log, between START and END.
     for r in (first, second):
@@ -118,3 +119,21 @@ def test_an_idle_instance_is_ended_after_its_lifetime(tmp_path: Path):
     finally:
         gateway.stop()
         scf.shutdown(2.0)
+
+
+def test_push_control_through_the_local_cloud_is_answered_by_one_warm_instance(tmp_path: Path):
+    from emulator.cloud import CloudConfig, LocalCloud
+
+    cloud = LocalCloud(CloudConfig(state_dir=tmp_path / "state", shutdown_grace_s=2.0,
+                                   functions=("push_control",))).start()
+    try:
+        url = cloud.info()["gateway"] + "/push_control"
+        answers = [requests.post(url, json={"requestId": f"no-such-push-{n}", "action": "status"}, timeout=30)
+                   for n in range(3)]
+        assert [a.status_code for a in answers] == [404, 404, 404]  # the function's own answer
+        assert all(a.json()["reason"] == "not_running" for a in answers)
+        assert cloud.scf is not None
+        pids = {_pid(cloud.scf, a) for a in answers}
+        assert len(pids) == 1 and alive(pids.pop())
+    finally:
+        cloud.stop()
