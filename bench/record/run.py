@@ -48,6 +48,7 @@ sys.path.insert(0, str(ROOT))
 
 import av  # noqa: E402
 
+from bench import measure  # noqa: E402
 from emulator.media import pcm_20ms  # noqa: E402
 from shared.media.pixels import to_av_frame  # noqa: E402
 from shared.room import AUDIO_SAMPLE_RATE, AudioFrame, H264Frame, PixelFrame  # noqa: E402
@@ -277,13 +278,6 @@ def ffmpeg_version() -> str:
 # --- (b) RSS over a long recording ----------------------------------------------------------------
 
 
-def _rss_kb(field: str) -> int:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1])
-    return 0
-
-
 def rss_child(minutes: int) -> None:
     """Mode 02 for `minutes` of media at full speed, each segment removed as it closes (what the
     uploader does once it is in COS); prints JSON with VmRSS each media-minute."""
@@ -309,15 +303,15 @@ def rss_child(minutes: int) -> None:
             if kind == "a":
                 rec.add_audio(frame)
                 if frame.pts_ms >= next_sample:
-                    samples.append((frame.pts_ms // 60000, _rss_kb("VmRSS") / 1024))
+                    samples.append((frame.pts_ms // 60000, measure.own_rss_mb()))
                     next_sample += 60_000
             else:
                 rec.add_video(frame)
         closing = time.monotonic()
         files = rec.close()
         closed = time.monotonic()
-        print(json.dumps({"samples": samples, "end_rss_mb": _rss_kb("VmRSS") / 1024,
-                          "peak_mb": _rss_kb("VmHWM") / 1024, "wall_s": closed - started,
+        print(json.dumps({"samples": samples, "end_rss_mb": measure.own_rss_mb(),
+                          "peak_mb": measure.own_peak_rss_mb(), "wall_s": closed - started,
                           "cpu_s": time.process_time() - cpu0, "close_s": closed - closing,
                           "segments": segments["count"], "media_mb": segments["bytes"] / (1 << 20),
                           "duration_s": files[0].duration_s}), flush=True)
@@ -455,7 +449,7 @@ def recorder_child(event_json: str) -> None:
                                                    "time_limit_in_ms": 3_600_000})
     cpu1 = resource.getrusage(resource.RUSAGE_SELF)
     print(json.dumps({"result": result, "cpu_s": (cpu1.ru_utime - cpu0.ru_utime) + (cpu1.ru_stime - cpu0.ru_stime),
-                      "max_rss_mb": cpu1.ru_maxrss / 1024}), flush=True)
+                      "max_rss_mb": measure.own_peak_rss_mb()}), flush=True)
 
 
 def _opus_second() -> list[bytes]:
