@@ -18,6 +18,7 @@ BAD = {
     "CALLBACK_ALLOWLIST": "a b", "REDIS_URL": "http://x", "REDIS_ALLOWLIST": "1.2.3.4/99", "SOURCE_TIMEOUT_SECONDS": "abc", "CHECKPOINT_TTL_SECONDS": "0",
     "PACING_SPEED": "abc", "PUSH_MAX_AREA": "big", "PUSH_MAX_FPS": "0", "RECORD_MIN_FREE_MB": "-1", "COS_ENDPOINT": "ftp://x",
     "COS_MULTIPART_THRESHOLD": "12", "COS_PART_SIZE": "8M", "ENTRY_LISTEN": "9000",
+    "ASR_ENDPOINT": "https://asr.cloud-rtc.com", "ASR_ALLOWLIST": "a b",
     "STOP_MARGIN_SECONDS": "soon", "LOG_LEVEL": "LOUD",
 }
 # Free text: any value is a valid one.
