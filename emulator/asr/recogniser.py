@@ -114,7 +114,7 @@ class Recogniser:
             self._grammar.start_utt()
             self._grammar.process_raw(audio, False, True)
             self._grammar.end_utt()
-            for hot in self._segments(self._grammar, offset_ms + skipped_ms):
+            for hot in _merged(self._segments(self._grammar, offset_ms + skipped_ms)):
                 general = _replace(general, hot)
         return [Word(s.word, s.start_ms, s.end_ms) for s in general]
 
@@ -158,6 +158,17 @@ def _voiced(pcm: bytes, threshold: int = 300, margin_ms: int = 60) -> tuple[byte
 def _rms(chunk: bytes) -> float:
     samples = array("h", chunk)
     return (sum(s * s for s in samples) / max(1, len(samples))) ** 0.5
+
+
+def _merged(hits: list[_Seg], gap_ms: int = 150) -> list[_Seg]:
+    """One hotword heard as two back-to-back matches ("square square") is one word."""
+    out: list[_Seg] = []
+    for hit in hits:
+        if out and out[-1].word == hit.word and hit.start_ms - out[-1].end_ms <= gap_ms:
+            out[-1] = _Seg(hit.word, out[-1].start_ms, hit.end_ms)
+        else:
+            out.append(hit)
+    return out
 
 
 def _replace(words: list[_Seg], hot: _Seg) -> list[_Seg]:

@@ -29,7 +29,9 @@ from . import wire
 from .client import AsrConnection, AsrCredentials, AsrError, AsrOptions
 
 CATCH_UP_MS = 2000  # lead over the clock allowed while a backlog drains (the service allows 3 s)
-JITTER_MS = 200  # how far behind the clock the stream may fall before silence fills in
+# How far behind the clock the stream may fall before silence fills in: audio that is only late
+# (a busy machine, network jitter) must not get silence inserted, which would split a sentence.
+JITTER_MS = 600
 MAX_BUFFER_MS = 30_000  # audio kept while the service cannot be reached; older audio is dropped
 KEEP_MS = 120_000  # stream audio kept for clips and for sending again after a drop
 REPLAY_BEFORE_MS = 500  # sent again before the drop point when no sentence was open
@@ -141,7 +143,7 @@ class AnchorStream(Worker):
                     return b""
                 elapsed_ms = int((self._clock() - started) * 1000)
                 while sent_ms < elapsed_ms + CATCH_UP_MS:
-                    chunk = self._next_chunk(pending, behind=sent_ms < elapsed_ms - JITTER_MS)
+                    chunk = self._next_chunk(pending, behind_ms=elapsed_ms - sent_ms)
                     if chunk is None:
                         break
                     conn.send_audio(chunk)
@@ -156,8 +158,9 @@ class AnchorStream(Worker):
                 raise
             return self._replay(str(e))
 
-    def _next_chunk(self, pending: bytearray, behind: bool) -> bytes | None:
-        """The next 40 ms to send: the replay, then fed audio, else silence when behind the clock."""
+    def _next_chunk(self, pending: bytearray, behind_ms: int) -> bytes | None:
+        """The next 40 ms to send: the replay, then fed audio, else silence when behind the clock
+        (a part-chunk the anchor left before going quiet is padded once the clock is well past it)."""
         if pending:
             chunk = bytes(pending[:wire.CHUNK_BYTES])
             del pending[:wire.CHUNK_BYTES]
@@ -166,8 +169,10 @@ class AnchorStream(Worker):
             if len(self._buffer) >= wire.CHUNK_BYTES:
                 chunk = bytes(self._buffer[:wire.CHUNK_BYTES])
                 del self._buffer[:wire.CHUNK_BYTES]
-            elif behind and not self._buffer:
-                chunk = bytes(wire.CHUNK_BYTES)  # nothing from the anchor (muted, or quiet): silence
+            elif behind_ms > 2 * JITTER_MS or (behind_ms > JITTER_MS and not self._buffer):
+                # nothing (more) from the anchor, muted or quiet: silence keeps the service's clock
+                chunk = bytes(self._buffer).ljust(wire.CHUNK_BYTES, b"\0")
+                self._buffer.clear()
             else:
                 return None
             self._ring += chunk
@@ -190,7 +195,7 @@ class AnchorStream(Worker):
         """Send what is left, then {"type": "end"}, and take the answers up to the final one."""
         try:
             while True:
-                chunk = self._next_chunk(pending, behind=False)
+                chunk = self._next_chunk(pending, behind_ms=0)
                 if chunk is None:
                     break
                 conn.send_audio(chunk)

@@ -234,7 +234,7 @@ class Recognition:
             line = Line(start_index + s.index, origin + s.start_ms, origin + s.end_ms, s.text, s.voice_id)
             if not s.final:
                 if self.params.Partial:
-                    self._outbox.post(self._body(user_id, STATUS_RECOGNIZING, [line], final=False))
+                    self._outbox.post(self._body(user_id, STATUS_RECOGNIZING, [line], final=False, voice_id=s.voice_id))
                 return
             clip_key = None
             if self._bucket is not None:
@@ -247,7 +247,7 @@ class Recognition:
                 speaker.transcript.lines.append(line)
             self.log.info("sentence", anchor=user_id, index=line.index, text=line.text,
                           start_ms=line.start_ms, end_ms=line.end_ms)
-            self._outbox.post(self._body(user_id, STATUS_RECOGNIZING, [line]))
+            self._outbox.post(self._body(user_id, STATUS_RECOGNIZING, [line], voice_id=s.voice_id))
 
         return on_result
 
@@ -258,12 +258,14 @@ class Recognition:
 
     # --- outputs -------------------------------------------------------------------------------
 
-    def _body(self, user_id: str, status: str, lines: list[Line], final: bool = True) -> dict[str, Any]:
+    def _body(self, user_id: str, status: str, lines: list[Line], final: bool = True,
+              voice_id: str = "") -> dict[str, Any]:
+        """A sentence's callback: the template's keys, then ours (Final, the recognition's VoiceId)."""
         p = self.params
         return {"RequestID": self.inv.request_id, "SdkAppId": p.SdkAppId,
                 "RoomId": p.RoomId if p.RoomId is not None else 0, "StrRoomId": p.StrRoomId or "",
                 "UserId": user_id, "Status": status, "Result": [line.result() for line in lines],
-                "Final": final}
+                "Final": final, "VoiceId": voice_id}
 
     def _open_cos(self) -> str | None:
         cos = self.params.CosConfig
