@@ -182,7 +182,7 @@ class Recognition:
     def _on_event(self, event: Any) -> None:
         if isinstance(event, RemoteAudio):
             speaker = self._speaker_for(event.user_id)
-            if speaker is not None and speaker.stream is not None:
+            if speaker is not None and speaker.stream is not None and speaker.stream.error is None:
                 f = event.frame
                 speaker.stream.feed(speaker.resampler.convert(f.data, f.sample_rate, f.channels))
         elif isinstance(event, UserEntered):

@@ -27,7 +27,7 @@ def _cos_bytes(classroom: Classroom, url: str) -> bytes:
 def test_two_students_recognised_separately_with_hotwords_and_transcripts_in_cos(classroom: Classroom):
     room = classroom.new_room()
     alice, bob = classroom.student(room, "alice"), classroom.student(room, "bob")
-    rid = classroom.start(classroom.params(room, HotwordList=["triangle", "square", "circle"],
+    rid = classroom.start(classroom.params(room, HotwordList=["triangle", "square", "circle"], Partial=True,
                                            CosConfig=classroom.cos_config()))
     assert classroom.cloud.asr is not None
     backend = classroom.cloud.asr.backend
@@ -44,6 +44,11 @@ def test_two_students_recognised_separately_with_hotwords_and_transcripts_in_cos
     assert not any("square" in r["Voice"] for r in _sentences(classroom, rid, "alice"))
     assert "square" in said_bob["Voice"].split() and "triangle" not in said_bob["Voice"]
     assert said_alice["Message"] == "success"
+    # Partial: the words heard while she spoke came first, marked not final, for the same sentence.
+    bodies = classroom.bodies(rid)
+    partial = [i for i, b in enumerate(bodies) if b["UserId"] == "alice" and b["Final"] is False]
+    final = next(i for i, b in enumerate(bodies) if b["UserId"] == "alice" and b["Final"] is True)
+    assert partial and partial[0] < final and bodies[partial[0]]["Result"][0]["Voice"]
     assert 0 <= said_alice["StartTime"] < said_alice["EndTime"]
 
     alice.leave()
@@ -186,3 +191,19 @@ def test_a_muted_student_and_one_who_leaves_and_comes_back(classroom: Classroom)
     assert "square" in sentences[0]["Voice"].split() and "triangle" in sentences[1]["Voice"].split()
     assert [s["Index"] for s in sentences] == [0, 1]  # one transcript across her two stays
     assert sentences[0]["EndTime"] < sentences[1]["StartTime"]
+
+
+def test_a_callback_that_is_down_gets_the_result_once_it_is_back(classroom: Classroom):
+    room = classroom.new_room()
+    classroom.student(room, "hana")
+    classroom.callback.down()
+    rid = classroom.start(classroom.params(room, MaxDuration=2))
+    log = f"{classroom.info['gateway']}/_runs/{rid}/log"
+    until(lambda: "result callback" not in requests.get(log, timeout=5).text
+          and "callback attempt failed" in requests.get(log, timeout=5).text
+          and "recognition stopped" in requests.get(log, timeout=5).text, 20,
+          "the result's callback failing while the receiver is down")
+    classroom.callback.up()
+    result = classroom.result(rid, timeout=30)  # retried with backoff as record_stream's
+    assert result["status"] == "finished" and result["Reason"] == "max_duration"
+    assert [a["UserId"] for a in result["Anchors"]] == ["hana"]
