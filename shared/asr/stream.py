@@ -160,7 +160,7 @@ class AnchorStream(Worker):
 
     def _next_chunk(self, pending: bytearray, behind_ms: int) -> bytes | None:
         """The next 40 ms to send: the replay, then fed audio, else silence when behind the clock
-        (a part-chunk the anchor left before going quiet is padded once the clock is well past it)."""
+        (with the part-chunk the anchor left before going quiet at its start)."""
         if pending:
             chunk = bytes(pending[:wire.CHUNK_BYTES])
             del pending[:wire.CHUNK_BYTES]
@@ -169,7 +169,7 @@ class AnchorStream(Worker):
             if len(self._buffer) >= wire.CHUNK_BYTES:
                 chunk = bytes(self._buffer[:wire.CHUNK_BYTES])
                 del self._buffer[:wire.CHUNK_BYTES]
-            elif behind_ms > 2 * JITTER_MS or (behind_ms > JITTER_MS and not self._buffer):
+            elif behind_ms > JITTER_MS:
                 # nothing (more) from the anchor, muted or quiet: silence keeps the service's clock
                 chunk = bytes(self._buffer).ljust(wire.CHUNK_BYTES, b"\0")
                 self._buffer.clear()
