@@ -18,7 +18,9 @@ class AsrServer(Worker):
         def handler(conn: ServerConnection) -> None:
             serve_connection(conn, backend)
 
-        self._server: Server = serve(handler, host, port, max_size=1 << 20, compression=None)
+        # max_queue=None: frames are always read off the socket, so that a close from a client whose
+        # audio this service stopped reading (after refusing it) is seen at once.
+        self._server: Server = serve(handler, host, port, max_size=1 << 20, compression=None, max_queue=None)
         self.host, self.port = self._server.socket.getsockname()[:2]
 
     @property

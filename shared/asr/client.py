@@ -32,6 +32,7 @@ DEFAULT_V3_ENDPOINT = "wss://asr.cloud-rtc.com"
 DEFAULT_V2_ENDPOINT = "wss://asr.cloud.tencent.com"
 OPEN_TIMEOUT_S = 10.0
 SIGNATURE_TTL_S = 86_400
+CLOSE_TIMEOUT_S = 2.0  # a service that stopped reading (after refusing) never acknowledges a close
 
 
 class AsrError(Exception):
@@ -136,7 +137,7 @@ class AsrConnection:
         try:
             ws = connect(uri, sock=sock, ssl=ssl.create_default_context() if secure else None,
                          server_hostname=host if secure else None, open_timeout=timeout, compression=None,
-                         max_size=1 << 20)
+                         max_size=1 << 20, close_timeout=CLOSE_TIMEOUT_S)
         except (InvalidHandshake, OSError, TimeoutError) as e:
             sock.close()
             raise AsrError(0, f"ASR handshake with {netloc} failed: {type(e).__name__}: {e}") from None
@@ -179,7 +180,12 @@ class AsrConnection:
         when the service closed the connection and nothing is left to read."""
         out: list[dict[str, Any]] = []
         while True:
-            msg = self._read(timeout if not out else 0.0)
+            try:
+                msg = self._read(timeout if not out else 0.0)
+            except ConnectionClosed:
+                if out:  # the last answers before the close (the final one): the close comes next time
+                    return out
+                raise
             if msg is None:
                 return out
             out.append(msg)
