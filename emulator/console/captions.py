@@ -18,6 +18,7 @@ import base64
 import json
 import re
 import threading
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Iterable
@@ -35,6 +36,7 @@ SENTENCE_MSG = "sentence"
 # A run that ended this long ago still captions its room (the last words stay up a moment).
 RECENT_S = 30.0
 CAPTIONS_PER_ANCHOR = 3
+FOLLOWED_MAX = 64  # runs whose reading is kept (a finished one's log is then never read twice)
 # The issue's contract: a clip's key names its sentence's index ("sentence-0003.wav").
 _CLIP_INDEX = re.compile(r"sentence-(\d+)\.[A-Za-z0-9]+$")
 
@@ -125,13 +127,17 @@ class Captions:
         self.scf = scf
         self._buckets = {b.bucket for b in buckets}
         self._lock = threading.Lock()
-        self._followed: dict[str, _Followed] = {}
+        self._followed: OrderedDict[str, _Followed] = OrderedDict()
 
     def _follow(self, run: Run) -> _Followed:
         """The run's sentences, read on from where the last look stopped (caller holds the lock)."""
         f = self._followed.get(run.request_id)
         if f is None:
             f = self._followed[run.request_id] = _Followed(run, run_room(run.redacted_event), LogTail(run.log_path))
+            # Forget the runs looked at least recently, finished ones only (a running one would be read again).
+            for rid in [rid for rid, old in self._followed.items() if old.complete][:-FOLLOWED_MAX]:
+                del self._followed[rid]
+        self._followed.move_to_end(run.request_id)
         f.update()
         return f
 
@@ -147,16 +153,11 @@ class Captions:
         (or a moment ago)."""
         by_anchor: dict[str, list[Sentence]] = {}
         with self._lock:
-            live = self._live_runs()
-            for run in live:
+            for run in self._live_runs():
                 f = self._follow(run)
                 if f.room == room:
                     for s in f.sentences:
                         by_anchor.setdefault(s.user_id, []).append(s)
-            # Runs that are neither running nor recent are not looked at again for captions.
-            keep = {r.request_id for r in live}
-            for rid in [rid for rid, f in self._followed.items() if rid not in keep and f.complete]:
-                del self._followed[rid]
         return {user: [s.to_dict() for s in sorted(said, key=lambda s: (s.at, s.index))[-per_anchor:]]
                 for user, said in by_anchor.items()}
 
@@ -174,10 +175,7 @@ class Captions:
         if isinstance(body, dict) and isinstance(body.get("Anchors"), list):
             return {"recognize": True, "running": False, "source": "result", **self._from_result(run, body)}
         with self._lock:
-            f = self._follow(run)
-            sentences = list(f.sentences)
-            if f.complete and run.request_id not in {r.request_id for r in self._live_runs()}:
-                del self._followed[run.request_id]
+            sentences = list(self._follow(run).sentences)
         return {"recognize": True, "running": not run.done.is_set(), "source": "log",
                 "sentences": [dict(s.to_dict(), clip=None) for s in sentences], "files": []}
 

@@ -222,7 +222,8 @@ function transcriptView(requestId) {
 function captionLines(captions) {
   return captions.map((c, i) => h("div", { class: i === captions.length - 1 ? "caption latest" : "caption",
     dataset: { index: c.index } }, h("span", { class: "said" }, c.text || "…"),
-    h("span", { class: "when mono" }, ` ${fmtSeconds(c.startMs / 1000)}–${fmtSeconds(c.endMs / 1000)}`)));
+    h("span", { class: "when mono", title: "since the recogniser entered the room" },
+      ` ${fmtSeconds(c.startMs / 1000)}–${fmtSeconds(c.endMs / 1000)}`)));
 }
 
 function figuresText(f) {
