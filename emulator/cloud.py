@@ -144,7 +144,7 @@ class LocalCloud:
                                    gateway_url=self.gateway.url, sdk_app_id=c.sdk_app_id,
                                    sdk_secret_key=c.sdk_secret_key,
                                    redis={"host": self.redis.host, "port": self.redis.port},
-                                   host=c.host, port=c.console_port).start()
+                                   host=c.host, port=c.console_port, asr=self.asr.backend).start()
             self.timers = Timers(self.scf, read_timer_triggers(c.serverless_yml), c.timer_tick_s).start()
         except BaseException:
             self.stop()

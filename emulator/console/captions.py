@@ -9,6 +9,10 @@ UserSig), so it would need the production client changed. Why not the sentence c
 exist only when the caller gave a Callback, and go to the caller. The log needs no change to the
 function, and is read here incrementally, once per run (one `LogTail` each).
 
+While an anchor speaks, the words heard so far come from the ASR service after all: the run's log
+names each anchor's voice_id ("speech recognition connected"), and the service's session with that
+voice_id has the sentence's unstable text (`Session.hearing`), whatever the run's `Partial`.
+
 Once a run has ended, its result is the transcript of record (it is what the caller got, with the
 COS transcript files and clips); the log lines stand in for it while the run is going.
 """
@@ -24,6 +28,7 @@ from datetime import datetime
 from typing import Any, Iterable
 from urllib.parse import quote
 
+from emulator.asr.models import AsrBackend
 from emulator.cos.models import CosState
 from emulator.scf.models import Run, Scf
 from shared.cos.urls import parse_cos_url
@@ -33,6 +38,7 @@ from .views import LogTail, result_body
 
 FUNCTION = "recognize_stream"
 SENTENCE_MSG = "sentence"
+CONNECTED_MSG = "speech recognition connected"
 # A run that ended this long ago still captions its room (the last words stay up a moment).
 RECENT_S = 30.0
 CAPTIONS_PER_ANCHOR = 3
@@ -81,15 +87,20 @@ def run_room(event: Any) -> RoomKey | None:
         return None
 
 
-def parse_sentence(request_id: str, line: str) -> Sentence | None:
-    """A log line's sentence, or None for any other line."""
+def _record(line: str) -> dict[str, Any] | None:
     if not line.startswith("{"):
         return None
     try:
         record = json.loads(line)
     except ValueError:
         return None
-    if not isinstance(record, dict) or record.get("msg") != SENTENCE_MSG:
+    return record if isinstance(record, dict) else None
+
+
+def parse_sentence(request_id: str, line: str) -> Sentence | None:
+    """A log line's sentence, or None for any other line."""
+    record = _record(line)
+    if record is None or record.get("msg") != SENTENCE_MSG:
         return None
     try:
         return Sentence(request_id, str(record["anchor"]), int(record["index"]), int(record["start_ms"]),
@@ -106,6 +117,7 @@ class _Followed:
     room: RoomKey | None
     tail: LogTail
     sentences: list[Sentence] = field(default_factory=list)
+    voices: dict[str, str] = field(default_factory=dict)  # anchor -> its current ASR voice_id
     complete: bool = False
 
     def update(self) -> None:
@@ -117,14 +129,18 @@ class _Followed:
             s = parse_sentence(self.run.request_id, line)
             if s is not None:
                 self.sentences.append(s)
+                continue
+            record = _record(line)
+            if record is not None and record.get("msg") == CONNECTED_MSG and record.get("voice_id"):
+                self.voices[str(record.get("anchor"))] = str(record["voice_id"])
         self.complete = done
 
 
 class Captions:
     """Reads recognize_stream runs' sentences; what the Rooms and Watch pages caption with."""
 
-    def __init__(self, scf: Scf, buckets: Iterable[CosState] = ()):
-        self.scf = scf
+    def __init__(self, scf: Scf, buckets: Iterable[CosState] = (), asr: AsrBackend | None = None):
+        self.scf, self.asr = scf, asr
         self._buckets = {b.bucket for b in buckets}
         self._lock = threading.Lock()
         self._followed: OrderedDict[str, _Followed] = OrderedDict()
@@ -150,16 +166,30 @@ class Captions:
 
     def for_room(self, room: RoomKey, per_anchor: int = CAPTIONS_PER_ANCHOR) -> dict[str, list[dict[str, Any]]]:
         """Each anchor's last sentences in the room, oldest first, from the runs recognising it now
-        (or a moment ago)."""
+        (or a moment ago); then, while it speaks, what is heard of the sentence so far
+        (`"partial": true`)."""
         by_anchor: dict[str, list[Sentence]] = {}
+        hearing: dict[str, str] = {}
         with self._lock:
             for run in self._live_runs():
                 f = self._follow(run)
-                if f.room == room:
-                    for s in f.sentences:
-                        by_anchor.setdefault(s.user_id, []).append(s)
-        return {user: [s.to_dict() for s in sorted(said, key=lambda s: (s.at, s.index))[-per_anchor:]]
-                for user, said in by_anchor.items()}
+                if f.room != room:
+                    continue
+                for s in f.sentences:
+                    by_anchor.setdefault(s.user_id, []).append(s)
+                if self.asr is not None and not f.complete:
+                    for anchor, voice_id in f.voices.items():
+                        session = self.asr.session(voice_id)
+                        heard = session.hearing if session is not None else None
+                        if heard is not None:
+                            hearing[anchor] = heard
+        out: dict[str, list[dict[str, Any]]] = {}
+        for user in set(by_anchor) | set(hearing):
+            said = sorted(by_anchor.get(user, []), key=lambda s: (s.at, s.index))
+            out[user] = [dict(s.to_dict(), partial=False) for s in said[-per_anchor:]]
+            if user in hearing:
+                out[user].append({"userId": user, "text": hearing[user], "partial": True})
+        return out
 
     def for_anchor(self, room: RoomKey, user_id: str) -> list[dict[str, Any]]:
         return self.for_room(room).get(user_id, [])

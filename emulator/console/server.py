@@ -37,6 +37,7 @@ from werkzeug.routing import Map, Rule
 from werkzeug.serving import WSGIRequestHandler
 from werkzeug.wrappers import Request, Response
 
+from emulator.asr.models import AsrBackend
 from emulator.cos.models import CosState
 from emulator.httpserver import HttpServer
 from emulator.scf.exceptions import ScfError
@@ -91,10 +92,11 @@ def _sse(payload: Any, event: str | None = None) -> bytes:
 
 class Console:
     def __init__(self, *, scf: Scf, rooms: Rooms, buckets: list[CosState], gateway_url: str, sdk_app_id: int,
-                 sdk_secret_key: str, redis: dict[str, Any] | None = None, host: str = "127.0.0.1", port: int = 0):
+                 sdk_secret_key: str, redis: dict[str, Any] | None = None, host: str = "127.0.0.1", port: int = 0,
+                 asr: AsrBackend | None = None):
         self.scf, self.rooms, self.buckets = scf, rooms, buckets
         self.tap = MediaTap()
-        self.captions = Captions(scf, buckets)
+        self.captions = Captions(scf, buckets, asr)
         self.actions = Actions(scf, rooms, gateway_url, sdk_app_id, sdk_secret_key)
         self.info = {"sdkAppId": sdk_app_id, "gateway": gateway_url, "redis": redis,
                      "cos": [{"bucket": b.bucket, "region": b.region} for b in buckets]}

@@ -59,12 +59,23 @@ def test_a_student_speaking_is_captioned_on_watch_and_rooms_and_listed_in_the_ru
     captions = page.locator("#captions")
     captions.wait_for()
     assert "No speech recognised yet" in captions.inner_text()
+    # Every caption the page shows while she speaks, noted as it appears.
+    page.evaluate("""() => { window.captionsSeen = [];
+      new MutationObserver(() => document.querySelectorAll('#captions .caption').forEach((c) =>
+        window.captionsSeen.push([c.className, c.querySelector('.said').textContent])))
+        .observe(document.getElementById('captions'), { childList: true, subtree: true }); }""")
     student.say("i think it is a triangle")
     # The caption under the picture: the words alice said, as the run recognised them, live.
-    latest = page.locator("#captions .caption.latest")
+    latest = page.locator("#captions .caption.final.latest")
     wait_for(lambda: latest.count() and "triangle" in latest.inner_text(), 30, "alice's caption on the Watch page")
     said = latest.locator(".said").inner_text()
     assert "triangle" in said.split()
+    # Before the sentence ended, the words heard so far were up already (the ASR session's unstable text).
+    seen = page.evaluate("window.captionsSeen")
+    first_final = next(i for i, (cls, _) in enumerate(seen) if "final" in cls)
+    partials = [text for cls, text in seen[:first_final] if "partial" in cls]
+    assert partials and any(t.strip("…") for t in partials), seen
+    wait_for(lambda: page.locator("#captions .caption.partial").count() == 0, 5, "the partial caption to go")
     shot(page, "watch-captions")
 
     # Rooms: the same words under alice's row, and nothing under the recogniser's.

@@ -218,12 +218,15 @@ function transcriptView(requestId) {
 
 // --- rooms -----------------------------------------------------------------------------------------
 
-// What a recognize_stream run heard an anchor say: its last sentences, the newest last.
+// What a recognize_stream run heard an anchor say: its last sentences, the newest last, then (while
+// it speaks) the words heard so far, which the final sentence replaces.
 function captionLines(captions) {
-  return captions.map((c, i) => h("div", { class: i === captions.length - 1 ? "caption latest" : "caption",
-    dataset: { index: c.index } }, h("span", { class: "said" }, c.text || "…"),
-    h("span", { class: "when mono", title: "since the recogniser entered the room" },
-      ` ${fmtSeconds(c.startMs / 1000)}–${fmtSeconds(c.endMs / 1000)}`)));
+  return captions.map((c, i) => h("div", {
+    class: `caption ${c.partial ? "partial" : "final"}${i === captions.length - 1 ? " latest" : ""}`,
+    dataset: c.partial ? {} : { index: c.index } }, h("span", { class: "said" }, c.text || "…"),
+    c.partial ? h("span", { class: "when" }, " speaking…")
+      : h("span", { class: "when mono", title: "since the recogniser entered the room" },
+        ` ${fmtSeconds(c.startMs / 1000)}–${fmtSeconds(c.endMs / 1000)}`)));
 }
 
 function figuresText(f) {
