@@ -338,7 +338,8 @@ class Console:
             from shared.room import wire
 
             try:
-                yield wire.encode({"t": "hello", "user": user, "room": ref.id, "app": app})
+                yield wire.encode({"t": "hello", "user": user, "room": ref.id, "app": app,
+                                   "video": bool(member["video"]), "audio": bool(member["audio"])})
                 last_look = time.monotonic()
                 while not self._closing.is_set():
                     messages = watcher.take(0.5)

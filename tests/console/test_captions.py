@@ -76,6 +76,9 @@ def test_a_student_speaking_is_captioned_on_watch_and_rooms_and_listed_in_the_ru
     partials = [text for cls, text in seen[:first_final] if "partial" in cls]
     assert partials and any(t.strip("…") for t in partials), seen
     wait_for(lambda: page.locator("#captions .caption.partial").count() == 0, 5, "the partial caption to go")
+    # A student publishes audio only: the page says so rather than wait for a picture.
+    assert page.locator("#watch-status").inner_text() == "in the room; audio only (no picture published)"
+    assert page.locator("canvas.watch").is_hidden()
     shot(page, "watch-captions")
 
     # Rooms: the same words under alice's row, and nothing under the recogniser's.

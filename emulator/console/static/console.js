@@ -283,7 +283,7 @@ function watchPage(params) {
   root.append(h("h1", {}, "Watch ", who), h("p", {}, h("a", { href: "#/rooms" }, "← rooms")));
   const box = h("div", { id: "watch" });
   const captions = h("div", { id: "captions", class: "captions-box" }, h("div", { class: "muted" }, "No speech recognised yet."));
-  root.append(box, captions);
+  root.append(box, h("h2", {}, "Captions"), captions);
   const query = { app: params.get("app"), room: params.get("room"), str: params.get("str") || "0", user: params.get("user") };
   leaving(startWatch(box, query));
   // Captions: what a recognize_stream run in this room hears this member say.
