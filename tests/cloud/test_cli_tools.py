@@ -4,6 +4,7 @@ JSON line's `cloudApiUrl`, and the real `coscmd` (list, download) through the JS
 `cos.proxy`, configured as the README says."""
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -28,10 +29,10 @@ TCCLI, COSCMD = str(BIN / "tccli"), str(BIN / "coscmd")
 PROFILE = "emulator"
 
 
-@pytest.fixture(scope="module")
-def up(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
-    state = tmp_path_factory.mktemp("cli") / "state"
-    proc = subprocess.Popen([sys.executable, "-m", "emulator", "up", "--state-dir", str(state)], cwd=REPO,
+@contextlib.contextmanager
+def emulator_up(state: Path, *options: str) -> Iterator[dict[str, Any]]:
+    """`python -m emulator up` as a person runs it, in a process of its own: its JSON line, then SIGTERM."""
+    proc = subprocess.Popen([sys.executable, "-m", "emulator", "up", "--state-dir", str(state), *options], cwd=REPO,
                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     box: list[str] = []
     reader = threading.Thread(target=lambda: box.append(proc.stdout.readline() if proc.stdout else ""), daemon=True)
@@ -47,6 +48,12 @@ def up(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+@pytest.fixture(scope="module")
+def up(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    with emulator_up(tmp_path_factory.mktemp("cli") / "state") as info:
+        yield info
 
 
 @pytest.fixture(scope="module")
