@@ -1,0 +1,230 @@
+"""`./dev check-image` (`python -m deploy.rootfs_check`): the image's tree booted on the system it
+names, without a container engine. The built context's app/ (`./dev package`) goes into a bare
+Debian 12 root (deploy/rootfs.py, cached per machine) as the Dockerfile puts it, and the Dockerfile's
+command starts in it as SCF starts the image: uid 10000, the tree read-only, only /tmp writable,
+HOME=/tmp, in a network namespace with loopback alone. Then, as SCF does, POST /event-invoke with
+the X-Scf-* headers: a push_stream run into a local TRTC room (emulator/trtc) from a clip served on
+loopback, watched from the room by an audience member.
+
+Printed: what the sandbox is (uid, writable paths, network interfaces, the root's CPython) and the
+cold start, process start -> the entry server listening -> the first frame in the room. Exit 0
+when the push's frames arrived and it ended `completed` (the clip played to its end), 1 otherwise.
+
+    python -m deploy.rootfs_check [--out build/check-image]
+"""
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from deploy import rootfs
+
+REPO = Path(__file__).resolve().parents[1]
+INSIDE = "--inside"
+ROOM_ID = 4711
+PUSHER, WATCHER = "image-pusher", "image-watcher"
+CLIP_S = 4.0
+START_LIMIT_S = 30.0  # SCF: the entry server listens within 30 s
+# What the sandbox reports about itself, run by the root's CPython as the server is.
+PROBE = """
+import json, os, sys
+def writable(path):
+    try:
+        with open(os.path.join(path, ".probe"), "w"):
+            pass
+        os.remove(os.path.join(path, ".probe"))
+        return True
+    except OSError:
+        return False
+nets = [line.split(":")[0].strip() for line in open("/proc/net/dev").read().splitlines()[2:]]
+print(json.dumps({"uid": os.getuid(), "gid": os.getgid(), "groups": os.getgroups(), "home": os.environ.get("HOME"),
+                  "python": sys.version.split()[0], "executable": os.path.realpath(sys.executable),
+                  "writable": [p for p in ("/", "/app", "/app/code", "/etc", "/usr", "/var", "/tmp") if writable(p)],
+                  "interfaces": nets}))
+"""
+
+
+def prepare(out: Path) -> tuple[Path, Path]:
+    """The cached root and the image's app/ built and compiled for it (network needed the first time)."""
+    from deploy.image import build as image_build
+
+    root = rootfs.ensure()
+    cache = REPO / "build" / ".test-cache"
+    context = image_build.write_context(out / "image", cache=cache)
+    app = Path(context.directory) / "app"
+    _below_3_11_3(root, app, cache)
+    rootfs.compile_app(root, app)
+    return root, app
+
+
+# redis 8 needs async-timeout on CPython < 3.11.3 (redis-py#2633) and pip leaves it out of the image's
+# site (the image's CPython is 3.11.14). Debian 12's python3.11 is 3.11.2: the check adds it, as pip
+# would for that interpreter, to the check's own copy of the tree.
+ASYNC_TIMEOUT = "async-timeout==4.0.3"
+
+
+def _below_3_11_3(root: Path, app: Path, cache: Path) -> None:
+    version = subprocess.run(["chroot", str(root), "/usr/local/bin/python3", "-c",
+                              "import sys; print(*sys.version_info[:3])"], capture_output=True, text=True, check=True)
+    if tuple(int(v) for v in version.stdout.split()) >= (3, 11, 3) or (app / "site" / "async_timeout").is_dir():
+        return
+    extra = cache / "debian-python-3.11.2"
+    if not (extra / "async_timeout").is_dir():
+        subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--disable-pip-version-check", "--no-deps",
+                        "--no-compile", "--target", str(extra), ASYNC_TIMEOUT], check=True)
+    shutil.copytree(extra / "async_timeout", app / "site" / "async_timeout")
+
+
+def probe(root: Path, app: Path) -> dict[str, Any]:
+    argv = rootfs.server_argv(root, app, {})[:-len(rootfs.IMAGE_COMMAND)] + ["/usr/local/bin/python3", "-I", "-c", PROBE]
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=60)
+    if done.returncode != 0:
+        raise rootfs.RootfsError(f"the sandbox probe failed: {done.stderr.strip()[-800:]}")
+    return dict(json.loads(done.stdout))
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _listening(port: int) -> bool:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=1)
+    try:
+        conn.request("GET", "/")
+        return conn.getresponse().status == 200
+    except OSError:
+        return False
+    finally:
+        conn.close()
+
+
+def boot(root: Path, app: Path) -> int:
+    """Inside the loopback-only network namespace: the room, the clip, the server, the push."""
+    from emulator import media
+    from emulator.httpserver import HttpServer
+    from emulator.scf.image_runner import headers_for
+    from emulator.trtc import RoomService
+    from shared.room.base import EnterParams, RemoteVideo, Role, RoomRef
+    from shared.room.local import LocalRoom
+
+    report: dict[str, Any] = {"sandbox": probe(root, app)}
+    rooms = RoomService().start()
+    clips = Path(tempfile.mkdtemp(prefix="check-image-"))
+    media.make_clip(clips / "clip.mp4", duration=CLIP_S, width=320, height=240)
+
+    from http.server import SimpleHTTPRequestHandler
+
+    class Clips(SimpleHTTPRequestHandler):
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, directory=str(clips), **kwargs)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    files = HttpServer(Clips, name="check-image-media")
+    files.start()
+    watcher = LocalRoom("127.0.0.1", int(rooms.address.rsplit(":", 1)[1]))
+    watcher.enter(EnterParams(rooms.sdk_app_id, RoomRef(ROOM_ID), WATCHER, rooms.usersig(WATCHER), role=Role.AUDIENCE))
+    port = _free_port()
+    env = {"ENTRY_FUNCTION": "push_stream", "ENTRY_LISTEN": f"127.0.0.1:{port}", "ROOM_BACKEND": "local",
+           "LOCAL_ROOM_ADDRESS": rooms.address, "SOURCE_ALLOWLIST": "127.0.0.0/8"}
+    started = time.monotonic()
+    server = rootfs.start_server(root, app, env)
+    log: list[bytes] = []
+    reader = threading.Thread(target=lambda: log.extend(server.stdout or []), daemon=True)
+    reader.start()
+    answer: dict[str, Any] = {}
+    try:
+        while not _listening(port):
+            if server.poll() is not None or time.monotonic() - started > START_LIMIT_S:
+                raise rootfs.RootfsError("the entry server did not listen: " + b"".join(log).decode(errors="replace")[-1500:])
+            time.sleep(0.01)
+        report["listening_s"] = round(time.monotonic() - started, 3)
+        event = {"videoSrc": f"{files.url}/clip.mp4", "sdkAppId": rooms.sdk_app_id, "roomId": ROOM_ID,
+                 "userId": PUSHER, "userSig": rooms.usersig(PUSHER)}
+        context = {"request_id": "check-image-0001", "time_limit_in_ms": 60_000, "memory_limit_in_mb": 1024,
+                   "function_name": "push_stream", "namespace": "default"}
+
+        def invoke() -> None:
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+            try:
+                conn.request("POST", "/event-invoke", body=json.dumps(event), headers=headers_for(context, {}))
+                response = conn.getresponse()
+                answer.update({"status": response.status, "body": json.loads(response.read() or b"null")})
+            finally:
+                conn.close()
+
+        call = threading.Thread(target=invoke, daemon=True)
+        call.start()
+        frames = 0
+        deadline = time.monotonic() + 60
+        while (call.is_alive() or frames == 0) and time.monotonic() < deadline:
+            got = watcher.poll(0.05)
+            if isinstance(got, RemoteVideo) and got.user_id == PUSHER:
+                if frames == 0:
+                    report["first_frame_s"] = round(time.monotonic() - started, 3)
+                frames += 1
+            if not call.is_alive() and frames == 0:
+                break
+        call.join(5)
+        report["video_frames_seen"] = frames
+        report["answer"] = answer
+    finally:
+        watcher.exit()
+        if server.poll() is None:
+            server.terminate()
+            try:
+                server.wait(10)
+            except subprocess.TimeoutExpired:
+                server.kill()
+        files.stop()
+        rooms.stop()
+    body = answer.get("body")
+    pushed = isinstance(body, dict) and body.get("status") == "completed"  # the clip played to its end
+    ok = answer.get("status") == 200 and pushed and report.get("video_frames_seen", 0) > 0
+    print(json.dumps(report, indent=1), flush=True)
+    if not ok:
+        print("check-image FAILED; the server's log ends with:\n" + b"".join(log).decode(errors="replace")[-2000:],
+              file=sys.stderr)
+    return 0 if ok else 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m deploy.rootfs_check", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", default=str(REPO / "build" / "check-image"), help="where the image's context is built")
+    parser.add_argument(INSIDE, nargs=2, metavar=("ROOT", "APP"), help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.inside:
+        return boot(Path(args.inside[0]), Path(args.inside[1]))
+    if os.geteuid() != 0:
+        print("error: check-image needs root (mount and network namespaces, chroot)", file=sys.stderr)
+        return 2
+    try:
+        t0 = time.monotonic()
+        root, app = prepare(Path(args.out))
+        print(f"root {root}, app {app} ready in {time.monotonic() - t0:.1f} s", flush=True)
+    except rootfs.RootfsError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    # The boot runs in a network namespace of its own with only loopback up (as `./dev test` isolates).
+    inner = [sys.executable, "-m", "deploy.rootfs_check", INSIDE, str(root), str(app)]
+    return subprocess.call(["unshare", "--net", "sh", "-c", 'ip link set lo up && exec "$@"', "sh", *inner], cwd=REPO)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
