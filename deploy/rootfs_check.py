@@ -3,12 +3,15 @@ names, without a container engine. The built context's app/ (`./dev package`) go
 Debian 12 root (deploy/rootfs.py, cached per machine) as the Dockerfile puts it, and the Dockerfile's
 command starts in it as SCF starts the image: uid 10000, the tree read-only, only /tmp writable,
 HOME=/tmp, in a network namespace with loopback alone. Then, as SCF does, POST /event-invoke with
-the X-Scf-* headers: a push_stream run into a local TRTC room (emulator/trtc) from a clip served on
-loopback, watched from the room by an audience member.
+the X-Scf-* headers (the execution role's keys among them): a record_stream run into the local COS
+(emulator/cos), then a push_stream run into the same local TRTC room (emulator/trtc) from a clip
+served on loopback, watched from the room by an audience member; the recording ends 5 s after the
+push (MaxIdleTime) and its file is fetched from COS and decoded.
 
 Printed: what the sandbox is (uid, writable paths, network interfaces, the root's CPython) and the
 cold start, process start -> the entry server listening -> the first frame in the room. Exit 0
-when the push's frames arrived and it ended `completed` (the clip played to its end), 1 otherwise.
+when the push's frames arrived, it ended `completed` (the clip played to its end) and the
+recording decodes, 1 otherwise.
 
     python -m deploy.rootfs_check [--out build/check-image]
 """
@@ -32,8 +35,11 @@ from deploy import rootfs
 REPO = Path(__file__).resolve().parents[1]
 INSIDE = "--inside"
 ROOM_ID = 4711
-PUSHER, WATCHER = "image-pusher", "image-watcher"
-CLIP_S = 4.0
+PUSHER, WATCHER, RECORDER = "image-pusher", "image-watcher", "image-recorder"
+CLIP_S = 5.0
+# The recorder starts first and waits this long for the pusher (whose cold start is measured), and
+# as long after the push ends before it stops (reason idle).
+MAX_IDLE_S = 5
 START_LIMIT_S = 30.0  # SCF: the entry server listens within 30 s
 # What the sandbox reports about itself, run by the root's CPython as the server is.
 PROBE = """
@@ -112,94 +118,149 @@ def _listening(port: int) -> bool:
         conn.close()
 
 
+class Server:
+    """One function's entry server in the root (ENTRY_FUNCTION), and its invocations."""
+
+    def __init__(self, root: Path, app: Path, function: str, env: dict[str, str]):
+        self.function = function
+        self.port = _free_port()
+        self.started = time.monotonic()
+        self.proc = rootfs.start_server(root, app, {**env, "ENTRY_FUNCTION": function,
+                                                    "ENTRY_LISTEN": f"127.0.0.1:{self.port}"})
+        self.log: list[bytes] = []
+        threading.Thread(target=lambda: self.log.extend(self.proc.stdout or []), daemon=True).start()
+
+    def wait_listening(self) -> float:
+        while not _listening(self.port):
+            if self.proc.poll() is not None or time.monotonic() - self.started > START_LIMIT_S:
+                raise rootfs.RootfsError(f"{self.function}'s entry server did not listen: {self.tail()}")
+            time.sleep(0.01)
+        return time.monotonic() - self.started
+
+    def invoke(self, event: dict[str, Any], request_id: str, role: dict[str, str]) -> tuple[threading.Thread, dict[str, Any]]:
+        """POST /event-invoke as SCF does (context and the role's keys in X-Scf-* headers), on a thread."""
+        from emulator.scf.image_runner import headers_for
+
+        context = {"request_id": request_id, "time_limit_in_ms": 60_000, "memory_limit_in_mb": 1024,
+                   "function_name": self.function, "namespace": "default", "tencentcloud_region": "ap-guangzhou"}
+        answer: dict[str, Any] = {}
+
+        def call() -> None:
+            conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=90)
+            try:
+                conn.request("POST", "/event-invoke", body=json.dumps(event), headers=headers_for(context, role))
+                response = conn.getresponse()
+                answer.update({"status": response.status, "body": json.loads(response.read() or b"null")})
+            except (OSError, ValueError) as e:
+                answer.update({"error": f"{type(e).__name__}: {e}"})
+            finally:
+                conn.close()
+
+        thread = threading.Thread(target=call, daemon=True)
+        thread.start()
+        return thread, answer
+
+    def tail(self) -> str:
+        return b"".join(self.log).decode(errors="replace")[-2000:]
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
 def boot(root: Path, app: Path) -> int:
-    """Inside the loopback-only network namespace: the room, the clip, the server, the push."""
+    """Inside the loopback-only network namespace: the room, COS, the clip; a recording server and a
+    push server in the root; the push watched from the room, the recording fetched from COS."""
+    from http.server import SimpleHTTPRequestHandler
+
+    from deploy.smoke import decode
     from emulator import media
+    from emulator.cos import CosService
     from emulator.httpserver import HttpServer
-    from emulator.scf.image_runner import headers_for
     from emulator.trtc import RoomService
+    from shared.record.storage import parse_cos_url
     from shared.room.base import EnterParams, RemoteVideo, Role, RoomRef
     from shared.room.local import LocalRoom
 
     report: dict[str, Any] = {"sandbox": probe(root, app)}
+    role = {"TENCENTCLOUD_SECRETID": "AKIDcheckImageRole000000000000000000", "TENCENTCLOUD_SECRETKEY": "checkImageRoleKey",
+            "TENCENTCLOUD_SESSIONTOKEN": "checkImageRoleToken"}
     rooms = RoomService().start()
-    clips = Path(tempfile.mkdtemp(prefix="check-image-"))
-    media.make_clip(clips / "clip.mp4", duration=CLIP_S, width=320, height=240)
-
-    from http.server import SimpleHTTPRequestHandler
+    cos = CosService(temporary_credentials=[(role["TENCENTCLOUD_SECRETID"], role["TENCENTCLOUD_SECRETKEY"],
+                                             role["TENCENTCLOUD_SESSIONTOKEN"])]).start()
+    work = Path(tempfile.mkdtemp(prefix="check-image-"))
+    media.make_clip(work / "clip.mp4", duration=CLIP_S, width=320, height=240)
 
     class Clips(SimpleHTTPRequestHandler):
         def __init__(self, *args: Any, **kwargs: Any) -> None:
-            super().__init__(*args, directory=str(clips), **kwargs)
+            super().__init__(*args, directory=str(work), **kwargs)
 
         def log_message(self, *args: Any) -> None:
             pass
 
-    files = HttpServer(Clips, name="check-image-media")
-    files.start()
+    files = HttpServer(Clips, name="check-image-media").start()
     watcher = LocalRoom("127.0.0.1", int(rooms.address.rsplit(":", 1)[1]))
     watcher.enter(EnterParams(rooms.sdk_app_id, RoomRef(ROOM_ID), WATCHER, rooms.usersig(WATCHER), role=Role.AUDIENCE))
-    port = _free_port()
-    env = {"ENTRY_FUNCTION": "push_stream", "ENTRY_LISTEN": f"127.0.0.1:{port}", "ROOM_BACKEND": "local",
-           "LOCAL_ROOM_ADDRESS": rooms.address, "SOURCE_ALLOWLIST": "127.0.0.0/8"}
-    started = time.monotonic()
-    server = rootfs.start_server(root, app, env)
-    log: list[bytes] = []
-    reader = threading.Thread(target=lambda: log.extend(server.stdout or []), daemon=True)
-    reader.start()
-    answer: dict[str, Any] = {}
+    env = {"ROOM_BACKEND": "local", "LOCAL_ROOM_ADDRESS": rooms.address, "SOURCE_ALLOWLIST": "127.0.0.0/8",
+           "COS_ENDPOINT": cos.endpoint_url, "RECORD_STATE_BUCKET": cos.bucket, "RECORD_STATE_REGION": cos.region}
+    servers: list[Server] = []
     try:
-        while not _listening(port):
-            if server.poll() is not None or time.monotonic() - started > START_LIMIT_S:
-                raise rootfs.RootfsError("the entry server did not listen: " + b"".join(log).decode(errors="replace")[-1500:])
-            time.sleep(0.01)
-        report["listening_s"] = round(time.monotonic() - started, 3)
-        event = {"videoSrc": f"{files.url}/clip.mp4", "sdkAppId": rooms.sdk_app_id, "roomId": ROOM_ID,
-                 "userId": PUSHER, "userSig": rooms.usersig(PUSHER)}
-        context = {"request_id": "check-image-0001", "time_limit_in_ms": 60_000, "memory_limit_in_mb": 1024,
-                   "function_name": "push_stream", "namespace": "default"}
+        recorder = Server(root, app, "record_stream", env)
+        servers.append(recorder)
+        recorder.wait_listening()
+        record_call, recorded = recorder.invoke(
+            {"SdkAppId": rooms.sdk_app_id, "RoomId": ROOM_ID, "UserId": RECORDER, "UserSig": rooms.usersig(RECORDER),
+             "CosConfig": {"Region": cos.region, "Bucket": cos.bucket, "Path": "check-image/"}, "Mode": "02",
+             "MaxIdleTime": MAX_IDLE_S}, "check-image-record", role)
+        deadline = time.monotonic() + 30
+        while RECORDER not in rooms.rooms.user_ids(rooms.sdk_app_id, ROOM_ID) and time.monotonic() < deadline:
+            time.sleep(0.02)
 
-        def invoke() -> None:
-            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
-            try:
-                conn.request("POST", "/event-invoke", body=json.dumps(event), headers=headers_for(context, {}))
-                response = conn.getresponse()
-                answer.update({"status": response.status, "body": json.loads(response.read() or b"null")})
-            finally:
-                conn.close()
-
-        call = threading.Thread(target=invoke, daemon=True)
-        call.start()
+        pusher = Server(root, app, "push_stream", env)  # the cold start measured: this process's start
+        servers.append(pusher)
+        report["listening_s"] = round(pusher.wait_listening(), 3)
+        push_call, pushed = pusher.invoke({"videoSrc": f"{files.url}/clip.mp4", "sdkAppId": rooms.sdk_app_id,
+                                           "roomId": ROOM_ID, "userId": PUSHER, "userSig": rooms.usersig(PUSHER)},
+                                          "check-image-push", role)
         frames = 0
         deadline = time.monotonic() + 60
-        while (call.is_alive() or frames == 0) and time.monotonic() < deadline:
-            got = watcher.poll(0.05)
+        while push_call.is_alive() and time.monotonic() < deadline:
+            got = watcher.poll(0.02)
             if isinstance(got, RemoteVideo) and got.user_id == PUSHER:
                 if frames == 0:
-                    report["first_frame_s"] = round(time.monotonic() - started, 3)
+                    report["first_frame_s"] = round(time.monotonic() - pusher.started, 3)
                 frames += 1
-            if not call.is_alive() and frames == 0:
-                break
-        call.join(5)
+        push_call.join(5)
+        record_call.join(60)
         report["video_frames_seen"] = frames
-        report["answer"] = answer
+        report["push"] = {k: (pushed.get("body") or {}).get(k) for k in ("status", "reason", "position", "framesSent")}
+        report["push_answer"] = pushed.get("status")
+        body = recorded.get("body") or {}
+        files_ = [f for f in body.get("Files", []) if f.get("UserId") == PUSHER and f.get("Status") == 1]
+        report["recording"] = {"answer": recorded.get("status"), "Reason": body.get("Reason"),
+                               "Files": [f.get("RecordFile") for f in body.get("Files", [])]}
+        if files_:
+            _, _, key = parse_cos_url(files_[0]["RecordFile"])
+            (work / "recording.mp4").write_bytes(cos.get_object_bytes(key))
+            report["recording"]["decoded"] = str(decode(work / "recording.mp4"))
     finally:
         watcher.exit()
-        if server.poll() is None:
-            server.terminate()
-            try:
-                server.wait(10)
-            except subprocess.TimeoutExpired:
-                server.kill()
+        for server in servers:
+            server.stop()
         files.stop()
+        cos.stop()
         rooms.stop()
-    body = answer.get("body")
-    pushed = isinstance(body, dict) and body.get("status") == "completed"  # the clip played to its end
-    ok = answer.get("status") == 200 and pushed and report.get("video_frames_seen", 0) > 0
+    ok = (report.get("push_answer") == 200 and report["push"].get("status") == "completed"  # the clip to its end
+          and report.get("video_frames_seen", 0) > 0 and "decoded" in report.get("recording", {}))
     print(json.dumps(report, indent=1), flush=True)
     if not ok:
-        print("check-image FAILED; the server's log ends with:\n" + b"".join(log).decode(errors="replace")[-2000:],
-              file=sys.stderr)
+        for server in servers:
+            print(f"check-image FAILED; {server.function}'s log ends with:\n{server.tail()}", file=sys.stderr)
     return 0 if ok else 1
 
 
