@@ -29,6 +29,7 @@ import threading
 import time
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote, urlsplit
 
 from deploy import rootfs
 
@@ -183,7 +184,6 @@ def boot(root: Path, app: Path) -> int:
     from emulator.cos import CosService
     from emulator.httpserver import HttpServer
     from emulator.trtc import RoomService
-    from shared.record.storage import parse_cos_url
     from shared.room.base import EnterParams, RemoteVideo, Role, RoomRef
     from shared.room.local import LocalRoom
 
@@ -245,7 +245,7 @@ def boot(root: Path, app: Path) -> int:
         report["recording"] = {"answer": recorded.get("status"), "Reason": body.get("Reason"),
                                "Files": [f.get("RecordFile") for f in body.get("Files", [])]}
         if files_:
-            _, _, key = parse_cos_url(files_[0]["RecordFile"])
+            key = unquote(urlsplit(files_[0]["RecordFile"]).path.lstrip("/"))
             (work / "recording.mp4").write_bytes(cos.get_object_bytes(key))
             report["recording"]["decoded"] = str(decode(work / "recording.mp4"))
     finally:
