@@ -207,7 +207,8 @@ def boot(root: Path, app: Path) -> int:
     watcher = LocalRoom("127.0.0.1", int(rooms.address.rsplit(":", 1)[1]))
     watcher.enter(EnterParams(rooms.sdk_app_id, RoomRef(ROOM_ID), WATCHER, rooms.usersig(WATCHER), role=Role.AUDIENCE))
     env = {"ROOM_BACKEND": "local", "LOCAL_ROOM_ADDRESS": rooms.address, "SOURCE_ALLOWLIST": "127.0.0.0/8",
-           "COS_ENDPOINT": cos.endpoint_url, "RECORD_STATE_BUCKET": cos.bucket, "RECORD_STATE_REGION": cos.region}
+           "COS_ENDPOINT": cos.endpoint_url, "COS_ALLOWLIST": "127.0.0.0/8", "RECORD_STATE_BUCKET": cos.bucket,
+           "RECORD_STATE_REGION": cos.region}
     servers: list[Server] = []
     try:
         recorder = Server(root, app, "record_stream", env)
