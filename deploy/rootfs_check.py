@@ -5,13 +5,14 @@ command starts in it as SCF starts the image: uid 10000, the tree read-only, onl
 HOME=/tmp, in a network namespace with loopback alone. Then, as SCF does, POST /event-invoke with
 the X-Scf-* headers (the execution role's keys among them): a record_stream run into the local COS
 (emulator/cos), then a push_stream run into the same local TRTC room (emulator/trtc) from a clip
-served on loopback, watched from the room by an audience member; the recording ends 5 s after the
-push (MaxIdleTime) and its file is fetched from COS and decoded.
+served on loopback, watched from the room by an audience member, with Redis and a controlToken, and
+asked for its status through a push_control server in the root while it plays; the recording ends
+5 s after the push (MaxIdleTime) and its file is fetched from COS and decoded.
 
 Printed: what the sandbox is (uid, writable paths, network interfaces, the root's CPython) and the
 cold start, process start -> the entry server listening -> the first frame in the room. Exit 0
 when the push's frames arrived, it ended `completed` (the clip played to its end) and the
-recording decodes, 1 otherwise.
+recording decodes and push_control applied the status, 1 otherwise.
 
     python -m deploy.rootfs_check [--out build/check-image]
 """
@@ -21,6 +22,7 @@ import argparse
 import http.client
 import json
 import os
+import secrets
 import shutil
 import subprocess
 import sys
@@ -183,6 +185,7 @@ def boot(root: Path, app: Path) -> int:
     from emulator import media
     from emulator.cos import CosService
     from emulator.httpserver import HttpServer
+    from emulator.redis import RedisServer
     from emulator.trtc import RoomService
     from shared.room.base import EnterParams, RemoteVideo, Role, RoomRef
     from shared.room.local import LocalRoom
@@ -191,6 +194,7 @@ def boot(root: Path, app: Path) -> int:
     role = {"TENCENTCLOUD_SECRETID": "AKIDcheckImageRole000000000000000000", "TENCENTCLOUD_SECRETKEY": "checkImageRoleKey",
             "TENCENTCLOUD_SESSIONTOKEN": "checkImageRoleToken"}
     rooms = RoomService().start()
+    redis = RedisServer(tempfile.mkdtemp(prefix="check-image-redis-")).start()
     cos = CosService(temporary_credentials=[(role["TENCENTCLOUD_SECRETID"], role["TENCENTCLOUD_SECRETKEY"],
                                              role["TENCENTCLOUD_SESSIONTOKEN"])]).start()
     work = Path(tempfile.mkdtemp(prefix="check-image-"))
@@ -208,12 +212,16 @@ def boot(root: Path, app: Path) -> int:
     watcher.enter(EnterParams(rooms.sdk_app_id, RoomRef(ROOM_ID), WATCHER, rooms.usersig(WATCHER), role=Role.AUDIENCE))
     env = {"ROOM_BACKEND": "local", "LOCAL_ROOM_ADDRESS": rooms.address, "SOURCE_ALLOWLIST": "127.0.0.0/8",
            "COS_ENDPOINT": cos.endpoint_url, "COS_ALLOWLIST": "127.0.0.0/8", "RECORD_STATE_BUCKET": cos.bucket,
-           "RECORD_STATE_REGION": cos.region}
+           "RECORD_STATE_REGION": cos.region, "REDIS_URL": redis.url, "REDIS_ALLOWLIST": "127.0.0.0/8"}
     servers: list[Server] = []
+    token = secrets.token_urlsafe(16)
     try:
+        control = Server(root, app, "push_control", env)  # started ahead: SCF keeps it warm (provisioned)
+        servers.append(control)
         recorder = Server(root, app, "record_stream", env)
         servers.append(recorder)
         recorder.wait_listening()
+        control.wait_listening()
         record_call, recorded = recorder.invoke(
             {"SdkAppId": rooms.sdk_app_id, "RoomId": ROOM_ID, "UserId": RECORDER, "UserSig": rooms.usersig(RECORDER),
              "CosConfig": {"Region": cos.region, "Bucket": cos.bucket, "Path": "check-image/"}, "Mode": "02",
@@ -226,17 +234,28 @@ def boot(root: Path, app: Path) -> int:
         servers.append(pusher)
         report["listening_s"] = round(pusher.wait_listening(), 3)
         push_call, pushed = pusher.invoke({"videoSrc": f"{files.url}/clip.mp4", "sdkAppId": rooms.sdk_app_id,
-                                           "roomId": ROOM_ID, "userId": PUSHER, "userSig": rooms.usersig(PUSHER)},
-                                          "check-image-push", role)
+                                           "roomId": ROOM_ID, "userId": PUSHER, "userSig": rooms.usersig(PUSHER),
+                                           "redis": True, "controlToken": token}, "check-image-push", role)
         frames = 0
+        control_call: threading.Thread | None = None
+        controlled: dict[str, Any] = {}
         deadline = time.monotonic() + 60
         while push_call.is_alive() and time.monotonic() < deadline:
             got = watcher.poll(0.02)
             if isinstance(got, RemoteVideo) and got.user_id == PUSHER:
                 if frames == 0:
                     report["first_frame_s"] = round(time.monotonic() - pusher.started, 3)
+                    control_call, controlled = control.invoke(  # while the push plays: its status
+                        {"requestId": "check-image-push", "action": "status", "controlToken": token},
+                        "check-image-control", role)
                 frames += 1
         push_call.join(5)
+        if control_call is not None:
+            control_call.join(30)
+        body_: Any = controlled.get("body")
+        answer: dict[str, Any] = body_ if isinstance(body_, dict) else {}
+        report["push_control"] = {"answer": controlled.get("status"), "applied": answer.get("applied"),
+                                  "state": {k: (answer.get("state") or {}).get(k) for k in ("status", "position")}}
         record_call.join(60)
         report["video_frames_seen"] = frames
         report["push"] = {k: (pushed.get("body") or {}).get(k) for k in ("status", "reason", "position", "framesSent")}
@@ -255,9 +274,11 @@ def boot(root: Path, app: Path) -> int:
             server.stop()
         files.stop()
         cos.stop()
+        redis.stop()
         rooms.stop()
     ok = (report.get("push_answer") == 200 and report["push"].get("status") == "completed"  # the clip to its end
-          and report.get("video_frames_seen", 0) > 0 and "decoded" in report.get("recording", {}))
+          and report.get("video_frames_seen", 0) > 0 and "decoded" in report.get("recording", {})
+          and report.get("push_control", {}).get("applied") is True)
     print(json.dumps(report, indent=1), flush=True)
     if not ok:
         for server in servers:
