@@ -10,7 +10,7 @@ The root holds Debian's minbase and CPython 3.11 (python3.11), the `scf` user (u
 Debian's CPython in place of python.org's. The cache key is the suite, variant, package list and
 hooks: a change to any of them builds a new root beside the old one.
 
-start_server runs in a mount namespace of its own (unshare, root only): the cached root bound
+start_server runs in mount and PID namespaces of its own (unshare, root only; stop_server stops it): the cached root bound
 read-only, app/ bound read-only at /app, a tmpfs at /tmp, /proc, and a /dev with only null, zero,
 random, urandom and a /dev/shm tmpfs; then chroot, setpriv to 10000:10000 with no groups and no new privileges, an
 environment of only what is given (HOME=/tmp) and the Dockerfile's CMD from WORKDIR /app/code. It
@@ -22,6 +22,7 @@ import hashlib
 import json
 import os
 import shutil
+import signal
 import subprocess
 import tempfile
 import time
@@ -116,7 +117,8 @@ def compile_app(root: Path, app: Path) -> None:
 def server_argv(root: Path, app: Path, env: Mapping[str, str]) -> list[str]:
     """The command that starts server.py in the root as the image runs it (see the module docstring)."""
     environment = {"HOME": "/tmp", "PATH": "/usr/local/bin:/usr/bin:/bin", **env}
-    return ["unshare", "--mount", "--propagation", "private", "--fork", "sh", "-c",
+    # A PID namespace of its own: the server is its init, so when it ends its workers end with it.
+    return ["unshare", "--mount", "--pid", "--propagation", "private", "--fork", "sh", "-c",
             _namespace_script(root, app, writable_app=False), "sh",
             "/usr/bin/setpriv", f"--reuid={UID}", f"--regid={GID}", "--clear-groups", "--no-new-privs",
             "/usr/bin/env", "-i", "-C", "/app/code", *(f"{k}={v}" for k, v in environment.items()), *IMAGE_COMMAND]
@@ -124,3 +126,26 @@ def server_argv(root: Path, app: Path, env: Mapping[str, str]) -> list[str]:
 
 def start_server(root: Path, app: Path, env: Mapping[str, str]) -> subprocess.Popen[bytes]:
     return subprocess.Popen(server_argv(root, app, env), stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+
+
+def stop_server(proc: subprocess.Popen[bytes], grace_s: float = 10.0) -> None:
+    """SIGTERM to the server itself (as SCF stops an instance), then SIGKILL after `grace_s`. The
+    signal goes to unshare's child, the sandbox's init: unshare does not pass signals on, and the
+    parent-death signal does not survive setpriv's change of user."""
+    try:
+        children = [int(c) for c in Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split()]
+    except OSError:
+        children = []
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        for child in children:
+            try:
+                os.kill(child, sig)
+            except ProcessLookupError:
+                pass
+        try:
+            proc.wait(grace_s)
+            return
+        except subprocess.TimeoutExpired:
+            continue
+    proc.kill()
+    proc.wait()

@@ -167,13 +167,7 @@ class Server:
         return b"".join(self.log).decode(errors="replace")[-2000:]
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        rootfs.stop_server(self.proc)
 
 
 def boot(root: Path, app: Path) -> int:
