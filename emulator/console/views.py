@@ -8,7 +8,7 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterable
+from typing import Any, Iterable, Protocol
 
 from emulator.cos.models import CosState
 from emulator.scf.models import Run, Scf
@@ -16,8 +16,11 @@ from emulator.trtc.models import Rooms
 
 from .media import MediaTap
 
-if TYPE_CHECKING:
-    from .captions import Captions
+
+class CaptionSource(Protocol):
+    """What the Rooms page needs of the captions (emulator.console.captions.Captions)."""
+
+    def for_room(self, room: tuple[int, str]) -> dict[str, list[dict[str, Any]]]: ...
 
 # A page opening the log of a long run starts this far from its end.
 LOG_TAIL_BYTES = 256 * 1024
@@ -132,7 +135,7 @@ class LogTail:
 # --- rooms -----------------------------------------------------------------------------------------
 
 
-def rooms_view(rooms: Rooms, tap: MediaTap, captions: "Captions | None" = None) -> list[dict[str, Any]]:
+def rooms_view(rooms: Rooms, tap: MediaTap, captions: CaptionSource | None = None) -> list[dict[str, Any]]:
     out = []
     present = set()
     for room in sorted(rooms.snapshot(), key=lambda r: (r["sdkAppId"], r["key"])):
