@@ -40,7 +40,8 @@ def _access_units(p: Pass, packet: av.Packet) -> list[H264Frame]:
             continue
         if p.buffer.hold_audio:
             if not key:
-                continue  # nothing decodes before the first key frame
+                p.health.dropped()  # nothing decodes before the first key frame: dropped, and counted
+                continue
             # The first key frame fixes where this pass starts (a seek lands at or before the start).
             first = p.timeline.video(src, picture=False)
             assert first is not None

@@ -35,6 +35,8 @@ __all__ = ["AudioPlan", "MediaSource", "PassEnd", "SourceError", "SourceInfo", "
 
 # Packets read at open to look for B-frames (dts order != pts order) in the first GOP.
 PROBE_PACKETS = 16
+# Packets read at most, at open and after a rewind, to see each pushed stream's first packet.
+HEAD_PACKETS = 256
 # A non-live source that ends this far before its announced duration was cut short.
 TRUNCATION_SLACK_MS = 500
 # Containers whose duration FFmpeg estimates from the bitrate: too rough to call a file truncated,
@@ -134,6 +136,7 @@ class MediaSource:
         self._vstream: Any = None  # the video stream pushed (None: no video)
         self._astream: Any = None  # the audio stream pushed
         self._primed: list[av.Packet] = []
+        self._head: dict[int, tuple[int, bool]] = {}  # stream index -> its first packet's (ts, key) at open
         self._iterations = 0
         self._origin_us: int | None = None
         if not 0 <= audio.volume <= 100:
@@ -265,6 +268,8 @@ class MediaSource:
             out_fps=(path.fps or fps) if path else None,
             rotation=path.rotation if path else 0,
         )
+        if not live:
+            self._read_head()
         self._log_opened(c, path)
 
     def _pick_streams(self, c: av.container.InputContainer) -> None:
@@ -348,6 +353,31 @@ class MediaSource:
             if seen_video >= PROBE_PACKETS:
                 break
         return False
+
+    def _read_head(self) -> None:
+        """Note each pushed stream's first packet as the source begins (read now if the probe did
+        not get that far; kept for the first pass): what a loop's rewind must land on again."""
+        c = self._container
+        assert c is not None
+        want = {s.index for s in (self._vstream, self._astream) if s is not None}
+        packets = iter(self._primed)
+        fresh = False
+        while len(self._head) < len(want):
+            packet = next(packets, None)
+            if packet is None:
+                if fresh or len(self._primed) >= HEAD_PACKETS:
+                    return
+                packets, fresh = c.demux(), True  # carries on where the probe stopped
+                continue
+            if packet.size == 0 and packet.pts is None:
+                continue
+            if fresh:
+                self._primed.append(packet)
+                if len(self._primed) >= HEAD_PACKETS:
+                    return
+            ts = packet.pts if packet.pts is not None else packet.dts
+            if packet.stream.index in want and packet.stream.index not in self._head and ts is not None:
+                self._head[packet.stream.index] = (ts, bool(packet.is_keyframe))
 
     def _first_picture_rotation(self) -> int:
         """Decode the first picture of the packets read so far for its display matrix (only the
@@ -463,19 +493,103 @@ class MediaSource:
             primed, self._primed = self._primed, []
             return primed
         self._primed = []
-        if start_ms == 0 and self._seek_before_audio():
-            return []
+        if start_ms == 0:
+            return self._rewind_to_head()
         target = start_ms * 1000 + (self._origin_us or 0)
         try:
             c.seek(target, backward=True, any_frame=False)
         except av.FFmpegError as e:
-            if start_ms:
-                raise self._fail(f"cannot seek to {start_ms / 1000:g} s: {self._reason(e)}") from None
-            c.seek(self._origin_us or 0, backward=True)
+            raise self._fail(f"cannot seek to {start_ms / 1000:g} s: {self._reason(e)}") from None
+        self._flush_decoders()
+        return []
+
+    def _rewind_to_head(self) -> list[av.Packet]:
+        """Back to the very first packets, as the source began at open (a loop's next pass).
+
+        Demuxers differ in where a seek to the start lands: MP4 after AAC's priming packet, MPEG-TS
+        at the first audio packet (past the key frame written before it: the first GOP is lost),
+        HLS with B-frames refuses the origin or lands a GOP late. So each way is tried in turn and
+        checked against the first packets seen at open; the packets read to check are replayed."""
+        for seek in (self._seek_before_audio, self._seek_audio_start, self._seek_origin):
+            if not seek():
+                continue
+            read = self._landed_at_head()
+            if read is not None:
+                return read
+        # No seek gets there (HLS whose first packet is audio before a B-frame GOP): open it again.
+        self.log.info("the source cannot seek back to its first frame; opening it again to loop", source=self.name)
+        return self._reopen()
+
+    def _reopen(self) -> list[av.Packet]:
+        """The source opened afresh, at its first packet (returned, to replay), as it was at open."""
+        info, path, channels = self.info, self.path, self.channels
+        self.close()
+        self._head = {}
+        self._open()
+        if (self.info.has_video, self.info.has_audio, self.info.passthrough) != (
+                info.has_video, info.has_audio, info.passthrough):
+            raise self._fail("changed between two passes of the loop (its streams are not the same)")
+        self.info, self.path, self.channels = info, path, channels
+        primed, self._primed = self._primed, []
+        return primed
+
+    def _landed_at_head(self) -> list[av.Packet] | None:
+        """After a seek: the packets read until each pushed stream showed its first one, when each
+        is at or before where that stream began at open (video: on a key frame); else None."""
+        c = self._container
+        assert c is not None
+        if not self._head:
+            return []  # nothing to check against: trust the seek
+        read: list[av.Packet] = []
+        seen: dict[int, tuple[int, bool]] = {}
+        try:
+            for packet in c.demux():
+                if packet.size == 0 and packet.pts is None:
+                    continue
+                read.append(packet)
+                ts = packet.pts if packet.pts is not None else packet.dts
+                index = packet.stream.index
+                if index in self._head and index not in seen and ts is not None:
+                    seen[index] = (ts, bool(packet.is_keyframe))
+                if len(seen) == len(self._head) or len(read) >= HEAD_PACKETS:
+                    break
+        except av.FFmpegError:
+            return None
+        video = self._vstream.index if self._vstream is not None else None
+        for index, (ts, key) in self._head.items():
+            got = seen.get(index)
+            if got is None or got[0] > ts or (index == video and key and not got[1]):
+                return None
+        return read
+
+    def _flush_decoders(self) -> None:
         for s in (self._vstream, self._astream):
             if s is not None:
                 s.codec_context.flush_buffers()
-        return []
+
+    def _seek_origin(self) -> bool:
+        """The container's own seek to its start (the key frame at or before it)."""
+        c = self._container
+        assert c is not None
+        try:
+            c.seek(self._origin_us or 0, backward=True, any_frame=False)
+        except av.FFmpegError:
+            return False
+        self._flush_decoders()
+        return True
+
+    def _seek_audio_start(self) -> bool:
+        """A seek on the audio stream to its first timestamp exactly: HLS checks a seek against the
+        first timestamp it handed out (an audio one), and keeps what follows the audio it lands on."""
+        c, a = self._container, self._astream
+        if a is None or c is None or a.start_time is None:
+            return False
+        try:
+            c.seek(a.start_time, stream=a, backward=True)
+        except av.FFmpegError:
+            return False
+        self._flush_decoders()
+        return True
 
     def _seek_before_audio(self) -> bool:
         """Back to the very first audio packet, the codec's priming one included (AAC's has a
@@ -489,9 +603,7 @@ class MediaSource:
             c.seek(before, stream=a, backward=True, any_frame=True)
         except av.FFmpegError:
             return False
-        for s in (self._vstream, self._astream):
-            if s is not None:
-                s.codec_context.flush_buffers()
+        self._flush_decoders()
         return True
 
     def _declared_end_ms(self) -> int | None:
