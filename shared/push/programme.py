@@ -92,7 +92,7 @@ class SegmentOpener:
         """The paused segment's source again from `position` (bridged to a key frame in passthrough)."""
         old.reader.stop()
         # The source is not thread-safe: it is reused only once its reader is done with it.
-        if old.reader.wait(RESUME_READ_WAIT_S):
+        if old.reader.join(RESUME_READ_WAIT_S):
             source, path, own = old.source, old.path, False  # the cut makes it the new segment's
         else:
             self.log.warning("resume: the paused source's last read has not returned; opening it again",
@@ -290,12 +290,16 @@ class Programme:
             return
         self._drop_prefetch()
         src = cmd.video_src or ""
-        self.opening = Opening(lambda: self.opener.open(src, cmd.seek_second), label="switch", command=cmd,
-                               trigger="switch", target=src, seek=cmd.seek_second).begin()
+        self._begin(Opening(lambda: self.opener.open(src, cmd.seek_second), label="switch", command=cmd,
+                            trigger="switch", target=src, seek=cmd.seek_second))
+
+    def _begin(self, op: Opening) -> None:
+        op.start()
+        self.opening = op
 
     def _abandon(self, op: Opening) -> None:
         """Drop what a command that ran out of time started; a resume leaves the paused source as it was."""
-        op.abandon()
+        op.close()
         if self.opening is op:
             self.opening = None
         if op.trigger == "resume" and self.segment is not None:
@@ -305,14 +309,14 @@ class Programme:
         """The push is ending: whatever is being opened is dropped."""
         op, self.opening = self.opening, None
         if op is not None:
-            op.abandon()
+            op.close()
 
     # --- opening what comes next -----------------------------------------------------------------
 
     def _drop_prefetch(self) -> None:
         op = self.opening
         if op is not None and op.command is None:
-            op.abandon()
+            op.close()
             self.queue.insert(0, Queued(op.target, op.item))
             self.opening = None
 
@@ -323,8 +327,8 @@ class Programme:
         passes = None if old.passes is None else max(1, old.passes - (self.progress.loops - old.loops_before))
         loops = self.progress.loops
         old.own_source = False  # the resumed segment owns it now
-        self.opening = Opening(lambda: self.opener.resume(old, position, passes, loops), label="resume",
-                               command=cmd, trigger="resume", target=old.src, item=old.item).begin()
+        self._begin(Opening(lambda: self.opener.resume(old, position, passes, loops), label="resume",
+                            command=cmd, trigger="resume", target=old.src, item=old.item))
 
     def maybe_prefetch(self) -> None:
         """Open the next queued source PREFETCH_S before the current one ends."""
@@ -356,8 +360,8 @@ class Programme:
         if not self.queue and not (self.current_ended and self._refill()):
             return False
         q = self.queue.pop(0)
-        self.opening = Opening(lambda: self.opener.open(q.src, None), label="queue", trigger="queue",
-                               target=q.src, item=q.item).begin()
+        self._begin(Opening(lambda: self.opener.open(q.src, None), label="queue", trigger="queue",
+                            target=q.src, item=q.item))
         self.publish()
         return True
 
