@@ -7,7 +7,8 @@ whose message names the source (credentials and query stripped) and the reason.
 Opening (here): `_open` reaches the source, `_probe` picks the streams and asks
 shared.media.plan whether the video passes through. Reading: `play()` runs passes over the source
 (shared.media.decode's decode loop or shared.media.demux's passthrough loop, sharing
-shared.media.reading) on one shared.media.timeline.Timeline, the one place timestamps are decided.
+shared.media.reading) on one shared.media.timeline.Timeline, the one place timestamps are decided;
+between two passes of a loop shared.media.rewind gets back to the very first packets.
 """
 from __future__ import annotations
 
@@ -26,6 +27,7 @@ from shared.media.frames import AudioFrame, H264Frame, PixelFrame
 from shared.media.netio import SourceOpener, pinned_rtmp, safe_url
 from shared.media.plan import AudioPlan, VideoLimits, VideoPath, VideoPlan, VideoSource, choose_video_path
 from shared.media.reading import Health, Pass, PassSpec
+from shared.media.rewind import Head, flush, read_head, rewind_to_head
 from shared.media.timeline import Timeline
 from shared.runtime import RunLogger, get_logger
 from shared.settings import settings
@@ -35,8 +37,6 @@ __all__ = ["AudioPlan", "MediaSource", "PassEnd", "SourceError", "SourceInfo", "
 
 # Packets read at open to look for B-frames (dts order != pts order) in the first GOP.
 PROBE_PACKETS = 16
-# Packets read at most, at open and after a rewind, to see each pushed stream's first packet.
-HEAD_PACKETS = 256
 # A non-live source that ends this far before its announced duration was cut short.
 TRUNCATION_SLACK_MS = 500
 # Containers whose duration FFmpeg estimates from the bitrate: too rough to call a file truncated,
@@ -136,7 +136,7 @@ class MediaSource:
         self._vstream: Any = None  # the video stream pushed (None: no video)
         self._astream: Any = None  # the audio stream pushed
         self._primed: list[av.Packet] = []
-        self._head: dict[int, tuple[int, bool]] = {}  # stream index -> its first packet's (ts, key) at open
+        self._head: Head = {}  # each pushed stream's first packet at open (shared.media.rewind)
         self._iterations = 0
         self._origin_us: int | None = None
         if not 0 <= audio.volume <= 100:
@@ -269,7 +269,8 @@ class MediaSource:
             rotation=path.rotation if path else 0,
         )
         if not live:
-            self._read_head()
+            # What a loop's rewind must land on again (shared.media.rewind).
+            self._head = read_head(c, [v, a], self._primed)
         self._log_opened(c, path)
 
     def _pick_streams(self, c: av.container.InputContainer) -> None:
@@ -353,31 +354,6 @@ class MediaSource:
             if seen_video >= PROBE_PACKETS:
                 break
         return False
-
-    def _read_head(self) -> None:
-        """Note each pushed stream's first packet as the source begins (read now if the probe did
-        not get that far; kept for the first pass): what a loop's rewind must land on again."""
-        c = self._container
-        assert c is not None
-        want = {s.index for s in (self._vstream, self._astream) if s is not None}
-        packets = iter(self._primed)
-        fresh = False
-        while len(self._head) < len(want):
-            packet = next(packets, None)
-            if packet is None:
-                if fresh or len(self._primed) >= HEAD_PACKETS:
-                    return
-                packets, fresh = c.demux(), True  # carries on where the probe stopped
-                continue
-            if packet.size == 0 and packet.pts is None:
-                continue
-            if fresh:
-                self._primed.append(packet)
-                if len(self._primed) >= HEAD_PACKETS:
-                    return
-            ts = packet.pts if packet.pts is not None else packet.dts
-            if packet.stream.index in want and packet.stream.index not in self._head and ts is not None:
-                self._head[packet.stream.index] = (ts, bool(packet.is_keyframe))
 
     def _first_picture_rotation(self) -> int:
         """Decode the first picture of the packets read so far for its display matrix (only the
@@ -500,22 +476,17 @@ class MediaSource:
             c.seek(target, backward=True, any_frame=False)
         except av.FFmpegError as e:
             raise self._fail(f"cannot seek to {start_ms / 1000:g} s: {self._reason(e)}") from None
-        self._flush_decoders()
+        flush(self._vstream, self._astream)
         return []
 
     def _rewind_to_head(self) -> list[av.Packet]:
-        """Back to the very first packets, as the source began at open (a loop's next pass).
-
-        Demuxers differ in where a seek to the start lands: MP4 after AAC's priming packet, MPEG-TS
-        at the first audio packet (past the key frame written before it: the first GOP is lost),
-        HLS with B-frames refuses the origin or lands a GOP late. So each way is tried in turn and
-        checked against the first packets seen at open; the packets read to check are replayed."""
-        for seek in (self._seek_before_audio, self._seek_audio_start, self._seek_origin):
-            if not seek():
-                continue
-            read = self._landed_at_head()
-            if read is not None:
-                return read
+        """Back to the very first packets, as the source began at open (a loop's next pass); the
+        packets read to check that are replayed first."""
+        c = self._container
+        assert c is not None
+        read = rewind_to_head(c, self._vstream, self._astream, self._origin_us, self._head)
+        if read is not None:
+            return read
         # No seek gets there (HLS whose first packet is audio before a B-frame GOP): open it again.
         self.log.info("the source cannot seek back to its first frame; opening it again to loop", source=self.name)
         return self._reopen()
@@ -532,79 +503,6 @@ class MediaSource:
         self.info, self.path, self.channels = info, path, channels
         primed, self._primed = self._primed, []
         return primed
-
-    def _landed_at_head(self) -> list[av.Packet] | None:
-        """After a seek: the packets read until each pushed stream showed its first one, when each
-        is at or before where that stream began at open (video: on a key frame); else None."""
-        c = self._container
-        assert c is not None
-        if not self._head:
-            return []  # nothing to check against: trust the seek
-        read: list[av.Packet] = []
-        seen: dict[int, tuple[int, bool]] = {}
-        try:
-            for packet in c.demux():
-                if packet.size == 0 and packet.pts is None:
-                    continue
-                read.append(packet)
-                ts = packet.pts if packet.pts is not None else packet.dts
-                index = packet.stream.index
-                if index in self._head and index not in seen and ts is not None:
-                    seen[index] = (ts, bool(packet.is_keyframe))
-                if len(seen) == len(self._head) or len(read) >= HEAD_PACKETS:
-                    break
-        except av.FFmpegError:
-            return None
-        video = self._vstream.index if self._vstream is not None else None
-        for index, (ts, key) in self._head.items():
-            got = seen.get(index)
-            if got is None or got[0] > ts or (index == video and key and not got[1]):
-                return None
-        return read
-
-    def _flush_decoders(self) -> None:
-        for s in (self._vstream, self._astream):
-            if s is not None:
-                s.codec_context.flush_buffers()
-
-    def _seek_origin(self) -> bool:
-        """The container's own seek to its start (the key frame at or before it)."""
-        c = self._container
-        assert c is not None
-        try:
-            c.seek(self._origin_us or 0, backward=True, any_frame=False)
-        except av.FFmpegError:
-            return False
-        self._flush_decoders()
-        return True
-
-    def _seek_audio_start(self) -> bool:
-        """A seek on the audio stream to its first timestamp exactly: HLS checks a seek against the
-        first timestamp it handed out (an audio one), and keeps what follows the audio it lands on."""
-        c, a = self._container, self._astream
-        if a is None or c is None or a.start_time is None:
-            return False
-        try:
-            c.seek(a.start_time, stream=a, backward=True)
-        except av.FFmpegError:
-            return False
-        self._flush_decoders()
-        return True
-
-    def _seek_before_audio(self) -> bool:
-        """Back to the very first audio packet, the codec's priming one included (AAC's has a
-        negative timestamp): a seek to 0 skips it, and the decoder then starts with silence where
-        its overlap is missing, a click in the middle of a loop. False when the container refuses."""
-        c, a = self._container, self._astream
-        if a is None or c is None or not a.time_base:
-            return False
-        before = (a.start_time or 0) - int(10 / a.time_base)
-        try:
-            c.seek(before, stream=a, backward=True, any_frame=True)
-        except av.FFmpegError:
-            return False
-        self._flush_decoders()
-        return True
 
     def _declared_end_ms(self) -> int | None:
         """Where the audio ends by the container's word, when that word is exact (not estimated):
