@@ -234,44 +234,49 @@ class MediaSource:
         if live:
             duration_s = None
         self._origin_us = c.start_time if c.start_time is not None and not live else None
-        fps = None
-        path = None
-        if v is not None:
-            v.codec_context.thread_type = "AUTO"
-            rate = v.average_rate or v.guessed_rate or v.base_rate
-            fps = float(rate) if rate else None
-            ctx = v.codec_context
-            path = choose_video_path(
-                VideoSource(ctx.name, ctx.format.name if ctx.format is not None else None, bool(ctx.has_b_frames),
-                            ctx.width, ctx.height, fps),
-                self.video_plan, self.limits, self._first_gop_reorders, self._first_picture_rotation)
+        fps, path = self._video_path(v)
         src_ch = a.codec_context.channels if a is not None else None
         self.channels = self.audio_plan.channels or (1 if src_ch == 1 else 2)
         if self.channels not in (1, 2):
             raise self._fail(f"audio channels {self.channels} not supported (1 or 2)")
         self.path = path
+        vctx = v.codec_context if v is not None else None
         self.info = SourceInfo(
             url=self.name,
             is_live=live,
             duration_s=duration_s,
             has_audio=a is not None,
             has_video=v is not None,
-            video_codec=v.codec_context.name if v is not None else None,
-            width=v.codec_context.width if v is not None else None,
-            height=v.codec_context.height if v is not None else None,
+            video_codec=getattr(vctx, "name", None),
+            width=getattr(vctx, "width", None),
+            height=getattr(vctx, "height", None),
             fps=fps,
             audio_rate=a.codec_context.sample_rate if a is not None else None,
             audio_channels=src_ch,
             passthrough=bool(path and path.passthrough),
-            out_width=path.width if path else None,
-            out_height=path.height if path else None,
+            out_width=getattr(path, "width", None),
+            out_height=getattr(path, "height", None),
             out_fps=(path.fps or fps) if path else None,
-            rotation=path.rotation if path else 0,
+            rotation=getattr(path, "rotation", 0),
         )
         if not live:
             # What a loop's rewind must land on again (shared.media.rewind).
             self._head = read_head(c, [v, a], self._primed)
         self._log_opened(c, path)
+
+    def _video_path(self, v: Any) -> tuple[float | None, VideoPath | None]:
+        """The video stream's frame rate, and how its pictures reach the room (None: no video)."""
+        if v is None:
+            return None, None
+        v.codec_context.thread_type = "AUTO"
+        rate = v.average_rate or v.guessed_rate or v.base_rate
+        fps = float(rate) if rate else None
+        ctx = v.codec_context
+        path = choose_video_path(
+            VideoSource(ctx.name, ctx.format.name if ctx.format is not None else None, bool(ctx.has_b_frames),
+                        ctx.width, ctx.height, fps),
+            self.video_plan, self.limits, self._first_gop_reorders, self._first_picture_rotation)
+        return fps, path
 
     def _pick_streams(self, c: av.container.InputContainer) -> None:
         """The video and audio stream to push (the rest is discarded); fails on what cannot be used."""
@@ -295,6 +300,11 @@ class MediaSource:
                 s.discard = av.stream.Discard.all  # the demuxer skips them (HLS: not downloaded)
         if self._vstream is None and self._astream is None:
             raise self._fail("has no audio or video stream")
+        self._check_decodable()
+
+    def _check_decodable(self) -> None:
+        """Fails naming what cannot be used: a codec without a decoder, a picture without a size,
+        audio without a sample rate."""
         for s, what in ((self._vstream, "video"), (self._astream, "audio")):
             if s is None:
                 continue
