@@ -11,7 +11,7 @@ from shared.room.local import LocalRoom
 
 from .conftest import APP, new_room, params_for, poll_until
 
-RUNS = 20
+RUNS = 30
 
 
 def _enter_twice(push_env, subscribe, clip10, run: int) -> dict[str, Any]:
@@ -21,7 +21,9 @@ def _enter_twice(push_env, subscribe, clip10, run: int) -> dict[str, Any]:
     out: dict[str, Any] = {}
 
     def push() -> None:
-        out["result"] = main_handler(params_for(push_env, clip10, room), {"request_id": f"req-dup-{run}"})
+        # Looping, so that it is still sending whenever the second entry comes; bounded all the same.
+        params = params_for(push_env, clip10, room, repeatNum=-1, maxDuration=120)
+        out["result"] = main_handler(params, {"request_id": f"req-dup-{run}"})
 
     thread = threading.Thread(target=push, daemon=True)
     thread.start()
@@ -39,7 +41,8 @@ def _enter_twice(push_env, subscribe, clip10, run: int) -> dict[str, Any]:
 
 def test_a_second_entry_of_the_same_user_always_ends_the_first_push_replaced(push_env, subscribe, clip10,
                                                                               monkeypatch):
-    monkeypatch.setenv("PACING_SPEED", "16")  # the push sends as fast as it can: a frame is always in flight
+    # The push sends as fast as it can: a frame is in flight whenever the room puts it out.
+    monkeypatch.setenv("PACING_SPEED", "64")
     results = [_enter_twice(push_env, subscribe, clip10, run) for run in range(RUNS)]
     outcomes = [(r["status"], r["reason"], r.get("message")) for r in results]
     assert [o[:2] for o in outcomes] == [("stopped", "replaced")] * RUNS, outcomes
