@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import replace
-from typing import TYPE_CHECKING, Any, Mapping, Optional
+from typing import Any, Mapping, Optional, Protocol
 
 from shared.contracts.push import PushParams
 from shared.failures import Failure, Kind
@@ -39,9 +39,6 @@ from shared.room import (
 from shared.runtime import Invocation, RunLogger, StopSignal, redact_value
 from shared.worker import Worker, spawn
 
-if TYPE_CHECKING:
-    from shared.push.programme import Programme
-
 ENTER_TIMEOUT_S = 10.0
 # How long the last checkpoint write may keep retrying an absent Redis. SIGTERM leaves SCF's grace
 # period (and our 2 s promise) for everything else.
@@ -66,6 +63,25 @@ STATUS_BY_REASON = {
     "room_error": "failed",
     "source_error": "failed",
 }
+
+
+class Played(Protocol):
+    """What the run's end needs of the programme (shared.push.programme.Programme): what played."""
+
+    played: dict[str, dict[str, Any]]
+    switches: list[dict[str, Any]]
+
+    @property
+    def current_source(self) -> MediaSource: ...
+
+    @property
+    def current_name(self) -> Optional[str]: ...
+
+    def abandon_opening(self) -> None: ...
+
+    def note_checkpoint(self, outcome: str) -> None: ...
+
+    def release(self) -> bool: ...
 
 
 def _redis_required(e: CheckpointUnavailable) -> Failure:
@@ -390,7 +406,7 @@ class Run:
 
     # --- the end ---------------------------------------------------------------------------------
 
-    def finish(self, reason: str, programme: "Programme", progress: Progress) -> dict[str, Any]:
+    def finish(self, reason: str, programme: Played, progress: Progress) -> dict[str, Any]:
         """The last records, the room left, and the result."""
         status = STATUS_BY_REASON.get(reason, "stopped")
         terminated = status == "terminated"
@@ -437,7 +453,7 @@ class Run:
             self.inbox.close("internal_error", timeout_s=0.5)
         self.records.internal_error(position_s)
 
-    def close(self, programme: Optional["Programme"]) -> None:
+    def close(self, programme: Optional[Played]) -> None:
         """Whatever is still open, however the run ended (a no-op for what `finish` closed)."""
         if self.inbox is not None:
             self.inbox.close("internal_error", timeout_s=0.3)
