@@ -89,6 +89,7 @@ COLD_START_TARGET_S = 0.5
 # The pushed clip (160x120, 25 fps, AAC in 20 ms frames): long enough for the push_control call to
 # find it running on a loaded machine.
 CLIP_S = 6.0
+CONTROL_TOKEN = "check-image-control-token"
 VIDEO_FRAMES, AUDIO_FRAMES = int(CLIP_S * 25), int(CLIP_S * 50)
 
 
@@ -348,7 +349,7 @@ class Row:
 @dataclass
 class Report:
     rows: list[Row] = field(default_factory=list)
-    figures: dict[str, float] = field(default_factory=dict)
+    figures: dict[str, Any] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
@@ -422,9 +423,10 @@ def _call(fn: Callable[[], tuple[int, Any]], into: dict[str, Any], key: str) -> 
     return spawn(run, f"check-{key}")
 
 
-def drive(root: Path, app: Path, work: Path) -> Report:
+def drive(root: Path, app: Path, work: Path, cold_starts: int = 1) -> Report:
     """Boot the entry servers in the root file system and drive them through a recording, a push, a
-    push_control call; what held, as a Report."""
+    push_control call; what held, as a Report. `cold_starts` pushes started cold in all (the median
+    is reported)."""
     import av
 
     from emulator.callbacks import CallbackReceiver
@@ -449,6 +451,8 @@ def drive(root: Path, app: Path, work: Path) -> Report:
         media = work / "media"
         media.mkdir(parents=True, exist_ok=True)
         make_clip(media / "clip.mp4", duration=CLIP_S, width=160, height=120, fps=25)
+        if cold_starts > 1:
+            make_clip(media / "short.mp4", duration=1.0, width=160, height=120, fps=25)
         role = ("AKIDcheckImageRole00000000000000", "checkImageRoleSecret000000000000", "checkImageRoleToken")
         cos = CosService(state_dir=str(work / "cos"), temporary_credentials=[role]).start()
         stack.append(cos.stop)
@@ -485,7 +489,7 @@ def drive(root: Path, app: Path, work: Path) -> Report:
                         "UserSig": rooms.usersig("recorder"), "Callback": callbacks.url, "Mode": "02",
                         "CosConfig": {"Region": cos.region, "Bucket": cos.bucket, "Path": "/check-image"}}
         recording = _call(lambda: recorder.invoke(record_event, scf_headers("req-check-record", "record_stream", role)),
-                          answers, "record")
+                          answers, "req-check-record")
         entered = _wait(lambda: "recorder" in rooms.rooms.user_ids(rooms.sdk_app_id, room), 60)
         facts = sandbox_facts(recorder.server_pid() or 0)
         isolated = (facts["uid"] == [str(UID)] * 2 and facts["gid"] == [str(UID)] * 2 and not facts["groups"]
@@ -499,27 +503,28 @@ def drive(root: Path, app: Path, work: Path) -> Report:
             return report
 
         # 2. A push, its server started cold: process start -> the first frame in the room.
-        subscriber = _Subscriber(rooms.address, rooms.sdk_app_id, room, "anchor", rooms.usersig)
-        stack.append(subscriber.close)
-        push_event = {"videoSrc": http_media.url("clip.mp4"), "sdkAppId": rooms.sdk_app_id, "roomId": room,
-                      "userId": "anchor", "userSig": rooms.usersig("anchor"), "redis": True,
-                      "redisHost": redis_server.host, "redisPort": redis_server.port,
-                      "controlToken": "check-image-control-token"}
-        pusher = start("push_stream", env)
-        listening = pusher.wait_listening()
-        pushing = _call(lambda: pusher.invoke(push_event, scf_headers("req-check-push", "push_stream")), answers, "push")
-        _wait(lambda: subscriber.first_at, 30)
+        def push(room_id: int, clip: str, request_id: str) -> tuple[Sandboxed, _Subscriber, Any, float]:
+            """A fresh push_stream server invoked as soon as it listens; the pusher, the subscriber
+            watching, the call's thread (its answer in answers[request_id]) and the listening time."""
+            sub = _Subscriber(rooms.address, rooms.sdk_app_id, room_id, "anchor", rooms.usersig)
+            stack.append(sub.close)
+            event = {"videoSrc": http_media.url(clip), "sdkAppId": rooms.sdk_app_id, "roomId": room_id,
+                     "userId": "anchor", "userSig": rooms.usersig("anchor"), "redis": True,
+                     "redisHost": redis_server.host, "redisPort": redis_server.port, "controlToken": CONTROL_TOKEN}
+            server = start("push_stream", env)
+            listening = server.wait_listening()
+            call = _call(lambda: server.invoke(event, scf_headers(request_id, "push_stream")), answers, request_id)
+            _wait(lambda: sub.first_at, 30)
+            return server, sub, call, listening
+
+        pusher, subscriber, pushing, listening = push(room, "clip.mp4", "req-check-push")
         if subscriber.first_at is None:
             report.add("push: first frame", False, f"no frame within 30 s:\n{pusher.log()[-2000:]}")
             return report
-        cold = subscriber.first_at - pusher.started
-        report.figures.update(listening_s=round(listening, 3), cold_start_s=round(cold, 3))
-        report.add("push: cold start", True, f"process start -> listening {listening:.3f} s, -> first frame in the room "
-                   f"{cold:.3f} s (target <= {COLD_START_TARGET_S} s{'' if cold <= COLD_START_TARGET_S else ': missed'})")
-
+        colds = [subscriber.first_at - pusher.started]
         # 3. push_control, its own server (started with the recorder's), asked for the running push's state.
         status, state = control.invoke({"requestId": "req-check-push", "action": "status",
-                                        "controlToken": "check-image-control-token", "redisHost": redis_server.host,
+                                        "controlToken": CONTROL_TOKEN, "redisHost": redis_server.host,
                                         "redisPort": redis_server.port},
                                        scf_headers("req-check-control", "push_control", timeout_ms=10_000), timeout=30)
         held = status == 200 and isinstance(state, dict) and state.get("applied") is True \
@@ -528,7 +533,7 @@ def drive(root: Path, app: Path, work: Path) -> Report:
                    else f"HTTP {status}: {str(state)[:300]}")
 
         pushing.join(60)
-        status, pushed = answers.get("push", (0, "no answer within 60 s"))
+        status, pushed = answers.get("req-check-push", (0, "no answer within 60 s"))
         done = status == 200 and isinstance(pushed, dict) and pushed.get("status") == "completed"
         enough = VIDEO_FRAMES - 10  # the room server may drop a late frame or two, never most of them
         _wait(lambda: subscriber.video >= enough, 5)
@@ -544,7 +549,7 @@ def drive(root: Path, app: Path, work: Path) -> Report:
         req.SdkAppId, req.RoomId, req.UserIds = rooms.sdk_app_id, room, ["recorder"]
         rooms.trtc_client().RemoveUser(req)
         recording.join(90)
-        status, recorded = answers.get("record", (0, "no answer within 90 s"))
+        status, recorded = answers.get("req-check-record", (0, "no answer within 90 s"))
         stopped = status == 200 and isinstance(recorded, dict) and recorded.get("Reason") == "removed"
         detail = "stopped by RemoveUser" if stopped else f"HTTP {status}: {str(recorded)[:300]}"
         if stopped:
@@ -561,6 +566,22 @@ def drive(root: Path, app: Path, work: Path) -> Report:
             except Exception as e:  # reported in the table
                 stopped, detail = False, f"{type(e).__name__}: {e}"
         report.add("record to COS", stopped, detail)
+
+        # 5. More cold starts (a 1 s clip each, a room of its own), for a median on a noisy machine.
+        for i in range(1, cold_starts):
+            server, sub, call, _ = push(room + i, "short.mp4", f"req-check-cold-{i}")
+            if sub.first_at is not None:
+                colds.append(sub.first_at - server.started)
+            call.join(30)
+            server.stop()
+        cold = sorted(colds)[len(colds) // 2]
+        report.figures.update(listening_s=round(listening, 3), cold_start_s=round(cold, 3),
+                              cold_starts_s=[round(c, 3) for c in colds])
+        each = f" (median of {len(colds)}: {', '.join(f'{c:.2f}' for c in colds)})" if len(colds) > 1 else ""
+        missed = "" if cold <= COLD_START_TARGET_S else ": missed"
+        report.add("push: cold start", len(colds) == cold_starts,
+                   f"process start -> listening {listening:.3f} s, -> first frame in the room {cold:.3f} s{each}; "
+                   f"target <= {COLD_START_TARGET_S} s{missed}")
         return report
     finally:
         for server in servers:
@@ -604,6 +625,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, default=package.REPO_ROOT / "build", help="build folder (default build/)")
     ap.add_argument("--app", type=Path, default=None, help="check: the app/ tree to boot (default "
                     "OUT/rootfs-app/app, what build leaves)")
+    ap.add_argument("--cold-starts", type=int, default=3, help="check: pushes started cold, the median "
+                    "reported (default %(default)s)")
     ap.add_argument("--if-changed", action="store_true", help="check: do nothing when a check of the same "
                     "deploy/ and requirements*.txt passed on this machine")
     args = ap.parse_args(argv)
@@ -634,7 +657,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                               f"app {app})")
         t0 = time.monotonic()
         with tempfile.TemporaryDirectory(prefix="check-image-") as work:
-            report = drive(r.root, app, Path(work))
+            report = drive(r.root, app, Path(work), max(1, args.cold_starts))
         report.figures["check_s"] = round(time.monotonic() - t0, 1)
     except (RootfsError, package.PackageError) as e:
         print(f"check-image: {e}", file=sys.stderr)
