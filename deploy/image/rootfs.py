@@ -248,23 +248,32 @@ def scf_headers(request_id: str, name: str, role: tuple[str, str, str] | None = 
 
 
 class Sandboxed:
-    """One entry server (or `server.py --check`) in the root file system, as the image runs it."""
+    """One entry server (or `server.py --check`) in the root file system, as the image runs it; with
+    `sandboxed=False`, from the same tree by this interpreter (`--compare`: the same start, outside)."""
 
     def __init__(self, root: Path, app: Path, function: str, env: dict[str, str], logs: Path,
-                 args: Sequence[str] = ()):
+                 args: Sequence[str] = (), sandboxed: bool = True):
         self.port = _free_port()
         logs.mkdir(parents=True, exist_ok=True)
         self.function = function
         self.out_path, self.err_path = logs / f"{function}-{self.port}.out", logs / f"{function}-{self.port}.log"
         full_env = {**IMAGE_ENV, "ENTRY_FUNCTION": function, "ENTRY_LISTEN": f"127.0.0.1:{self.port}", **env}
-        cmd = ["unshare", "--mount", "--pid", "--fork", "--kill-child", "--propagation", "private",
-               "sh", "-c", SANDBOX, "sh", str(root), str(app), *image_build.COMMAND, *args]
+        self.sandboxed = sandboxed
+        if sandboxed:
+            cmd = ["unshare", "--mount", "--pid", "--fork", "--kill-child", "--propagation", "private",
+                   "sh", "-c", SANDBOX, "sh", str(root), str(app), *image_build.COMMAND, *args]
+        else:
+            full_env["HOME"] = tempfile.gettempdir()
+            cmd = [sys.executable, *image_build.COMMAND[1:-1], str(app / "code" / "server.py"), *args]
         with open(self.out_path, "wb") as out, open(self.err_path, "wb") as err:
             self.started = time.monotonic()
-            self.proc = subprocess.Popen(cmd, env=full_env, stdout=out, stderr=err, cwd="/")
+            self.proc = subprocess.Popen(cmd, env=full_env, stdout=out, stderr=err,
+                                         cwd="/" if sandboxed else str(app / "code"))
 
     def server_pid(self) -> int | None:
         """The host's pid of the process that runs in the sandbox (unshare's child, then python)."""
+        if not self.sandboxed:
+            return self.proc.pid
         try:
             children = Path(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children").read_text().split()
         except OSError:
@@ -423,10 +432,10 @@ def _call(fn: Callable[[], tuple[int, Any]], into: dict[str, Any], key: str) -> 
     return spawn(run, f"check-{key}")
 
 
-def drive(root: Path, app: Path, work: Path, cold_starts: int = 1) -> Report:
+def drive(root: Path, app: Path, work: Path, cold_starts: int = 1, compare: bool = False) -> Report:
     """Boot the entry servers in the root file system and drive them through a recording, a push, a
     push_control call; what held, as a Report. `cold_starts` pushes started cold in all (the median
-    is reported)."""
+    is reported); `compare`: as many from this interpreter outside the sandbox, interleaved."""
     import av
 
     from emulator.callbacks import CallbackReceiver
@@ -442,8 +451,8 @@ def drive(root: Path, app: Path, work: Path, cold_starts: int = 1) -> Report:
     stack: list[Callable[[], None]] = []
     logs = work / "logs"
 
-    def start(function: str, env: dict[str, str], args: Sequence[str] = ()) -> Sandboxed:
-        server = Sandboxed(root, app, function, env, logs, args)
+    def start(function: str, env: dict[str, str], args: Sequence[str] = (), sandboxed: bool = True) -> Sandboxed:
+        server = Sandboxed(root, app, function, env, logs, args, sandboxed)
         servers.append(server)
         return server
 
@@ -451,7 +460,7 @@ def drive(root: Path, app: Path, work: Path, cold_starts: int = 1) -> Report:
         media = work / "media"
         media.mkdir(parents=True, exist_ok=True)
         make_clip(media / "clip.mp4", duration=CLIP_S, width=160, height=120, fps=25)
-        if cold_starts > 1:
+        if cold_starts > 1 or compare:
             make_clip(media / "short.mp4", duration=1.0, width=160, height=120, fps=25)
         role = ("AKIDcheckImageRole00000000000000", "checkImageRoleSecret000000000000", "checkImageRoleToken")
         cos = CosService(state_dir=str(work / "cos"), temporary_credentials=[role]).start()
@@ -503,7 +512,8 @@ def drive(root: Path, app: Path, work: Path, cold_starts: int = 1) -> Report:
             return report
 
         # 2. A push, its server started cold: process start -> the first frame in the room.
-        def push(room_id: int, clip: str, request_id: str) -> tuple[Sandboxed, _Subscriber, Any, float]:
+        def push(room_id: int, clip: str, request_id: str, sandboxed: bool = True
+                 ) -> tuple[Sandboxed, _Subscriber, Any, float]:
             """A fresh push_stream server invoked as soon as it listens; the pusher, the subscriber
             watching, the call's thread (its answer in answers[request_id]) and the listening time."""
             sub = _Subscriber(rooms.address, rooms.sdk_app_id, room_id, "anchor", rooms.usersig)
@@ -511,7 +521,7 @@ def drive(root: Path, app: Path, work: Path, cold_starts: int = 1) -> Report:
             event = {"videoSrc": http_media.url(clip), "sdkAppId": rooms.sdk_app_id, "roomId": room_id,
                      "userId": "anchor", "userSig": rooms.usersig("anchor"), "redis": True,
                      "redisHost": redis_server.host, "redisPort": redis_server.port, "controlToken": CONTROL_TOKEN}
-            server = start("push_stream", env)
+            server = start("push_stream", env, sandboxed=sandboxed)
             listening = server.wait_listening()
             call = _call(lambda: server.invoke(event, scf_headers(request_id, "push_stream")), answers, request_id)
             _wait(lambda: sub.first_at, 30)
@@ -567,13 +577,25 @@ def drive(root: Path, app: Path, work: Path, cold_starts: int = 1) -> Report:
                 stopped, detail = False, f"{type(e).__name__}: {e}"
         report.add("record to COS", stopped, detail)
 
-        # 5. More cold starts (a 1 s clip each, a room of its own), for a median on a noisy machine.
-        for i in range(1, cold_starts):
-            server, sub, call, _ = push(room + i, "short.mp4", f"req-check-cold-{i}")
-            if sub.first_at is not None:
-                colds.append(sub.first_at - server.started)
-            call.join(30)
-            server.stop()
+        # 5. More cold starts (a 1 s clip each, a room of its own), for a median on a noisy machine;
+        # with `compare`, each followed by the same start from this interpreter, outside the sandbox.
+        outside: list[float] = []
+        for i in range(1, cold_starts + 1):
+            for sandboxed in (True, False) if compare else (True,):
+                if sandboxed and i == cold_starts:
+                    continue  # the first push above was one
+                server, sub, call, _ = push(room + i + (0 if sandboxed else 100), "short.mp4",
+                                            f"req-check-cold-{i}-{'in' if sandboxed else 'out'}", sandboxed)
+                if sub.first_at is not None:
+                    (colds if sandboxed else outside).append(sub.first_at - server.started)
+                call.join(30)
+                server.stop()
+        if compare and outside:
+            median = sorted(outside)[len(outside) // 2]
+            report.figures.update(cold_start_outside_s=round(median, 3), cold_starts_outside_s=[round(c, 3) for c in outside])
+            report.add("push: cold start outside", len(outside) == cold_starts,
+                       f"the same tree by this interpreter ({sys.version.split()[0]}), no sandbox, interleaved: "
+                       f"{median:.3f} s (median of {len(outside)}: {', '.join(f'{c:.2f}' for c in outside)})")
         cold = sorted(colds)[len(colds) // 2]
         report.figures.update(listening_s=round(listening, 3), cold_start_s=round(cold, 3),
                               cold_starts_s=[round(c, 3) for c in colds])
@@ -627,6 +649,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                     "OUT/rootfs-app/app, what build leaves)")
     ap.add_argument("--cold-starts", type=int, default=3, help="check: pushes started cold, the median "
                     "reported (default %(default)s)")
+    ap.add_argument("--compare", action="store_true", help="check: as many cold starts of the same tree by "
+                    "this interpreter, outside the sandbox, interleaved (what the root file system costs)")
     ap.add_argument("--if-changed", action="store_true", help="check: do nothing when a check of the same "
                     "deploy/ and requirements*.txt passed on this machine")
     args = ap.parse_args(argv)
@@ -657,7 +681,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                               f"app {app})")
         t0 = time.monotonic()
         with tempfile.TemporaryDirectory(prefix="check-image-") as work:
-            report = drive(r.root, app, Path(work), max(1, args.cold_starts))
+            report = drive(r.root, app, Path(work), max(1, args.cold_starts), args.compare)
         report.figures["check_s"] = round(time.monotonic() - t0, 1)
     except (RootfsError, package.PackageError) as e:
         print(f"check-image: {e}", file=sys.stderr)
