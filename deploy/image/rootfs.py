@@ -90,11 +90,11 @@ exec chroot "$root" setpriv --reuid=%(uid)d --regid=%(uid)d --clear-groups --inh
   --no-new-privs -- env -C /app/code "$@"
 """ % {"uid": UID}
 COLD_START_TARGET_S = 0.5
-# The pushed clip (160x120, 25 fps, AAC in 20 ms frames): long enough for the push_control call to
-# find it running on a loaded machine.
-CLIP_S = 6.0
+# The pushed clip (160x120, 25 fps, AAC in 20 ms frames), longer than the push is let run: push_control
+# stops it once PUSHED_S seconds of it reached the room, however slow the machine.
+CLIP_S = 30.0
+PUSHED_S = 3
 CONTROL_TOKEN = "check-image-control-token"
-VIDEO_FRAMES, AUDIO_FRAMES = int(CLIP_S * 25), int(CLIP_S * 50)
 
 
 class RootfsError(Exception):
@@ -534,25 +534,36 @@ def drive(root: Path, app: Path, work: Path, cold_starts: int = 1, compare: bool
             report.add("push: first frame", False, f"no frame within 30 s:\n{pusher.log()[-2000:]}")
             return report
         colds = [subscriber.first_at - pusher.started]
-        # 3. push_control, its own server (started with the recorder's), asked for the running push's state.
-        status, state = control.invoke({"requestId": "req-check-push", "action": "status",
-                                        "controlToken": CONTROL_TOKEN, "redisHost": redis_server.host,
-                                        "redisPort": redis_server.port},
-                                       scf_headers("req-check-control", "push_control", timeout_ms=10_000), timeout=30)
+        # 3. push_control, its own server (started with the recorder's): the running push's state, then,
+        # once PUSHED_S of it reached the room, a graceful stop (the clip is longer than any wait here).
+        def control_call(action: str, request_id: str) -> tuple[int, Any]:
+            return control.invoke({"requestId": "req-check-push", "action": action, "controlToken": CONTROL_TOKEN,
+                                   "redisHost": redis_server.host, "redisPort": redis_server.port},
+                                  scf_headers(request_id, "push_control", timeout_ms=10_000), timeout=30)
+
+        status, state = control_call("status", "req-check-status")
         held = status == 200 and isinstance(state, dict) and state.get("applied") is True \
             and state.get("state", {}).get("status") == "playing"
         report.add("push_control status", held, f"playing at {state['state'].get('position')} s" if held
                    else f"HTTP {status}: {str(state)[:300]}")
+        _wait(lambda: subscriber.video >= PUSHED_S * 25, 30)
+        status, state = control_call("stop", "req-check-stop")
+        stopping = status == 200 and isinstance(state, dict) and state.get("applied") is True
+        report.add("push_control stop", stopping, f"applied at {state['state'].get('position')} s" if stopping
+                   else f"HTTP {status}: {str(state)[:300]}")
 
         pushing.join(60)
         status, pushed = answers.get("req-check-push", (0, "no answer within 60 s"))
-        done = status == 200 and isinstance(pushed, dict) and pushed.get("status") == "completed"
-        enough = VIDEO_FRAMES - 10  # the room server may drop a late frame or two, never most of them
-        _wait(lambda: subscriber.video >= enough, 5)
-        report.add("push into the room", done and subscriber.video >= enough,
-                   f"{pushed.get('status') if isinstance(pushed, dict) else pushed}; the subscriber got "
-                   f"{subscriber.video} video and {subscriber.audio} audio frames of the clip's "
-                   f"{VIDEO_FRAMES}/{AUDIO_FRAMES}")
+        sent: dict[str, int] = pushed.get("framesSent") or {} if isinstance(pushed, dict) else {}
+        done = status == 200 and isinstance(pushed, dict) and (pushed.get("status"), pushed.get("reason")) \
+            == ("terminated", "control_stop")
+        # Every frame the push says it sent arrived (the room may still be delivering the last ones).
+        _wait(lambda: subscriber.video >= sent.get("video", 1 << 30) and subscriber.audio >= sent.get("audio", 1 << 30), 5)
+        arrived = bool(sent) and subscriber.video == sent.get("video", 0) >= PUSHED_S * 25 and subscriber.audio == sent.get("audio", 0)
+        report.add("push into the room", done and arrived,
+                   f"{pushed.get('status')} ({pushed.get('reason')}) at {pushed.get('position')} s; sent "
+                   f"{sent.get('video')} video / {sent.get('audio')} audio frames, the subscriber got "
+                   f"{subscriber.video} / {subscriber.audio}" if isinstance(pushed, dict) else f"HTTP {status}: {pushed}")
 
         # 4. The recording stopped as people stop it (RemoveUser), its file in COS decoded.
         from tencentcloud.trtc.v20190722 import models
@@ -573,7 +584,7 @@ def drive(root: Path, app: Path, work: Path, cold_starts: int = 1, compare: bool
                     kinds = sorted(s.type for s in container.streams)
                     duration = (container.duration or 0) / 1e6
                     frames = sum(1 for _ in container.decode(video=0))
-                stopped = kinds == ["audio", "video"] and frames >= VIDEO_FRAMES - 20
+                stopped = kinds == ["audio", "video"] and frames >= subscriber.video - 10
                 detail = f"COS {key}: {'+'.join(kinds)}, {duration:.1f} s, {frames} video frames decoded"
             except Exception as e:  # reported in the table
                 stopped, detail = False, f"{type(e).__name__}: {e}"

@@ -18,7 +18,7 @@ from deploy.image import rootfs
 
 REPO = Path(__file__).resolve().parents[2]
 STEPS = ("native modules load", "sandbox", "record_stream enters the room", "push: cold start",
-         "push_control status", "push into the room", "record to COS")
+         "push_control status", "push_control stop", "push into the room", "record to COS")
 
 
 @pytest.fixture(scope="module")
@@ -48,5 +48,6 @@ def test_the_image_tree_boots_in_debian_12_and_serves_a_push_a_recording_and_a_c
     assert "uid/gid 10000/10000" in rows["sandbox"] and "writable ['/tmp']" in rows["sandbox"]
     assert "net ['lo']" in rows["sandbox"]
     assert "-> first frame in the room" in rows["push: cold start"]
+    assert "terminated (control_stop)" in rows["push into the room"]
     assert "audio+video" in rows["record to COS"]
     assert '"cold_start_s"' in out
