@@ -36,6 +36,7 @@ from emulator.callbacks import CallbackReceiver
 from emulator.clients import cos_client, scf_client, trtc_client
 from emulator.cloud import CloudConfig, LocalCloud, read_info
 from emulator.trtc import usersig
+from shared.worker import spawn
 
 CLIP_SECONDS = 9.0
 CLIP_SIZE = (640, 360)
@@ -438,6 +439,9 @@ def _cloud(use_running: str | None, state_dir: Path | None, out: Out, runtime: s
         cloud = LocalCloud(config).start()
     except Exception as e:
         raise DemoError(f"the local cloud did not start: {e}") from None
+    if cloud.asr is not None:
+        # The recogniser's model loads while the first story runs, not inside the class's first answer.
+        spawn(cloud.asr.backend.pool.warm, "asr-warm")
     try:
         yield cloud.info()
     finally:
