@@ -47,6 +47,7 @@ FRAME_BYTES = 48 * 20 * 2  # 20 ms of 48 kHz mono s16, what a room carries
 VOICED_RMS = 300.0  # a 20 ms frame louder than this is speech (espeak-ng's pauses are near 0)
 LEVEL_TOLERANCE = 12  # a picture's mean luma is its clip's level within this (H.264 keeps flat gray to ±2)
 SPEECH_DIR = Path("/tmp/recognize-speech")
+RUN_CHECK_S = 0.5  # how often a wait asks the gateway whether the push and the recognition still run
 
 
 class ClassError(Exception):
@@ -356,6 +357,7 @@ class AiClass:
         self.student: Student | None = None
         self.viewer: Viewer | None = None
         self.endpoint: DecisionEndpoint | None = None
+        self._log_read_at = 0.0
 
     def sig(self, user_id: str) -> str:
         return usersig(user_id, self.app, self.info["sdkSecretKey"])
@@ -373,17 +375,22 @@ class AiClass:
 
     def _until(self, predicate: Callable[[], Any], timeout: float, what: str) -> Any:
         deadline = time.monotonic() + timeout
+        next_check = time.monotonic() + RUN_CHECK_S
         while True:
             value = predicate()
             if value:
                 return value
-            for rid, name in ((self.push_id, "the teacher's push"), (self.recognize_id, "recognize_stream")):
-                if rid and self.run_record(rid)["status"] != "RUNNING":
-                    raise ClassError(f"{name} ({rid}) ended while waiting for {what}: "
-                                     f"{str(self.run_record(rid).get('result'))[:300]}")
-            if time.monotonic() > deadline:
+            now = time.monotonic()
+            if now >= next_check:  # a run that ended says why at once, rather than after the timeout
+                next_check = now + RUN_CHECK_S
+                for rid, name in ((self.push_id, "the teacher's push"), (self.recognize_id, "recognize_stream")):
+                    run = self.run_record(rid) if rid else None
+                    if run is not None and run["status"] != "RUNNING":
+                        raise ClassError(f"{name} ({rid}) ended while waiting for {what}: "
+                                         f"{str(run.get('result'))[:300]}")
+            if now > deadline:
                 raise ClassError(f"no {what} within {timeout:.0f} s")
-            time.sleep(0.02)
+            time.sleep(0.01)
 
     def start(self) -> "AiClass":
         """Teacher push, viewer, student, decision endpoint, recognize_stream; returns once the viewer
@@ -416,7 +423,10 @@ class AiClass:
         return self
 
     def _recognizing(self) -> bool:
-        """recognize_stream says its connection for the student is open (its log line)."""
+        """recognize_stream says its connection for the student is open (its log line; read 5 times a second)."""
+        if time.monotonic() < self._log_read_at + 0.2:
+            return False
+        self._log_read_at = time.monotonic()
         text = requests.get(f"{self.gateway}/_runs/{self.recognize_id}/log", timeout=10).text
         return "speech recognition connected" in text
 
