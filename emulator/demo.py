@@ -44,6 +44,7 @@ CLIP_FPS = 25
 RUN_BEFORE_STOP_S = 5.0
 PUSHER, RECORDER = "demo-pusher", "demo-recorder"
 DEADLINE_S = 110.0  # the demo gives up, loudly, rather than run on
+CLASS_ANSWERS = (("i think it is a square", "try-again"), ("it is a triangle", "right"))
 
 
 class DemoError(Exception):
@@ -187,12 +188,11 @@ class Demo:
                 "userId": PUSHER, "userSig": usersig(PUSHER, self.info["sdkAppId"], self.info["sdkSecretKey"]),
                 "redis": True, "redisHost": self.info["redis"]["host"], "redisPort": self.info["redis"]["port"]}
 
-    def main(self, story: bool = True, lesson: bool = True) -> None:
+    def main(self, only_class: bool = False) -> None:
         self._intro()
-        if story:
+        if not only_class:
             self._push_and_record()
-        if lesson:
-            self.ai_class()
+        self.ai_class()
 
     def _intro(self) -> None:
         say = self.out.say
@@ -317,7 +317,41 @@ class Demo:
         self._summary(clip, clip_info, push_id, push_result, record_id, record_run, recordings, push2_id, push2)
 
     def ai_class(self) -> None:
-        _ai_class(self)
+        """The AI class in this cloud: a wrong answer, then the right one, each seen by the viewer."""
+        say = self.out.say
+        say("")
+        say("=== the AI class: question, the student answers aloud, feedback chosen from what was heard ===")
+        try:
+            lesson = classroom.make_lesson(self.dir / "class", filler_s=15.0)
+        except av.error.FFmpegError as e:
+            raise DemoError(f"the lesson's clips could not be made: {e}") from None
+        say(f"made the lesson's clips in {self.dir / 'class'}: " + ", ".join(
+            f"{s.name} (gray {s.level}, {s.tone_hz} Hz)" for s in lesson.segments))
+        room = classroom.AiClass(self.info, lesson, log=say)
+        try:
+            room.start()
+            say(f"the student '{room.STUDENT}' is in room {room.room.id}; the question's expected answers: "
+                f"{', '.join(lesson.answers)} (right: {lesson.right_answer})")
+            for i, (text, expected) in enumerate(CLASS_ANSWERS):
+                self.out.check_deadline()
+                if i:
+                    room.back_to_filler()
+                say(f"the student says: \"{text}\"")
+                got = room.answer(text)
+                say(f"  recognize_stream heard \"{got.heard}\" {got.callback_ms:.0f} ms after the student stopped; "
+                    f"the decision switched the push to '{got.feedback}' (push_control answered at "
+                    f"{got.switched_ms:.0f} ms); the viewer saw '{got.seen}' at {got.feedback_ms:.0f} ms")
+                if got.feedback != expected or got.seen != expected:
+                    raise DemoError(f"the answer {text!r} (heard {got.heard!r}) led to {got.feedback!r}, the viewer saw "
+                                    f"{got.seen!r}; expected {expected!r}")
+        except classroom.SpeechUnavailable as e:
+            raise DemoError(str(e)) from None
+        except classroom.ClassError as e:
+            raise DemoError(f"the class: {e}") from None
+        finally:
+            result = _body(room.close())
+        say(f"class over: the push stopped (push_control stop), recognize_stream ended ({result.get('Reason')}) "
+            f"with {len(result.get('Result') or [])} sentence(s)")
 
     def _summary(self, clip: Path, clip_info: media.Probe, push_id: str, push: dict[str, Any], record_id: str,
                  record_run: dict[str, Any], recordings: list[tuple[dict[str, Any], str, Path, media.Probe]],
@@ -350,48 +384,6 @@ class Demo:
             + ("  (kept after the demo; remove it when done)" if self.owns_cloud else ""),
         ]
         print("\n".join(lines), flush=True)
-
-
-# --- the AI class ----------------------------------------------------------------------------------
-
-CLASS_ANSWERS = (("i think it is a square", "try-again"), ("it is a triangle", "right"))
-
-
-def _ai_class(demo: Demo) -> None:
-    say = demo.out.say
-    say("")
-    say("=== the AI class: question, the student answers aloud, feedback chosen from what was heard ===")
-    try:
-        lesson = classroom.make_lesson(demo.dir / "class", filler_s=15.0)
-    except av.error.FFmpegError as e:
-        raise DemoError(f"the lesson's clips could not be made: {e}") from None
-    say(f"made the lesson's clips in {demo.dir / 'class'}: " + ", ".join(
-        f"{s.name} (gray {s.level}, {s.tone_hz} Hz)" for s in lesson.segments))
-    room = classroom.AiClass(demo.info, lesson, log=say)
-    try:
-        room.start()
-        say(f"the student '{room.STUDENT}' is in room {room.room.id}; the question's expected answers: "
-            f"{', '.join(lesson.answers)} (right: {lesson.right_answer})")
-        for i, (text, expected) in enumerate(CLASS_ANSWERS):
-            demo.out.check_deadline()
-            if i:
-                room.back_to_filler()
-            say(f"the student says: \"{text}\"")
-            got = room.answer(text)
-            say(f"  recognize_stream heard \"{got.heard}\" {got.callback_ms:.0f} ms after the student stopped; "
-                f"the decision switched the push to '{got.feedback}' (push_control answered at "
-                f"{got.switched_ms:.0f} ms); the viewer saw '{got.seen}' at {got.feedback_ms:.0f} ms")
-            if got.feedback != expected or got.seen != expected:
-                raise DemoError(f"the answer {text!r} (heard {got.heard!r}) led to {got.feedback!r}, the viewer saw "
-                                f"{got.seen!r}; expected {expected!r}")
-    except classroom.SpeechUnavailable as e:
-        raise DemoError(str(e)) from None
-    except classroom.ClassError as e:
-        raise DemoError(f"the class: {e}") from None
-    finally:
-        result = _body(room.close())
-    say(f"class over: the push stopped (push_control stop), recognize_stream ended ({result.get('Reason')}) "
-        f"with {len(result.get('Result') or [])} sentence(s)")
 
 
 def _body(result: Any) -> dict[str, Any]:
@@ -457,7 +449,7 @@ def run_demo(use_running: str | None = None, state_dir: Path | None = None, runt
         logging.getLogger(name).setLevel(logging.WARNING)
     try:
         with _cloud(use_running, state_dir, out, runtime, image_dir) as info:
-            Demo(info, out, owns_cloud=not use_running).main(story=not only_class)
+            Demo(info, out, owns_cloud=not use_running).main(only_class=only_class)
     except DemoError as e:
         print(f"\ndemo FAILED: {e}", file=sys.stderr, flush=True)
         return 1
