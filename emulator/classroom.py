@@ -470,10 +470,11 @@ class AiClass:
             if who is not None:
                 who.leave()
         result: dict[str, Any] = {}
-        if self.recognize_id:
-            deadline = time.monotonic() + timeout
-            while time.monotonic() < deadline and self.run_record(self.recognize_id)["status"] == "RUNNING":
+        deadline = time.monotonic() + timeout
+        for rid in (self.push_id, self.recognize_id):  # both end by themselves: stopped, and idle
+            while rid and time.monotonic() < deadline and self.run_record(rid)["status"] == "RUNNING":
                 time.sleep(0.1)
+        if self.recognize_id:
             result = self.run_record(self.recognize_id).get("result") or {}
         if self.endpoint is not None:
             self.endpoint.stop()
