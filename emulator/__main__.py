@@ -3,7 +3,8 @@
     up        start the local cloud in the foreground; the first line on stdout is its JSON info;
               SIGINT / SIGTERM stop it (running functions get SIGTERM, then are killed)
     usersig   print a UserSig valid in the emulator's rooms
-    demo      the end-to-end demonstration (push a clip, record it, stop both, show the result)
+    demo      the end-to-end demonstration (push a clip, record it, stop both, show the result; then the
+              AI class: a student answers aloud, the lesson switches to the feedback; --class: the class alone)
 """
 from __future__ import annotations
 
@@ -89,7 +90,7 @@ def _demo(args: argparse.Namespace) -> int:
     from emulator.demo import run_demo
 
     return run_demo(use_running=args.use_running, state_dir=Path(args.state_dir) if args.state_dir else None,
-                    runtime=args.runtime, image_dir=Path(args.image_dir))
+                    runtime=args.runtime, image_dir=Path(args.image_dir), only_class=args.only_class)
 
 
 def _runtime_options(parser: argparse.ArgumentParser) -> None:
@@ -126,11 +127,13 @@ def main(argv: list[str] | None = None) -> int:
     sig.add_argument("--expire", type=_positive(int), default=180 * 86400, metavar="SECONDS")
     sig.set_defaults(run=_usersig)
 
-    demo = sub.add_parser("demo", help="push a clip into a room, record it, stop both, show the result")
+    demo = sub.add_parser("demo", help="push a clip into a room, record it, stop both, show the result; then the AI class")
     demo.add_argument("--use-running", metavar="STATE_DIR",
                       help="use the cloud already running with this state directory instead of starting one")
     demo.add_argument("--state-dir", help="state directory of the cloud the demo starts (default: a new "
                                           "directory under the system's temp dir, kept so the files can be looked at)")
+    demo.add_argument("--class", dest="only_class", action="store_true",
+                      help="the AI class alone (a lesson pushed, a student answering aloud, feedback switched in)")
     _runtime_options(demo)
     demo.set_defaults(run=_demo)
 

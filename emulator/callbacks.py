@@ -7,6 +7,9 @@ a Location) to the first N, drop N connections unanswered, or be down (connectio
     body = receiver.wait_for(1, timeout=30)[0].json
     receiver.stop()
 
+`on_post` (optional) is handed each recorded POST as it arrives, before it is answered: an endpoint
+that acts on what it gets (emulator/classroom.py's decision endpoint) is this receiver plus it.
+
 The demo, the tests (the `callback_receiver` fixture) and bench/record use it.
 """
 from __future__ import annotations
@@ -16,7 +19,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler
-from typing import Any
+from typing import Any, Callable
 
 from emulator.httpserver import HttpServer
 
@@ -34,8 +37,10 @@ class Received:
 
 
 class CallbackReceiver:
-    def __init__(self, host: str = "127.0.0.1", port: int = 0, path: str = "/callback"):
+    def __init__(self, host: str = "127.0.0.1", port: int = 0, path: str = "/callback",
+                 on_post: Callable[[Received], None] | None = None):
         self._host = host
+        self._on_post = on_post
         self._port = port
         self.path = path
         self.received: list[Received] = []
@@ -66,9 +71,12 @@ class CallbackReceiver:
                     if drop:
                         receiver._drop -= 1
                     status = receiver._fail.pop(0) if (not drop and receiver._fail) else 200
-                    if not drop and status == 200:
-                        receiver.received.append(Received(self.path, dict(self.headers.items()), body))
+                    got = Received(self.path, dict(self.headers.items()), body) if not drop and status == 200 else None
+                    if got is not None:
+                        receiver.received.append(got)
                     receiver._cond.notify_all()
+                if got is not None and receiver._on_post is not None:
+                    receiver._on_post(got)
                 if drop:
                     self.close_connection = True
                     self.connection.close()

@@ -7,7 +7,12 @@
 5. stop the push with ScfClient.TerminateAsyncEvent(GraceShutdown=True) and the recording with
    TrtcClient.RemoveUser; receive the callback; download the MP4 from COS; check that it decodes
 6. push the same clip again: it resumes from the checkpoint the first push left in Redis
-7. print where everything is; stop the cloud if the demo started it
+7. print where everything is
+8. the AI class (emulator/classroom.py): a lesson playlist is pushed, a student answers aloud,
+   recognize_stream posts the sentence to a decision endpoint here, which switches the push
+   (push_control, with its controlToken) to the right-answer or the try-again segment; a viewer in
+   the room sees it. A wrong answer, then the right one. (`--class`: the class alone.)
+9. stop the cloud if the demo started it
 
 Exit code 0 on success; 1 with the reason (and the failing run's log tail) otherwise.
 """
@@ -26,11 +31,12 @@ from typing import Any, Callable, Iterator, cast
 import av
 import requests
 
-from emulator import media
+from emulator import classroom, media
 from emulator.callbacks import CallbackReceiver
 from emulator.clients import cos_client, scf_client, trtc_client
 from emulator.cloud import CloudConfig, LocalCloud, read_info
 from emulator.trtc import usersig
+from shared.worker import spawn
 
 CLIP_SECONDS = 9.0
 CLIP_SIZE = (640, 360)
@@ -38,6 +44,7 @@ CLIP_FPS = 25
 RUN_BEFORE_STOP_S = 5.0
 PUSHER, RECORDER = "demo-pusher", "demo-recorder"
 DEADLINE_S = 110.0  # the demo gives up, loudly, rather than run on
+CLASS_ANSWERS = (("i think it is a square", "try-again"), ("it is a triangle", "right"))
 
 
 class DemoError(Exception):
@@ -181,7 +188,13 @@ class Demo:
                 "userId": PUSHER, "userSig": usersig(PUSHER, self.info["sdkAppId"], self.info["sdkSecretKey"]),
                 "redis": True, "redisHost": self.info["redis"]["host"], "redisPort": self.info["redis"]["port"]}
 
-    def main(self) -> None:
+    def main(self, only_class: bool = False) -> None:
+        self._intro()
+        if not only_class:
+            self._push_and_record()
+        self.ai_class()
+
+    def _intro(self) -> None:
         say = self.out.say
         info = self.info
         say(f"local cloud: gateway {info['gateway']}, Cloud API {info['cloudApiEndpoint']}, "
@@ -189,11 +202,13 @@ class Demo:
             f"Redis {info['redis']['host']}:{info['redis']['port']}, rooms {info['roomAddress']}")
         if info.get("console"):
             say(f"console: {info['console']} (open it to see the runs, the room and the recording as the demo goes)")
-        missing = {"push_stream", "record_stream"} - set(info.get("functions", []))
+        missing = {"push_stream", "record_stream", "recognize_stream", "push_control"} - set(info.get("functions", []))
         if missing:
             raise DemoError(f"the cloud does not serve {', '.join(sorted(missing))} "
                             "(functions/<name>/index.py is missing)")
 
+    def _push_and_record(self) -> None:
+        say = self.out.say
         clip = make_clip(self.dir / "clip.mp4")
         clip_info = describe_media(clip)
         say(f"made the test clip {clip}: {_streams(clip_info)}, {clip_info.duration_s:.1f} s")
@@ -301,6 +316,43 @@ class Demo:
 
         self._summary(clip, clip_info, push_id, push_result, record_id, record_run, recordings, push2_id, push2)
 
+    def ai_class(self) -> None:
+        """The AI class in this cloud: a wrong answer, then the right one, each seen by the viewer."""
+        say = self.out.say
+        say("")
+        say("=== the AI class: question, the student answers aloud, feedback chosen from what was heard ===")
+        try:
+            lesson = classroom.make_lesson(self.dir / "class", filler_s=15.0)
+        except av.error.FFmpegError as e:
+            raise DemoError(f"the lesson's clips could not be made: {e}") from None
+        say(f"made the lesson's clips in {self.dir / 'class'}: " + ", ".join(
+            f"{s.name} (gray {s.level}, {s.tone_hz} Hz)" for s in lesson.segments))
+        room = classroom.AiClass(self.info, lesson, log=say)
+        try:
+            room.start()
+            say(f"the student '{room.STUDENT}' is in room {room.room.id}; the question's expected answers: "
+                f"{', '.join(lesson.answers)} (right: {lesson.right_answer})")
+            for i, (text, expected) in enumerate(CLASS_ANSWERS):
+                self.out.check_deadline()
+                if i:
+                    room.back_to_filler()
+                say(f"the student says: \"{text}\"")
+                got = room.answer(text)
+                say(f"  recognize_stream heard \"{got.heard}\" {got.callback_ms:.0f} ms after the student stopped; "
+                    f"the decision switched the push to '{got.feedback}' (push_control answered at "
+                    f"{got.switched_ms:.0f} ms); the viewer saw '{got.seen}' at {got.feedback_ms:.0f} ms")
+                if got.feedback != expected or got.seen != expected:
+                    raise DemoError(f"the answer {text!r} (heard {got.heard!r}) led to {got.feedback!r}, the viewer saw "
+                                    f"{got.seen!r}; expected {expected!r}")
+        except classroom.SpeechUnavailable as e:
+            raise DemoError(str(e)) from None
+        except classroom.ClassError as e:
+            raise DemoError(f"the class: {e}") from None
+        finally:
+            result = _body(room.close())
+        say(f"class over: the push stopped (push_control stop), recognize_stream ended ({result.get('Reason')}) "
+            f"with {len(result.get('Result') or [])} sentence(s)")
+
     def _summary(self, clip: Path, clip_info: media.Probe, push_id: str, push: dict[str, Any], record_id: str,
                  record_run: dict[str, Any], recordings: list[tuple[dict[str, Any], str, Path, media.Probe]],
                  push2_id: str, push2: dict[str, Any]) -> None:
@@ -379,6 +431,9 @@ def _cloud(use_running: str | None, state_dir: Path | None, out: Out, runtime: s
         cloud = LocalCloud(config).start()
     except Exception as e:
         raise DemoError(f"the local cloud did not start: {e}") from None
+    if cloud.asr is not None:
+        # The recogniser's model loads while the first story runs, not inside the class's first answer.
+        spawn(cloud.asr.backend.pool.warm, "asr-warm")
     try:
         yield cloud.info()
     finally:
@@ -387,14 +442,14 @@ def _cloud(use_running: str | None, state_dir: Path | None, out: Out, runtime: s
 
 
 def run_demo(use_running: str | None = None, state_dir: Path | None = None, runtime: str = "code",
-             image_dir: Path | None = None) -> int:
+             image_dir: Path | None = None, only_class: bool = False) -> int:
     out = Out()
     # The cloud's own INFO lines would drown the story; its warnings and errors still show.
-    for name in ("emulator", "qcloud_cos"):
+    for name in ("emulator", "qcloud_cos", "websockets"):
         logging.getLogger(name).setLevel(logging.WARNING)
     try:
         with _cloud(use_running, state_dir, out, runtime, image_dir) as info:
-            Demo(info, out, owns_cloud=not use_running).main()
+            Demo(info, out, owns_cloud=not use_running).main(only_class=only_class)
     except DemoError as e:
         print(f"\ndemo FAILED: {e}", file=sys.stderr, flush=True)
         return 1

@@ -5,8 +5,9 @@ Files:
 - `make_clip(path, ...)`: a short clip in any container/codec mix the project meets (H.264 with or
   without B-frames, odd sizes, variable frame rate, 5.1, 8 kHz mono, audio only...), its pictures
   one of `PICTURES`: FFmpeg's moving test pattern, flat pictures whose brightness steps every frame
-  (`step_level(frame)`), or flat gray whose level changes every second (`gray_level(second)`, a key
-  frame each second: any picture of it, a screenshot included, tells its time). A tone per channel.
+  (`step_level(frame)`), flat gray whose level changes every second (`gray_level(second)`, a key
+  frame each second: any picture of it, a screenshot included, tells its time), or one flat gray
+  level all along (`flat`, `level=`: a clip told from another by any of its pictures). A tone per channel.
 - `make_gray_clip`, `make_hls` (an HLS VOD), `truncate`, `corrupt_middle` (damaged copies).
 Frames as the rooms carry them:
 - `pcm_20ms(i)` / `tone(i)`: the i-th 20 ms of a continuous sine; `grey(...)`: a flat picture;
@@ -34,7 +35,7 @@ from av.filter import Graph
 from shared.media.frames import AUDIO_SAMPLE_RATE, AudioFrame, H264Frame, PixelFrame
 
 SAMPLES_20MS = AUDIO_SAMPLE_RATE // 50
-PICTURES = ("pattern", "steps", "gray")
+PICTURES = ("pattern", "steps", "gray", "flat")
 GRAY_LEVELS = 12  # a gray clip's level repeats after this many seconds
 GRAY_STEP = 16
 
@@ -96,8 +97,8 @@ def flat_frame(width: int, height: int, level: int) -> av.VideoFrame:
 
 
 def picture_frames(kind: str, width: int, height: int, fps: int,
-                   duration: float) -> Iterator[tuple[av.VideoFrame, bool]]:
-    """(picture, must be a key frame) for `duration` seconds of one of PICTURES."""
+                   duration: float, level: int = 128) -> Iterator[tuple[av.VideoFrame, bool]]:
+    """(picture, must be a key frame) for `duration` seconds of one of PICTURES (`level`: flat's luma)."""
     if kind == "pattern":
         yield from ((f, False) for f in pattern_frames(width, height, fps, duration))
         return
@@ -106,6 +107,8 @@ def picture_frames(kind: str, width: int, height: int, fps: int,
     for i in range(int(duration * fps)):
         if kind == "steps":
             yield flat_frame(width, height, step_level(i)), False
+        elif kind == "flat":
+            yield flat_frame(width, height, level), i % fps == 0
         else:  # a level starts on a clean picture
             yield flat_frame(width, height, gray_level(i // fps)), i % fps == 0
 
@@ -146,11 +149,13 @@ def make_clip(
     vfr: bool = False,
     options: dict[str, str] | None = None,
     tone_hz: int = 440,
+    level: int = 128,
 ) -> Path:
     """Write a clip (pictures + tone); the container comes from the suffix unless `fmt` is given.
 
     video / audio: a VIDEO_CODECS / AUDIO_CODECS name, or None for none. pictures: one of PICTURES.
     vfr: frame intervals cycle through 20, 40, 60, 80 ms (timestamps in ms). tone_hz: the first channel's tone.
+    level: the luma of `flat` pictures.
     faststart: moov at the front for mp4/mov/m4a (False leaves it at the end, FFmpeg's default).
     """
     path = Path(path)
@@ -174,7 +179,7 @@ def make_clip(
 
         def video_gen() -> Iterator[Any]:
             t_ms = 0
-            for i, (f, key) in enumerate(picture_frames(pictures, width, height, fps, duration)):
+            for i, (f, key) in enumerate(picture_frames(pictures, width, height, fps, duration, level)):
                 f.pict_type = av.video.frame.PictureType.I if key else av.video.frame.PictureType.NONE
                 if vfr:
                     if t_ms >= duration * 1000:

@@ -94,6 +94,9 @@ class Session:
         self._last_partial = 0
         self._last_partial_text = ""
         self.sentences: list[str] = []  # what was recognised, for tests and the console
+        self.sentence_sent_at: list[float] = []  # clock() when each sentence's end was answered (benches)
+        self.sentence_heard_until: list[float] = []  # ... and when its last voiced frame arrived
+        self._voiced_at = 0.0
 
     def _emit(self, result: wire.Result | None = None, final: bool = False) -> None:
         self._emit_raw(wire.message(self.voice_id, f"{self.voice_id}-{next(self._messages)}", result=result,
@@ -160,6 +163,8 @@ class Session:
         assert self._recogniser is not None
         self._recogniser.feed(chunk)
         self._silence_ms = 0 if voiced else self._silence_ms + VAD_FRAME_MS
+        if voiced:
+            self._voiced_at = self._clock()
         if self._silence_ms >= self.params.vad_silence_ms or end_ms - self._sentence_start >= MAX_SENTENCE_MS:
             self._end_sentence()
         elif self.params.partial and end_ms - self._last_partial >= PARTIAL_EVERY_MS:
@@ -193,6 +198,8 @@ class Session:
         self.sentences.append(text)
         self._emit(wire.Result(wire.SLICE_END, self._index, self._sentence_start, max(end_ms, self._sentence_start),
                                text, tuple(words)))
+        self.sentence_sent_at.append(self._clock())
+        self.sentence_heard_until.append(self._voiced_at)
         self._index += 1
 
 

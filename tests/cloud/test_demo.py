@@ -1,4 +1,5 @@
-"""The whole demo, as `python -m emulator demo` runs it: push, record, stop both, download, resume."""
+"""The whole demo, as `python -m emulator demo` runs it: push, record, stop both, download, resume;
+then the AI class (a wrong answer, then the right one, each feedback seen in the room)."""
 from __future__ import annotations
 
 import json
@@ -36,17 +37,32 @@ def test_the_demo_pushes_records_stops_downloads_and_resumes(tmp_path: Path):
 
     # Three runs kept by request id: push (ABORTED), record (FINISHED), the resumed push (FINISHED).
     runs = {json.loads(p.read_text())["requestId"]: json.loads(p.read_text()) for p in (state / "runs").glob("*/run.json")}
-    by_function = sorted((r["functionName"], r["status"]) for r in runs.values())
+    story = {k: r for k, r in runs.items() if _caller(r) in ("demo-pusher", "demo-recorder")}
+    by_function = sorted((r["functionName"], r["status"]) for r in story.values())
     assert by_function == [("push_stream", "ABORTED"), ("push_stream", "FINISHED"), ("record_stream", "FINISHED")]
-    second = next(r for r in runs.values() if r["functionName"] == "push_stream" and r["status"] == "FINISHED")
-    first = next(r for r in runs.values() if r["functionName"] == "push_stream" and r["status"] == "ABORTED")
+    second = next(r for r in story.values() if r["functionName"] == "push_stream" and r["status"] == "FINISHED")
+    first = next(r for r in story.values() if r["functionName"] == "push_stream" and r["status"] == "ABORTED")
     resumed = json.loads(second["result"]["body"])["resumedFrom"]
     stopped = json.loads(first["result"]["body"])["position"]
     assert resumed is not None and abs(resumed - stopped) < 1.0
     assert f"resumed from {resumed:.2f} s" in out
+
+    # The class: the wrong answer's try-again and the right answer's feedback were seen in the room, through
+    # the lesson's push, recognize_stream and push_control (switch, enqueue, each answer; stop at the end).
+    assert "the viewer saw 'try-again'" in out and "the viewer saw 'right'" in out
+    rest = sorted((r["functionName"], r["status"]) for k, r in runs.items() if k not in story)
+    assert rest == [("push_control", "FINISHED")] * 5 + [("push_stream", "FINISHED"), ("recognize_stream", "FINISHED")]
 
     # The cloud the demo started is gone.
     assert not (state / "cloud.json").exists()
     redis_port = int(re.search(r"Redis 127\.0\.0\.1:(\d+)", out).group(1))
     with socket.socket() as s:
         assert s.connect_ex(("127.0.0.1", redis_port)) != 0
+
+
+def _caller(run: dict) -> str | None:
+    """The user a run was started for (push_stream's userId, record_stream's UserId)."""
+    event = run.get("event") or {}
+    body = event.get("body") if isinstance(event, dict) else None
+    params = json.loads(body) if isinstance(body, str) else event
+    return params.get("userId") or params.get("UserId") if isinstance(params, dict) else None
