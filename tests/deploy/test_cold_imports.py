@@ -118,3 +118,38 @@ def test_a_push_without_redis_never_imports_redis_and_one_with_redis_does(room_s
                         env)
     assert with_redis["result"]["status"] == "completed" and with_redis["result"]["framesSent"]["video"] == 25
     assert "redis" in with_redis["modules"] and _loaded(with_redis["modules"], ("liteav",)) == set()
+
+
+def test_the_package_carries_bytecode_that_python_loads_without_reading_the_source(package_cache, tmp_path):
+    """`./dev package` compiles both trees (unchecked-hash): SCF's code tree is read-only, so a module
+    without bytecode would be compiled again at every cold start."""
+    import importlib.util
+
+    from deploy.image import build as image_build
+
+    context = image_build.write_context(tmp_path / "image", cache=package_cache)  # no compile step after it
+    app = Path(context.directory) / "app"
+    for tree in ("code", "site"):
+        sources = [p for p in (app / tree).rglob("*.py") if p != app / "code" / "server.py"]  # a script: never cached
+        missing = [str(p) for p in sources if not Path(importlib.util.cache_from_source(str(p))).is_file()]
+        assert sources and missing == [], f"app/{tree}: {len(missing)} modules without bytecode, e.g. {missing[:3]}"
+    pyc = Path(importlib.util.cache_from_source(str(app / "code" / "shared" / "contracts" / "push.py")))
+    assert int.from_bytes(pyc.read_bytes()[4:8], "little") == 0b01  # hash-based, unchecked (PEP 552)
+
+    # Python takes the bytecode without reading the source: a source that could not be imported any
+    # more is never looked at (app/code is a copy; app/site is hard-linked to the cache: left alone).
+    (app / "code" / "shared" / "contracts" / "push.py").write_text("raise ImportError('read the source')\n")
+    probe = ("import os, sys; sys.path[0:0] = sys.argv[1:]\n"
+             "import index; index.preload()\n"
+             "from shared.contracts.push import PushParams\n"
+             "ours = [m for m in list(sys.modules.values()) if (getattr(m, '__file__', None) or '').startswith(sys.argv[1].rsplit('/', 1)[0]) "
+             "and m.__file__.endswith('.py')]\n"
+             "uncached = [m.__name__ for m in ours if not os.path.isfile(m.__cached__ or '')]\n"
+             "print(PushParams.__name__, len(ours), uncached)")
+    env = {"PATH": os.environ.get("PATH", ""), "ENTRY_FUNCTION": "push_stream", "ROOM_BACKEND": "local",
+           "LOCAL_ROOM_ADDRESS": "127.0.0.1:9"}
+    proc = subprocess.run([sys.executable, "-I", "-S", "-c", probe, str(app / "site"), str(app / "code")], env=env,
+                          cwd="/", capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    name, count, uncached = proc.stdout.split(" ", 2)
+    assert name == "PushParams" and int(count) > 100 and uncached.strip() == "[]"
