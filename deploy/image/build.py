@@ -38,7 +38,7 @@ SERVER = HERE / "server.py"
 DEFAULT_TAG = "trtc-media:latest"
 ENGINES = ("docker", "podman", "buildah")
 # What the Dockerfile runs over /app after copying it (the test tree is compiled the same way).
-COMPILE_ARGS = ("-m", "compileall", "-q", "-j", "0", "--invalidation-mode", "unchecked-hash")
+COMPILE_ARGS = package.COMPILE_ARGS  # the Dockerfile's compile step, as deploy/package.py compiles
 # The image's command (the Dockerfile's CMD; serverless.yml's image.command + image.args).
 COMMAND = ("/usr/local/bin/python3", "-I", "-S", "-u", "/app/code/server.py")
 
@@ -95,7 +95,7 @@ def _link_tree(src: Path, dest: Path) -> None:
         except OSError:
             shutil.copy2(s, d)
 
-    shutil.copytree(src, dest, copy_function=link, ignore=shutil.ignore_patterns(".complete", "__pycache__"))
+    shutil.copytree(src, dest, copy_function=link, ignore=shutil.ignore_patterns(".complete", package.COMPILED_STAMP))
 
 
 def fetch_wheels(cache: Path, requirements: Path = package.REPO_ROOT / "requirements.txt") -> Path:
@@ -120,7 +120,7 @@ def write_context(out: Path, cache: Path | None = None, requirements: Path = pac
     (out / "app").mkdir(parents=True)
     _link_tree(site, out / "app" / "site")
     code = out / "app" / "code"
-    package.build_code_root(code)
+    package.build_code_root(code, python)
     shutil.copy2(SERVER, code / "server.py")
     shutil.copy2(dockerfile, out / "Dockerfile")
     (out / ".dockerignore").write_text("manifest.json\n", "utf-8")

@@ -35,17 +35,18 @@ import json
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping, Optional, cast
-
-import redis
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Optional, cast
 
 from shared.redis.address import RedisAddress
-from shared.redis.connection import RedisUnavailable, close_quietly, connect
+from shared.redis.connection import RedisUnavailable, close_quietly, connect, redis_errors
 from shared.redis.keys import checkpoint_key, playlist_key
 from shared.room.base import RoomRef
 from shared.runtime import RunLogger
 from shared.settings import DEFAULT_CHECKPOINT_TTL_S, settings
 from shared.worker import Worker
+
+if TYPE_CHECKING:  # redis-py is loaded by the first connect (shared.redis.connection)
+    import redis
 
 WRITE_INTERVAL_S = 0.5  # "at least once a second", with room for one slow write
 SOCKET_TIMEOUT_S = 0.5
@@ -196,7 +197,7 @@ class Checkpoint:
         """The previous push's record, if any (read once, before the push starts)."""
         try:
             h = self.client.hgetall(self.key)
-        except (redis.RedisError, OSError) as e:
+        except redis_errors() as e:
             raise RedisUnavailable(f"{self.where} failed to read {self.key} ({type(e).__name__})") from None
         # decode_responses=True: the hash is str -> str (redis-py's stubs say bytes | str).
         return Record.from_hash(cast("dict[str, str]", h)) if h else None
@@ -207,7 +208,7 @@ class Checkpoint:
             self._position, self._duration = position, duration
         try:
             self._claim(keys=[self.key], args=[self.request_id, self.ttl_s, *self._fields("running", "")])
-        except (redis.RedisError, OSError) as e:
+        except redis_errors() as e:
             raise RedisUnavailable(f"{self.where} failed to write {self.key} ({type(e).__name__})") from None
         self._writer = _Writer(self)
         self._writer.start()
@@ -263,7 +264,7 @@ class Checkpoint:
                 self._reachable = True
                 self.log.info("checkpoint: redis is back; progress written", key=self.key,
                               position=round(self._position, 3))
-        except (redis.RedisError, OSError) as e:
+        except redis_errors() as e:
             if self._reachable:
                 self._reachable = False
                 self.log.warning("checkpoint: redis unreachable; still pushing, retrying every tick",
@@ -297,7 +298,7 @@ class Checkpoint:
                     self._fenced.set()
                     return "fenced"
                 return "saved" if self._write(status, reason) else "fenced"
-            except (redis.RedisError, OSError) as e:
+            except redis_errors() as e:
                 last_error = type(e).__name__
             if deadline - time.monotonic() < SOCKET_TIMEOUT_S + 0.2:
                 break

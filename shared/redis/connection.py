@@ -12,17 +12,18 @@ error text) is ever put into a message; only our own words and the exception's t
 """
 from __future__ import annotations
 
+import functools
 import socket
 import time
-from typing import Optional
-
-import redis
-from redis.backoff import NoBackoff
-from redis.retry import Retry
+from typing import TYPE_CHECKING, Optional
 
 from shared import egress
 
 from .address import RedisAddress
+
+if TYPE_CHECKING:  # redis-py (and the asyncio it imports) costs ~50 ms: loaded by the first connect()
+    import redis
+    import redis.connection
 
 CONNECT_TIMEOUT_S = 0.5  # to connect and hear the first PING's answer; every failure takes this long
 
@@ -35,28 +36,45 @@ class RedisRefused(RedisUnavailable):
     """REDIS_ALLOWLIST refuses the address: nothing was sent there. The caller named a wrong redisHost."""
 
 
-class _EgressRefused(redis.ConnectionError):
-    """Inside redis-py: the egress rule refused the address (carried out as RedisRefused)."""
+def redis_errors() -> tuple[type[BaseException], ...]:
+    """What a call on a client may raise when the Redis fails: `except redis_errors() as e:`. A
+    function, so that a module handling Redis failures does not import redis-py before it connects
+    (an except clause's expression is evaluated only when an exception reaches it)."""
+    import redis
+
+    return (redis.RedisError, OSError)
 
 
-class CheckedConnection(redis.connection.Connection):
-    """A redis-py connection whose socket comes from shared.egress.connect: the host resolved once,
-    checked against REDIS_ALLOWLIST, and that address connected to."""
+@functools.cache
+def _checked_classes() -> tuple[type[redis.ConnectionError], type[redis.connection.Connection]]:
+    """The two classes made on redis-py (_EgressRefused, CheckedConnection), built on the first
+    connect(): a push without Redis never imports redis-py."""
+    import redis
+    import redis.connection
 
-    def _connect(self) -> socket.socket:
-        try:
-            sock = egress.connect(self.host, self.port, egress.REDIS_ALLOWLIST_ENV,
-                                  f"Redis at {self.host}:{self.port}:", self.socket_connect_timeout)
-        except egress.HostDoesNotResolve as e:
-            raise OSError(str(e)) from None  # unreachable, like any other failure to connect
-        except egress.DestinationRefused as e:
-            raise _EgressRefused(str(e)) from None
-        if self.socket_keepalive:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
-            for k, v in self.socket_keepalive_options.items():
-                sock.setsockopt(socket.IPPROTO_TCP, k, v)
-        sock.settimeout(self.socket_timeout)
-        return sock
+    class _EgressRefused(redis.ConnectionError):
+        """Inside redis-py: the egress rule refused the address (carried out as RedisRefused)."""
+
+    class CheckedConnection(redis.connection.Connection):
+        """A redis-py connection whose socket comes from shared.egress.connect: the host resolved once,
+        checked against REDIS_ALLOWLIST, and that address connected to."""
+
+        def _connect(self) -> socket.socket:
+            try:
+                sock = egress.connect(self.host, self.port, egress.REDIS_ALLOWLIST_ENV,
+                                      f"Redis at {self.host}:{self.port}:", self.socket_connect_timeout)
+            except egress.HostDoesNotResolve as e:
+                raise OSError(str(e)) from None  # unreachable, like any other failure to connect
+            except egress.DestinationRefused as e:
+                raise _EgressRefused(str(e)) from None
+            if self.socket_keepalive:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+                for k, v in self.socket_keepalive_options.items():
+                    sock.setsockopt(socket.IPPROTO_TCP, k, v)
+            sock.settimeout(self.socket_timeout)
+            return sock
+
+    return _EgressRefused, CheckedConnection
 
 
 def where(address: RedisAddress) -> str:
@@ -71,6 +89,11 @@ def connect(address: RedisAddress, *, timeout_s: float = CONNECT_TIMEOUT_S,
     The PING must come within `timeout_s`; later reads may take up to `socket_timeout_s` (a BLPOP
     waits longer than a connect should). One attempt per call, no backoff: a dead Redis must cost a
     caller no more than `timeout_s`, and the same `timeout_s` whatever made it fail."""
+    import redis
+    from redis.backoff import NoBackoff
+    from redis.retry import Retry
+
+    _EgressRefused, CheckedConnection = _checked_classes()
     pool = redis.ConnectionPool(
         connection_class=CheckedConnection,
         host=address.host, port=address.port, password=address.password or None, db=address.db,
@@ -112,5 +135,5 @@ def failed(address: RedisAddress, e: BaseException, doing: str) -> str:
 def close_quietly(client: "redis.Redis") -> None:
     try:
         client.close()
-    except (redis.RedisError, OSError):
+    except redis_errors():
         pass

@@ -18,13 +18,11 @@ import json
 import queue
 import threading
 import time
-from typing import Any, Mapping, Optional, Union, cast
-
-import redis
+from typing import TYPE_CHECKING, Any, Mapping, Optional, Union, cast
 
 from shared.failures import Kind
 from shared.redis.address import RedisAddress
-from shared.redis.connection import RedisUnavailable, close_quietly, connect, failed, where
+from shared.redis.connection import RedisUnavailable, close_quietly, connect, failed, redis_errors, where
 from shared.redis.keys import ended_key, inbox_key, run_key, user_key
 from shared.room.base import RoomRef
 from shared.runtime import RunLogger
@@ -46,6 +44,9 @@ from .commands import (
     failure,
     refused_answer,
 )
+
+if TYPE_CHECKING:  # redis-py is loaded by the first connect (shared.redis.connection)
+    import redis
 
 # The pusher's name for the door's one exception.
 ControlUnavailable = RedisUnavailable
@@ -202,7 +203,7 @@ class ControlInbox:
                 client.register_script(_SUPERSEDE)(keys=[run_key(previous), ended_key(previous)],
                                                    args=[request_id])
                 log.info("control: an older push of this user in this room is superseded", previousRequestId=previous)
-        except (redis.RedisError, OSError) as e:
+        except redis_errors() as e:
             close_quietly(client)
             close_quietly(reader)
             raise RedisUnavailable(failed(address, e, "register the push")) from None
@@ -351,7 +352,7 @@ class ControlInbox:
                 pipe.expire(key, REPLY_TTL_S)
                 pipe.execute()
                 return
-            except (redis.RedisError, OSError) as e:
+            except redis_errors() as e:
                 self._unreachable(e)
                 if time.monotonic() + 0.1 >= give_up_at:
                     self.log.error("control: could not send an answer; redis unreachable", key=key)
@@ -378,7 +379,7 @@ class ControlInbox:
             if not self._reachable:
                 self._reachable = True
                 self.log.info("control: redis is back", redis=self.address.where)
-        except (redis.RedisError, OSError) as e:
+        except redis_errors() as e:
             self._unreachable(e)
 
     def _finish(self) -> None:
@@ -388,7 +389,7 @@ class ControlInbox:
                                     args=[self.request_id, self._end_reason, f"{time.time():.3f}", ENDED_TTL_S])
             if self._end_reason != REPLACED:
                 self._user_release(keys=[self.user], args=[self.request_id])
-        except (redis.RedisError, OSError) as e:
+        except redis_errors() as e:
             self.log.warning("control: could not unregister; the registration expires by itself",
                              error=type(e).__name__, ttlSeconds=self.ttl_s)
             return
@@ -425,7 +426,7 @@ class _Reader(Worker):
                     continue
                 seconds, micros = client.time()
                 now_ms = int(seconds) * 1000 + int(micros) // 1000
-            except (redis.RedisError, OSError) as e:
+            except redis_errors() as e:
                 inbox._unreachable(e)
                 self.pause(0.2)
                 continue
@@ -455,7 +456,7 @@ class _Writer(Worker):
         inbox._flush()
         try:  # wake the reader out of its BLPOP rather than wait for its timeout
             inbox.client.lpush(inbox_key(inbox.request_id), WAKE)
-        except (redis.RedisError, OSError):
+        except redis_errors():
             pass
         inbox._reader.join(timeout=inbox.read_wait_s + 0.5)
         inbox._flush()  # what the reader took while stopping
