@@ -9,7 +9,8 @@ callbacks, sentences) goes through one queue and one worker thread, never the me
 
 Order is per URL (a lane): a message to a URL is not sent before the earlier ones to that URL were
 delivered or given up. Lanes do not wait for one another's backoff: the worker makes one attempt at
-a time (each at most ATTEMPT_TIMEOUT_S) at whichever lane is due.
+a time (each at most ATTEMPT_TIMEOUT_S), taking the due lanes in turn, so a slow receiver delays
+another URL's message by one of its attempts at most.
 
 Retries follow delivery.schedule for each message, from when it reaches the head of its lane (so a
 receiver down for 30 s then up gets everything, in order). A lane whose receiver used up a whole
@@ -68,6 +69,7 @@ class _Lane:
     queue: deque[Ticket] = field(default_factory=deque)
     due: float = 0.0  # clock() before which the head is not tried again
     down: bool = False  # the last message used up its schedule: one attempt each until one gets through
+    turn: int = 0  # when the worker last served it (the due lane served longest ago goes next)
 
 
 class Outbox(Worker):
@@ -92,6 +94,7 @@ class Outbox(Worker):
         self._queued_bytes = 0
         self._in_flight = 0
         self._overflowing = False
+        self._turns = 0
 
     # --- the caller's side (any thread; never blocks on the network) ------------------------------
 
@@ -192,7 +195,12 @@ class Outbox(Worker):
     def _due_lane(self) -> _Lane | None:
         now = delivery._clock()
         due = [lane for lane in self._lanes.values() if lane.queue and lane.due <= now]
-        return min(due, key=lambda lane: lane.due) if due else None
+        if not due:
+            return None
+        lane = min(due, key=lambda lane: lane.turn)
+        self._turns += 1
+        lane.turn = self._turns
+        return lane
 
     def _idle_wait(self) -> float:
         now = delivery._clock()
