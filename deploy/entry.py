@@ -32,6 +32,13 @@ if __name__ != "deploy.entry" and _ROOT not in sys.path:
     sys.path.insert(0, _ROOT)
 
 
+def function_name() -> str:
+    """ENTRY_FUNCTION, read from the settings (free text: checked against FUNCTIONS by the callers)."""
+    from shared.settings import value
+
+    return str(value(ENTRY_ENV) or "").strip()
+
+
 def load(name: str) -> Handler:
     """`functions/<name>/index.py`'s main_handler, imported once."""
     if name not in _loaded:
@@ -48,7 +55,7 @@ def preload() -> None:
     """Import what the first call of ENTRY_FUNCTION would, so that the call starts warm: its module
     (PyAV, pydantic, shared), its room backend (liteav for trtc: imported, never started) and its
     lazy imports. A wrong setting is left for the call itself to report."""
-    name = (os.environ.get(ENTRY_ENV) or "").strip()
+    name = function_name()
     if name not in FUNCTIONS:
         return
     load(name)
@@ -75,7 +82,7 @@ def _config_error(event, context, message):
 
 
 def main_handler(event, context):
-    name = (os.environ.get(ENTRY_ENV) or "").strip()
+    name = function_name()
     if name not in FUNCTIONS:
         return _config_error(event, context, f"{ENTRY_ENV}={name!r} must name the function this deployment "
                                              f"runs: one of {', '.join(FUNCTIONS)}")

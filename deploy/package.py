@@ -1,20 +1,18 @@
-"""`./dev package`: the functions' container image for SCF, its build context and, where a container
-engine answers, the image itself (deploy/image/build.py).
+"""What packaging needs below the image's build (deploy/image/build.py): requirements.txt installed for
+the image's CPython, the functions' code root, sizes, and `PackageError`. The command is deploy/__main__.py:
 
-    python -m deploy.package [--tag NAME:TAG] [--out build] [--cache DIR]      (or ./dev package)
+    python -m deploy [--tag NAME:TAG] [--out build] [--cache DIR]      (or ./dev package)
 
-Writes OUT/image (see deploy/image/build.py): the Dockerfile, app/site (requirements.txt installed
+It writes OUT/image (see deploy/image/build.py): the Dockerfile, app/site (requirements.txt installed
 for the image's CPython, read from the Dockerfile's FROM line: manylinux x86_64 wheels, never this
 machine's), app/code (the entry server, index.py, functions/, shared/) and manifest.json; checks
 what the `.so` files need against the base (deploy/image/elf.py) and fails naming what it lacks.
-`--image` is accepted for the same thing (the command's former spelling).
 
 A requirement published only as an sdist and whose C part is optional (crcmod, from
 cos-python-sdk-v5) is turned into a pure-Python wheel first.
 """
 from __future__ import annotations
 
-import argparse
 import base64
 import hashlib
 import json
@@ -179,24 +177,3 @@ def build_code_root(dest: Path) -> None:
             raise PackageError(f"deploy/entry.py FUNCTIONS lists {name!r}, but functions/{name}/index.py is missing")
         shutil.copytree(REPO_ROOT / "functions" / name, dest / "functions" / name, ignore=no_bytecode)
     shutil.copytree(REPO_ROOT / "shared", dest / "shared", ignore=no_bytecode)
-
-
-# --- the command -----------------------------------------------------------------------------------
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    from deploy.image import build as image
-
-    ap = argparse.ArgumentParser(prog="./dev package", description=__doc__.split("\n\n")[0])
-    ap.add_argument("--out", type=Path, default=REPO_ROOT / "build", help="output folder (default build/): "
-                    "the context goes to OUT/image")
-    ap.add_argument("--cache", type=Path, default=None, help="where installed dependencies are kept (default OUT/.cache)")
-    ap.add_argument("--tag", default=image.DEFAULT_TAG, help="the image's name:tag (default %(default)s)")
-    ap.add_argument("--image", action="store_true",
-                    help="accepted for the command's former spelling (./dev package --image); changes nothing")
-    args = ap.parse_args(argv)
-    return image.main(args.out / "image", args.cache, args.tag)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

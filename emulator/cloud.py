@@ -191,6 +191,7 @@ class LocalCloud:
             "SOURCE_ALLOWLIST": LOOPBACK_ALLOWLIST,
             "CALLBACK_ALLOWLIST": LOOPBACK_ALLOWLIST,
             "REDIS_ALLOWLIST": LOOPBACK_ALLOWLIST,
+            "COS_ALLOWLIST": LOOPBACK_ALLOWLIST,
             "LOCAL_SOURCE_DIRS": ",".join(local_dirs),
             "CFS_PATH": str(files),
             # The functions' default Redis (both push functions and push_control), as a deployment sets it.

@@ -266,7 +266,7 @@ class Demo:
         recordings = []
         cos = cos_client(info, retry=1)
         for f in files:
-            from shared.record.storage import parse_cos_url
+            from shared.cos.urls import parse_cos_url
 
             bucket, _, key = parse_cos_url(f["RecordFile"])
             local = self.dir / Path(key).name

@@ -11,9 +11,10 @@ Request threads are daemons: a client that never finishes its request cannot kee
 """
 from __future__ import annotations
 
-import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Callable, Iterable
+
+from shared.worker import Worker, spawn
 
 WsgiApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 
@@ -37,7 +38,7 @@ class HttpServer:
         self.server.daemon_threads = True
         self.name = name
         self.poll_interval = poll_interval
-        self._thread: threading.Thread | None = None
+        self._serving: Worker | None = None  # serve_forever, on the house's one thread protocol
         self._closed = False
 
     @property
@@ -53,19 +54,17 @@ class HttpServer:
         return f"http://{self.host}:{self.port}"
 
     def start(self) -> "HttpServer":
-        if self._thread is None:
-            self._thread = threading.Thread(target=self.server.serve_forever, args=(self.poll_interval,),
-                                            name=self.name, daemon=True)
-            self._thread.start()
+        if self._serving is None:
+            self._serving = spawn(lambda: self.server.serve_forever(self.poll_interval), self.name)
         return self
 
     def stop(self, timeout: float = 5.0) -> None:
         """Stop serving and close the socket; safe to call twice, or on a server never started
         (shutdown() alone would wait forever for a serve_forever that never ran)."""
-        if self._thread is not None:
-            self.server.shutdown()
-            self._thread.join(timeout)
-            self._thread = None
+        if self._serving is not None:
+            self.server.shutdown()  # what ends serve_forever (close() alone would not)
+            self._serving.join(timeout)
+            self._serving = None
         if not self._closed:
             self._closed = True
             self.server.server_close()

@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import re
 import sys
 from typing import Any, Callable, Mapping, TypeVar
 from urllib.parse import parse_qsl, urlencode
@@ -18,9 +19,12 @@ from urllib.parse import parse_qsl, urlencode
 from pydantic import BaseModel, ValidationError
 
 from .failures import Failure, Kind
-from .runtime import MAX_DEPTH, REDACTED, Invocation, RunLogger, get_logger, redact
+from .runtime import Invocation, RunLogger, get_logger
+from .secrets import MAX_DEPTH, REDACTED, redact
 
 M = TypeVar("M", bound=BaseModel)
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 # The one map from a failure's kind to the API Gateway answer's status code.
@@ -96,16 +100,35 @@ def parse_json(text: str | bytes, what: str = "body") -> Any:
 
 def _check_depth(value: Any, what: str) -> None:
     """Refuse objects/arrays nested deeper than MAX_DEPTH (walked without recursion): what is accepted
-    must be validated, logged and recorded without exhausting the stack."""
-    stack: list[tuple[Any, int]] = [(value, 1)]
+    must be validated, logged and recorded without exhausting the stack. Refuse, too, a string or key
+    holding a lone surrogate ("\\ud800" is valid JSON syntax but no character: no UTF-8 can carry it,
+    so nothing could log, record or send it), naming the top-level field it is in."""
+    stack: list[tuple[Any, int, str | None]] = [(value, 1, None)]
+    not_text: set[str] = set()  # the fields holding a lone surrogate, all named at once
     while stack:
-        v, depth = stack.pop()
-        children = v.values() if isinstance(v, Mapping) else v if isinstance(v, (list, tuple)) else None
-        if children is None:
+        v, depth, field = stack.pop()
+        if isinstance(v, str):
+            if _SURROGATE.search(v):
+                not_text.add(field if field is not None else what)
             continue
-        if depth > MAX_DEPTH:
-            raise Failure(f"{what}: nested too deeply (at most {MAX_DEPTH} levels)", "invalid_parameters")
-        stack.extend((c, depth + 1) for c in children)
+        if isinstance(v, Mapping):
+            if depth > MAX_DEPTH:
+                raise Failure(f"{what}: nested too deeply (at most {MAX_DEPTH} levels)", "invalid_parameters")
+            for k, c in v.items():
+                name = field if field is not None else str(k)
+                stack.append((str(k), depth, name))
+                stack.append((c, depth + 1, name))
+        elif isinstance(v, (list, tuple)):
+            if depth > MAX_DEPTH:
+                raise Failure(f"{what}: nested too deeply (at most {MAX_DEPTH} levels)", "invalid_parameters")
+            stack.extend((c, depth + 1, field) for c in v)
+    if not_text:
+        names = sorted(not_text)
+        surrogate = "a lone surrogate (\\ud800..\\udfff), which is not a character"
+        if what == "body":
+            raise Failure(f"body is not valid UTF-8 JSON text: {', '.join(names)} hold{'s' if len(names) == 1 else ''} "
+                          f"{surrogate}", "invalid_parameters")
+        raise Failure("; ".join(f"{name}: holds {surrogate}" for name in names), "invalid_parameters")
 
 
 def redact_event(event: Any) -> Any:

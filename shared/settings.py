@@ -2,7 +2,8 @@
 
 `settings()` reads the environment, validates every documented variable and hands back a frozen
 `Settings`; a bad value of any of them is a `ConfigError` naming the variable and the values it
-accepts, never a silent default. The gateway's preflight calls it before a run starts, so a wrong
+accepts, never a silent default. `value(name)` reads one variable alone, validated the same way (the
+image's entry server, which must start whatever else is wrong, and leaves that to the call). The gateway's preflight calls it before a run starts, so a wrong
 setting fails the first call at once as a `configuration_error`; the code reading a setting later
 calls it again and gets the same, already validated object (it is cached on the variables' values,
 so a test that changes the environment gets a fresh one).
@@ -19,7 +20,9 @@ from pathlib import Path
 from typing import Any, Callable, Mapping, Optional
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, ValidationError, ValidationInfo, field_validator, model_validator
+
+from shared.redis.address import parse_redis_url
 
 MB = 1024 * 1024
 
@@ -70,9 +73,9 @@ class Settings(BaseModel):
     cfs_path: Optional[Path] = None
     record_min_free_mb: float = 64.0
     callback_sign_key: Optional[str] = None
+    callback_retry_seconds: float = 60.0  # how long a callback is retried at least
     cos_endpoint: Optional[str] = None
-    cos_multipart_threshold: int = 20 * MB
-    cos_part_size: int = 8 * MB
+    cos_allowlist: tuple[str, ...] = ()  # where COS_ENDPOINT may be although internal
     # record_stream's recovery: where each run keeps its state, and where the timer asks SCF
     record_state_bucket: Optional[str] = None
     record_state_region: Optional[str] = None
@@ -85,7 +88,9 @@ class Settings(BaseModel):
     tencentcloud_region: Optional[str] = None  # the function's region (SCF sets it)
     # the image's entry
     entry_function: Optional[str] = None
-    entry_listen: str = "0.0.0.0:9000"
+    entry_listen: str = "0.0.0.0:9000"  # SCF's fixed port for image functions
+    entry_max_workers: int = 4  # invocations one instance runs at once (each a process with PyAV loaded)
+    entry_read_timeout_seconds: float = 30.0  # a request's bytes must keep coming at least this often
     # every function
     stop_margin_seconds: float = 10.0
     log_level: str = "INFO"
@@ -137,7 +142,7 @@ class Settings(BaseModel):
             return tuple(p.strip() for chunk in v.split(",") for p in chunk.split(os.pathsep) if p.strip())
         return v
 
-    @field_validator("source_allowlist", "callback_allowlist", "redis_allowlist", mode="before")
+    @field_validator("source_allowlist", "callback_allowlist", "redis_allowlist", "cos_allowlist", mode="before")
     @classmethod
     def _allowlist(cls, v: Any) -> Any:
         items = _split_list(v) if isinstance(v, str) else tuple(v or ())
@@ -149,7 +154,7 @@ class Settings(BaseModel):
                     raise ValueError(f"{item!r} is neither a CIDR, an address nor a host name") from None
         return items
 
-    @field_validator("source_timeout_seconds")
+    @field_validator("source_timeout_seconds", "entry_read_timeout_seconds")
     @classmethod
     def _positive(cls, v: float) -> float:
         if not 0 < v < float("inf"):
@@ -174,11 +179,18 @@ class Settings(BaseModel):
                 raise ValueError("must be a number of pixels or WxH (such as 1920x1080)")
         return v
 
-    @field_validator("push_max_area", "push_max_fps")
+    @field_validator("push_max_area", "push_max_fps", "entry_max_workers")
     @classmethod
     def _above_zero(cls, v: int) -> int:
         if v < 1:
             raise ValueError("must be 1 or more")
+        return v
+
+    @field_validator("callback_retry_seconds")
+    @classmethod
+    def _retry_window(cls, v: float) -> float:
+        if not 0 < v <= 3600:
+            raise ValueError("must be a number of seconds, more than 0 and at most 3600")
         return v
 
     @field_validator("stop_margin_seconds", "record_min_free_mb")
@@ -193,13 +205,6 @@ class Settings(BaseModel):
     def _ttl(cls, v: int) -> int:
         if v < 1:
             raise ValueError("must be a whole number of seconds, 1 or more")
-        return v
-
-    @field_validator("cos_multipart_threshold", "cos_part_size")
-    @classmethod
-    def _part(cls, v: int) -> int:
-        if v < MB:
-            raise ValueError(f"must be a number of bytes, {MB} (1 MB, COS's smallest part) or more")
         return v
 
     @field_validator("cos_endpoint")
@@ -222,8 +227,6 @@ class Settings(BaseModel):
     @classmethod
     def _redis_url(cls, v: Optional[str]) -> Optional[str]:
         if v is not None:
-            from shared.redis.address import parse_redis_url  # (it imports the logger, which reads us)
-
             parse_redis_url(v)
         return v
 
@@ -238,7 +241,9 @@ class Settings(BaseModel):
         return _one_of(v.upper(), LOG_LEVELS) if isinstance(v, str) else v
 
     @model_validator(mode="after")
-    def _local_needs_address(self) -> "Settings":
+    def _local_needs_address(self, info: ValidationInfo) -> "Settings":
+        if info.context and info.context.get("alone"):
+            return self  # one variable read alone (`value`): rules tying it to others wait for settings()
         if self.room_backend == "local" and not self.local_room_address:
             raise ValueError("ROOM_BACKEND=local needs LOCAL_ROOM_ADDRESS=host:port")
         return self
@@ -293,6 +298,18 @@ def settings(env: Optional[Mapping[str, str]] = None) -> Settings:
     """The validated settings of `env` (os.environ by default); ConfigError names what is wrong."""
     env = os.environ if env is None else env
     return _load(tuple((name, env[name]) for name in VARIABLES if name in env))
+
+
+def value(name: str, env: Optional[Mapping[str, str]] = None) -> Any:
+    """The one variable `name` of `env` (os.environ by default), validated alone: its default when
+    unset, ConfigError naming it when wrong. Whatever else is wrong is left to `settings()`."""
+    env = os.environ if env is None else env
+    field = VARIABLES[name]
+    given = {field: env[name]} if name in env else {}
+    try:
+        return getattr(Settings.model_validate(given, context={"alone": True}), field)
+    except ValidationError as e:
+        raise ConfigError(_explain(e, env)) from None
 
 
 def check(env: Optional[Mapping[str, str]] = None) -> Callable[[], Settings]:

@@ -119,6 +119,7 @@ def _no_outside_network(monkeypatch, tmp_path_factory: pytest.TempPathFactory):
     monkeypatch.setenv("SOURCE_ALLOWLIST", "127.0.0.0/8,::1/128,localhost")
     monkeypatch.setenv("CALLBACK_ALLOWLIST", "127.0.0.0/8,::1/128,localhost")
     monkeypatch.setenv("REDIS_ALLOWLIST", "127.0.0.0/8,::1/128,localhost")
+    monkeypatch.setenv("COS_ALLOWLIST", "127.0.0.0/8,::1/128,localhost")
     monkeypatch.setenv("LOCAL_SOURCE_DIRS", str(tmp_path_factory.getbasetemp()))
 
 

@@ -410,7 +410,7 @@ def bench_room(anchors: int, seconds: int, segment_s: int) -> list[str]:
 
     from emulator.cos import CosService
     from emulator.trtc import RoomService
-    from shared.record.storage import parse_cos_url
+    from shared.cos.urls import parse_cos_url
     from shared.room import EnterParams, Role, RoomRef, VideoFormat, wire
     from shared.room.local import LocalRoom
 

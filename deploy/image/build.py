@@ -1,6 +1,6 @@
 """`./dev package`: the build context of the functions' image, and the image where an engine exists.
 
-    python -m deploy.package [--tag NAME:TAG] [--out build] [--cache DIR]
+    python -m deploy [--tag NAME:TAG] [--out build] [--cache DIR]      (deploy/__main__.py)
 
 The Dockerfile's FROM line decides the rest: its tag python:<X.Y.Z>-slim-<release> names the CPython
 the wheels are installed for (X.Y) and the system they must load on (elf.BASE_SYSTEMS[release]).

@@ -4,7 +4,8 @@
     python -I -S /app/code/server.py --check   load the native modules (liteav, PyAV, ...), print what loaded
 
 SCF starts the command and expects, within 30 s, an HTTP server on 0.0.0.0:9000 (ENTRY_LISTEN=host:port
-changes it: the tests and the emulator listen on loopback). Every invocation is `POST /event-invoke`
+changes it: the tests and the emulator listen on loopback). The server reads its own settings
+(ENTRY_*) alone through shared.settings.value, so that another wrong setting is reported by the call. Every invocation is `POST /event-invoke`
 with the event as the body and the context in headers (X-Scf-Request-Id, X-Scf-Timeout in ms,
 X-Scf-Memory in MB, X-Scf-Name, ...), the execution role's temporary keys included
 (X-Scf-Secret-Id, X-Scf-Secret-Key, X-Scf-Session-Token). The answer's body is the function's
@@ -17,8 +18,12 @@ started ahead and imports the function while it waits (`index.preload`), so a ca
 SIGTERM to the server (TerminateAsyncEvent with GraceShutdown) is forwarded to the running
 workers; their results are answered, then the server exits.
 
-A malformed invocation (no body, not JSON, a required header missing or not a number) is answered
-400 in SCF's error shape, {"errorType", "errorMessage"}, with a log line; the server goes on serving.
+A malformed invocation (no body, not JSON, nested deeper than MAX_EVENT_DEPTH, a body shorter than its
+Content-Length, a required header missing or not a number) is answered 400 in SCF's error shape,
+{"errorType", "errorMessage"}, with a log line, and never run; the server goes on serving. A request
+whose bytes stop coming for ENTRY_READ_TIMEOUT_SECONDS is answered 408; one past ENTRY_MAX_WORKERS
+invocations at once 429. Whatever goes wrong while an invocation runs, it is answered (500) and its
+worker process ended: no worker outlives its invocation unanswered.
 Only /tmp and the CFS mount are written: this tree is read-only in the image.
 """
 from __future__ import annotations
@@ -27,18 +32,17 @@ import http.server
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
 import time
 import traceback
-from typing import Any, Mapping
+from typing import Any
 
 CODE_ROOT = os.path.dirname(os.path.abspath(__file__))
 SITE = os.path.join(os.path.dirname(CODE_ROOT), "site")  # the wheels installed for the image
 
-LISTEN_ENV = "ENTRY_LISTEN"
-DEFAULT_LISTEN = "0.0.0.0:9000"  # SCF's fixed port for image functions
 INVOKE_PATH = "/event-invoke"
 # Header -> the context key SCF's Python runtime passes (shared/runtime.py Invocation reads them).
 CONTEXT_HEADERS = {
@@ -55,7 +59,7 @@ CONTEXT_HEADERS = {
 REQUIRED_HEADERS = ("X-Scf-Request-Id", "X-Scf-Timeout", "X-Scf-Memory")
 INTEGER_HEADERS = ("X-Scf-Timeout", "X-Scf-Memory")
 # The execution role's temporary keys -> the variables the code runtime sets and
-# shared/record/storage.py reads; set in the invocation's worker only.
+# shared/cos/ reads; set in the invocation's worker only.
 ROLE_HEADERS = {
     "X-Scf-Secret-Id": "TENCENTCLOUD_SECRETID",
     "X-Scf-Secret-Key": "TENCENTCLOUD_SECRETKEY",
@@ -63,20 +67,50 @@ ROLE_HEADERS = {
 }
 # What `--check` loads: the dependencies with native code (liteav, PyAV, pydantic-core) and the SDKs.
 NATIVE_MODULES = ("liteav", "av", "pydantic_core", "crcmod", "qcloud_cos", "redis", "tencentcloud")
+# Events nested deeper are refused: no JSON reader or writer on the way (here, the worker, the
+# function's gateway) may run out of stack on them. An API Gateway event is 3 or 4 levels deep.
+MAX_EVENT_DEPTH = 256
+# SCF's own ceiling for a synchronous invocation's event is 6 MB; a body above this is refused unread.
+MAX_BODY_BYTES = 16 * 1024 * 1024
 # A new spare worker is started this long after one is taken, so that its imports do not compete
 # for the CPU with the start of the invocation that was just handed over.
 REFILL_DELAY_S = 1.0
 
 _T0 = time.monotonic()
+_function: str | None = None  # ENTRY_FUNCTION, read once at start (the log lines carry it)
+
+
+def entry_setting(name: str) -> Any:
+    """One of the server's settings (ENTRY_*), read alone from shared.settings (its one default)."""
+    from shared.settings import value
+
+    return value(name)
+
+
+def spawn(target: Any, name: str) -> None:
+    """`target()` on a thread of its own, by the house's one thread protocol (shared.worker)."""
+    from shared.worker import spawn as start
+
+    start(target, name)
+
+
+def to_json(obj: Any) -> bytes:
+    """`obj` as UTF-8 JSON; a lone surrogate in a string ("\ud800", which UTF-8 cannot carry) is
+    written as its JSON escape instead of failing the answer."""
+    try:
+        return json.dumps(obj, ensure_ascii=False, default=str).encode("utf-8")
+    except UnicodeEncodeError:
+        return json.dumps(obj, ensure_ascii=True, default=str).encode("ascii")
 
 
 def log(level: str, msg: str, request_id: str | None = None, **fields: Any) -> None:
-    """One JSON line on stderr, in shared/runtime.py's shape (the server does not import shared)."""
+    """One JSON line on stderr, in shared/runtime.py's shape (the server imports only shared.settings and
+    shared.worker, never the logger: a wrong LOG_LEVEL is the call's to report)."""
     now = time.time()
     line = {"time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now)) + f".{int(now * 1000) % 1000:03d}Z",
-            "level": level, "request_id": request_id, "function": os.environ.get("ENTRY_FUNCTION") or None,
+            "level": level, "request_id": request_id, "function": _function,
             "msg": msg, **fields}
-    sys.stderr.write(json.dumps(line, ensure_ascii=False, default=str) + "\n")
+    sys.stderr.write(to_json(line).decode("utf-8") + "\n")
     sys.stderr.flush()
 
 
@@ -85,6 +119,34 @@ def log(level: str, msg: str, request_id: str | None = None, **fields: Any) -> N
 
 class InvocationError(ValueError):
     """The invocation is malformed; the message names what is wrong."""
+
+    status = 400
+    error_type = "InvalidInvocation"
+
+
+class RequestTimeout(InvocationError):
+    """The request's bytes stopped coming."""
+
+    status = 408
+    error_type = "RequestTimeout"
+
+
+class TooLarge(InvocationError):
+    status = 413
+    error_type = "RequestTooLarge"
+
+
+def depth(value: Any) -> int:
+    """How deeply lists and objects nest in `value` (walked without recursion)."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        item, level = stack.pop()
+        if isinstance(item, dict):
+            item = list(item.values())
+        if isinstance(item, list):
+            deepest = max(deepest, level)
+            stack.extend((child, level + 1) for child in item)
+    return deepest
 
 
 def parse_invocation(headers: Any, body: bytes) -> tuple[Any, dict[str, Any], dict[str, str]]:
@@ -112,6 +174,10 @@ def parse_invocation(headers: Any, body: bytes) -> tuple[Any, dict[str, Any], di
         raise InvocationError("the body is not UTF-8 text; the event must be JSON") from None
     except json.JSONDecodeError as e:
         raise InvocationError(f"the body is not JSON: {e.msg} at line {e.lineno} column {e.colno}") from None
+    except RecursionError:
+        event = None  # deeper than the parser goes: refused below
+    if (event is None and body.strip() != b"null") or depth(event) > MAX_EVENT_DEPTH:
+        raise InvocationError(f"the event is nested more than {MAX_EVENT_DEPTH} levels deep")
     environment = {var: header(name) or "" for name, var in ROLE_HEADERS.items() if header(name)}
     return event, context, environment
 
@@ -156,7 +222,7 @@ class Worker:
         """Hand over the request and wait for the outcome: {"result": ...} or {"error": {...}}."""
         assert self.proc.stdin is not None
         try:
-            self.proc.stdin.write(json.dumps(request, ensure_ascii=False).encode("utf-8"))
+            self.proc.stdin.write(to_json(request))
             self.proc.stdin.close()
         except OSError:  # it died first; its exit status tells the rest
             pass
@@ -169,7 +235,7 @@ class Worker:
                 parsed = None
             if isinstance(parsed, dict) and ("result" in parsed or "error" in parsed):
                 # Answered: the process is reaped aside, the answer does not wait for its exit.
-                threading.Thread(target=self.proc.wait, daemon=True).start()
+                spawn(self.proc.wait, "entry-reap")
                 return parsed
         rc = self.proc.wait()
         how = f"killed by signal {-rc}" if rc < 0 else f"exit code {rc}"
@@ -182,24 +248,33 @@ class Worker:
             pass
 
     def discard(self) -> None:
-        """A spare that will not be used: it has only imported modules, so it is simply killed."""
+        """A spare that will not be used, or a worker whose invocation cannot be answered: killed
+        (whatever it started of its own is its handler's to end on SIGTERM; nothing ran yet for a spare)."""
         self.proc.kill()
         self.proc.wait()
         if self.proc.stdin is not None:
-            self.proc.stdin.close()
+            try:
+                self.proc.stdin.close()
+            except OSError:
+                pass
         try:
             os.close(self._outcome_fd)
         except OSError:
             pass
 
 
-class Workers:
-    """A spare worker started ahead, the running ones, and SIGTERM for all of them."""
+class Busy(Exception):
+    """ENTRY_MAX_WORKERS invocations are running already."""
 
-    def __init__(self) -> None:
+
+class Workers:
+    """A spare worker started ahead, the running ones (at most `limit`), and SIGTERM for all of them."""
+
+    def __init__(self, limit: int = 1) -> None:
         self._lock = threading.Lock()
         self._spare: Worker | None = None
         self._running: set[Worker] = set()
+        self.limit = limit
         self.stopping = False
 
     def fill(self) -> None:
@@ -208,18 +283,24 @@ class Workers:
                 self._spare = Worker()
 
     def take(self) -> Worker | None:
-        """The spare (or a fresh worker), now running; None once the server is stopping."""
+        """The spare (or a fresh worker), now running; None once the server is stopping; Busy when
+        `limit` are running."""
         with self._lock:
             if self.stopping:
                 return None
+            if len(self._running) >= self.limit:
+                raise Busy(f"{len(self._running)} invocations are running, as many as this instance runs at once "
+                           f"(ENTRY_MAX_WORKERS={self.limit}); the invocation did not run")
             worker, self._spare = self._spare, None
             if worker is None or not worker.alive():
                 worker = Worker()
             self._running.add(worker)
-        refill = threading.Timer(REFILL_DELAY_S, self.fill)
-        refill.daemon = True
-        refill.start()
+        spawn(self._refill_later, "entry-refill")
         return worker
+
+    def _refill_later(self) -> None:
+        time.sleep(REFILL_DELAY_S)  # the invocation just handed over starts first (see REFILL_DELAY_S)
+        self.fill()
 
     def finished(self, worker: Worker) -> bool:
         """Forget a worker whose invocation ended; True when the server may now exit."""
@@ -250,8 +331,14 @@ class Handler(http.server.BaseHTTPRequestHandler):
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002  (the JSON lines below are the log)
         pass
 
+    def setup(self) -> None:
+        # Every read and write on the connection is bounded (a silent client cannot hold a thread).
+        assert isinstance(self.server, Server)
+        self.request.settimeout(self.server.read_timeout)
+        super().setup()
+
     def _answer(self, status: int, body: Any) -> None:
-        data = json.dumps(body, ensure_ascii=False, default=str).encode("utf-8")
+        data = to_json(body)
         self.send_response(status)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(data)))
@@ -264,26 +351,52 @@ class Handler(http.server.BaseHTTPRequestHandler):
         self._answer(status, error_body(error_type, message, request_id))
 
     def _body(self) -> bytes:
+        """The request's body, whole: a body that ends early (the client went away) or stalls is an
+        InvocationError, never a shorter event."""
+        assert isinstance(self.server, Server)
+        try:
+            return self._read_body()
+        except (socket.timeout, TimeoutError):
+            raise RequestTimeout(f"the request's body stopped coming for {self.server.read_timeout:g} s "
+                                 "(ENTRY_READ_TIMEOUT_SECONDS); the invocation did not run") from None
+
+    def _read(self, n: int, what: str) -> bytes:
+        data = self.rfile.read(n)
+        if len(data) < n:
+            raise InvocationError(f"the {what} ended after {len(data)} of its {n} bytes (the connection closed); "
+                                  "the invocation did not run")
+        return data
+
+    def _read_body(self) -> bytes:
         if "chunked" in (self.headers.get("Transfer-Encoding") or "").lower():
             chunks: list[bytes] = []
+            total = 0
             while True:
-                size = int(self.rfile.readline().split(b";", 1)[0].strip() or b"0", 16)
+                line = self.rfile.readline(1024)
+                if not line.endswith(b"\n"):
+                    raise InvocationError("the chunked body ended early (the connection closed); the invocation did not run")
+                size = int(line.split(b";", 1)[0].strip() or b"0", 16)
                 if size == 0:
-                    while self.rfile.readline() not in (b"\r\n", b"\n", b""):
+                    while self.rfile.readline(1024) not in (b"\r\n", b"\n", b""):
                         pass
                     return b"".join(chunks)
-                chunks.append(self.rfile.read(size))
-                self.rfile.readline()
+                total += size
+                if total > MAX_BODY_BYTES:
+                    raise TooLarge(f"the body is larger than {MAX_BODY_BYTES} bytes")
+                chunks.append(self._read(size, "chunk"))
+                self.rfile.readline(1024)
         length = (self.headers.get("Content-Length") or "0").strip()
         if not length.isdigit():
             raise InvocationError(f"Content-Length must be a number of bytes (got {length!r})")
-        return self.rfile.read(int(length))
+        if int(length) > MAX_BODY_BYTES:
+            raise TooLarge(f"the body is larger than {MAX_BODY_BYTES} bytes (Content-Length {length})")
+        return self._read(int(length), "body")
 
     def do_GET(self) -> None:
         if self.path.split("?", 1)[0] != "/":
             return self._refuse(404, "NotFound", f"no such path {self.path}; SCF invokes POST {INVOKE_PATH}")
         self.close_connection = True
-        self._answer(200, {"status": "ok", "function": os.environ.get("ENTRY_FUNCTION") or None})
+        self._answer(200, {"status": "ok", "function": _function})
 
     def do_PUT(self) -> None:
         self._refuse(405, "MethodNotAllowed", f"{self.command} is not served; SCF invokes POST {INVOKE_PATH}")
@@ -297,11 +410,16 @@ class Handler(http.server.BaseHTTPRequestHandler):
                                 request_id)
         try:
             event, context, environment = parse_invocation(self.headers, self._body())
-        except (InvocationError, ValueError) as e:
+        except InvocationError as e:
+            return self._refuse(e.status, e.error_type, str(e), request_id)
+        except ValueError as e:
             return self._refuse(400, "InvalidInvocation", str(e), request_id)
         assert isinstance(self.server, Server)
         workers = self.server.workers
-        worker = workers.take()
+        try:
+            worker = workers.take()
+        except Busy as e:
+            return self._refuse(429, "TooManyInvocations", str(e), request_id)
         if worker is None:
             return self._refuse(503, "ShuttingDown", "the instance is stopping (SIGTERM); the invocation did not run",
                                 request_id)
@@ -309,6 +427,9 @@ class Handler(http.server.BaseHTTPRequestHandler):
         log("info", "invocation started", request_id, trigger=self.headers.get("X-Scf-Trigger-Src"))
         try:
             outcome = worker.run({"event": event, "context": context, "env": environment})
+        except BaseException as e:  # noqa: BLE001  (answered and the worker ended, whatever it was)
+            worker.discard()
+            outcome = {"error": error_body("InternalError", f"the invocation could not be run: {type(e).__name__}: {e}")}
         finally:
             last = workers.finished(worker)
         status = 200 if "result" in outcome else 500
@@ -319,7 +440,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
         except OSError:
             log("error", "the invocation's answer could not be sent (SCF closed the connection)", request_id)
         if last:
-            threading.Thread(target=self.server.shutdown, daemon=True).start()
+            spawn(self.server.shutdown, "entry-shutdown")
 
 
 class Server(http.server.ThreadingHTTPServer):
@@ -327,23 +448,24 @@ class Server(http.server.ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
 
-    def __init__(self, address: tuple[str, int]) -> None:
+    def __init__(self, address: tuple[str, int], max_workers: int = 1, read_timeout: float = 30.0) -> None:
         super().__init__(address, Handler)
-        self.workers = Workers()
+        self.workers = Workers(max_workers)
+        self.read_timeout = read_timeout
 
 
-def listen_address(env: Mapping[str, str] = os.environ) -> tuple[str, int]:
-    raw = (env.get(LISTEN_ENV) or DEFAULT_LISTEN).strip()
-    host, _, port = raw.rpartition(":")
-    if not host or not port.isdigit() or int(port) > 65535:
-        raise ValueError(f"{LISTEN_ENV} must be host:port (got {raw!r})")
+def listen_address() -> tuple[str, int]:
+    """ENTRY_LISTEN as (host, port); ValueError naming it when malformed."""
+    host, _, port = str(entry_setting("ENTRY_LISTEN")).rpartition(":")
     return host, int(port)
 
 
 def serve() -> int:
+    global _function
     try:
+        _function = entry_setting("ENTRY_FUNCTION")
         address = listen_address()
-        server = Server(address)
+        server = Server(address, entry_setting("ENTRY_MAX_WORKERS"), entry_setting("ENTRY_READ_TIMEOUT_SECONDS"))
     except (ValueError, OSError) as e:
         log("error", f"the entry server did not start: {e}")
         return 2
@@ -353,7 +475,7 @@ def serve() -> int:
         name = signal.Signals(signum).name
         if server.workers.stop(signum):
             log("info", f"{name}: no invocation is running; exiting")
-            threading.Thread(target=server.shutdown, daemon=True).start()
+            spawn(server.shutdown, "entry-shutdown")
         else:
             log("info", f"{name}: passed to the running invocation; exiting once it has answered")
 
@@ -390,13 +512,11 @@ def work(outcome_fd: int) -> int:
         import index
 
         result = index.main_handler(request.get("event"), request.get("context"))
-        payload = json.dumps({"result": result}, ensure_ascii=False)
+        data = to_json({"result": result})
     except BaseException as e:  # noqa: BLE001  (SystemExit and KeyboardInterrupt are failed calls too)
         trace = traceback.format_exc()
         sys.stderr.write(trace)
-        payload = json.dumps({"error": {**error_body(type(e).__name__, str(e) or type(e).__name__),
-                                        "stackTrace": trace}}, ensure_ascii=False)
-    data = payload.encode("utf-8")
+        data = to_json({"error": {**error_body(type(e).__name__, str(e) or type(e).__name__), "stackTrace": trace}})
     while data:
         data = data[os.write(outcome_fd, data):]
     os.close(outcome_fd)

@@ -3,12 +3,12 @@
 cos-python-sdk-v5 configured with `CosConfig(IP=..., Port=...)` sends every request to
 http://IP:PORT/<key> with `Host: <bucket>.cos.<region>.myqcloud.com` and signs that Host, so the
 bucket comes from the Host header; a request without a COS Host (curl to 127.0.0.1) goes to the
-service's own bucket. The host pattern is the project's one (shared.record.storage, which also
+service's own bucket. The host pattern is the project's one (shared.cos.urls, which also
 builds and parses the RecordFile URLs).
 """
 from __future__ import annotations
 
-from shared.record.storage import cos_host, parse_cos_host
+from shared.cos.urls import cos_host, parse_cos_host
 
 from .exceptions import CosError
 from .models import CosState

@@ -229,8 +229,9 @@ class Scf:
         fn = self.function(name)
         payload_event = json.dumps(event, ensure_ascii=False)
         limit = ASYNC_EVENT_LIMIT if invoke_type == EVENT else SYNC_EVENT_LIMIT
-        if len(payload_event.encode()) > limit:
-            raise request_too_large(len(payload_event.encode()), limit)
+        size = len(payload_event.encode("utf-8", "surrogatepass"))  # a lone surrogate counts, not crashes
+        if size > limit:
+            raise request_too_large(size, limit)
         request_id = request_id or str(uuid.uuid4())
         with self._lock:
             if self._closing:
@@ -384,7 +385,9 @@ class Scf:
         try:
             run.directory.mkdir(parents=True, exist_ok=True)
             tmp = run.directory / "run.json.tmp"
-            tmp.write_text(json.dumps(run.to_dict(), ensure_ascii=False, default=str, indent=1), "utf-8")
+            # backslashreplace writes a lone surrogate as its JSON escape: the record stays valid JSON.
+            tmp.write_text(json.dumps(run.to_dict(), ensure_ascii=False, default=str, indent=1), "utf-8",
+                           errors="backslashreplace")
             tmp.replace(run.directory / "run.json")
         except OSError:
             log.exception("could not save run %s", run.request_id)

@@ -16,7 +16,7 @@ except ImportError:  # running from the repository without its root on sys.path
 from shared.contracts.control import ControlParams  # noqa: E402
 from shared.gateway import handle  # noqa: E402
 from shared.push.control.caller import run_control  # noqa: E402
-from shared.redis.address import redis_url_from_env  # noqa: E402
+from shared.redis.default import redis_url_from_env  # noqa: E402
 
 
 def main_handler(event, context):

@@ -14,7 +14,7 @@ except ImportError:  # running from the repository without its root on sys.path
 from shared.contracts.push import PushParams  # noqa: E402
 from shared.gateway import handle  # noqa: E402
 from shared.push.pusher import run_push  # noqa: E402
-from shared.redis.address import redis_url_from_env  # noqa: E402
+from shared.redis.default import redis_url_from_env  # noqa: E402
 from shared.room import backend_from_env  # noqa: E402
 
 

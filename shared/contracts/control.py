@@ -29,8 +29,8 @@ from shared.redis.address import (
     address_of,
     check_redis_host,
     remember_secret,
-    with_default_redis,
 )
+from shared.redis.default import with_default_redis
 from shared.room.base import RoomRef
 
 from . import fields

@@ -20,7 +20,7 @@ from urllib.parse import urlsplit
 from pydantic import BaseModel, ConfigDict, SecretStr, ValidationInfo, field_validator
 
 from shared.room.base import MAX_ROOM_ID
-from shared.runtime import mask_url, redact_url_value
+from shared.secrets import mask_url, redact_url_value
 
 MAX_VIDEO_SRC_CHARS = 4096
 MAX_PLAYLIST = 100  # sources in one videoSrc list
@@ -30,6 +30,9 @@ MIN_CONTROL_TOKEN, MAX_CONTROL_TOKEN = 16, 256
 STR_ROOM_ID = re.compile(r"^[A-Za-z0-9 !#$%&()+\-:;<=.>?@\[\]^_{}|~,]{1,64}$")
 USER_ID = re.compile(r"^[A-Za-z0-9_\-@.]{1,32}$")
 _INT_ROOM_ID = re.compile(r"^[1-9][0-9]{0,9}$")
+# What no URL or path may hold: control characters (NUL ends a C string: FFmpeg and the OS would see
+# another path) and lone surrogates (no character at all: nothing can encode them).
+_NOT_TEXT = re.compile(r"[\x00-\x1f\x7f\ud800-\udfff]")
 
 
 @lru_cache(maxsize=None)
@@ -87,8 +90,8 @@ def without_url(message: str, url: str) -> str:
 
 
 def video_src(value: Any) -> str:
-    """One videoSrc: a non-empty string (a URL or a local path) of at most 4096 characters that
-    urllib can take apart. Whitespace around it is dropped."""
+    """One videoSrc: a non-empty string (a URL or a local path) of at most 4096 characters, without
+    control characters or lone surrogates, that urllib can take apart. Whitespace around it is dropped."""
     if not isinstance(value, str):
         raise ValueError("must be a string (a URL or a path)")
     text = value.strip()
@@ -96,6 +99,9 @@ def video_src(value: Any) -> str:
         raise ValueError("must not be empty")
     if len(text) > MAX_VIDEO_SRC_CHARS:
         raise ValueError(f"must be at most {MAX_VIDEO_SRC_CHARS} characters")
+    bad = _NOT_TEXT.search(text)
+    if bad:
+        raise ValueError(f"must not contain {_describe(bad.group())} (at character {bad.start() + 1})")
     check_url(text)
     return text
 
@@ -109,6 +115,14 @@ def control_token(value: Optional[SecretStr]) -> Optional[SecretStr]:
         raise ValueError(f"must be {MIN_CONTROL_TOKEN}..{MAX_CONTROL_TOKEN} characters (a secret you choose, "
                          "presented again to push_control)")
     return value
+
+
+def _describe(char: str) -> str:
+    if char == "\x00":
+        return "a NUL byte"
+    if "\ud800" <= char <= "\udfff":
+        return f"a lone surrogate (\\u{ord(char):04x}, not a character)"
+    return f"a control character (\\x{ord(char):02x})"
 
 
 def video_srcs(value: Any) -> Union[str, list[str]]:

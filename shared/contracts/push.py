@@ -19,10 +19,9 @@ from shared.redis.address import (
     RedisAddress,
     address_of,
     check_redis_host,
-    redis_url_from_env,
     remember_secret,
-    with_default_redis,
 )
+from shared.redis.default import redis_url_from_env, with_default_redis
 from shared.room.base import Role, RoomRef
 
 from . import fields

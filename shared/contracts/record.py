@@ -2,7 +2,7 @@
 
 The gateway hands strings, so "1400000001" and "300" are accepted where an int is meant (pydantic's
 lax mode); a boolean is never a number (shared.contracts.fields.Params). Everything that can be
-checked before the recording starts is checked here (CosConfig.Path by storage's own rule, the
+checked before the recording starts is checked here (CosConfig.Path by the rule object keys obey, shared.rules.record, the
 SecretId/SecretKey pair, the Callback URL), so that no recording is lost at its upload. Every bad
 field is reported at once; `shared.gateway` turns the errors into one sentence naming them.
 """
@@ -14,16 +14,19 @@ from typing import Annotated, Any, Literal, Optional
 from pydantic import Field, SecretStr, ValidationInfo, WithJsonSchema, field_validator
 
 from shared.egress import DestinationRefused, validate_callback_url
-from shared.record.segments import (
+from shared.room.base import MAX_ROOM_ID, RoomRef
+from shared.rules.record import (
     DEFAULT_SEGMENT_S,
     MAX_SEGMENT_S,
     MIN_SEGMENT_S,
     MODE_MP3,
+    OUTPUT_FORMAT_RULE,
+    OUTPUT_FORMATS,
+    TRTC_OUTPUT_FORMATS,
+    output_format,
+    path_problem,
 )
-from shared.record.storage import path_problem
-from shared.record.uploader import OUTPUT_FORMAT_RULE, OUTPUT_FORMATS, TRTC_OUTPUT_FORMATS, output_format
-from shared.room.base import MAX_ROOM_ID, RoomRef
-from shared.runtime import redact_value
+from shared.secrets import redact_value
 
 from .fields import STR_ROOM_ID as _STR_ROOM_ID, USER_ID as _USER_ID, Params, check_url, without_url
 
@@ -32,7 +35,7 @@ _BUCKET = re.compile(r"^[a-z0-9][a-z0-9\-]{0,62}$")
 _REGION = re.compile(r"^[a-z0-9\-]{1,40}$")
 
 
-# OutputFormat is read by uploader.output_format (names or TRTC's numbers); the schema says both.
+# OutputFormat is read by rules.output_format (names or TRTC's numbers); the schema says both.
 OutputFormatField = Annotated[str, WithJsonSchema({"anyOf": [
     {"type": "string", "enum": list(OUTPUT_FORMATS)},
     {"type": "integer", "enum": sorted(TRTC_OUTPUT_FORMATS)}]})]

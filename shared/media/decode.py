@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from typing import Any, Iterator
 
-from shared.media.frames import PixelFrame
-from shared.media.reading import Frame, Pass
+from shared.media.frames import Frame, PixelFrame
+from shared.media.reading import Pass
 
 
 def decode_pass(p: Pass) -> Iterator[Frame]:
@@ -44,6 +44,6 @@ def _pictures(p: Pass, decoded: list[Any]) -> list[PixelFrame]:
         rotation = p.vconv.rotation
         out += p.vconv.push(frame, at)
         if p.vconv.rotation != rotation:
-            p.source.log.info("turning the picture upright, as the source's display matrix says",
-                              source=p.source.name, degrees=p.vconv.rotation)
+            p.opened.log.info("turning the picture upright, as the source's display matrix says",
+                              source=p.opened.name, degrees=p.vconv.rotation)
     return out

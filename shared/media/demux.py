@@ -8,8 +8,8 @@ from typing import Iterator
 
 import av
 
-from shared.media.frames import H264Frame
-from shared.media.reading import Frame, Pass
+from shared.media.frames import Frame, H264Frame
+from shared.media.reading import Pass
 
 
 def passthrough_pass(p: Pass) -> Iterator[Frame]:

@@ -58,6 +58,8 @@ class H264Frame:
 
 
 VideoFrame = Union[PixelFrame, H264Frame]
+# What a source yields: audio, or video decoded or passed through.
+Frame = Union[AudioFrame, PixelFrame, H264Frame]
 
 
 def yuv420p_size(width: int, height: int) -> int:

@@ -1,63 +1,25 @@
-"""H.264 in Annex-B: NAL units, their types, and the picture size an SPS describes."""
+"""H.264 in Annex-B: NAL unit types, and the picture size an SPS describes (`key_frame_dimensions`
+also reads an H.265 key frame's, through shared.media.hevc)."""
 from __future__ import annotations
+
+from shared.media import hevc
+from shared.media.nal import BitReader, split_nals
+
+__all__ = ["NAL_IDR", "NAL_PPS", "NAL_SPS", "key_frame_dimensions", "nal_type", "split_nals", "sps_dimensions"]
 
 NAL_IDR = 5
 NAL_SPS = 7
 NAL_PPS = 8
 
 
-def split_nals(data: bytes) -> list[bytes]:
-    """Annex-B NAL units (without their start codes)."""
-    nals = []
-    i, n = 0, len(data)
-    starts = []
-    while True:
-        j = data.find(b"\x00\x00\x01", i)
-        if j < 0:
-            break
-        starts.append(j + 3)
-        i = j + 3
-    for k, s in enumerate(starts):
-        end = starts[k + 1] - 3 if k + 1 < len(starts) else n
-        # a 4-byte start code leaves a trailing zero on the previous unit
-        while k + 1 < len(starts) and end > s and data[end - 1] == 0:
-            end -= 1
-        nals.append(data[s:end])
-    return [u for u in nals if u]
-
-
 def nal_type(nal: bytes) -> int:
     return nal[0] & 0x1F
-
-
-class _Bits:
-    def __init__(self, rbsp: bytes):
-        self.value = int.from_bytes(rbsp, "big")
-        self.left = len(rbsp) * 8
-
-    def u(self, n: int) -> int:
-        if n > self.left:
-            raise ValueError("SPS ends early")
-        self.left -= n
-        return (self.value >> self.left) & ((1 << n) - 1)
-
-    def ue(self) -> int:
-        zeros = 0
-        while self.u(1) == 0:
-            zeros += 1
-            if zeros > 31:
-                raise ValueError("bad exp-Golomb code in SPS")
-        return (1 << zeros) - 1 + self.u(zeros)
-
-    def se(self) -> int:
-        k = self.ue()
-        return (k + 1) // 2 if k % 2 else -(k // 2)
 
 
 def sps_dimensions(sps: bytes) -> tuple[int, int]:
     """(width, height) of the pictures an SPS NAL unit (header byte included) describes."""
     rbsp = sps[1:].replace(b"\x00\x00\x03", b"\x00\x00")
-    b = _Bits(rbsp)
+    b = BitReader(rbsp)
     profile_idc = b.u(8)
     b.u(16)  # constraint flags, level_idc
     b.ue()  # seq_parameter_set_id
@@ -112,9 +74,7 @@ def key_frame_dimensions(data: bytes, codec: str = "h264") -> tuple[int, int] | 
     """The picture size from the SPS a key frame carries, or None when it carries none;
     `codec` is the access unit's (frames.CODEC_H264 or CODEC_HEVC)."""
     if codec == "hevc":
-        from .hevc import key_frame_dimensions as hevc_dimensions
-
-        return hevc_dimensions(data)
+        return hevc.key_frame_dimensions(data)
     for unit in split_nals(data):
         if nal_type(unit) == NAL_SPS:
             try:

@@ -1,7 +1,7 @@
 """H.265 (HEVC) in Annex-B: NAL unit types, and the picture size an SPS describes."""
 from __future__ import annotations
 
-from .h264 import _Bits, split_nals
+from shared.media.nal import BitReader, split_nals
 
 NAL_VPS = 32
 NAL_SPS = 33
@@ -30,7 +30,7 @@ def _rbsp(nal: bytes) -> bytes:
 def sps_dimensions(sps: bytes) -> tuple[int, int]:
     """(width, height) of the pictures an HEVC SPS NAL unit (header included) describes
     (H.265 7.3.2.2: the luma size less the conformance window)."""
-    b = _Bits(_rbsp(sps))
+    b = BitReader(_rbsp(sps))
     b.u(4)  # sps_video_parameter_set_id
     sub_layers = b.u(3)  # sps_max_sub_layers_minus1
     b.u(1)  # sps_temporal_id_nesting_flag

@@ -9,31 +9,47 @@
 - `Pass.audio()`: decoded audio placed on the timeline (shared.media.timeline) and cut into room
   frames (shared.media.convert).
 - `Interleaver`: frames of both streams handed out in timestamp order.
+
+The loops are handed what they read explicitly (`Opened`: the container, its two streams and how
+to name a failure), as aiortc's player workers are handed their container and streams: they never
+reach into shared.media.source, which opens the input and runs them.
 """
 from __future__ import annotations
 
 import collections
 import itertools
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 import av
 
 from shared.media.convert import AudioConverter, H264Passthrough, VideoConverter
-from shared.media.frames import AudioFrame, H264Frame, PixelFrame
+from shared.media.frames import AudioFrame, Frame
 from shared.media.timeline import Timeline
 from shared.runtime import RunLogger
-
-if TYPE_CHECKING:
-    from shared.media.source import MediaSource
-
-Frame = AudioFrame | PixelFrame | H264Frame
 
 # How far one stream may run ahead of the other in the interleaving buffer before it is released
 # anyway (a stream that ended early, or a long gap in one of them).
 MAX_INTERLEAVE_MS = 2000
 # A passthrough stream must show a key frame within this much media time, or it cannot be sent.
 MAX_WAIT_FOR_KEY_MS = 20_000
+
+
+@dataclass(frozen=True)
+class Opened:
+    """An opened input as the reading loops see it: the container and the streams pushed (None:
+    absent), and how a failure names the source."""
+
+    container: av.container.InputContainer
+    video: Any  # av.VideoStream | None
+    audio: Any  # av.AudioStream | None
+    passthrough: bool  # video is sent as the source's own access units
+    is_live: bool
+    is_file: bool  # a local file (a read error says "truncated or corrupt", never "connection lost")
+    name: str  # the URL as it may be shown
+    log: RunLogger
+    fail: Callable[[str], Exception]  # reason -> the error naming the source
+    reason: Callable[[BaseException], str]  # a person-readable reason from a PyAV error
 
 
 @dataclass(frozen=True)
@@ -136,21 +152,21 @@ class Interleaver:
 
 
 class Pass:
-    """One pass: the source's streams, the push's timeline and converters, and the buffer."""
+    """One pass: the opened input, the push's timeline and converters, and the buffer."""
 
-    def __init__(self, source: "MediaSource", spec: PassSpec, timeline: Timeline, aconv: AudioConverter | None,
+    def __init__(self, opened: Opened, spec: PassSpec, timeline: Timeline, aconv: AudioConverter | None,
                  vconv: VideoConverter | None, health: Health, primed: list[av.Packet]):
-        self.source = source
+        self.opened = opened
         self.spec = spec
         self.timeline = timeline
         self.aconv = aconv
         self.vconv = vconv
         self.health = health
-        self.video_stream: Any = source._vstream
-        self.audio_stream: Any = source._astream
-        self.h264 = H264Passthrough(self.video_stream) if source.info.passthrough and self.video_stream else None
+        self.video_stream: Any = opened.video
+        self.audio_stream: Any = opened.audio
+        self.h264 = H264Passthrough(self.video_stream) if opened.passthrough and self.video_stream else None
         self.buffer = Interleaver(self.audio_stream is not None, self.video_stream is not None,
-                                  hold_audio=self.h264 is not None, fail=source._fail)
+                                  hold_audio=self.h264 is not None, fail=opened.fail)
         self.resyncing = False  # undecodable video: what follows waits for a key frame
         self.before_start = spec.first  # decoded pictures before the start are dropped
         self._primed = primed
@@ -161,28 +177,26 @@ class Pass:
     # --- packets ---------------------------------------------------------------------------------
 
     def packets(self) -> Iterator[av.Packet]:
-        src = self.source
+        src = self.opened
         streams = [s for s in (self.video_stream, self.audio_stream) if s is not None]
-        container = src._container
-        assert container is not None  # a pass reads an open source
-        demux = itertools.chain(self._primed, container.demux(streams))
+        demux = itertools.chain(self._primed, src.container.demux(streams))
         while True:
             try:
                 packet = next(demux)
             except StopIteration:
                 return
             except av.error.ExitError as e:
-                raise src._fail(src._reason(e)) from None
+                raise src.fail(src.reason(e)) from None
             except av.FFmpegError as e:
-                if src.info.is_live and self.timeline.reached_ms is not None:
+                if src.is_live and self.timeline.reached_ms is not None:
                     # A live stream that closes (the broadcaster stopped) ends the push normally.
-                    src.log.warning("live source ended", source=src.name, error=src._reason(e))
+                    src.log.warning("live source ended", source=src.name, error=src.reason(e))
                     return
                 pos = self.timeline.reached_ms
                 at = f" after {pos / 1000:.1f} s" if pos is not None else ""
-                what = ("file truncated or corrupt" if src._kind_name == "file"
+                what = ("file truncated or corrupt" if src.is_file
                         else "connection lost, or file truncated or corrupt")
-                raise src._fail(f"read failed{at} ({what}): {src._reason(e)}") from None
+                raise src.fail(f"read failed{at} ({what}): {src.reason(e)}") from None
             if packet.size == 0 and packet.pts is None and packet.dts is None:
                 continue  # a demuxer's flush packet
             yield packet
@@ -221,7 +235,7 @@ class Pass:
             self.health.dropped()
             return False
         self.resyncing = False
-        self.source.log.info("video resumes at a key frame after undecodable frames", source=self.source.name,
+        self.opened.log.info("video resumes at a key frame after undecodable frames", source=self.opened.name,
                              skipped=self.health.skipped)
         return True
 

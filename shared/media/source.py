@@ -22,15 +22,15 @@ from shared.egress import DestinationRefused, check_local_path
 from shared.media.convert import AudioConverter, VideoConverter, display_rotation
 from shared.media.decode import decode_pass
 from shared.media.demux import passthrough_pass
-from shared.media.frames import AudioFrame, H264Frame, PixelFrame
+from shared.media.frames import Frame
 from shared.media.netio import SourceOpener, pinned_rtmp, safe_url
 from shared.media.plan import AudioPlan, VideoLimits, VideoPath, VideoPlan, VideoSource, choose_video_path
-from shared.media.reading import Health, Pass, PassSpec
+from shared.media.reading import Health, Opened, Pass, PassSpec
 from shared.media.timeline import Timeline
 from shared.runtime import RunLogger, get_logger
 from shared.settings import settings
 
-__all__ = ["AudioPlan", "MediaSource", "PassEnd", "SourceError", "SourceInfo", "VideoLimits", "VideoPlan",
+__all__ = ["AudioPlan", "Frame", "MediaSource", "PassEnd", "SourceError", "SourceInfo", "VideoLimits", "VideoPlan",
            "safe_url"]
 
 # Packets read at open to look for B-frames (dts order != pts order) in the first GOP.
@@ -40,8 +40,6 @@ TRUNCATION_SLACK_MS = 500
 # Containers whose duration FFmpeg estimates from the bitrate: too rough to call a file truncated,
 # or to cut audio at.
 ESTIMATED_DURATION_FORMATS = frozenset({"mp3", "aac", "mpegts", "h264", "hevc", "ac3", "eac3"})
-
-Frame = AudioFrame | PixelFrame | H264Frame
 
 
 class SourceError(Exception):
@@ -437,7 +435,7 @@ class MediaSource:
                             last=passes is not None and n + 1 >= passes, audio_from_key=audio_from_key)
             primed = self._rewind(spec.start_ms)
             count = 0
-            for frame in loop(Pass(self, spec, timeline, aconv, vconv, self._health, primed)):
+            for frame in loop(Pass(self._opened(), spec, timeline, aconv, vconv, self._health, primed)):
                 count += 1
                 yield frame
             self._check_complete(timeline.reached_ms, spec.start_ms)
@@ -447,6 +445,12 @@ class MediaSource:
                 return
             n += 1
             yield PassEnd(n, timeline.end_pass())
+
+    def _opened(self) -> Opened:
+        """What a pass reads, handed to the loop explicitly (made for each pass, after its rewind)."""
+        assert self._container is not None  # play() checked; a pass reads an open source
+        return Opened(self._container, self._vstream, self._astream, self.info.passthrough, self.info.is_live,
+                      self._kind_name == "file", self.name, self.log, self._fail, self._reason)
 
     def _rewind(self, start_ms: int) -> list[av.Packet]:
         """Get the container to `start_ms` (the key frame at or before it); the packets already read

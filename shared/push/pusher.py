@@ -59,7 +59,8 @@ from shared.room import (
     VideoFormat,
     open_room,
 )
-from shared.runtime import Invocation, RunLogger, StopSignal, redact_value
+from shared.runtime import Invocation, RunLogger, StopSignal
+from shared.secrets import redact_value
 from shared.settings import settings
 
 PROGRESS_EVERY_S = 5.0
@@ -301,7 +302,7 @@ class Pusher:
         p = self.params
         info = self._current_source.info
         try:
-            self.room = open_room(dict(self.env))
+            self.room = open_room()
         except RoomConfigError as e:
             raise Failure(str(e), "room_config", Kind.INTERNAL) from None
         params = EnterParams(

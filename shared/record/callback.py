@@ -4,6 +4,10 @@ TRTC's event callbacks carry `Sign = base64(HMAC-SHA256(key, body))` over the ra
 an `SdkAppId` header; a receiver that already checks TRTC's callbacks checks ours the same way.
 The key is CALLBACK_SIGN_KEY from the environment (or `sign_key`).
 
+Every result carries an id (`CallbackId` in the body, `X-Callback-Id` in the headers) that stays
+the same across the retries of one POST, and across a recovery's report of the same run: a
+receiver that answered too late for us (and so gets it again) drops what it has seen.
+
 A callback that cannot be delivered is logged and reported as False; it never raises, so the
 function still returns its result. Internal destinations are refused unless CALLBACK_ALLOWLIST
 opens them (see shared.egress), checked on the address each POST actually connects to.
@@ -15,12 +19,14 @@ import hashlib
 import hmac
 import json
 import time
+import uuid
 from typing import Any, Mapping
 
 import requests
 
 from shared.egress import CALLBACK_ALLOWLIST_ENV, DestinationRefused, pinned_session, validate_callback_url
-from shared.runtime import GaveUp, RetryPolicy, RunLogger, get_logger, redact_value
+from shared.runtime import GaveUp, RetryPolicy, RunLogger, get_logger
+from shared.secrets import redact_value
 from shared.settings import settings
 
 _sleep = time.sleep  # the backoff wait (a test brings the receiver back during it)
@@ -44,8 +50,17 @@ def _post_once(url: str, **kwargs: Any) -> requests.Response:
         return session.post(url, **kwargs)
 
 
-# TRTC retries its own callbacks every 10 s for a minute; ours keep trying at least as long.
-RETRY_FOR_S = 60.0
+CALLBACK_ID_HEADER = "X-Callback-Id"
+CALLBACK_ID_KEY = "CallbackId"
+
+
+def with_callback_id(body: Mapping[str, Any]) -> dict[str, Any]:
+    """`body` with its CallbackId: the one it has, else a new one (keep the returned dict, so the
+    id is the same wherever the result goes: the callback, the state bucket, the return value)."""
+    out = dict(body)
+    if not isinstance(out.get(CALLBACK_ID_KEY), str) or not out[CALLBACK_ID_KEY]:
+        out[CALLBACK_ID_KEY] = uuid.uuid4().hex
+    return out
 
 
 class _NotDelivered(Exception):
@@ -55,9 +70,12 @@ class _NotDelivered(Exception):
 
 
 def callback_policy(tries: int | None = None, backoff: float = 1.0, max_backoff: float = 10.0,
-                    retry_for: float = RETRY_FOR_S, deadline: float | None = None) -> RetryPolicy:
+                    retry_for: float | None = None, deadline: float | None = None) -> RetryPolicy:
     """The callback's retry schedule: `tries` attempts when given, else as many as keep it trying
-    for at least `retry_for` seconds; never past `deadline`."""
+    for at least `retry_for` seconds (CALLBACK_RETRY_SECONDS, default 60 s: TRTC retries its own
+    callbacks every 10 s for a minute); never past `deadline`."""
+    if retry_for is None:
+        retry_for = settings().callback_retry_seconds
     if tries is not None:
         return RetryPolicy(tries=tries, backoff=backoff, max_backoff=max_backoff, deadline=deadline, clock=_clock)
     return RetryPolicy.spanning(retry_for, backoff, max_backoff, deadline=deadline, clock=_clock)
@@ -71,12 +89,13 @@ def post_result(
     tries: int | None = None,
     backoff: float = 1.0,
     max_backoff: float = 10.0,
-    retry_for: float = RETRY_FOR_S,
+    retry_for: float | None = None,
     timeout: float = 5.0,
     deadline: float | None = None,
     log: RunLogger | None = None,
 ) -> bool:
-    """POST `body` as JSON to `url`; True once the receiver answers 2xx.
+    """POST `body` as JSON to `url`; True once the receiver answers 2xx. The body goes with its
+    CallbackId (`with_callback_id`), the same on every attempt, also in the X-Callback-Id header.
 
     Network errors, 5xx, 408 and 429 are retried with backoff `backoff`, 2×`backoff`, ... capped at
     `max_backoff`: `tries` attempts when given, else for at least `retry_for` seconds; no retry
@@ -92,11 +111,13 @@ def post_result(
     except DestinationRefused as e:
         log.error("callback refused", reason=str(e))
         return False
+    body = with_callback_id(body)
     data = encode_body(body)
-    headers = {"Content-Type": "application/json; charset=utf-8", "User-Agent": "trtc-media-functions"}
+    headers = {"Content-Type": "application/json; charset=utf-8", "User-Agent": "trtc-media-functions",
+               CALLBACK_ID_HEADER: body[CALLBACK_ID_KEY]}
     if sign_key:
         headers["Sign"] = sign_body(sign_key, data)
-    if isinstance(body, Mapping) and body.get("SdkAppId") is not None:
+    if body.get("SdkAppId") is not None:
         headers["SdkAppId"] = str(body["SdkAppId"])
 
     policy = callback_policy(tries, backoff, max_backoff, retry_for, deadline)

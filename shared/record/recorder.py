@@ -25,10 +25,12 @@ from pathlib import Path
 from typing import Any, Callable
 
 from shared.contracts.record import RecordParams
-from shared.record.recovery import FileRecord, Manifest, RunState, store_from_env
+from shared.cos.client import CosBucket, check_access
+from shared.cos.errors import UploadError
+from shared.record.result import STATUS_FAILED, file_entry, run_result
 from shared.record.segments import SegmentInfo
-from shared.record.storage import CosBucket, UploadError, object_key
-from shared.record.uploader import FileOutput, OutputKeys, SegmentUploader
+from shared.record.state import FileRecord, Manifest, RunState, store_from_env
+from shared.record.uploader import FileOutput, SegmentUploader
 from shared.record.writer import AnchorRecording, RecordedFile, WriteError
 from shared.room import (
     AudioAvailable,
@@ -45,6 +47,7 @@ from shared.room import (
     VideoFormat,
     open_room,
 )
+from shared.rules.record import OutputKeys, normalize_prefix, object_key
 from shared.runtime import Invocation, RetryPolicy, RunLogger, StopSignal
 from shared.settings import settings
 
@@ -53,14 +56,13 @@ ENTER_TIMEOUT_S = 10.0
 POLL_S = 0.1
 MAX_EVENTS_PER_BATCH = 500
 CHECK_EVERY_S = 1.0  # idle, MaxDuration and free disk are looked at this often
+# An anchor whose file failed is recorded again, into a new file, after this pause (not at once:
+# media that fails every time would otherwise open a file a frame).
+BROKEN_PAUSE_S = 3.0
 FINALIZE_WORKERS = 8  # files finalised at once (each waits for its segments, then assembles in COS)
 # Seconds kept back from the time limit for the callback once uploads are done.
 CALLBACK_RESERVE_S = 3.0
 
-MESSAGE_OK = "success"
-# The result's "status": "failed" ends the run FAILED (SCF's async event status, as push_stream's).
-STATUS_FINISHED = "finished"
-STATUS_FAILED = "failed"
 # Seconds kept back from the time limit after the callback, to return the result.
 RETURN_RESERVE_S = 1.0
 
@@ -135,7 +137,8 @@ class Recorder:
     _stays: dict[str, _Stay] = field(default_factory=dict)
     _present: set[str] = field(default_factory=set)
     _muted: set[str] = field(default_factory=set)
-    _broken: set[str] = field(default_factory=set)  # anchors whose files failed until they leave
+    # Anchors whose file failed (an error that is not the disk's): not recorded until then (monotonic).
+    _broken: dict[str, float] = field(default_factory=dict)
     _uploads: list[Future] = field(default_factory=list)
     _pool: ThreadPoolExecutor | None = None
     _uploader: SegmentUploader | None = None
@@ -198,7 +201,6 @@ class Recorder:
         return self._finish()
 
     def _loop(self, room: Room, entered: float) -> None:
-        p = self.params
         idle_since: float | None = entered
         next_check = 0.0
         while True:
@@ -233,23 +235,28 @@ class Recorder:
                 return
             if now >= next_check:
                 next_check = now + CHECK_EVERY_S
-                if self._tick(now):
+                if self._tick(now) or self._limit_reached(now, idle_since, entered):
                     return
-                if idle_since is not None and now - idle_since >= p.MaxIdleTime:
-                    self._stop("idle", f"no anchor for {p.MaxIdleTime} s")
-                    return
-                if p.MaxDuration is not None and now - entered >= p.MaxDuration:
-                    self._stop("max_duration", f"{p.MaxDuration} s recorded")
-                    return
-                assert self.directory is not None
-                try:
-                    free = free_bytes(self.directory)
-                except OSError:
-                    free = 0
-                if free < min_free_bytes():
-                    self._stop("disk_full", f"{free // (1 << 20)} MB left in {self.directory}, "
-                                            f"{MIN_FREE_ENV} keeps {min_free_bytes() // (1 << 20)} MB")
-                    return
+
+    def _limit_reached(self, now: float, idle_since: float | None, entered: float) -> bool:
+        """MaxIdleTime, MaxDuration, the free disk: True (and the stop recorded) when one is reached."""
+        p = self.params
+        if idle_since is not None and now - idle_since >= p.MaxIdleTime:
+            self._stop("idle", f"no anchor for {p.MaxIdleTime} s")
+            return True
+        if p.MaxDuration is not None and now - entered >= p.MaxDuration:
+            self._stop("max_duration", f"{p.MaxDuration} s recorded")
+            return True
+        assert self.directory is not None
+        try:
+            free = free_bytes(self.directory)
+        except OSError:
+            free = 0
+        if free < min_free_bytes():
+            self._stop("disk_full", f"{free // (1 << 20)} MB left in {self.directory}, "
+                                    f"{MIN_FREE_ENV} keeps {min_free_bytes() // (1 << 20)} MB")
+            return True
+        return False
 
     def _tick(self, now: float) -> bool:
         """Let each stay write the silence of a quiet microphone; True when that found a full disk."""
@@ -266,15 +273,15 @@ class Recorder:
         return False
 
     def _give_up_on(self, user_id: str, now: float, error: str) -> None:
-        """Close what this anchor's stay wrote so far; record it again only once it comes back."""
-        self.log.error("recording file failed; this anchor is not recorded until it comes back",
+        """Close what this anchor's stay wrote so far; record it again, in a new file, after a pause."""
+        self.log.error("recording file failed; this anchor is recorded again, into a new file, after a pause",
                        anchor=user_id, error=error)
         try:
             self._end_stay(user_id, now)
         except Exception as e:
             self.log.error("finalising a file failed", anchor=user_id, error=f"{type(e).__name__}: {e}")
         if user_id:
-            self._broken.add(user_id)
+            self._broken[user_id] = now + BROKEN_PAUSE_S
 
     def _on_event(self, room: Room, event: Any, now: float) -> None:
         if isinstance(event, RemoteAudio):
@@ -295,7 +302,7 @@ class Recorder:
         elif isinstance(event, UserLeft):
             self._present.discard(event.user_id)
             self._muted.discard(event.user_id)
-            self._broken.discard(event.user_id)
+            self._broken.pop(event.user_id, None)
             self._end_stay(event.user_id, now)
             self.log.info("anchor left", anchor=event.user_id, reason=event.reason)
         elif isinstance(event, AudioAvailable):
@@ -311,7 +318,7 @@ class Recorder:
         stay = self._stays.get(user_id)
         if stay is not None:
             return stay
-        if not self.params.records(user_id) or user_id in self._broken:
+        if not self.params.records(user_id) or self._broken.get(user_id, now) > now:
             return None
         self._present.add(user_id)  # media proves presence even if the entry event was missed
         assert self.directory is not None
@@ -404,7 +411,8 @@ class Recorder:
                                        "LocalPath": str(f.path)})]
         try:
             made = output.out.finalize(f.samples if f.ext == "mp3" else None,
-                                       deadline=self.inv.deadline - CALLBACK_RESERVE_S, error=f.error)
+                                       deadline=self.inv.deadline - CALLBACK_RESERVE_S, error=f.error,
+                                       disk_full=f.no_space)
         except Exception as e:  # never lose the report of a file over an unexpected error
             self.log.error("finalising a file failed; its segments are kept", path=str(f.path),
                            error=f"{type(e).__name__}: {e}")
@@ -418,12 +426,7 @@ class Recorder:
 
     @staticmethod
     def _entry(base: dict[str, Any], made: dict[str, Any]) -> dict[str, Any]:
-        # The seed's keys first, in the order the result has always had them.
-        entry = {"UserId": base["UserId"], "RecordFile": made["RecordFile"], "Status": made["Status"],
-                 "Message": MESSAGE_OK if made["Status"] == 1 else made["Message"],
-                 "Duration": base["Duration"], "StartTime": base["StartTime"]}
-        entry.update({k: v for k, v in made.items() if k not in entry})
-        return entry
+        return file_entry(base["UserId"], base["Duration"], base["StartTime"], made)
 
     def _stop(self, reason: str, detail: str) -> None:
         if self.reason is None:
@@ -435,11 +438,9 @@ class Recorder:
         """Try CosConfig's credentials on the bucket before entering the room: a wrong key fails
         the run now, not when the first file is uploaded. None when the recording may go on (COS
         that is only unreachable for now is logged by check_access; the uploads retry)."""
-        from .storage import UploadError, check_access
-
         cos = self.params.CosConfig
         try:
-            check_access(bucket=cos.Bucket, region=cos.Region, path_prefix=cos.Path,
+            check_access(bucket=cos.Bucket, region=cos.Region, key_prefix=normalize_prefix(cos.Path),
                          secret_id=cos.SecretId.get_secret_value() if cos.SecretId else None,
                          secret_key=cos.SecretKey.get_secret_value() if cos.SecretKey else None,
                          deadline=self.inv.deadline - CALLBACK_RESERVE_S, log=self.log)
@@ -500,10 +501,11 @@ class Recorder:
         return result
 
     def _report(self, result: dict[str, Any]) -> None:
-        """The callback, once per recording (a recovery never sends a second one)."""
+        """The callback, once per recording (a recovery never sends a second one); the result is
+        kept in the state bucket too, for a receiver that never takes it."""
         if self._state is None:
             self._callback(result)
-        elif not self._state.report(lambda: self._callback(result)):
+        elif not self._state.report(lambda: self._callback(result), result):
             self.log.warning("this run was reported already (by a recovery); no second callback")
 
     def _finish_without_room(self, reason: str, detail: str, code: int | None = None) -> dict[str, Any]:
@@ -525,17 +527,9 @@ class Recorder:
         message = _STOP_MESSAGES.get(reason, reason)
         if self.reason_detail:
             message = f"{message}: {self.reason_detail}"
-        return {
-            "SdkAppId": p.SdkAppId,
-            "RoomId": p.RoomId if p.RoomId is not None else 0,
-            "UserId": p.UserId,
-            "StrRoomId": p.StrRoomId or "",
-            "Files": files,
-            "status": STATUS_FINISHED,
-            "Reason": reason,
-            "Message": message,
-            "RequestId": self.inv.request_id,
-        }
+        return run_result(sdk_app_id=p.SdkAppId, room_id=p.RoomId if p.RoomId is not None else 0,
+                          user_id=p.UserId, str_room_id=p.StrRoomId or "", files=files, reason=reason,
+                          message=message, request_id=self.inv.request_id)
 
     def _tidy(self) -> None:
         try:

@@ -29,21 +29,23 @@ import shutil
 import struct
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import BinaryIO, Callable, Final, cast
+from typing import BinaryIO, Callable, cast
 
 import av
 
 from shared.media.frames import AUDIO_SAMPLE_RATE, CODEC_H264, CODEC_HEVC, VIDEO_CODECS
+from shared.rules.record import (  # the writer and the tests name these here too
+    DEFAULT_SEGMENT_S,
+    INIT_INDEX,
+    MODE_MP3,
+    MODE_MP4_AV,
+    MODE_MP4_VIDEO,
+    check_segment_duration,
+    segment_name,
+)
 
 from . import mp3
 
-# record_stream's Mode, named once here (the contract and the writer import these).
-MODE_MP3: Final = "00"
-MODE_MP4_VIDEO: Final = "01"
-MODE_MP4_AV: Final = "02"
-
-DEFAULT_SEGMENT_S = 10
-MIN_SEGMENT_S, MAX_SEGMENT_S = 2, 60
 # A segment of a video file ends at a key frame; if none comes (a camera that stopped, a very long
 # GOP) it ends anyway after this many SegmentDurations, so that the media at risk stays bounded.
 MAX_SEGMENT_FACTOR = 3
@@ -51,7 +53,6 @@ MAX_SEGMENT_FACTOR = 3
 _MS = fractions.Fraction(1, 1000)
 _SAMPLE = fractions.Fraction(1, AUDIO_SAMPLE_RATE)
 _LAYOUTS = {1: "mono", 2: "stereo"}
-INIT_INDEX = 0
 
 
 @dataclass(frozen=True)
@@ -70,17 +71,6 @@ class SegmentInfo:
     @property
     def is_init(self) -> bool:
         return self.index == INIT_INDEX
-
-
-def segment_name(index: int, ext: str) -> str:
-    """The file (and object) name of a segment: "init.mp4", "00001.m4s", "00002.mp3"."""
-    return "init.mp4" if index == INIT_INDEX else f"{index:05d}.{ext}"
-
-
-def check_segment_duration(value: float) -> float:
-    if not MIN_SEGMENT_S <= value <= MAX_SEGMENT_S:
-        raise ValueError(f"SegmentDuration must be {MIN_SEGMENT_S}..{MAX_SEGMENT_S} seconds, not {value}")
-    return float(value)
 
 
 _NAME = re.compile(r"^(?:init\.mp4|(\d{5,})\.(m4s|mp3))$")

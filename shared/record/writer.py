@@ -71,6 +71,13 @@ SILENT_AFTER_MS = 2000
 FILL_LAG_MS = 1000
 DEFAULT_FRAME_MS = 40  # the duration given to a last video frame when it has no successor
 SILENCE_CHUNK = AUDIO_SAMPLE_RATE  # silence is written a second at a time, never one huge buffer
+# What an MP4 track can describe and a decoder decode (H.264/H.265 level 6.2's largest picture).
+MAX_PICTURE_SIDE = 16384
+MAX_PICTURE_AREA = 35_651_584
+# An access unit larger than this many bytes per pixel of its picture (1 MB at least) is not a
+# picture of that size: a crafted unit, refused before it reaches the muxer.
+MAX_UNIT_BYTES_PER_PIXEL = 4
+MIN_UNIT_LIMIT = 1 << 20
 
 # A file's local name is "{label}_{stamp}_{part}.{ext}"; the label is ours, never the userId (remote
 # input: "../x", "/abs", NUL, 200 characters), which stays in RecordedFile.user_id and the COS key.
@@ -102,10 +109,21 @@ class RecordedFile:
     error: str | None = None  # set when the file could not be finalised (it may not play)
     segments: list[SegmentInfo] = field(default_factory=list)  # what the segmenter made, in order
     samples: int = 0  # PCM samples given to the audio encoder (the final MP3's end trim)
+    no_space: bool = False  # `error` is the disk (or quota) that filled: what came before is whole
 
     @property
     def ext(self) -> str:
         return self.path.suffix.lstrip(".")
+
+
+def _decodes_to(frame: H264Frame, size: tuple[int, int] | None) -> bool:
+    """Whether a key frame decodes by itself to a picture of `size` (done once per file it starts)."""
+    try:
+        ctx = av.CodecContext.create("hevc" if frame.codec == "hevc" else "h264", "r")
+        pictures = list(ctx.decode(av.Packet(frame.data))) + list(ctx.decode(None))
+    except (av.FFmpegError, ValueError):
+        return False
+    return any((p.width, p.height) == size for p in pictures)
 
 
 # --- one file ------------------------------------------------------------------------------------
@@ -319,6 +337,8 @@ class AnchorRecording:
         self._last_ask = float("-inf")
         self._last_audio_arrival: float | None = None
         self._closed = False
+        self.refused = 0  # video access units refused (they could not be muxed), and the last reason
+        self.last_refusal = ""
 
     # --- input ----------------------------------------------------------------------------------
 
@@ -363,8 +383,32 @@ class AnchorRecording:
     def add_video(self, frame: H264Frame, arrival: float | None = None) -> None:
         if self._closed or not self.wants_video:
             return
+        why = self._refusal(frame)
+        if why is not None:  # skipped, never muxed: what can be recorded goes on being recorded
+            self.refused += 1
+            self.last_refusal = why
+            self._ask_key_frame()
+            return
         at = self._timeline.place("video", frame.pts_ms, arrival)
         self._guard(self._video, frame, at)
+
+    def _refusal(self, frame: H264Frame) -> str | None:
+        """Why an access unit cannot go into an MP4 (an anchor may send anything), or None."""
+        size = key_frame_dimensions(frame.data, frame.codec) if frame.key else None
+        if size is not None and (max(size) > MAX_PICTURE_SIDE or size[0] * size[1] > MAX_PICTURE_AREA):
+            return f"a key frame whose parameter set describes {size[0]}x{size[1]} pictures"
+        picture = size or (self._part.video_size if self._part is not None else None)
+        limit = max(MIN_UNIT_LIMIT, MAX_UNIT_BYTES_PER_PIXEL * picture[0] * picture[1]) if picture else MIN_UNIT_LIMIT
+        if len(frame.data) > limit:
+            return f"a {len(frame.data)}-byte access unit (more than {limit} for its picture size)"
+        if size is None:
+            return None
+        starts_file = (self._part is None or size != self._part.video_size
+                       or frame.codec != self._part.video_codec)
+        if starts_file and not _decodes_to(frame, size):
+            # Its parameter sets become the file's track: a file that would not play is not begun.
+            return f"a key frame that does not decode to the {size[0]}x{size[1]} its parameter set says"
+        return None
 
     def _guard(self, fn: Callable, frame: object, at: int) -> None:
         try:
@@ -488,16 +532,18 @@ class AnchorRecording:
             # Audio that stopped early, or never came (no microphone), is silence to the video's end.
             pad = part.video_end_ms
         error = None
+        no_space = False
         try:
             part.close(pad_audio_to_ms=pad)
         except (OSError, av.FFmpegError) as e:
             error = f"the file could not be finalised: {e}"
-            if getattr(e, "errno", None) in NO_SPACE_ERRNOS:
+            no_space = getattr(e, "errno", None) in NO_SPACE_ERRNOS
+            if no_space:
                 error = "disk full: the file could not be finalised"
         if part.duration_ms > 0 or error:
             self.files.append(RecordedFile(self.user_id, part.path, part.number, part.start_time,
                                            part.duration_ms / 1000.0, error, list(part.seg.segments),
-                                           part.seg.samples))
+                                           part.seg.samples, no_space=no_space))
         else:
             part.discard()  # nothing was recorded into it
 

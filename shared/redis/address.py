@@ -1,6 +1,7 @@
-"""Where a Redis is: a call's own redisHost/redisPort/redisPassword/redisDb, else the function's REDIS_URL.
+"""Where a Redis is: a call's own redisHost/redisPort/redisPassword/redisDb, else the function's REDIS_URL
+(that default is applied by shared.redis.default; this module only parses and holds addresses).
 
-The one place REDIS_URL is read. Both push functions (push_stream and push_control) take it as the
+Both push functions (push_stream and push_control) take it as the
 default Redis of a call that names none; a call's own fields win:
 
 - a call that gives `redisHost` uses its own fields only (port 6379, no password and db 0 when it
@@ -8,7 +9,7 @@ default Redis of a call that names none; a call's own fields win:
 - a call without `redisHost` uses REDIS_URL's host, and REDIS_URL's port, password and db for any
   of `redisPort`, `redisPassword`, `redisDb` it does not give itself.
 
-`with_default_redis` applies that rule to the raw parameters before validation, so that after
+`shared.redis.default.with_default_redis` applies that rule to the raw parameters before validation, so that after
 validation `redisHost`, `redisPort`, `redisPassword` and `redisDb` are the Redis the call uses
 (validated like the call's own). REDIS_URL's form is `redis://[:password@]host[:port][/db]`; a
 malformed one is a configuration error reported before any call is served (`redis_url_from_env`
@@ -18,13 +19,12 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Optional
+from typing import Optional
 from urllib.parse import unquote, urlsplit
 
 from pydantic import SecretStr
 
-from shared.runtime import redact_value
-from shared.settings import settings
+from shared.secrets import redact_value
 
 REDIS_URL_ENV = "REDIS_URL"
 DEFAULT_REDIS_PORT = 6379
@@ -88,36 +88,6 @@ def parse_redis_url(url: str) -> RedisAddress:
     return RedisAddress(host=parts.hostname, port=port or DEFAULT_REDIS_PORT,
                         password=unquote(parts.password) if parts.password else None,
                         db=int(path) if path else 0)
-
-
-def redis_url_from_env(env: Optional[Mapping[str, str]] = None) -> Optional[RedisAddress]:
-    """The function's default Redis (REDIS_URL), None when unset; ValueError when malformed."""
-    raw = settings(env).redis_url
-    return parse_redis_url(raw) if raw else None
-
-
-def _given(data: Mapping[str, Any], name: str) -> bool:
-    value = data.get(name)
-    return value is not None and not (isinstance(value, str) and not value.strip())
-
-
-def with_default_redis(data: Any, env: Optional[Mapping[str, str]] = None) -> Any:
-    """A call's raw parameters with REDIS_URL filled in where the call names no Redis (the rule in
-    this module's docstring). Anything but a dict is returned as it is, for validation to refuse."""
-    if not isinstance(data, Mapping) or _given(data, "redisHost"):
-        return data
-    default = redis_url_from_env(env)
-    if default is None:
-        return data
-    filled = dict(data)
-    filled["redisHost"] = default.host
-    if not _given(data, "redisPort"):
-        filled["redisPort"] = default.port
-    if not _given(data, "redisPassword") and default.password is not None:
-        filled["redisPassword"] = default.password
-    if not _given(data, "redisDb"):
-        filled["redisDb"] = default.db
-    return filled
 
 
 def address_of(host: Optional[str], port: int, password: Optional[SecretStr], db: int) -> Optional[RedisAddress]:

@@ -8,7 +8,6 @@ here too, so that a wrong one fails the first call, not a run part-way.
 from __future__ import annotations
 
 import importlib.util
-import os
 
 from shared.settings import ConfigError, settings
 
@@ -20,11 +19,11 @@ class RoomConfigError(ConfigError):
     """The environment does not name a usable room backend."""
 
 
-def backend_from_env(env: "os._Environ[str] | dict[str, str] | None" = None) -> tuple[str, str | None]:
-    """(backend, local address) from the environment, or a ValueError saying what is wrong.
+def backend_from_env() -> tuple[str, str | None]:
+    """(backend, local address) from the settings, or a ValueError saying what is wrong.
 
     Checks every setting (shared/settings.py) too: this is the functions' preflight."""
-    s = settings(env)
+    s = settings()
     if s.room_backend == "trtc" and importlib.util.find_spec("liteav") is None:
         # Found without importing it: loading liteav is left to the moment a room is opened.
         raise RoomConfigError("ROOM_BACKEND=trtc needs Tencent's liteav package, which is not installed "
@@ -32,9 +31,9 @@ def backend_from_env(env: "os._Environ[str] | dict[str, str] | None" = None) -> 
     return s.room_backend, s.local_room_address
 
 
-def open_room(env: "dict[str, str] | None" = None) -> Room:
+def open_room() -> Room:
     """A new, not yet entered room of the configured backend. liteav is imported only for trtc."""
-    backend, address = backend_from_env(env)
+    backend, address = backend_from_env()
     if backend == "local":
         from .local import LocalRoom
 
@@ -43,4 +42,4 @@ def open_room(env: "dict[str, str] | None" = None) -> Room:
         return LocalRoom(host, int(port))
     from .trtc import TRTCRoom
 
-    return TRTCRoom(env=os.environ if env is None else env)
+    return TRTCRoom()

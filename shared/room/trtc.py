@@ -27,17 +27,16 @@ from __future__ import annotations
 
 import enum
 import importlib
-import os
 import threading
 import time
 import weakref
 from pathlib import Path
 from types import ModuleType
-from typing import Any, Callable, Mapping, NoReturn
+from typing import Any, Callable, NoReturn
 
 from shared.media.frames import CODEC_H264, CODEC_HEVC
 from shared.runtime import RunLogger, get_logger
-from shared.settings import LITEAV_LOG_LEVELS, TRTC_SCENES, settings
+from shared.settings import LITEAV_LOG_LEVELS, TRTC_SCENES, Settings, settings
 
 from .base import (
     AUDIO_FRAME_MS,
@@ -127,19 +126,18 @@ def error_text(code: int) -> str:
     return _ERROR_TEXT.get(code, f"TRTC SDK error {code}")
 
 
-def log_level(env: Mapping[str, str]) -> int:
+def log_level(s: Settings) -> int:
     """SetLogLevel's argument from LITEAV_LOG_LEVEL."""
-    return LOG_LEVELS[settings(env).liteav_log_level]
+    return LOG_LEVELS[s.liteav_log_level]
 
 
-def log_directory(env: Mapping[str, str]) -> Path:
+def log_directory(s: Settings) -> Path:
     """Where the SDK writes its log: the only writable places on SCF are /tmp and a mounted CFS."""
-    return (settings(env).cfs_path or Path("/tmp")) / LOG_DIR_NAME
+    return (s.cfs_path or Path("/tmp")) / LOG_DIR_NAME
 
 
-def scene_name(params: EnterParams, env: Mapping[str, str]) -> str:
+def scene_name(params: EnterParams, s: Settings) -> str:
     """The TRTC scene for this entry: the recording one for a member that receives media."""
-    s = settings(env)
     return s.trtc_record_scene if params.receive_media else s.trtc_push_scene
 
 
@@ -165,7 +163,7 @@ def enter_room_params(sdk: ModuleType, params: EnterParams, scene: str | None = 
     else:
         room.room_id = int(params.room.id)
     erp.role = sdk.TRTC_ROLE_ANCHOR if params.role is Role.ANCHOR else sdk.TRTC_ROLE_AUDIENCE
-    erp.scene = getattr(sdk, "TRTC_SCENE_" + (scene or scene_name(params, os.environ)).upper())
+    erp.scene = getattr(sdk, "TRTC_SCENE_" + (scene or scene_name(params, settings())).upper())
     erp.use_pixel_frame_input = params.video_input is VideoFormat.YUV420P
     erp.use_pixel_frame_output = params.video_output is VideoFormat.YUV420P
     obtain = erp.audio_obtain_params
@@ -183,7 +181,7 @@ _configured: "weakref.WeakSet[ModuleType]" = weakref.WeakSet()
 _configure_lock = threading.Lock()
 
 
-def configure_sdk(sdk: ModuleType, env: Mapping[str, str], log: RunLogger) -> None:
+def configure_sdk(sdk: ModuleType, s: Settings, log: RunLogger) -> None:
     """The SDK's process-wide log settings, once per SDK module, before its first cloud.
 
     Console off first (its lines would mix with our JSON on stderr), then the level, then the log
@@ -193,10 +191,10 @@ def configure_sdk(sdk: ModuleType, env: Mapping[str, str], log: RunLogger) -> No
     with _configure_lock:
         if sdk in _configured:
             return
-        level = log_level(env)
+        level = log_level(s)
         sdk.DisableConsoleLog()
         sdk.SetLogLevel(level)
-        directory = log_directory(env)
+        directory = log_directory(s)
         where = "none"
         if level < LOG_LEVELS["none"]:
             try:
@@ -332,15 +330,13 @@ CALLBACKS = tuple(n for n in vars(_DelegateMixin) if n.startswith("On"))
 
 
 class TRTCRoom(Room):
-    """A member of one TRTC room through liteav. `sdk` is the liteav module (injected in tests);
-    `env` the environment its settings come from (os.environ by default)."""
+    """A member of one TRTC room through liteav. `sdk` is the liteav module (injected in tests); its
+    settings (scene, SDK log) are read from shared.settings when it enters."""
 
-    def __init__(self, sdk: ModuleType | None = None, logger: RunLogger | None = None,
-                 env: Mapping[str, str] | None = None):
+    def __init__(self, sdk: ModuleType | None = None, logger: RunLogger | None = None):
         super().__init__()
         # lazy: only the trtc backend ever loads the native SDK
         self._sdk: ModuleType = importlib.import_module("liteav") if sdk is None else sdk
-        self._env = os.environ if env is None else env
         self._log = logger or get_logger()
         self._lock = threading.Lock()
         # Serialises delivery against closing, so RoomClosed is always the last event.
@@ -381,9 +377,10 @@ class TRTCRoom(Room):
         sdk = self._sdk
         where = f"room {params.room.id!r} as {params.user_id!r}"
         try:
-            scene = scene_name(params, self._env)
-            configure_sdk(sdk, self._env, self._log)
-        except ValueError as e:  # a setting of the environment; backend_from_env names it earlier
+            s = settings()
+            scene = scene_name(params, s)
+            configure_sdk(sdk, s, self._log)
+        except ValueError as e:  # a wrong setting; backend_from_env names it earlier
             self._fail_enter(RoomError(ERR_INVALID_PARAMETER, f"cannot enter {where}: {e}"))
         self._log.info("entering trtc room", room=str(params.room), user_id=params.user_id,
                        role=params.role.value, scene=scene)

@@ -51,9 +51,14 @@ def test_one_cloud_api_endpoint_serves_trtc_and_scf(cloud):
     with pytest.raises(TencentCloudSDKException) as e:
         trtc_client(info, timeout=10).RemoveUser(req)
     assert e.value.code == "FailedOperation.RoomNotExist"  # signed right, served by TRTC's actions
+    # A run started through the gateway is listed by SCF's ListAsyncEvents, among exactly the runs the cloud holds.
+    answer = requests.post(f"{info['gateway']}/push_stream", json={"mode": "echo"}, timeout=5)
+    assert answer.status_code == 200
     lreq = scf_models.ListAsyncEventsRequest()
     lreq.FunctionName = "push_stream"
-    assert scf_client(info["cloudApiEndpoint"], info["secretId"], info["secretKey"]).ListAsyncEvents(lreq).TotalCount >= 0
+    listed = scf_client(info["cloudApiEndpoint"], info["secretId"], info["secretKey"]).ListAsyncEvents(lreq)
+    assert answer.headers["x-scf-reqid"] in [e.InvokeRequestId for e in listed.EventList]
+    assert listed.TotalCount == len([r for r in cloud.scf.runs() if r.function.name == "push_stream"]) >= 1
 
 
 def test_cos_serves_the_sdk_and_refuses_a_wrong_secret_key(cloud):

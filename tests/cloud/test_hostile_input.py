@@ -27,8 +27,8 @@ def functions(tmp_path: Path):
     api = CloudApi(SECRET_ID, SECRET_KEY).start()
     env = {"ROOM_BACKEND": "local", "LOCAL_ROOM_ADDRESS": "127.0.0.1:9", "CALLBACK_ALLOWLIST": "127.0.0.0/8"}
     scf = Scf(tmp_path / "runs", [FunctionConfig(name, REPO / "functions" / name, time_limit_ms=60_000,
-                                                 environment=env)
-                                  for name in ("push_stream", "record_stream")], max_concurrency=2)
+                                                 environment=env, sync=name == "push_control")
+                                  for name in ("push_stream", "record_stream", "push_control")], max_concurrency=2)
     register(api, scf)
     gateway = Gateway(scf).start()
     yield api, scf, gateway
@@ -130,3 +130,30 @@ def test_an_invoke_with_a_boolean_room_is_refused_by_the_function(functions):
     result = scf_client(api.endpoint).Invoke(req).Result
     answer = json.loads(result.RetMsg)
     assert answer["reason"] == "invalid_parameters" and "roomId: must be a number" in answer["message"]
+
+
+def test_a_nul_byte_in_video_src_is_a_400_naming_it_not_an_internal_error(functions):
+    _, _, gateway = functions
+    record, _, log = _post(gateway, "push_stream", json.dumps({**PUSH, "videoSrc": "/tmp/a\u0000b.mp4",
+                                                                "userSig": "sig-value-0001"}).encode())
+    status, message = _answer(record)
+    assert status == 400 and "videoSrc: must not contain a NUL byte" in message
+    assert "internal_error" not in log
+    r = requests.post(f"{gateway.url}/push_control", timeout=30,
+                      json={"requestId": "r-1", "action": "switch", "videoSrc": ["ok.mp4", "a\u0000b.mp4"]})
+    assert r.status_code == 400 and "videoSrc: item 2: must not contain a NUL byte" in r.json()["message"]
+
+
+@pytest.mark.parametrize("function", ["push_stream", "push_control"])
+def test_a_lone_surrogate_in_a_body_is_a_400_saying_the_body_is_not_utf8_json(functions, function):
+    _, _, gateway = functions
+    body = json.dumps({**PUSH, "videoSrc": "\ud800", "userSig": "sig-value-0001"}).encode()  # "\\ud800": ASCII
+    if function == "push_control":
+        body = json.dumps({"requestId": "r-1", "action": "switch", "videoSrc": "\ud800"}).encode()
+        r = requests.post(f"{gateway.url}/{function}", data=body, timeout=30)
+        status, message = r.status_code, r.json()["message"]
+    else:
+        record, kept, _ = _post(gateway, function, body)
+        status, message = _answer(record)
+        assert record["event"]["body"].startswith("*** (not kept: body is not valid UTF-8 JSON text")
+    assert status == 400 and message.startswith("body is not valid UTF-8 JSON text: videoSrc holds a lone surrogate")

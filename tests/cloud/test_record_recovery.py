@@ -17,7 +17,7 @@ from tencentcloud.scf.v20180416 import models as scf_models
 
 from emulator.cloud import CloudConfig, LocalCloud
 from emulator.media import h264_units
-from shared.record.storage import parse_cos_url
+from shared.cos.urls import parse_cos_url
 from tests.record.conftest import FPS, Anchor, probe
 
 from .conftest import scf_client, until
@@ -62,6 +62,19 @@ def _fetch(cloud: LocalCloud, url: str, into: Path) -> Path:
     return into
 
 
+def _two_more_sweeps(cloud: LocalCloud) -> None:
+    """Wait until two more timer runs of record_stream (each a sweep) have ended."""
+    assert cloud.timers is not None
+    timers = cloud.timers
+    seen = len(timers.fired)
+
+    def ended() -> bool:
+        later = timers.fired[seen:]
+        return len(later) >= 2 and all(cloud.scf.get(rid).ended_at is not None for _, rid in later[:2])
+
+    until(ended, timeout=30.0, what="two more timer sweeps")
+
+
 def _state_left(cloud: LocalCloud, request_id: str) -> list[str]:
     return [k for k in cloud.cos.list_keys(".recording/") if request_id in k]
 
@@ -72,7 +85,7 @@ def test_a_run_killed_at_a_random_moment_is_recovered(cloud, callback_receiver, 
     request_id, room = _start(cloud, callback_receiver.url, Mode="02")
     anchors = [Anchor(cloud.rooms, room, user).publish(10.0, units=units) for user in ("alice", "bob")]
     started = time.monotonic()
-    time.sleep(moment)
+    time.sleep(moment)  # the stimulus: the run is killed at a random moment of the recording
     pid = cloud.scf.get(request_id).pid
     assert pid is not None
     os.kill(pid, signal.SIGKILL)
@@ -96,9 +109,10 @@ def test_a_run_killed_at_a_random_moment_is_recovered(cloud, callback_receiver, 
         assert sorted(found.codecs) == ["aac", "h264"]
         assert recorded_s - LOSS_S <= found.video_s <= recorded_s + 0.5, (seed, moment, found)
         assert recorded_s - LOSS_S <= found.audio_s <= recorded_s + 0.5, (seed, moment, found)
-    assert _state_left(cloud, request_id) == [f".recording/{request_id}.reported"]
-    time.sleep(5)  # two more timer ticks: reported once
-    assert len(callback_receiver.received) == 1
+    assert _state_left(cloud, request_id) == [f".recording/{request_id}.reported",
+                                              f".recording/{request_id}.result.json"]
+    _two_more_sweeps(cloud)
+    assert len(callback_receiver.received) == 1  # reported once
 
 
 def test_a_hard_terminate_through_scf_is_recovered_with_both_outputs(cloud, callback_receiver, tmp_path):
@@ -106,7 +120,7 @@ def test_a_hard_terminate_through_scf_is_recovered_with_both_outputs(cloud, call
     request_id, room = _start(cloud, callback_receiver.url, Mode="00", OutputFormat="hls+mp4")
     anchor = Anchor(cloud.rooms, room, "alice").publish(8.0)
     started = time.monotonic()
-    time.sleep(5.0)
+    time.sleep(5.0)  # the stimulus: 5 s of recording before the hard terminate
     req = scf_models.TerminateAsyncEventRequest()
     req.FunctionName, req.InvokeRequestId, req.GraceShutdown = "record_stream", request_id, False
     scf_client(info["cloudApiEndpoint"], info["secretId"], info["secretKey"]).TerminateAsyncEvent(req)

@@ -23,10 +23,11 @@ import redis
 from deploy import entry
 from deploy.image import build as image_build, server as entry_server
 from emulator.media import make_clip
+from shared.cos.urls import parse_cos_url
 from shared.push.checkpoint import checkpoint_key
-from shared.record.storage import parse_cos_url
 from shared.room import RoomRef
 from tests.deploy.entry_server import scf_headers
+from tests.waiting import wait_for
 
 REPO = Path(__file__).resolve().parents[2]
 _rooms = itertools.count(4_200_001)
@@ -34,16 +35,6 @@ _rooms = itertools.count(4_200_001)
 
 def _app(context) -> Path:
     return Path(context.directory) / "app"
-
-
-def _until(predicate, timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        assert time.monotonic() < deadline, f"timed out after {timeout} s waiting for {what}"
-        time.sleep(0.05)
 
 
 # --- the build context and the Dockerfile ---------------------------------------------------------
@@ -201,7 +192,7 @@ def test_a_recording_and_a_push_end_to_end_through_event_invoke(entry_servers, r
         recording = threading.Thread(target=lambda: answers.update(
             record=recorder.invoke(record_event, scf_headers("req-image-record", role=role, name="record_stream"))))
         recording.start()
-        _until(lambda: "recorder" in room_service.rooms.user_ids(room_service.sdk_app_id, room), 60,
+        wait_for(lambda: "recorder" in room_service.rooms.user_ids(room_service.sdk_app_id, room), 60,
                "the recorder to enter the room")
         push_event = {"videoSrc": Path(clip).as_uri(), "sdkAppId": str(room_service.sdk_app_id), "roomId": str(room),
                       "userId": "anchor_1", "userSig": room_service.usersig("anchor_1")}
@@ -249,7 +240,7 @@ def test_sigterm_during_a_push_saves_the_checkpoint_answers_terminated_and_exits
     answer: dict[str, Any] = {}
     call = threading.Thread(target=lambda: answer.update(push=server.invoke(event, scf_headers("req-image-term"))))
     call.start()
-    _until(lambda: float(client.hget(key, "position") or 0) >= 1.0, 30, "the push to checkpoint 1 s")
+    wait_for(lambda: float(client.hget(key, "position") or 0) >= 1.0, 30, "the push to checkpoint 1 s")
     t0 = time.monotonic()
     server.terminate()  # what TerminateAsyncEvent with GraceShutdown does to the container's process
     call.join(15)

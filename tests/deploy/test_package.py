@@ -1,4 +1,4 @@
-"""`./dev package` (python -m deploy.package): requirements.txt read for the image's Linux, then the
+"""`./dev package` (python -m deploy): requirements.txt read for the image's Linux, then the
 image's build context written and checked, and the image built where a container engine answers."""
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from deploy import package
+from deploy import __main__ as cli, package
 from deploy.image import build as image_build
 
 FAKE_ENGINE = """#!/bin/sh
@@ -31,7 +31,7 @@ def test_markers_are_evaluated_for_the_image_not_this_machine(tmp_path):
 def test_package_without_an_engine_writes_the_context_and_says_how_to_build(package_cache, tmp_path, monkeypatch,
                                                                              capsys):
     monkeypatch.setenv("PATH", str(tmp_path / "empty"))  # no docker, podman or buildah
-    rc = package.main(["--out", str(tmp_path / "out"), "--cache", str(package_cache)])
+    rc = cli.main(["--out", str(tmp_path / "out"), "--cache", str(package_cache)])
     out = capsys.readouterr().out
     assert rc == 0
     context = tmp_path / "out" / "image"
@@ -58,7 +58,7 @@ def test_package_image_builds_and_tags_where_an_engine_answers(package_cache, tm
     monkeypatch.setenv("FAKE_LOG", str(log))
     out_dir = tmp_path / "out"
     # --image: the command's former spelling, still accepted (the emulator's hints name it).
-    rc = package.main(["--image", "--out", str(out_dir), "--cache", str(package_cache), "--tag", "ccr.example/ns/trtc:v1"])
+    rc = cli.main(["--image", "--out", str(out_dir), "--cache", str(package_cache), "--tag", "ccr.example/ns/trtc:v1"])
     printed = capsys.readouterr().out
     assert rc == 0, printed
     context = out_dir / "image"
@@ -77,7 +77,7 @@ def test_a_base_the_package_cannot_check_fails_the_command_naming_it(tmp_path, m
     dockerfile = tmp_path / "Dockerfile"
     dockerfile.write_text("FROM python:3.11-slim-trixie\n")
     monkeypatch.setattr(image_build, "DOCKERFILE", dockerfile)
-    rc = package.main(["--out", str(tmp_path / "out")])
+    rc = cli.main(["--out", str(tmp_path / "out")])
     err = capsys.readouterr().err
     assert rc == 1 and err.startswith("package: the Dockerfile's base python:3.11-slim-trixie is not")
     assert "Traceback" not in err

@@ -12,9 +12,9 @@ from urllib.parse import quote
 
 import pytest
 
+from emulator.mediaserver import MediaHTTPServer, RtmpServer
 from shared.media.source import MediaSource, SourceError
 from tests.media.helpers import pull, strictly_increasing
-from tests.media_fixtures import MediaHTTPServer, RtmpServer
 
 OTHER = "127.0.0.2"
 

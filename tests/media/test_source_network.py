@@ -6,10 +6,10 @@ import time
 
 import pytest
 
+from emulator.mediaserver import RtmpServer
 from shared.media.source import MediaSource, SourceError, VideoPlan
 from shared.room.base import H264Frame
 from tests.media.helpers import decode_h264, pull, strictly_increasing
-from tests.media_fixtures import RtmpServer
 
 
 @pytest.mark.parametrize("name, passthrough", [
@@ -147,7 +147,7 @@ def test_http_reconnects_after_a_dropped_connection(clips, media_http):
 
 
 def test_hls_live_that_stops_growing_ends_in_bounded_time(clips):
-    from tests.media_fixtures import MediaHTTPServer
+    from emulator.mediaserver import MediaHTTPServer
 
     clips.get("hls")
     server = MediaHTTPServer(clips.root, live_speed=8).start()  # all 6 segments listed within 0.4 s

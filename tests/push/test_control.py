@@ -270,7 +270,7 @@ def test_the_push_loop_never_waits_on_an_absent_redis_and_is_controllable_again_
     fresh_redis.stop()
     status, body, _ = call(address, action="status", requestId=push.request_id)
     assert status == 503
-    time.sleep(1.0)
+    time.sleep(1.0)  # the stimulus: the push loop runs on for a second with its Redis gone
     recent = push.poll_seconds[-20:]
     assert recent and max(recent) < 0.01  # poll() is local: the loop goes on at full speed
     fresh_redis.start()

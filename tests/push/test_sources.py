@@ -78,11 +78,7 @@ def test_sigterm_while_the_source_stalls(push_env, subscribe, children, media_ht
                                 redisPort=redis_server.port),
                      {"PACING_SPEED": "8", "SOURCE_TIMEOUT_SECONDS": "60"}, "req-stall")
     assert sub.wait_for(lambda g: len(g.video_pts) >= 10, timeout=15)
-    # Stalled: nothing more arrives.
-    count = -1
-    while count != len(sub.got.video_pts):
-        count = len(sub.got.video_pts)
-        time.sleep(0.5)
+    count = len(sub.settle(quiet=0.5, timeout=15).video_pts)  # stalled: nothing more arrives
     t0 = time.monotonic()
     child.proc.send_signal(signal.SIGTERM)
     result, _ = child.result(timeout=10)

@@ -131,10 +131,10 @@ def test_pause_sends_nothing_and_resume_continues_from_the_position_key_frame_fi
     assert sub.wait_for(lambda g: len(g.video_pts) > 20)
     status, body = push.control("pause")
     assert status == 200 and body["state"]["status"] == "paused"
-    time.sleep(0.3)
+    sub.settle()  # what was in flight when the push paused has landed
     frozen = len(sub.got.video_pts), len(sub.got.audio_pts)
     position = push.control("status")[1]["state"]["position"]
-    time.sleep(0.6)
+    time.sleep(0.6)  # the window: a playing push would send ~30 frames in it (nothing to poll for)
     assert (len(sub.got.video_pts), len(sub.got.audio_pts)) == frozen, "a paused push sends nothing"
     assert push.control("status")[1]["state"]["position"] == position, "the position does not advance"
     t0 = time.monotonic()

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from emulator.media import h264_units, probe, tone  # noqa: F401  (the record tests import them from here)
-from shared.record.storage import parse_cos_url
+from shared.cos.urls import parse_cos_url
 from shared.room import EnterParams, H264Frame, Role, RoomRef, VideoFormat
 from shared.room.local import LocalRoom
 

@@ -8,9 +8,10 @@ from typing import Callable, Iterator
 import pytest
 
 from emulator.media import pcm_20ms
+from shared.cos.client import CosBucket
+from shared.cos.credentials import Credentials
 from shared.media.frames import H264Frame
 from shared.record.segments import Segmenter
-from shared.record.storage import CosBucket, Credentials
 from shared.runtime import RetryPolicy
 
 FPS = 25

@@ -2,9 +2,8 @@
 late key frames, and MaxMediaFileDuration splits."""
 from __future__ import annotations
 
-import time
-
 from shared.room import KeyFrameRequested
+from tests.waiting import wait_for
 
 from .conftest import FPS, probe
 
@@ -56,7 +55,7 @@ def test_leaving_and_coming_back_gives_a_new_file(studio, tmp_path):
     run = studio.start(studio.event(room, mode="00"))
     first = studio.anchor(room, "alice").publish(1.5).wait()
     first.leave()
-    time.sleep(0.5)
+    wait_for(lambda: "alice" not in studio.rooms.rooms.user_ids(studio.rooms.sdk_app_id, room), 10, "alice to leave")
     second = studio.anchor(room, "alice").publish(1.0).wait()
     studio.remove(room)
     result = run.wait()

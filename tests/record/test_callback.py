@@ -17,11 +17,18 @@ RESULT = {"SdkAppId": 1400000001, "RoomId": 1234, "UserId": "recorder", "StrRoom
                      "Status": 1, "Message": "录制成功"}]}
 
 
+def _as_sent(got) -> dict:
+    """The body without its CallbackId, which must be the header's."""
+    body = dict(got.json)
+    assert body.pop("CallbackId") == got.headers["X-Callback-Id"]
+    return body
+
+
 def test_result_is_posted_as_json(callback_receiver, monkeypatch):
     monkeypatch.delenv("CALLBACK_SIGN_KEY", raising=False)
     assert post_result(callback_receiver.url, RESULT, backoff=0.05) is True
     (got,) = callback_receiver.wait_for(1)
-    assert got.json == RESULT
+    assert _as_sent(got) == RESULT
     assert got.headers["Content-Type"].startswith("application/json")
     assert got.headers["SdkAppId"] == "1400000001"
     assert "Sign" not in got.headers
@@ -42,7 +49,7 @@ def test_503s_then_delivered(callback_receiver):
     callback_receiver.fail_next(2)
     assert post_result(callback_receiver.url, RESULT, tries=3, backoff=0.05)
     assert callback_receiver.attempts == 3
-    assert [r.json for r in callback_receiver.received] == [RESULT]
+    assert [_as_sent(r) for r in callback_receiver.received] == [RESULT]
 
 
 def test_down_then_up_is_delivered(callback_receiver, monkeypatch):
@@ -56,13 +63,13 @@ def test_down_then_up_is_delivered(callback_receiver, monkeypatch):
     monkeypatch.setattr(callback, "_sleep", sleep_then_recover)
     assert post_result(callback_receiver.url, RESULT, tries=3, backoff=0.2)
     assert len(slept) == 1 and 0.1 <= slept[0] <= 0.2
-    assert callback_receiver.wait_for(1)[0].json == RESULT
+    assert _as_sent(callback_receiver.wait_for(1)[0]) == RESULT
 
 
 def test_dropped_connection_is_retried(callback_receiver):
     callback_receiver.drop_next(1)
     assert post_result(callback_receiver.url, RESULT, backoff=0.05)
-    assert callback_receiver.wait_for(1)[0].json == RESULT
+    assert _as_sent(callback_receiver.wait_for(1)[0]) == RESULT
 
 
 def test_down_for_good_returns_false_logs_and_does_not_raise(callback_receiver, capfd):
@@ -158,7 +165,7 @@ def test_down_for_most_of_a_minute_is_still_delivered(callback_receiver, monkeyp
 
     monkeypatch.setattr(callback, "_sleep", sleep_then_maybe_recover)
     assert post_result(callback_receiver.url, RESULT) is True
-    assert callback_receiver.wait_for(1)[0].json == RESULT
+    assert _as_sent(callback_receiver.wait_for(1)[0]) == RESULT
 
 
 def test_the_callers_tries_are_kept(callback_receiver):
@@ -195,7 +202,7 @@ def test_a_dns_answer_that_changes_after_the_check_never_reaches_the_internal_ho
         delivered = post_result(f"http://cb.egress.test:{port}/callback", RESULT, tries=3, backoff=0.01)
         assert internal.attempts == 0 and internal.received == []
         if delivered:  # connected to the address that was checked
-            assert callback_receiver.received[0].json == RESULT
+            assert _as_sent(callback_receiver.received[0]) == RESULT
         else:
             assert "callback refused" in capfd.readouterr().err
     finally:
@@ -216,3 +223,60 @@ def test_a_callback_host_that_resolves_inside_is_refused_at_connect(callback_rec
         assert "callback refused" in err and "CALLBACK_ALLOWLIST" in err and "127.0.0.2" in err
     finally:
         internal.stop()
+
+
+class _SlowReceiver:
+    """A receiver that answers 200 only after `delay` seconds: later than the callback's 5 s
+    timeout, so every POST looks lost to the sender although the receiver got it."""
+
+    def __init__(self, delay: float):
+        import http.server
+        import threading
+
+        self.got: list[tuple[dict, dict]] = []  # (headers, body) of every POST that arrived
+        self.release = threading.Event()
+        receiver = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def log_message(self, *args) -> None:
+                pass
+
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                receiver.got.append((dict(self.headers.items()), json.loads(body)))
+                receiver.release.wait(delay)  # busy: the answer comes too late
+                try:
+                    self.send_response(200)
+                    self.end_headers()
+                except OSError:
+                    pass  # the sender gave up on this attempt already
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+        self.thread.start()
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/callback"
+
+    def close(self) -> None:
+        self.release.set()
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_a_receiver_slower_than_the_timeout_sees_one_id_on_every_retry():
+    receiver = _SlowReceiver(delay=6.5)
+    try:
+        assert post_result(receiver.url, RESULT, tries=2, backoff=0.05) is False  # both attempts timed out
+    finally:
+        receiver.close()
+    assert len(receiver.got) == 2, receiver.got
+    ids = {headers["X-Callback-Id"] for headers, _ in receiver.got}
+    assert len(ids) == 1 and all(body["CallbackId"] in ids for _, body in receiver.got)
+    assert [{k: v for k, v in body.items() if k != "CallbackId"} for _, body in receiver.got] == [RESULT, RESULT]
+    # Another result gets another id: the id names one result, not the sender.
+    other = _SlowReceiver(delay=0)
+    try:
+        assert post_result(other.url, RESULT, tries=1)
+    finally:
+        other.close()
+    assert other.got[0][0]["X-Callback-Id"] not in ids

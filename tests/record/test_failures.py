@@ -130,7 +130,7 @@ def _limit_file_size() -> None:
 
 def test_writes_failing_mid_recording_end_it_with_what_was_written(studio, tmp_path):
     """The kernel refuses a write (a file size limit: the same failure as ENOSPC for the writer):
-    no crash; the recording stops and reports, and the MP3 written so far is kept and plays."""
+    no crash; the recording stops and reports, and the MP3 written so far is uploaded and plays."""
     room = studio.new_room()
     event = studio.event(room, mode="00")
     context = studio.context()
@@ -151,8 +151,9 @@ def test_writes_failing_mid_recording_end_it_with_what_was_written(studio, tmp_p
     result = json.loads(out.strip().splitlines()[-1])
     assert result["Reason"] == "disk_full", result
     [entry] = result["Files"]
-    assert entry["Status"] == 0 and "disk full" in entry["Message"], entry
-    found = probe(Path(entry["LocalPath"]))  # kept where it was written, its path given
+    # The segment the refused write cut short is whole MP3 frames: it ends the file, in COS.
+    assert entry["Status"] == 1 and "LocalPath" not in entry, entry
+    found = probe(studio.fetch(entry["RecordFile"], tmp_path / "cut.mp3"))
     assert 1.5 <= found.audio_s < 6.0, found  # 64 kbit/s: ~3 s fit in 24 KB, and they play
 
 
@@ -260,3 +261,64 @@ def test_without_keys_the_execution_roles_credentials_upload(studio, monkeypatch
     result = run.wait()
     anchor.leave()
     assert result["Files"][0]["Status"] == 1, result
+
+
+@pytest.fixture
+def small_disk(studio, monkeypatch):
+    """CFS_PATH on a real 24 MB tmpfs of its own (mounting one needs root: skipped otherwise)."""
+    monkeypatch.setenv("RECORD_MIN_FREE_MB", "4")
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=24m", "tmpfs", str(studio.cfs)],
+                          capture_output=True, text=True)
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here (root only): {done.stderr.strip()[-200:]}")
+    yield studio.cfs
+    subprocess.run(["umount", "-l", str(studio.cfs)], capture_output=True)
+
+
+def _fill(directory: Path) -> None:
+    """Write zeros until the file system says ENOSPC: the disk full at once, to the last byte."""
+    import errno
+
+    fd = os.open(directory / "filler.bin", os.O_WRONLY | os.O_CREAT, 0o600)
+    try:
+        for size in (1 << 20, 1 << 12, 1):
+            chunk = bytes(size)
+            while True:
+                try:
+                    os.write(fd, chunk)
+                except OSError as e:
+                    assert e.errno == errno.ENOSPC, e
+                    break
+    finally:
+        os.close(fd)
+
+
+def _landed_segments(studio, at_least: int, timeout: float = 15.0) -> list[str]:
+    end = time.monotonic() + timeout
+    while True:
+        found = [k for k in studio.cos.list_keys("trtc/test/") if k.endswith(".m4s")]
+        if len(found) >= at_least:
+            return found
+        assert time.monotonic() < end, f"fewer than {at_least} segments reached COS: {found}"
+        time.sleep(0.1)
+
+
+def test_a_disk_filled_at_once_keeps_what_was_already_recorded(studio, small_disk, video_units, tmp_path):
+    """Another writer fills the CFS in one go: the segment being written cannot be, which ends
+    the file there; what came before (already in COS) is assembled and reported as recorded."""
+    room = studio.new_room()
+    run = studio.start(studio.event(room, mode="02", SegmentDuration=2))
+    anchor = studio.anchor(room, "alice").publish(9.0, units=video_units)
+    landed = _landed_segments(studio, at_least=2)  # two media segments (4 s) are in COS
+    _fill(small_disk)
+    result = run.wait(timeout=30)
+    anchor.wait()
+    anchor.leave()
+    assert result["Reason"] == "disk_full", result
+    [entry] = result["Files"]
+    assert entry["Status"] == 1 and entry["RecordFile"], entry
+    assert "LocalPath" not in entry, entry
+    found = probe(studio.fetch(entry["RecordFile"], tmp_path / "full.mp4"))
+    assert found.video_s >= 2 * (len(landed) - 1) - 0.5 and found.first_key, found  # what was in COS, playing
+    assert found.video_frames > 0 and found.audio_s > 1.0, found
+    assert abs(entry["Duration"] - found.video_s) < 2.5, (entry, found)

@@ -8,7 +8,7 @@ import pytest
 
 from functions.record_stream.index import main_handler
 from shared.contracts.record import RecordParams
-from shared.record.storage import normalize_prefix
+from shared.rules.record import normalize_prefix
 
 COS = {"Region": "ap-guangzhou", "Bucket": "records-1250000000", "Path": "/trtc"}
 GOOD = {"SdkAppId": 1400000001, "RoomId": 5, "UserId": "recorder", "UserSig": "sig-value-that-is-secret",

@@ -2,6 +2,7 @@
 secret left behind (the local COS endpoint, the real SDK, a real callback receiver)."""
 from __future__ import annotations
 
+import json
 import threading
 import time
 
@@ -9,10 +10,12 @@ import pytest
 
 from emulator.media import h264_units, probe
 from shared.contracts.record import RecordParams
-from shared.record.recovery import RECOVERED_NOTE, FileRecord, Manifest, ManifestStore, RunState, recover, sweep
+from shared.cos.errors import AlreadyExists
+from shared.record.recovery import RECOVERED_NOTE, recover, sweep
 from shared.record.segments import Segmenter
-from shared.record.storage import AlreadyExists
-from shared.record.uploader import FileOutput, OutputKeys, SegmentUploader
+from shared.record.state import FileRecord, Manifest, ManifestStore, RunState
+from shared.record.uploader import FileOutput, SegmentUploader
+from shared.rules.record import OutputKeys
 
 from .segmented import FPS, feed
 
@@ -74,7 +77,9 @@ def test_a_dead_run_is_assembled_and_reported_as_recovered(tmp_path, bucket, pre
     assert found.video_frames >= (7 - (2 + 2)) * FPS  # at most SegmentDuration + 2 s lost
     assert found.first_key is True
     assert cos_env.list_keys(keys.segment_prefix) == []  # "mp4": the segments are removed
-    assert cos_env.list_keys(f"{prefix}state/") == [f"{prefix}state/req-dead-1.reported"]
+    assert cos_env.list_keys(f"{prefix}state/") == [f"{prefix}state/req-dead-1.reported",
+                                                    f"{prefix}state/req-dead-1.result.json"]
+    assert json.loads(cos_env.get_object_bytes(f"{prefix}state/req-dead-1.result.json")) == result
     assert sweep(store, now=time.time() + 120) == []  # reported once
 
 
@@ -99,10 +104,9 @@ def test_racing_finishers_report_once(tmp_path, bucket, prefix, cos_env, role, c
         t.start()
     for t in threads:
         t.join(30)
+    assert not any(t.is_alive() for t in threads)  # each finisher returned: any POST it made is done
     assert sum(1 for r in results if r is not None) == 1
-    callback_receiver.wait_for(1, timeout=10)
-    time.sleep(0.5)
-    assert len(callback_receiver.received) == 1
+    assert callback_receiver.attempts == 1 and len(callback_receiver.received) == 1
     # The original run comes back to finish: it may not, and it does not report.
     assert state.claim() is False
     assert state.report(lambda: pytest.fail("the original run must not send a second callback")) is False
@@ -162,3 +166,28 @@ def test_create_once_writes_are_atomic_in_cos(bucket, prefix, cos_env):
     assert cos_env.get_object_bytes(f"{prefix}marker") == str(wins[0]).encode()
     bucket.put_bytes(f"{prefix}marker", b"plain PUT still overwrites")
     assert cos_env.get_object_bytes(f"{prefix}marker") == b"plain PUT still overwrites"
+
+
+def test_a_recovered_callback_has_the_shape_of_a_normal_one(tmp_path, bucket, prefix, cos_env, role, studio,
+                                                            video_units):
+    """Whichever way a recording ended, its callback has the same keys: `status`, and each file's
+    `Duration` (the recovery reads it from the segments)."""
+    room = studio.new_room()
+    run = studio.start(studio.event(room, mode="02"))
+    anchor = studio.anchor(room, "alice").publish(2.0, units=video_units).wait()
+    studio.remove(room)
+    run.wait()
+    anchor.leave()
+    [normal] = studio.callback.wait_for(1)
+
+    store, _, keys = _dying_run(tmp_path, bucket, prefix, _params(cos_env, prefix, studio.callback.url),
+                                "req-shape", seconds=5)
+    [result] = sweep(store, now=time.time() + 120)
+    recovered = studio.callback.wait_for(2)[1].json
+    assert recovered == result and recovered["Reason"] == "recovered"
+    assert set(recovered) == set(normal.json), (sorted(recovered), sorted(normal.json))
+    assert [set(f) for f in recovered["Files"]] == [set(f) for f in normal.json["Files"]]
+    assert recovered["status"] == normal.json["status"] == "finished"
+    final = tmp_path / "shape.mp4"
+    final.write_bytes(cos_env.get_object_bytes(keys.final))
+    assert abs(recovered["Files"][0]["Duration"] - probe(final).video_s) < 0.5, recovered["Files"]

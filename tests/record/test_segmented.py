@@ -9,8 +9,9 @@ from pathlib import Path
 
 import av
 
-from shared.record.storage import parse_cos_url
-from shared.record.uploader import read_playlist
+from shared.cos.urls import parse_cos_url
+from shared.record.assembly import read_playlist
+from tests.waiting import wait_for
 
 from .conftest import FPS, probe
 
@@ -91,10 +92,10 @@ def test_cos_down_for_a_while_segments_wait_on_disk_and_nothing_is_lost(studio, 
             waiting.append(len(_local_segments(studio)))
 
     watcher = threading.Thread(target=watch, daemon=True)
-    time.sleep(1.0)
+    time.sleep(1.0)  # the stimulus: COS goes down 1 s into the recording...
     studio.cos.deny(code="ServiceUnavailable", message="Service is unavailable now.", status=503)
     watcher.start()
-    time.sleep(8.0)
+    time.sleep(8.0)  # ...and stays down for 8 s
     studio.cos.allow()
     stop.set()
     watcher.join()
@@ -119,7 +120,7 @@ def test_a_refusal_mid_recording_keeps_the_rest_and_reports_it(studio, tmp_path)
     room = studio.new_room()
     run = studio.start(studio.event(room, mode="00", SegmentDuration=SEGMENT_S))
     anchor = studio.anchor(room, "alice").publish(7.0)
-    time.sleep(3.2)
+    time.sleep(3.2)  # the stimulus: COS refuses from 3 s on
     studio.cos.deny()
     anchor.wait()
     studio.remove(room)
@@ -213,8 +214,9 @@ ROLE = ("AKIDrecordStateRole0000000000000", "recordStateRoleKey0123456789abcd", 
 
 def _with_state(studio, monkeypatch, prefix: str):
     """RECORD_STATE_* as a deployment sets them, on the session's COS, with an execution role."""
-    from shared.record.recovery import ManifestStore
-    from shared.record.storage import CosBucket, Credentials
+    from shared.cos.client import CosBucket
+    from shared.cos.credentials import Credentials
+    from shared.record.state import ManifestStore
 
     studio.cos.add_temporary_credentials(*ROLE)
     for name, value in zip(("TENCENTCLOUD_SECRETID", "TENCENTCLOUD_SECRETKEY", "TENCENTCLOUD_SESSIONTOKEN"), ROLE):
@@ -231,8 +233,8 @@ def test_a_run_keeps_its_state_while_recording_and_leaves_only_its_report(studio
     context = studio.context()
     run = studio.start(studio.event(room, mode="00", SegmentDuration=SEGMENT_S), context)
     anchor = studio.anchor(room, "alice").publish(3.0)
-    time.sleep(1.5)
-    manifest = store.load(context["request_id"])
+    manifest = wait_for(lambda: (lambda m: m if m is not None and m.files else None)(store.load(context["request_id"])),
+                        10, "the run's state, listing alice's file, in the state bucket")
     anchor.wait()
     studio.remove(room)
     result = run.wait()
@@ -240,7 +242,8 @@ def test_a_run_keeps_its_state_while_recording_and_leaves_only_its_report(studio
     assert manifest is not None and [f.user_id for f in manifest.files] == ["alice"]
     assert manifest.files[0].final_key == _key(result["Files"][0]["RecordFile"])
     assert result["Files"][0]["Status"] == 1
-    assert studio.cos.list_keys("state-live/") == [f"state-live/{context['request_id']}.reported"]
+    assert studio.cos.list_keys("state-live/") == [f"state-live/{context['request_id']}.reported",
+                                                   f"state-live/{context['request_id']}.result.json"]
     assert len(studio.callback.wait_for(1)) == 1
 
 
@@ -248,7 +251,7 @@ def test_a_retried_event_leaves_the_dead_attempts_state_to_its_recovery(studio, 
     """SCF may run an event again after its run died: the new run keeps its state apart, so the
     recovery of the first still finds every file of it."""
     from shared.contracts.record import RecordParams
-    from shared.record.recovery import FileRecord, Manifest
+    from shared.record.state import FileRecord, Manifest
 
     store = _with_state(studio, monkeypatch, "state-retry/")
     room = studio.new_room()
@@ -265,3 +268,24 @@ def test_a_retried_event_leaves_the_dead_attempts_state_to_its_recovery(studio, 
     assert kept is not None and [f.user_id for f in kept.files] == ["bob"]  # untouched
     reported = [k for k in studio.cos.list_keys("state-retry/") if k.endswith(".reported")]
     assert len(reported) == 1 and reported[0] != f"state-retry/{context['request_id']}.reported"
+
+
+def test_a_result_the_receiver_never_took_is_kept_in_the_state_bucket(studio, monkeypatch):
+    """The receiver is down for longer than the callback's retries (CALLBACK_RETRY_SECONDS, short
+    here): the result, with its CallbackId, is in RECORD_STATE_BUCKET for the caller to fetch."""
+    import json
+
+    store = _with_state(studio, monkeypatch, "state-result/")
+    monkeypatch.setenv("CALLBACK_RETRY_SECONDS", "1")
+    studio.callback.down()
+    room = studio.new_room()
+    context = studio.context()
+    run = studio.start(studio.event(room, mode="00", SegmentDuration=SEGMENT_S), context)
+    studio.anchor(room, "alice").publish(1.0).wait()
+    studio.remove(room)
+    result = run.wait()
+    assert studio.callback.received == [] and result["Files"][0]["Status"] == 1
+    key = store.result_key(context["request_id"])
+    assert key == f"state-result/{context['request_id']}.result.json"
+    kept = json.loads(studio.cos.get_object_bytes(key))
+    assert kept == result and kept["CallbackId"]

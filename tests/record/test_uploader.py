@@ -8,16 +8,10 @@ import time
 import pytest
 
 from emulator.media import h264_units, probe
+from shared.record.assembly import Piece, assemble, read_playlist
 from shared.record.segments import Segmenter
-from shared.record.uploader import (
-    FileOutput,
-    OutputKeys,
-    Piece,
-    SegmentUploader,
-    assemble,
-    output_format,
-    read_playlist,
-)
+from shared.record.uploader import FileOutput, SegmentUploader
+from shared.rules.record import OutputKeys, output_format
 
 from .segmented import FPS, feed, iter_keys
 

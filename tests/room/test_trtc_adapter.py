@@ -158,14 +158,16 @@ def test_every_way_to_a_real_cloud_raises_in_tests():
 
 def test_the_local_backend_never_imports_liteav(room_service):
     script = textwrap.dedent("""
-        import sys
+        import os, sys
         from shared.room import EnterParams, RoomRef, open_room
         import shared.room.trtc  # the backend module itself imports liteav only when a room needs it
-        room = open_room({"ROOM_BACKEND": "local", "LOCAL_ROOM_ADDRESS": sys.argv[1]})
+        os.environ.update({"ROOM_BACKEND": "local", "LOCAL_ROOM_ADDRESS": sys.argv[1]})
+        room = open_room()
         room.enter(EnterParams(int(sys.argv[2]), RoomRef(sys.argv[3]), "local-user", sys.argv[4], timeout=5))
         room.exit()
         print("after local room:", "liteav" in sys.modules)
-        open_room({"ROOM_BACKEND": "trtc"})  # only imports the SDK: no cloud exists before enter()
+        os.environ["ROOM_BACKEND"] = "trtc"
+        open_room()  # only imports the SDK: no cloud exists before enter()
         print("after trtc room:", "liteav" in sys.modules)
     """)
     out = subprocess.run(

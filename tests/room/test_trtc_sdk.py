@@ -336,11 +336,12 @@ def test_without_a_writable_log_directory_the_sdk_keeps_no_log_file(trtc, monkey
 
 @pytest.mark.parametrize("variable, value", [("LITEAV_LOG_LEVEL", "loud"), ("TRTC_PUSH_SCENE", "concert"),
                                              ("TRTC_RECORD_SCENE", "tape")])
-def test_a_bad_setting_is_refused_naming_the_variable(variable, value, log_lines):
-    env = {"ROOM_BACKEND": "trtc", variable: value}
+def test_a_bad_setting_is_refused_naming_the_variable(variable, value, log_lines, monkeypatch):
+    monkeypatch.setenv("ROOM_BACKEND", "trtc")
+    monkeypatch.setenv(variable, value)
     with pytest.raises(ConfigError, match=variable):
-        backend_from_env(env)
-    room = TRTCRoom(sdk=fake.make_sdk("127.0.0.1", 9), logger=log_lines[0], env=env)
+        backend_from_env()
+    room = TRTCRoom(sdk=fake.make_sdk("127.0.0.1", 9), logger=log_lines[0])
     with pytest.raises(RoomError) as e:
         room.enter(EnterParams(1400000001, RoomRef(1), "alice", "sig", receive_media=variable != "TRTC_PUSH_SCENE"))
     assert e.value.code == ERR_INVALID_PARAMETER and variable in str(e.value)

@@ -4,16 +4,8 @@ import os
 import signal
 import time
 
-from shared.runtime import (
-    MAX_DEPTH,
-    SECRET_FIELDS,
-    Invocation,
-    StopSignal,
-    get_logger,
-    redact,
-    redact_url_value,
-    redact_value,
-)
+from shared.runtime import Invocation, StopSignal, get_logger
+from shared.secrets import MAX_DEPTH, SECRET_FIELDS, redact, redact_url_value, redact_value
 
 
 def test_log_lines_are_json_with_request_id_and_secrets_redacted(capsys):

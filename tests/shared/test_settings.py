@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from functions.push_stream import index as push_index
-from shared.settings import SECRET_VARIABLES, VARIABLES, ConfigError, settings
+from shared.settings import SECRET_VARIABLES, VARIABLES, ConfigError, settings, value
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 
@@ -17,7 +17,8 @@ BAD = {
     "TRTC_PUSH_SCENE": "concert", "TRTC_RECORD_SCENE": "tape", "SOURCE_ALLOWLIST": "10.0.0.0/8,bad/host",
     "CALLBACK_ALLOWLIST": "a b", "REDIS_URL": "http://x", "REDIS_ALLOWLIST": "1.2.3.4/99", "SOURCE_TIMEOUT_SECONDS": "abc", "CHECKPOINT_TTL_SECONDS": "0",
     "PACING_SPEED": "abc", "PUSH_MAX_AREA": "big", "PUSH_MAX_FPS": "0", "RECORD_MIN_FREE_MB": "-1", "COS_ENDPOINT": "ftp://x",
-    "COS_MULTIPART_THRESHOLD": "12", "COS_PART_SIZE": "8M", "ENTRY_LISTEN": "9000",
+    "COS_ALLOWLIST": "a b", "CALLBACK_RETRY_SECONDS": "0", "ENTRY_LISTEN": "9000",
+    "ENTRY_MAX_WORKERS": "0", "ENTRY_READ_TIMEOUT_SECONDS": "-1",
     "STOP_MARGIN_SECONDS": "soon", "LOG_LEVEL": "LOUD",
 }
 # Free text: any value is a valid one.
@@ -69,3 +70,13 @@ def test_a_bad_setting_fails_the_first_call_at_once(monkeypatch):
     result = push_index.main_handler({}, {"request_id": "req-settings"})
     assert result["status"] == "failed" and result["reason"] == "configuration_error"
     assert "PACING_SPEED='abc' must be a number" in result["message"]
+
+
+def test_one_variable_read_alone_has_the_same_default_and_check():
+    # The image's entry server reads its own variables alone: another wrong one is the call's to report.
+    env = {"ROOM_BACKEND": "local", "LOG_LEVEL": "LOUD", "ENTRY_LISTEN": "127.0.0.1:9100"}
+    assert value("ENTRY_LISTEN", env) == "127.0.0.1:9100"
+    assert value("ENTRY_MAX_WORKERS", env) == settings({}).entry_max_workers
+    assert value("ENTRY_FUNCTION", {}) is None and value("ENTRY_LISTEN", {}) == "0.0.0.0:9000"
+    with pytest.raises(ConfigError, match=r"ENTRY_LISTEN='9000' must be host:port"):
+        value("ENTRY_LISTEN", {"ENTRY_LISTEN": "9000"})
