@@ -18,7 +18,7 @@ from typing import Any, Callable
 
 from shared.failures import Failure
 from shared.outbox import Outbox
-from shared.outbox.delivery import RETRY_FOR_S
+from shared.outbox.delivery import retry_window
 from shared.runtime import Invocation, RunLogger
 
 from .emitter import RunEvents
@@ -40,7 +40,7 @@ class Who:
 
 
 def flush_deadline(inv: Invocation, retry_for: float | None = None) -> float:
-    window = (RETRY_FOR_S if retry_for is None else retry_for) + FLUSH_SLACK_S
+    window = (retry_window() if retry_for is None else retry_for) + FLUSH_SLACK_S
     return min(inv.deadline - RETURN_RESERVE_S, time.monotonic() + window)
 
 

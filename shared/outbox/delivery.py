@@ -26,7 +26,8 @@ from typing import Any, Mapping
 import requests
 
 from shared.egress import CALLBACK_ALLOWLIST_ENV, DestinationRefused, pinned_session, validate_callback_url
-from shared.runtime import GaveUp, RetryPolicy, RunLogger, get_logger, mask_url, redact_value
+from shared.runtime import GaveUp, RetryPolicy, RunLogger, get_logger
+from shared.secrets import mask_url, redact_value
 from shared.settings import settings
 
 _sleep = time.sleep  # the backoff wait of `post` (a test brings the receiver back during it)
@@ -34,7 +35,8 @@ _clock = time.monotonic  # what deadlines are measured on (a test runs the sched
 
 CALLBACK_ID_HEADER = "X-Callback-Id"
 CALLBACK_ID_KEY = "CallbackId"
-# TRTC retries its own callbacks every 10 s for a minute; ours keep trying at least as long.
+# TRTC retries its own callbacks every 10 s for a minute; ours keep trying at least as long
+# (CALLBACK_RETRY_SECONDS, 60 by default: it covers a receiver down for 30 s, with room to spare).
 RETRY_FOR_S = 60.0
 BACKOFF_S = 1.0
 MAX_BACKOFF_S = 10.0
@@ -134,11 +136,17 @@ def retryable(error: BaseException) -> bool:
 def schedule(tries: int | None = None, backoff: float = BACKOFF_S, max_backoff: float = MAX_BACKOFF_S,
              retry_for: float | None = None, deadline: float | None = None) -> RetryPolicy:
     """The one retry schedule of everything a run POSTs: `tries` attempts when given, else as many as
-    keep it trying for at least `retry_for` seconds (RETRY_FOR_S by default); never past `deadline`."""
+    keep it trying for at least `retry_for` seconds (CALLBACK_RETRY_SECONDS by default); never past
+    `deadline`."""
     if tries is not None:
         return RetryPolicy(tries=tries, backoff=backoff, max_backoff=max_backoff, deadline=deadline, clock=_clock)
-    return RetryPolicy.spanning(RETRY_FOR_S if retry_for is None else retry_for, backoff, max_backoff,
+    return RetryPolicy.spanning(retry_window() if retry_for is None else retry_for, backoff, max_backoff,
                                 deadline=deadline, clock=_clock)
+
+
+def retry_window() -> float:
+    """How long a message is retried at least: CALLBACK_RETRY_SECONDS."""
+    return settings().callback_retry_seconds
 
 
 def post(

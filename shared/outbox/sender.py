@@ -29,7 +29,8 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 from shared.egress import DestinationRefused
-from shared.runtime import RetryPolicy, RunLogger, get_logger, mask_url
+from shared.runtime import RetryPolicy, RunLogger, get_logger
+from shared.secrets import mask_url
 from shared.worker import Worker
 
 from . import delivery
