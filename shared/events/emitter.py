@@ -31,7 +31,7 @@ class RunEvents:
     def __init__(self, outbox: Outbox | None, url: str | None, *, function: str, request_id: str,
                  sdk_app_id: int, room: int | str | None, user_id: str, verbose: bool = False,
                  log: RunLogger | None = None, first_seq: int = 0,
-                 on_event: Callable[[dict[str, Any]], None] | None = None):
+                 on_change: Callable[[int, list[dict[str, Any]]], None] | None = None):
         self.outbox, self.url = outbox, url
         self.function, self.request_id = function, request_id
         self.verbose = verbose
@@ -43,8 +43,11 @@ class RunEvents:
         self.seq = first_seq  # the last number taken
         self.dropped = 0
         self.ended: str | None = None
-        self.on_event = on_event  # told every event sent (record keeps the unsent ones for its recovery)
-        self._lock = threading.Lock()
+        # Told (last number, events not yet settled) whenever either changes: a recording keeps them in
+        # its state, so that its recovery sends again what a dead run had not delivered.
+        self.on_change = on_change
+        self._unsettled: dict[str, dict[str, Any]] = {}
+        self._lock = threading.RLock()  # a put refused at once settles its ticket inside _send
 
     @property
     def enabled(self) -> bool:
@@ -103,16 +106,38 @@ class RunEvents:
             ticket: Ticket | None = None
             if self.enabled:
                 assert self.outbox is not None and self.url is not None
+                if self.on_change is not None:
+                    self._unsettled[body[EVENT_ID_KEY]] = body
                 ticket = self.outbox.put(self.url, body, what="event", id_key=EVENT_ID_KEY, param="EventCallback",
-                                         essential=essential)
+                                         essential=essential, on_settled=self._settled)
                 if ticket is None:
+                    self._unsettled.pop(body[EVENT_ID_KEY], None)
                     self.dropped += 1
                     return None
             self.seq = seq
         self.log.info("event", event=kind.name, seq=seq, payload=_short(payload))
-        if self.on_event is not None and ticket is not None:
-            self.on_event(body)
+        self._changed()
         return ticket
+
+    def _settled(self, ticket: Ticket) -> None:
+        with self._lock:
+            self._unsettled.pop(ticket.message.id, None)
+        self._changed()
+
+    def pending(self) -> tuple[int, list[dict[str, Any]]]:
+        """The last number taken, and the events not yet delivered nor given up, in order."""
+        with self._lock:
+            return self.seq, sorted(self._unsettled.values(), key=lambda b: int(b["EventSeq"]))
+
+    def _changed(self) -> None:
+        if self.on_change is not None:
+            self.on_change(*self.pending())
+
+    def silence(self, why: str) -> None:
+        """Send nothing more (a recovery took the run over: its `recovered` is the last event)."""
+        with self._lock:
+            if self.ended is None:
+                self.ended = why
 
     def send_again(self, body: Mapping[str, Any]) -> Ticket | None:
         """An event a run that died had queued (same EventId and EventSeq): its recovery sends it."""
@@ -121,8 +146,10 @@ class RunEvents:
         assert self.outbox is not None and self.url is not None
         with self._lock:
             self.seq = max(self.seq, int(body.get("EventSeq") or 0))
-            return self.outbox.put(self.url, dict(body), what="event", id_key=EVENT_ID_KEY, param="EventCallback",
-                                   essential=True)
+            ticket = self.outbox.put(self.url, dict(body), what="event", id_key=EVENT_ID_KEY,
+                                     param="EventCallback", essential=True)
+        self.log.info("event sent again", event=body.get("EventType"), seq=body.get("EventSeq"))
+        return ticket
 
 
 def _short(payload: Mapping[str, Any]) -> dict[str, Any]:

@@ -16,7 +16,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from shared.failures import Failure
+from shared.failures import Failure, Kind
 from shared.outbox import Outbox
 from shared.outbox.delivery import retry_window
 from shared.runtime import Invocation, RunLogger
@@ -39,9 +39,13 @@ class Who:
     user_id: str
 
 
+def flush_deadline_s(retry_for: float | None = None) -> float:
+    """How long a run's end waits for its messages: the retry window, and a little more."""
+    return (retry_window() if retry_for is None else retry_for) + FLUSH_SLACK_S
+
+
 def flush_deadline(inv: Invocation, retry_for: float | None = None) -> float:
-    window = (retry_window() if retry_for is None else retry_for) + FLUSH_SLACK_S
-    return min(inv.deadline - RETURN_RESERVE_S, time.monotonic() + window)
+    return min(inv.deadline - RETURN_RESERVE_S, time.monotonic() + flush_deadline_s(retry_for))
 
 
 def open_events(params: Any, inv: Invocation, log: RunLogger, function: str, who: Who,
@@ -63,7 +67,13 @@ def run_with_events(params: Any, inv: Invocation, log: RunLogger, *, function: s
         key = getattr(params, "IdempotencyKey", None)
         if key and store is not None:
             scope = Scope(function, who.sdk_app_id, key)
-            claim = store().claim(scope, fingerprint(params), inv.request_id)
+            try:
+                claim = store().claim(scope, fingerprint(params), inv.request_id)
+            except Failure:
+                raise
+            except Exception as e:  # the store is unreachable: a second task must not start unchecked
+                raise Failure(f"IdempotencyKey could not be checked ({getattr(e, 'message', None) or e}); "
+                              "nothing was started, try again", "idempotency_unavailable", Kind.UNAVAILABLE) from None
             if claim.outcome == "conflict":
                 raise conflict(scope, claim)
             if claim.outcome == "duplicate":

@@ -26,7 +26,7 @@ from __future__ import annotations
 import threading
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 from shared.egress import DestinationRefused
 from shared.runtime import RetryPolicy, RunLogger, get_logger
@@ -52,6 +52,7 @@ class Ticket:
     attempts: int = 0
     error: str = ""
     policy: RetryPolicy | None = None
+    on_settled: Callable[["Ticket"], None] | None = None  # told once, from the worker, when settled
     _done: threading.Event = field(default_factory=threading.Event, repr=False)
 
     def wait(self, timeout: float | None = None) -> bool | None:
@@ -100,17 +101,19 @@ class Outbox(Worker):
     # --- the caller's side (any thread; never blocks on the network) ------------------------------
 
     def put(self, url: str, body: Mapping[str, Any], *, what: str = "callback", id_key: str = CALLBACK_ID_KEY,
-            param: str = "Callback", essential: bool = False, tries: int | None = None) -> Ticket | None:
+            param: str = "Callback", essential: bool = False, tries: int | None = None,
+            on_settled: Callable[[Ticket], None] | None = None) -> Ticket | None:
         """Queue a POST of `body` (JSON, signed, with its id under `id_key`) to `url`. The ticket, or
         None when the outbox is full (past its bound; never for an `essential` message) or closed.
         A URL the egress rule refuses gives a ticket settled as not delivered (logged)."""
         message = Message.make(url, body, what=what, id_key=id_key, sign_key=self.sign_key, param=param)
-        ticket = Ticket(message, essential, tries)
+        ticket = Ticket(message, essential, tries, on_settled=on_settled)
         try:
             delivery.check_url(url)
         except DestinationRefused as e:
             self.log.error(f"{what} refused", reason=str(e))
             ticket._settle(False, str(e))
+            self._tell(ticket)
             return ticket
         size = len(message.data)
         with self._cond:
@@ -266,6 +269,14 @@ class Outbox(Worker):
             else:
                 self.given_up += 1
             self._cond.notify_all()
+        self._tell(ticket)
+
+    def _tell(self, ticket: Ticket) -> None:
+        if ticket.on_settled is not None:
+            try:
+                ticket.on_settled(ticket)
+            except Exception as e:  # a listener's bug must not stop the sender
+                self.log.error("a delivery listener failed", error=f"{type(e).__name__}: {e}")
 
     def _abandon(self, why: str) -> None:
         """Give up everything still queued (the worker has stopped, or the time ran out)."""
