@@ -22,6 +22,7 @@ FUNCTIONS: dict[str, tuple[str, ...]] = {
     "push_stream": (),
     "record_stream": ("qcloud_cos",),  # the upload at the end of a recording
     "push_control": (),
+    "recognize_stream": ("websockets.sync.client",),  # the speech recognition connection
 }
 _ROOT = os.path.dirname(os.path.abspath(__file__))
 _loaded: dict[str, Handler] = {}

@@ -1,5 +1,6 @@
 """The whole local cloud, started and stopped together: TRTC rooms, the Cloud API 3.0 endpoint (TRTC
-and SCF actions on one endpoint), API Gateway + SCF, COS and a redis-server, all on 127.0.0.1.
+and SCF actions on one endpoint), API Gateway + SCF, COS, real-time speech recognition (ASR) and a
+redis-server, all on 127.0.0.1.
 
     cloud = LocalCloud(CloudConfig(state_dir=Path(".state"))).start()
     cloud.info()      # the JSON line `python -m emulator up` prints
@@ -27,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from deploy import entry
+from emulator.asr import AsrService
 from emulator.cloudapi import CloudApi
 from emulator.console import Console
 from emulator.cos import CosService
@@ -69,6 +71,8 @@ class CloudConfig:
     cos_port: int = 0
     redis_port: int = 0
     console_port: int = 0
+    asr_port: int = 0
+    asr_max_concurrency: int = 20  # the speech recognition account's concurrent connections
     secret_id: str = DEFAULT_SECRET_ID
     secret_key: str = DEFAULT_SECRET_KEY
     sdk_app_id: int = DEFAULT_SDK_APP_ID
@@ -102,6 +106,7 @@ class LocalCloud:
         self.gateway: Gateway | None = None
         self.console: Console | None = None
         self.timers: Timers | None = None
+        self.asr: AsrService | None = None
         # The functions' execution role: temporary credentials that only the local COS accepts.
         self.role = {"TENCENTCLOUD_SECRETID": "AKIDtmp" + secrets.token_hex(12),
                      "TENCENTCLOUD_SECRETKEY": secrets.token_hex(16),
@@ -125,6 +130,8 @@ class LocalCloud:
             self.cloud_api.start()
             self.rooms.start()
             self.cos.start()
+            self.asr = AsrService(c.secret_id, c.secret_key, {c.sdk_app_id: c.sdk_secret_key}, host=c.host,
+                                  port=c.asr_port, max_concurrency=c.asr_max_concurrency).start()
             self.scf = Scf(self.state_dir / "runs", self._functions(), max_concurrency=c.max_concurrency,
                            region=c.region)
             self.scf.load_previous()  # runs of an earlier `up` on this state directory stay readable
@@ -150,7 +157,7 @@ class LocalCloud:
         (self.state_dir / INFO_FILE).unlink(missing_ok=True)
         grace = self.config.shutdown_grace_s
         parts: list[Any] = [self.console, self.timers, self.gateway, self.scf, self.rooms, self.cloud_api, self.cos,
-                            self.redis]
+                            self.asr, self.redis]
         for part in parts:
             if part is None:
                 continue
@@ -160,6 +167,7 @@ class LocalCloud:
             except Exception:  # one part failing to stop must not leave the others running
                 log.exception("stopping a part of the local cloud failed")
         self.console = self.timers = self.gateway = self.scf = self.rooms = self.cloud_api = self.cos = self.redis = None
+        self.asr = None
 
     def __enter__(self) -> "LocalCloud":
         return self.start()
@@ -171,6 +179,7 @@ class LocalCloud:
 
     def function_env(self) -> dict[str, str]:
         assert self.rooms is not None and self.cos is not None and self.redis is not None and self.cloud_api is not None
+        assert self.asr is not None
         files = self.state_dir / "files"
         files.mkdir(parents=True, exist_ok=True)
         media = self.state_dir / MEDIA_DIR
@@ -192,6 +201,9 @@ class LocalCloud:
             "CALLBACK_ALLOWLIST": LOOPBACK_ALLOWLIST,
             "REDIS_ALLOWLIST": LOOPBACK_ALLOWLIST,
             "COS_ALLOWLIST": LOOPBACK_ALLOWLIST,
+            # recognize_stream's speech recognition: this cloud's service.
+            "ASR_ENDPOINT": self.asr.endpoint,
+            "ASR_ALLOWLIST": LOOPBACK_ALLOWLIST,
             "LOCAL_SOURCE_DIRS": ",".join(local_dirs),
             "CFS_PATH": str(files),
             # The functions' default Redis (both push functions and push_control), as a deployment sets it.
@@ -241,6 +253,7 @@ class LocalCloud:
             "sdkAppId": c.sdk_app_id,
             "sdkSecretKey": c.sdk_secret_key,
             "cos": {"ip": self.cos.ip, "port": self.cos.port, "region": self.cos.region, "bucket": self.cos.bucket},
+            "asr": self.asr.endpoint if self.asr else None,
             "redis": {"host": self.redis.host, "port": self.redis.port, "password": self.redis.password},
             "roomAddress": self.rooms.address,
             "console": self.console.url,

@@ -36,6 +36,11 @@ class HttpServer:
             self.server = make_server(host, port, app, threaded=True,  # type: ignore[assignment,arg-type]
                                       request_handler=request_handler)  # type: ignore[arg-type]
         self.server.daemon_threads = True
+        # TCP_NODELAY on every connection: headers and body go out in separate writes, and with
+        # Nagle the body waits for the client's delayed ACK (40 ms on a keep-alive connection).
+        handler = self.server.RequestHandlerClass
+        assert isinstance(handler, type)
+        self.server.RequestHandlerClass = type(handler.__name__, (handler,), {"disable_nagle_algorithm": True})
         self.name = name
         self.poll_interval = poll_interval
         self._serving: Worker | None = None  # serve_forever, on the house's one thread protocol

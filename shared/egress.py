@@ -7,6 +7,7 @@ it. Such destinations are refused unless an allowlist in the environment opens t
 - SOURCE_ALLOWLIST   for push_stream's videoSrc (every redirect hop, HLS playlist, key and segment)
 - REDIS_ALLOWLIST    for push_stream's Redis (redisHost/redisPort)
 - CALLBACK_ALLOWLIST for record_stream's Callback
+- ASR_ALLOWLIST      for recognize_stream's speech recognition endpoint (ASR_ENDPOINT)
 
 Each is a comma-separated list of CIDRs ("127.0.0.0/8"), addresses or host names. The emulator sets
 them to loopback for its own functions.
@@ -32,6 +33,7 @@ from shared.settings import settings
 SOURCE_ALLOWLIST_ENV = "SOURCE_ALLOWLIST"
 CALLBACK_ALLOWLIST_ENV = "CALLBACK_ALLOWLIST"
 REDIS_ALLOWLIST_ENV = "REDIS_ALLOWLIST"
+ASR_ALLOWLIST_ENV = "ASR_ALLOWLIST"
 LOCAL_SOURCE_DIRS_ENV = "LOCAL_SOURCE_DIRS"
 
 # Cloud metadata services (Tencent Cloud's, and the common 169.254.169.254).

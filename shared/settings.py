@@ -61,6 +61,7 @@ class Settings(BaseModel):
     source_allowlist: tuple[str, ...] = ()
     callback_allowlist: tuple[str, ...] = ()
     redis_allowlist: tuple[str, ...] = ()
+    asr_allowlist: tuple[str, ...] = ()
     local_source_dirs: tuple[str, ...] = ()  # comma- or os.pathsep-separated
     # push_stream
     source_timeout_seconds: float = 15.0
@@ -81,6 +82,8 @@ class Settings(BaseModel):
     record_state_region: Optional[str] = None
     record_state_prefix: str = DEFAULT_RECORD_STATE_PREFIX
     scf_api_endpoint: Optional[str] = None
+    # recognize_stream: the speech recognition service (ws[s]://host[:port]; unset: Tencent's)
+    asr_endpoint: Optional[str] = None
     # the execution role's temporary keys (SCF sets them)
     tencentcloud_secretid: Optional[str] = None
     tencentcloud_secretkey: Optional[str] = None
@@ -142,7 +145,8 @@ class Settings(BaseModel):
             return tuple(p.strip() for chunk in v.split(",") for p in chunk.split(os.pathsep) if p.strip())
         return v
 
-    @field_validator("source_allowlist", "callback_allowlist", "redis_allowlist", "cos_allowlist", mode="before")
+    @field_validator("source_allowlist", "callback_allowlist", "redis_allowlist", "cos_allowlist", "asr_allowlist",
+                     mode="before")
     @classmethod
     def _allowlist(cls, v: Any) -> Any:
         items = _split_list(v) if isinstance(v, str) else tuple(v or ())
@@ -221,6 +225,20 @@ class Settings(BaseModel):
             raise ValueError("must be http://host:port") from None
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValueError("must be http://host:port")
+        return v.rstrip("/")
+
+    @field_validator("asr_endpoint")
+    @classmethod
+    def _asr_endpoint(cls, v: Optional[str]) -> Optional[str]:
+        if v is None:
+            return v
+        try:
+            parts = urlsplit(v)
+            parts.port  # noqa: B018  (raises on a bad port)
+        except ValueError:
+            raise ValueError("must be wss://host[:port] (or ws:// for a local service)") from None
+        if parts.scheme not in ("ws", "wss") or not parts.hostname or parts.path.strip("/"):
+            raise ValueError("must be wss://host[:port] (or ws:// for a local service)")
         return v.rstrip("/")
 
     @field_validator("redis_url")

@@ -1,6 +1,6 @@
 """record_stream benchmark: figures side by side with their anchor, in one run (a few minutes).
 
-    .venv/bin/python bench/record/run.py [--seconds 120] [--long-minutes 120] [--anchors 25] [--only abcd]
+    .venv/bin/python bench/record/run.py [--seconds 120] [--long-minutes 120] [--anchors 25] [--only abcde]
     (./dev bench runs it; needs Debian's `ffmpeg`)
 
 (a) CPU-seconds per recorded media-second, per Mode, against Debian's `ffmpeg` doing the same job on
@@ -21,6 +21,12 @@
     minute in real time through the emulator's room and COS, the recorder in a child process: its
     CPU per anchor (rusage), video frames lost (sent vs in the files; target 0), and each segment's
     upload lag, from its close to its arrival in COS (p99 < SegmentDuration).
+(e) Issue 21's extras on one Mode 02 anchor (the input of (a)): CPU-seconds per media-second of the
+    plain recording beside the same with SliceVideo 5 (the snapshot's decode from its key frame +
+    JPEG), SliceAudio 15 (the MP3 slices) and RemoveSilence 2 (the activity tap, then the trimmed
+    copy remuxed from the file: the moving pattern is never silent, so the whole file is copied, the
+    worst case); the delivery's work is done in the same process, minus the PUT. Targets: each slice
+    kind adds at most 20 %, RemoveSilence at most 10 %.
 """
 from __future__ import annotations
 
@@ -42,6 +48,7 @@ sys.path.insert(0, str(ROOT))
 
 import av  # noqa: E402
 
+from bench import measure  # noqa: E402
 from emulator.media import pcm_20ms  # noqa: E402
 from shared.media.pixels import to_av_frame  # noqa: E402
 from shared.room import AUDIO_SAMPLE_RATE, AudioFrame, H264Frame, PixelFrame  # noqa: E402
@@ -197,6 +204,69 @@ def bench_cpu(seconds: int) -> list[str]:
     return lines
 
 
+# --- (e) slices, snapshots, trimmed copy -----------------------------------------------------------
+
+TARGET_EXTRA = {"SliceVideo 5": 0.20, "SliceAudio 15": 0.20, "RemoveSilence 2": 0.10}
+
+
+def extras_cpu(extra: str | None, units, tone, seconds: int, workdir: Path) -> tuple[float, float]:
+    """CPU of one Mode 02 anchor with `extra` (a TARGET_EXTRA name, None: plain) for `seconds`."""
+    from shared.record.slices import AudioSlicer, Piece
+    from shared.record.snapshots import Snapshotter
+    from shared.record.trim import Trimmer, trim_mp4
+    from shared.record.writer import AnchorRecording
+
+    out = workdir / f"extras-{(extra or 'plain').replace(' ', '')}"
+    out.mkdir()
+    trimmers: list[Trimmer] = []
+
+    def submit(piece: Piece) -> None:
+        piece.make()  # what the delivery worker does with it, minus the PUT
+
+    def tap_for(path: Path, ask):
+        if extra == "SliceVideo 5":
+            return Snapshotter(5, "bench/f.mp4", "bench", submit)
+        if extra == "SliceAudio 15":
+            return AudioSlicer(15, "bench/f.mp4", "bench", submit)
+        if extra == "RemoveSilence 2":
+            trimmers.append(Trimmer(2, True, True, ask))
+            return trimmers[-1]
+        return None
+
+    rec = AnchorRecording("bench", "02", out, tap_for=tap_for)
+    frames = list(stream(units, tone, seconds, audio=True, video=True))
+    cpu0 = time.process_time()
+    for kind, frame in frames:
+        if kind == "a":
+            rec.add_audio(frame)
+        else:
+            rec.add_video(frame)
+    files = rec.close()
+    for trimmer, f in zip(trimmers, files):
+        trim_mp4(f.path, out / "trimmed.mp4", trimmer.kept())
+    cpu = time.process_time() - cpu0
+    duration = files[0].duration_s
+    shutil.rmtree(out)
+    return cpu, duration
+
+
+def bench_extras(seconds: int) -> list[str]:
+    units, tone = make_units(), tone_second()
+    lines = [f"(e) issue 21's extras on one Mode 02 anchor ({WIDTH}x{HEIGHT}), CPU-seconds per media-second, "
+             f"{seconds} s of media per run"]
+    with tempfile.TemporaryDirectory(prefix="bench-record-e-") as tmp:
+        workdir = Path(tmp)
+        extras_cpu(None, units, tone, 5, workdir)  # warm-up
+        plain, duration = min((extras_cpu(None, units, tone, seconds, workdir) for _ in range(2)), key=lambda r: r[0])
+        lines.append(f"    {'plain Mode 02':<20} {plain / duration:>10.5f}")
+        for extra, target in TARGET_EXTRA.items():
+            cpu, d = min((extras_cpu(extra, units, tone, seconds, workdir) for _ in range(2)), key=lambda r: r[0])
+            added = cpu / d / (plain / duration) - 1
+            lines.append(f"    {'+ ' + extra:<20} {cpu / d:>10.5f}  {added * 100:+6.1f} %  target <= +{target * 100:.0f} % "
+                         f"{'ok' if added <= target else 'OVER'}")
+    return lines
+
+
 def ffmpeg_version() -> str:
     try:
         first = subprocess.run(["ffmpeg", "-version"], capture_output=True, text=True, check=True).stdout.split("\n")[0]
@@ -206,13 +276,6 @@ def ffmpeg_version() -> str:
 
 
 # --- (b) RSS over a long recording ----------------------------------------------------------------
-
-
-def _rss_kb(field: str) -> int:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1])
-    return 0
 
 
 def rss_child(minutes: int) -> None:
@@ -240,15 +303,15 @@ def rss_child(minutes: int) -> None:
             if kind == "a":
                 rec.add_audio(frame)
                 if frame.pts_ms >= next_sample:
-                    samples.append((frame.pts_ms // 60000, _rss_kb("VmRSS") / 1024))
+                    samples.append((frame.pts_ms // 60000, measure.own_rss_mb()))
                     next_sample += 60_000
             else:
                 rec.add_video(frame)
         closing = time.monotonic()
         files = rec.close()
         closed = time.monotonic()
-        print(json.dumps({"samples": samples, "end_rss_mb": _rss_kb("VmRSS") / 1024,
-                          "peak_mb": _rss_kb("VmHWM") / 1024, "wall_s": closed - started,
+        print(json.dumps({"samples": samples, "end_rss_mb": measure.own_rss_mb(),
+                          "peak_mb": measure.own_peak_rss_mb(), "wall_s": closed - started,
                           "cpu_s": time.process_time() - cpu0, "close_s": closed - closing,
                           "segments": segments["count"], "media_mb": segments["bytes"] / (1 << 20),
                           "duration_s": files[0].duration_s}), flush=True)
@@ -386,7 +449,7 @@ def recorder_child(event_json: str) -> None:
                                                    "time_limit_in_ms": 3_600_000})
     cpu1 = resource.getrusage(resource.RUSAGE_SELF)
     print(json.dumps({"result": result, "cpu_s": (cpu1.ru_utime - cpu0.ru_utime) + (cpu1.ru_stime - cpu0.ru_stime),
-                      "max_rss_mb": cpu1.ru_maxrss / 1024}), flush=True)
+                      "max_rss_mb": measure.own_peak_rss_mb()}), flush=True)
 
 
 def _opus_second() -> list[bytes]:
@@ -511,7 +574,7 @@ def main() -> None:
     ap.add_argument("--anchors", type=int, default=25, help="anchors in the room (d)")
     ap.add_argument("--room-seconds", type=int, default=60, help="seconds of the many-anchor recording (d)")
     ap.add_argument("--segment", type=int, default=10, help="SegmentDuration of (d)")
-    ap.add_argument("--only", default="abcd")
+    ap.add_argument("--only", default="abcde")
     ap.add_argument("--rss-child", type=int, help=argparse.SUPPRESS)
     ap.add_argument("--recorder-child", help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -526,7 +589,8 @@ def main() -> None:
     print("record_stream benchmark")
     started = time.monotonic()
     for key, fn in (("a", lambda: bench_cpu(args.seconds)), ("b", lambda: bench_rss(args.long_minutes)),
-                    ("c", bench_latency), ("d", lambda: bench_room(args.anchors, args.room_seconds, args.segment))):
+                    ("c", bench_latency), ("d", lambda: bench_room(args.anchors, args.room_seconds, args.segment)),
+                    ("e", lambda: bench_extras(args.seconds))):
         if key in args.only:
             for line in fn():
                 print(line, flush=True)

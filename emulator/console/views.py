@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable
@@ -155,8 +156,17 @@ def find_member(rooms: Rooms, sdk_app_id: int, room_key: str, user_id: str) -> d
 # --- recordings ------------------------------------------------------------------------------------
 
 CONTENT_TYPES = {".mp4": "video/mp4", ".m4a": "audio/mp4", ".mp3": "audio/mpeg", ".m3u8": "application/vnd.apple.mpegurl",
-                 ".ts": "video/mp2t", ".m4s": "video/iso.segment", ".json": "application/json", ".txt": "text/plain"}
-PLAYABLE = {".mp4": "video", ".m4a": "audio", ".mp3": "audio", ".m3u8": "hls"}
+                 ".ts": "video/mp2t", ".m4s": "video/iso.segment", ".json": "application/json", ".txt": "text/plain",
+                 ".jpg": "image/jpeg"}
+PLAYABLE = {".mp4": "video", ".m4a": "audio", ".mp3": "audio", ".m3u8": "hls", ".jpg": "image"}
+# record_stream's outputs beside a file (issue 21): "<file>/images/3.jpg", "<file>/audio/0.mp3", "<file>_trimmed.mp4"
+_KINDS = ((re.compile(r"/images/\d+\.jpg$"), "snapshot"), (re.compile(r"/audio/\d+\.mp3$"), "slice"),
+          (re.compile(r"_trimmed\.(mp3|mp4)$"), "trimmed"))
+
+
+def output_kind(key: str) -> str | None:
+    """Which of record_stream's extra outputs an object is (None: a recording or anything else)."""
+    return next((kind for pattern, kind in _KINDS if pattern.search(key)), None)
 
 
 def content_type(key: str) -> str:
@@ -167,7 +177,7 @@ def recordings_view(buckets: Iterable[CosState]) -> list[dict[str, Any]]:
     out = []
     for state in buckets:
         objects = [{"key": key, "size": size, "lastModified": modified.strftime("%Y-%m-%d %H:%M:%S UTC"),
-                    "play": PLAYABLE.get(Path(key).suffix.lower())}
+                    "play": PLAYABLE.get(Path(key).suffix.lower()), "kind": output_kind(key)}
                    for key, size, modified in sorted(state.objects(), key=lambda o: o[2], reverse=True)]
         out.append({"bucket": state.bucket, "region": state.region, "objects": objects})
     return out

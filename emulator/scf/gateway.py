@@ -1,6 +1,6 @@
 """API Gateway in front of the functions, with async execution as the seed's functions configure it.
 
-    POST /push_stream, POST /record_stream    (also under the stage: /release/push_stream)
+    POST /push_stream, /record_stream, /recognize_stream    (also under the stage: /release/push_stream)
         -> 200 "Async run task submitted", header x-scf-reqid: the run's request id
         -> 432 {"errorCode": 432, "errorMessage": "LimitExceeded...: ResourceLimitReached ..."} past the
            concurrency limit; 404 for a path no function serves

@@ -1,8 +1,10 @@
 """SCF functions and their runs: state and behaviour, no HTTP.
 
-Every invocation is one process (`python -m emulator.scf.runner`, which imports the function's
-`index.py` from its code root and calls `main_handler(event, context)`), in a session of its own so
-that a kill takes every child with it. A run is kept by request id in `runs_dir/<request id>/`:
+Every invocation of an asynchronous function is one process (`python -m emulator.scf.runner`, which
+imports the function's `index.py` from its code root and calls `main_handler(event, context)`), in
+a session of its own so that a kill takes every child with it. A synchronous function's calls run
+in warm instances kept between calls, as SCF keeps them (emulator/scf/pool.py); Run.pid names the
+instance that took the call. A run is kept by request id in `runs_dir/<request id>/`:
 
     run.json     what is known about the run (status, times, result, the event with secrets redacted)
     log          the function's stdout and stderr, between SCF's START and END/Report lines
@@ -31,6 +33,7 @@ from typing import Any, Mapping
 from shared.gateway import redact_event
 
 from .exceptions import ScfError, concurrency_exceeded, event_not_found, function_not_found, request_too_large
+from .pool import DEFAULT_IDLE_S, DEFAULT_SIZE, Instance, WarmPool
 
 log = logging.getLogger("emulator.scf")
 
@@ -51,6 +54,7 @@ CODE_OK = 200
 CODE_USER_ERROR = 430
 CODE_TIMEOUT = 433
 CODE_PROCESS_EXIT = 439  # "User process exit when running"
+DEFAULT_RUNNER = "emulator.scf.runner"
 
 
 class Status(str, Enum):
@@ -69,7 +73,7 @@ class FunctionConfig:
     memory_limit_mb: int = 512
     environment: Mapping[str, str] = field(default_factory=dict)
     # The module each run is (`python -m ...`): SCF's Python runtime, or the image's entry server.
-    runner: str = "emulator.scf.runner"
+    runner: str = DEFAULT_RUNNER
     # True: API Gateway invokes it synchronously and answers with its result (push_control);
     # False: asynchronously, answering "Async run task submitted" at once (the seed's functions).
     sync: bool = False
@@ -94,6 +98,7 @@ class Run:
     pid: int | None = None
     done: threading.Event = field(default_factory=threading.Event)
     _proc: subprocess.Popen[bytes] | None = field(default=None, repr=False)
+    _instance: Instance | None = field(default=None, repr=False)  # the warm instance running it
     _t0: float = field(default_factory=time.monotonic, repr=False)
     _t1: float | None = field(default=None, repr=False)
 
@@ -162,7 +167,8 @@ class Scf:
     def __init__(self, runs_dir: str | Path, functions: list[FunctionConfig] | tuple[FunctionConfig, ...] = (),
                  *, max_concurrency: int = 8, base_env: Mapping[str, str] | None = None,
                  region: str = "ap-guangzhou", app_id: str = "1250000000", uin: str = "100000000001",
-                 python: str = sys.executable):
+                 python: str = sys.executable, warm_size: int = DEFAULT_SIZE,
+                 warm_idle_s: float = DEFAULT_IDLE_S):
         self.runs_dir = Path(runs_dir)
         self.runs_dir.mkdir(parents=True, exist_ok=True)
         self.functions: dict[str, FunctionConfig] = {f.name: f for f in functions}
@@ -173,6 +179,10 @@ class Scf:
         self._runs: dict[str, Run] = {}
         self._lock = threading.Lock()
         self._closing = False
+        self.warm_size, self.warm_idle_s = warm_size, warm_idle_s
+        self._pools: dict[str, WarmPool] = {}
+        for fn in self.functions.values():
+            self._start_pool(fn)
 
     # --- runs of an earlier session ----------------------------------------------------------
 
@@ -214,6 +224,25 @@ class Scf:
     def add_function(self, config: FunctionConfig) -> None:
         with self._lock:
             self.functions[config.name] = config
+            old = self._pools.pop(config.name, None)
+        if old is not None:
+            old.close()  # its instances run the function as it was configured
+        self._start_pool(config)
+
+    def _start_pool(self, fn: FunctionConfig) -> None:
+        """Warm instances for a synchronous function on SCF's Python runtime (none with warm_size 0)."""
+        if not fn.sync or fn.runner != DEFAULT_RUNNER or self.warm_size <= 0:
+            return
+        pool = WarmPool(fn.name, [self.python, "-m", fn.runner], str(fn.code_root), self._env(fn),
+                        str(fn.code_root), fn.handler, size=self.warm_size, idle_s=self.warm_idle_s)
+        with self._lock:
+            self._pools[fn.name] = pool
+        pool.start()
+
+    def pool(self, name: str) -> WarmPool | None:
+        """The warm instances of a synchronous function."""
+        with self._lock:
+            return self._pools.get(name)
 
     def function(self, name: str) -> FunctionConfig:
         try:
@@ -292,7 +321,15 @@ class Scf:
         fn = run.function
         request = json.dumps({"event": json.loads(payload_event), "context": self._context(run),
                               "handler": fn.handler, "code_root": str(fn.code_root),
-                              "result_path": str(run.result_path)}).encode()
+                              "result_path": str(run.result_path), "log_path": str(run.log_path)}).encode()
+        pool = self.pool(fn.name)
+        if pool is not None:
+            with open(run.log_path, "ab") as logf:
+                logf.write(f"START RequestId: {run.request_id}\n".encode())
+            watcher = threading.Thread(target=self._watch_warm, args=(run, pool, request),
+                                       name=f"scf-run-{run.request_id[:8]}", daemon=True)
+            watcher.start()
+            return
         with open(run.log_path, "ab") as logf:
             logf.write(f"START RequestId: {run.request_id}\n".encode())
             logf.flush()
@@ -323,6 +360,36 @@ class Scf:
             self._kill_group(proc)
             rc = proc.wait()
         self._kill_group(proc)  # whatever the handler left running dies with it
+        self._finish(run, rc, timed_out)
+
+    def _watch_warm(self, run: Run, pool: WarmPool, request: bytes) -> None:
+        """The call in a warm instance: handed over on its stdin, answered on its pipe."""
+        try:
+            instance = pool.take()
+        except Exception as e:  # noqa: BLE001  (reported as the run's failure)
+            self._finish(run, None, timed_out=False, spawn_error=f"{type(e).__name__}: {e}")
+            return
+        with self._lock:
+            run._proc, run._instance, run.pid = instance.proc, instance, instance.pid
+            terminated = run.terminated
+        self._save(run)
+        rc: int | None = None
+        timed_out = False
+        if not terminated:
+            assert instance.proc.stdin is not None
+            try:
+                instance.proc.stdin.write(request + b"\n")
+                instance.proc.stdin.flush()
+                answer = instance.read_message(run.function.time_limit_ms / 1000.0)
+                if answer is None:  # the time limit
+                    timed_out = True
+                    instance.end()
+                    rc = instance.proc.returncode
+                else:
+                    rc = int(answer.get("rc", 1)) if answer.get("done") else 1
+            except (OSError, EOFError):  # it died (crashed, killed) before answering
+                rc = instance.proc.wait()
+        pool.give_back(instance, healthy=rc == 0 and not timed_out and not run.terminated)
         self._finish(run, rc, timed_out)
 
     @staticmethod
@@ -434,9 +501,11 @@ class Scf:
             return [r for r in self._runs.values() if r.status is Status.RUNNING]
 
     def shutdown(self, grace_s: float = 5.0) -> None:
-        """Refuse new runs; SIGTERM the running ones, give them `grace_s`, then kill what is left."""
+        """Refuse new runs; SIGTERM the running ones, give them `grace_s`, then kill what is left;
+        end the warm instances."""
         with self._lock:
             self._closing = True
+            pools, self._pools = list(self._pools.values()), {}
             runs = [r for r in self._runs.values() if r.status is Status.RUNNING]
             for r in runs:
                 r.terminated = r.terminated or "shutdown"
@@ -450,3 +519,5 @@ class Scf:
                 self._kill_group(r._proc)
         for r in runs:
             r.done.wait(5.0)
+        for pool in pools:
+            pool.close()

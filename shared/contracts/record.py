@@ -143,6 +143,12 @@ class RecordParams(Params):
     # Kept in the state bucket (RECORD_STATE_BUCKET) for 24 h, created once.
     IdempotencyKey: Optional[str] = Field(default=None, max_length=MAX_IDEMPOTENCY_KEY)
 
+    # --- issue 21: slices, snapshots and a trimmed copy (named after CreateCloudSliceTask) ---
+    SliceAudio: Optional[int] = Field(default=None, ge=15, le=60)  # seconds per audio slice
+    SliceVideo: Optional[int] = Field(default=None, ge=5, le=60)  # seconds between snapshots
+    SliceCallback: Optional[str] = Field(default=None, max_length=2048)  # each slice/snapshot POSTed
+    RemoveSilence: Optional[int] = Field(default=None, ge=1, le=60)  # silences longer than this are cut
+
     @field_validator("RoomId", mode="after")
     @classmethod
     def _room_id(cls, v: Optional[int]) -> Optional[int]:
@@ -185,7 +191,7 @@ class RecordParams(Params):
             raise ValueError("must not be empty")
         return v
 
-    @field_validator("Callback", mode="after")
+    @field_validator("Callback", "SliceCallback", mode="after")
     @classmethod
     def _callback(cls, v: Optional[str]) -> Optional[str]:
         if not v:

@@ -11,7 +11,26 @@
   video reformat (size, upright turn) / H.264 passthrough steps.
 - `pacing.Pacer` sleeps until each timestamp's wall-clock time.
 """
-from shared.media.pacing import Pacer
-from shared.media.source import AudioPlan, MediaSource, PassEnd, SourceError, SourceInfo, VideoPlan
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from shared.media.pacing import Pacer
+    from shared.media.source import AudioPlan, MediaSource, PassEnd, SourceError, SourceInfo, VideoPlan
+
+# Imported when first named, not with the package: `shared.media.frames` (the frame types every
+# part shares, push_control and the recorder included) must not pull in PyAV and the readers.
+_LAZY = {"Pacer": "shared.media.pacing", **{name: "shared.media.source" for name in (
+    "AudioPlan", "MediaSource", "PassEnd", "SourceError", "SourceInfo", "VideoPlan")}}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(module), name)
+
 
 __all__ = ["AudioPlan", "MediaSource", "Pacer", "PassEnd", "SourceError", "SourceInfo", "VideoPlan"]

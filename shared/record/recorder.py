@@ -32,6 +32,7 @@ from shared.events.emitter import RunEvents
 from shared.events.idempotency import BucketKeys
 from shared.events.lifecycle import Who, run_with_events
 from shared.failures import Failure, Kind
+from shared.record.derived import DerivedOutputs
 from shared.record.result import STATUS_FAILED, file_entry, run_result
 from shared.record.segments import SegmentInfo
 from shared.record.state import FileRecord, Manifest, RunState, store_from_env
@@ -151,6 +152,7 @@ class Recorder:
     _state: RunState | None = None
     _outputs: dict[Path, _Output] = field(default_factory=dict)  # by the file's local path
     _stay_count: int = 0  # names the local files: "anchor001_...", never the userId (remote input)
+    _derived: DerivedOutputs | None = None  # issue 21: slices, snapshots, trimmed copies
 
     def __post_init__(self) -> None:
         if self.directory is None:
@@ -342,7 +344,7 @@ class Recorder:
         recording = AnchorRecording(user_id, self.params.Mode, self.directory, max_file_ms=self._max_file_ms,
                                     request_key_frame=ask_key_frame, label=f"anchor{self._stay_count:03d}",
                                     channels=self.params.AudioChannels, segment_s=self.params.SegmentDuration,
-                                    on_open=self._on_open)
+                                    on_open=self._on_open, tap_for=self._tap_for(user_id))
         recording.set_audio_muted(user_id in self._muted)
         stay = self._stays[user_id] = _Stay(recording)
         self.log.info("recording anchor", anchor=user_id, files=f"{recording.label}_*")
@@ -380,6 +382,9 @@ class Recorder:
                                 cos.SecretId.get_secret_value() if cos.SecretId else None,
                                 cos.SecretKey.get_secret_value() if cos.SecretKey else None, policy=policy, log=self.log)
         self._uploader = SegmentUploader(bucket, log=self.log)
+        if DerivedOutputs.wanted(p):
+            self._derived = DerivedOutputs(p, bucket, self.inv.request_id, self.log,
+                                           lambda: self.inv.deadline - RETURN_RESERVE_S)
         try:
             store = store_from_env(self.log, default_region=cos.Region)
         except UploadError as e:
@@ -429,6 +434,17 @@ class Recorder:
         if self.events is not None:
             self.events.emit(name, payload)
 
+    def _tap_for(self, user_id: str) -> Callable[[Path, Callable[[], None]], Any] | None:
+        """Issue 21's hook: each file's tap (slices, snapshots, trimmed copy), keyed as the file."""
+        derived = self._derived
+        if derived is None:
+            return None
+
+        def tap(path: Path, ask_key_frame: Callable[[], None]) -> Any:
+            output = self._outputs.get(path)
+            return None if output is None else derived.tap(user_id, output.out.keys.final, path, ask_key_frame)
+        return tap
+
     def _finalize_file(self, f: RecordedFile) -> list[dict[str, Any]]:
         """Make one file's outputs (in the pool); its entries in Files."""
         base = {"UserId": f.user_id, "Duration": round(f.duration_s, 3), "StartTime": int(f.start_time * 1000)}
@@ -451,6 +467,8 @@ class Recorder:
                 self._event("upload_failed", {"File": self._entry(base, entry)})
                 self.log.error("a file was not uploaded whole; what is left is kept", message=entry["Message"],
                                local_path=entry.get("LocalPath"))
+        if self._derived is not None:  # issue 21: RemoveSilence's trimmed copy, its own entry
+            made = made + self._derived.trimmed(f.path, made)
         return [self._entry(base, entry) for entry in made]
 
     @staticmethod
@@ -496,9 +514,12 @@ class Recorder:
             self._pool.shutdown(wait=True)
         if self._uploader is not None:
             self._uploader.close(self.inv.deadline - CALLBACK_RESERVE_S)
+        slices = self._derived.finish(self.inv.deadline - CALLBACK_RESERVE_S) if self._derived else None
         self._tidy()
         uploaded = time.monotonic()
         result = self._result(files)
+        if slices is not None:
+            result["Slices"] = slices
         self.log.info("recording stopped", reason=self.reason, files=len(files),
                       uploaded=sum(1 for f in files if f["Status"] == 1),
                       finalise_s=round(finalised - (self.stopped_at or now), 3),
@@ -544,6 +565,8 @@ class Recorder:
         self.log.error("recording did not start", reason=reason, detail=detail, code=code)
         if self._uploader is not None:
             self._uploader.close(time.monotonic())
+        if self._derived is not None:  # nothing was sliced: its workers stop
+            self._derived.finish(time.monotonic())
         self._tidy()
         result = self._result([])
         result["status"] = STATUS_FAILED  # the run ends FAILED (a recording that never started)

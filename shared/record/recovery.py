@@ -24,6 +24,7 @@ from shared.settings import settings
 from .assembly import CONTENT_TYPES, finalize, segments_in
 from .result import file_entry, run_result
 from .segments import local_segments
+from .slices import pieces_in_cos
 from .state import STATE_BUCKET_ENV, FileRecord, Manifest, ManifestStore, store_from_env
 
 RECOVERED_NOTE = ("recovered: the recording run ended without finishing; this file holds what reached COS, "
@@ -93,6 +94,14 @@ def recover(store: ManifestStore, manifest: Manifest, *, owner: str | None = Non
                         message="the run ended without finishing (killed, out of memory, or its instance lost); "
                                 "the project finished it from what reached COS" + (f": {problem}" if problem else ""),
                         request_id=rid)
+    if data is not None:  # issue 21: slices and snapshots are in COS as each closed
+        try:
+            slices = pieces_in_cos(data, [f.final_key for f in manifest.files])
+        except UploadError as e:
+            log.error("slices in COS could not be listed", error=e.message)
+            slices = None
+        if slices is not None:
+            result["Slices"] = slices
     if not store.mark_reported(rid, owner):
         return None  # someone else reported in the meantime: never twice
     store.keep_result(rid, result, log)

@@ -46,6 +46,7 @@ from .segments import (
     join,
     local_segments,
 )
+from .taps import MediaTap
 
 EXTENSIONS = {MODE_MP3: "mp3", MODE_MP4_VIDEO: "mp4", MODE_MP4_AV: "mp4"}
 AUDIO_CODECS = {MODE_MP3: "mp3", MODE_MP4_AV: "aac"}
@@ -139,8 +140,10 @@ class _Part:
 
     def __init__(self, path: Path, number: int, mode: str, origin_ms: int, start_time: float,
                  channels: int, video_size: tuple[int, int] | None, segment_s: float = DEFAULT_SEGMENT_S,
-                 on_segment: Callable[[SegmentInfo], None] | None = None, key_frame: H264Frame | None = None):
+                 on_segment: Callable[[SegmentInfo], None] | None = None, key_frame: H264Frame | None = None,
+                 tap: MediaTap | None = None):
         self.path = path
+        self.tap = tap  # issue 21's outputs beside the file (slices, snapshots, trimmed copy)
         self.number = number
         self.origin_ms = origin_ms
         self.start_time = start_time
@@ -167,6 +170,8 @@ class _Part:
 
     # audio
     def write_pcm(self, data: bytes) -> None:
+        if self.tap is not None:
+            self.tap.audio(data, self.samples, self.channels)
         self.samples += len(data) // (2 * self.channels)
         self.seg.write_pcm(data)
 
@@ -200,6 +205,8 @@ class _Part:
             self.last_duration = max(1, next_pts - self.held_pts)
         self.video_end_ms = self.held_pts + self.last_duration
         self.seg.write_video(held[0], self.held_pts, self.last_duration, held[1])
+        if self.tap is not None:
+            self.tap.video(held[0], self.held_pts, self.last_duration, held[1], self.video_codec)
 
     def close(self, pad_audio_to_ms: int | None = None) -> None:
         try:
@@ -208,6 +215,8 @@ class _Part:
                 self.write_silence_until(pad_audio_to_ms * AUDIO_SAMPLE_RATE // 1000)
         finally:
             self.seg.close()
+            if self.tap is not None:
+                self.tap.close(self.duration_ms)
         if self.local and self.seg.segments:
             paths = [s.path for s in sorted(self.seg.segments, key=lambda s: s.index)]
             join(paths, self.path, channels=self.channels, samples=self.seg.samples)
@@ -317,6 +326,8 @@ class AnchorRecording:
     # Called as each file opens: (user_id, part, start_time, path) -> where its segments go
     # (None: nobody takes them; the file is joined at `path` when it closes).
     on_open: Callable[[str, int, float, Path], Callable[[SegmentInfo], None] | None] | None = None
+    # Called as each file opens: (path, ask for a key frame) -> the tap of issue 21's outputs, or None.
+    tap_for: Callable[[Path, Callable[[], None]], MediaTap | None] | None = None
     clock: Callable[[], float] = time.monotonic
     wall: Callable[[], float] = time.time
     files: list[RecordedFile] = field(default_factory=list)
@@ -512,8 +523,9 @@ class AnchorRecording:
         path = self.directory / name
         try:
             on_segment = self.on_open(self.user_id, self._part_no, start, path) if self.on_open else None
+            tap = self.tap_for(path, self._ask_key_frame) if self.tap_for else None
             self._part = _Part(path, self._part_no, self.mode, origin_ms, start, self.channels, video_size,
-                               self.segment_s, on_segment, key_frame if video_size is not None else None)
+                               self.segment_s, on_segment, key_frame if video_size is not None else None, tap)
         except (OSError, av.FFmpegError, ValueError) as e:  # ValueError: a key frame no track is made of
             raise WriteError(path, e) from e
         return self._part

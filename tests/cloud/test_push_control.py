@@ -40,7 +40,7 @@ def post(cloud: LocalCloud, body: object, path: str = "/push_control") -> reques
 
 def test_the_cloud_serves_push_control_synchronously(cloud):
     info = cloud.info()
-    assert info["functions"] == ["push_control", "push_stream", "record_stream"]
+    assert info["functions"] == ["push_control", "push_stream", "recognize_stream", "record_stream"]
     fn = cloud.scf.function("push_control")
     assert fn.sync and not cloud.scf.function("push_stream").sync
     assert fn.environment["REDIS_URL"] == f"redis://127.0.0.1:{info['redis']['port']}/0"

@@ -174,3 +174,23 @@ def test_a_console_bug_is_an_error_message_not_a_stack_trace(info: dict[str, Any
     monkeypatch.setattr(views, "runs_list", broken)
     message = _error(_get(info, "/api/runs"), 500, "InternalError")
     assert "something the console did not expect" in message
+
+
+def test_slices_snapshots_and_trimmed_copies_are_named_and_served_as_such(info: dict[str, Any], cloud: LocalCloud):
+    """record_stream's issue-21 outputs: the Recordings page shows snapshots as pictures and plays
+    slices and trimmed copies."""
+    from emulator.clients import cos_client
+
+    cos = cos_client(info)
+    bucket, stem = info["cos"]["bucket"], "console-slices/1400000001_7_alice_20260101T000000000Z"
+    jpeg = b"\xff\xd8\xff\xe0" + bytes(100) + b"\xff\xd9"
+    for key, body in ((f"{stem}/images/0.jpg", jpeg), (f"{stem}/audio/0.mp3", b"\xff\xfb" + bytes(100)),
+                      (f"{stem}_trimmed.mp4", bytes(100)), (f"{stem}.mp4", bytes(100))):
+        cos.put_object(Bucket=bucket, Key=key, Body=body)
+    objects = {o["key"]: o for o in _get(info, "/api/recordings").json()["buckets"][0]["objects"]}
+    assert (objects[f"{stem}/images/0.jpg"]["play"], objects[f"{stem}/images/0.jpg"]["kind"]) == ("image", "snapshot")
+    assert (objects[f"{stem}/audio/0.mp3"]["play"], objects[f"{stem}/audio/0.mp3"]["kind"]) == ("audio", "slice")
+    assert (objects[f"{stem}_trimmed.mp4"]["play"], objects[f"{stem}_trimmed.mp4"]["kind"]) == ("video", "trimmed")
+    assert objects[f"{stem}.mp4"]["kind"] is None
+    served = _get(info, f"/api/cos/{bucket}/{stem}/images/0.jpg")
+    assert served.status_code == 200 and served.headers["Content-Type"] == "image/jpeg" and served.content == jpeg

@@ -254,3 +254,30 @@ def test_a_growing_hls_playlist_in_cos_plays_live_in_the_recordings_page(page: A
     playlist(len(segments), end=True)  # the recording goes on, then ends
     wait_for(lambda: page.evaluate(f"{player}.currentTime") > 2.5, 15, "the segments added later to play")
     assert page.evaluate(f"{player}.error") is None
+
+
+def test_a_snapshot_shows_as_a_picture_and_a_slice_plays_in_the_recordings_page(page: Any, info: dict[str, Any]):
+    """record_stream's SliceVideo / SliceAudio outputs, as they are in COS."""
+    from emulator.clients import cos_client
+    from emulator.media import h264_units, tone
+    from shared.record.slices import encode_mp3
+    from shared.record.snapshots import jpeg_of
+
+    cos = cos_client(info)
+    bucket, stem = info["cos"]["bucket"], "console-pieces/1400000001_8_alice_20260101T000000000Z"
+    jpeg = jpeg_of([u.data for u in h264_units(1, pictures="gray")], "h264")
+    assert jpeg is not None
+    cos.put_object(Bucket=bucket, Key=f"{stem}/images/0.jpg", Body=jpeg)
+    cos.put_object(Bucket=bucket, Key=f"{stem}/audio/0.mp3", Body=encode_mp3(b"".join(tone(i).data for i in range(50)), 1))
+    page.goto("#/recordings")
+    row = page.locator(f'#buckets tr[data-key="{stem}/images/0.jpg"]')
+    row.wait_for()
+    wait_for(lambda: page.evaluate(f"document.querySelector('tr[data-key=\"{stem}/images/0.jpg\"] img.thumb')"
+                                   ".naturalWidth") == 160, 10, "the thumbnail to load")
+    row.locator("button.play").click()
+    wait_for(lambda: page.evaluate("document.querySelector('img#playing') && "
+                                   "document.querySelector('img#playing').naturalWidth") == 160, 10, "the snapshot")
+    page.locator(f'#buckets tr[data-key="{stem}/audio/0.mp3"] button.play').click()
+    wait_for(lambda: page.evaluate("document.querySelector('audio#playing') && "
+                                   "document.querySelector('audio#playing').ended"), 10, "the slice to play to its end")
+    assert page.evaluate("document.querySelector('audio#playing').error") is None

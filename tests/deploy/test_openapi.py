@@ -17,11 +17,13 @@ from openapi_spec_validator import validate
 
 from shared.contracts.control import ControlParams
 from shared.contracts.push import PushParams
+from shared.contracts.recognize import RecognizeParams
 from shared.contracts.record import CosSettings, RecordParams
 
 REPO = Path(__file__).resolve().parents[2]
-MODELS = {"/push_stream": PushParams, "/record_stream": RecordParams, "/push_control": ControlParams}
-ASYNC_PATHS = ("/push_stream", "/record_stream")  # answered "Async run task submitted"
+MODELS = {"/push_stream": PushParams, "/record_stream": RecordParams, "/recognize_stream": RecognizeParams,
+          "/push_control": ControlParams}
+ASYNC_PATHS = ("/push_stream", "/record_stream", "/recognize_stream")  # answered "Async run task submitted"
 SYNC_PATHS = ("/push_control",)  # answered with the function's result
 
 

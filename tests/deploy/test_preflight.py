@@ -7,6 +7,7 @@ import json
 import pytest
 
 from functions.push_stream import index as push_index
+from functions.recognize_stream import index as recognize_index
 from functions.record_stream import index as record_index
 
 CONTEXT = {"request_id": "req-preflight", "time_limit_in_ms": 10_000}
@@ -17,8 +18,9 @@ def _gateway(body: dict) -> dict:
             "headers": {"content-type": "application/json"}, "body": json.dumps(body)}
 
 
-@pytest.mark.parametrize("handler", [push_index.main_handler, record_index.main_handler],
-                         ids=["push_stream", "record_stream"])
+@pytest.mark.parametrize("handler", [push_index.main_handler, record_index.main_handler,
+                                     recognize_index.main_handler],
+                         ids=["push_stream", "record_stream", "recognize_stream"])
 def test_unknown_backend_is_named_at_start(handler, monkeypatch, tmp_path):
     monkeypatch.setenv("ROOM_BACKEND", "bogus")
     monkeypatch.setenv("CFS_PATH", str(tmp_path))
@@ -31,8 +33,9 @@ def test_unknown_backend_is_named_at_start(handler, monkeypatch, tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
-@pytest.mark.parametrize("handler", [push_index.main_handler, record_index.main_handler],
-                         ids=["push_stream", "record_stream"])
+@pytest.mark.parametrize("handler", [push_index.main_handler, record_index.main_handler,
+                                     recognize_index.main_handler],
+                         ids=["push_stream", "record_stream", "recognize_stream"])
 def test_local_backend_without_address_names_it(handler, monkeypatch):
     monkeypatch.setenv("ROOM_BACKEND", "local")
     monkeypatch.delenv("LOCAL_ROOM_ADDRESS", raising=False)

@@ -113,7 +113,7 @@ def test_every_key_is_a_documented_multi_scf_input(config):
                 _check(api, API, "apigw.parameters.apis[]")
 
 
-ASYNC_FUNCTIONS = {"push_stream", "record_stream"}  # the seed's: answered at once, run for hours
+ASYNC_FUNCTIONS = {"push_stream", "record_stream", "recognize_stream"}  # answered at once, run for hours
 SYNC_FUNCTIONS = {"push_control"}  # answers with its result
 SYNC_TIMEOUT_MAX = 900  # SCF's ceiling for a synchronously invoked function
 
@@ -187,7 +187,7 @@ def test_gateway_posts_to_each_function_with_region_and_names_as_variables(confi
     [apigw] = [t for t in inputs["triggers"] if t["type"] == "apigw"]
     routes = {(api["method"], api["path"]): api["function"] for api in apigw["parameters"]["apis"]}
     assert routes == {("POST", "/push_stream"): "push_stream", ("POST", "/record_stream"): "record_stream",
-                      ("POST", "/push_control"): "push_control"}
+                      ("POST", "/recognize_stream"): "recognize_stream", ("POST", "/push_control"): "push_control"}
     timeouts = {api["function"]: api["serviceTimeout"] for api in apigw["parameters"]["apis"]}
     assert inputs["functions"]["push_control"]["timeout"] < timeouts["push_control"]  # it answers in time
     for api in apigw["parameters"]["apis"]:

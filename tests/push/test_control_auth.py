@@ -98,3 +98,24 @@ def test_the_queue_is_bounded_and_an_enqueue_past_it_is_409_naming_the_limit(red
     assert status == 409 and body["reason"] == "queue_full", body
     assert f"at most {MAX_QUEUE} sources" in body["message"]
     assert len(push.state.queue) == MAX_QUEUE  # nothing was added past the bound
+
+
+def test_a_warm_instance_hashes_a_proven_credential_once_and_a_wrong_one_every_time(monkeypatch):
+    """push_control's round trip stays short on a warm instance (the AI class's answer -> feedback
+    latency), without letting a guesser skip the hash: only successes are remembered."""
+    from shared.push.control import proof
+
+    record = proof.registration_fields("the-users-sig-0123456789", "a-token-of-16-chars-or-more")
+    calls: list[str] = []
+    real = proof._digest
+    monkeypatch.setattr(proof, "_digest", lambda secret, salt: calls.append(secret) or real(secret, salt))
+    assert proof.proves(record, "the-users-sig-0123456789", None)
+    assert proof.proves(record, "the-users-sig-0123456789", None)
+    assert calls == ["the-users-sig-0123456789"]  # the second call was not hashed again
+    for _ in range(2):
+        assert not proof.proves(record, "a-wrong-sig-0123456789", None)
+    assert calls[1:] == ["a-wrong-sig-0123456789"] * 2  # every refusal pays the full hash
+    other = proof.registration_fields("the-users-sig-0123456789", None)  # a new push, a new salt
+    del calls[:]
+    assert proof.proves(other, "the-users-sig-0123456789", None)
+    assert calls == ["the-users-sig-0123456789"]  # proven for the old push is not proven for this one

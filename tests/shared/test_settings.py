@@ -19,6 +19,7 @@ BAD = {
     "PACING_SPEED": "abc", "PUSH_MAX_AREA": "big", "PUSH_MAX_FPS": "0", "RECORD_MIN_FREE_MB": "-1", "COS_ENDPOINT": "ftp://x",
     "COS_ALLOWLIST": "a b", "CALLBACK_RETRY_SECONDS": "0", "ENTRY_LISTEN": "9000",
     "ENTRY_MAX_WORKERS": "0", "ENTRY_READ_TIMEOUT_SECONDS": "-1",
+    "ASR_ENDPOINT": "https://asr.cloud-rtc.com", "ASR_ALLOWLIST": "a b",
     "STOP_MARGIN_SECONDS": "soon", "LOG_LEVEL": "LOUD",
 }
 # Free text: any value is a valid one.

@@ -248,6 +248,10 @@ function watchPage(params) {
 
 // --- recordings ------------------------------------------------------------------------------------
 
+function objectUrl(bucket, key) {
+  return `/api/cos/${encodeURIComponent(bucket)}/${key.split("/").map(encodeURIComponent).join("/")}`;
+}
+
 function recordingsPage() {
   const root = main();
   const player = h("div", { id: "player" });
@@ -256,6 +260,11 @@ function recordingsPage() {
     player, list);
   const play = (bucket, o) => {
     const src = `/api/cos/${encodeURIComponent(bucket)}/${o.key.split("/").map(encodeURIComponent).join("/")}`;
+    if (o.play === "image") { // a snapshot (SliceVideo): shown, not played
+      player.replaceChildren(h("div", { class: "card" }, h("div", { class: "mono" }, o.key),
+        h("img", { src, id: "playing", class: "snapshot", alt: o.key, dataset: { key: o.key } })));
+      return;
+    }
     const kind = o.play === "audio" ? "audio" : "video";
     const media = h(kind, { controls: true, autoplay: true, src, id: "playing", dataset: { key: o.key } });
     const note = h("div", {});
@@ -270,8 +279,10 @@ function recordingsPage() {
     h("h2", {}, `${b.bucket} `, h("span", { class: "muted" }, `(${b.region}) · ${b.objects.length} object(s)`)),
     b.objects.length ? h("table", {}, h("thead", {}, h("tr", {}, ["key", "size", "modified", ""].map((c) => h("th", {}, c)))),
       h("tbody", {}, b.objects.map((o) => h("tr", { dataset: { key: o.key } },
-        h("td", { class: "mono" }, o.key), h("td", { class: "num" }, fmtBytes(o.size)), h("td", {}, o.lastModified),
-        h("td", {}, o.play ? h("button", { class: "play", onclick: () => play(b.bucket, o) }, "Play") : "",
+        h("td", { class: "mono" }, o.key, o.kind ? h("span", { class: "muted kind" }, ` ${o.kind}`) : "",
+          o.play === "image" ? h("img", { class: "thumb", loading: "lazy", alt: "", src: objectUrl(b.bucket, o.key) }) : ""),
+        h("td", { class: "num" }, fmtBytes(o.size)), h("td", {}, o.lastModified),
+        h("td", {}, o.play ? h("button", { class: "play", onclick: () => play(b.bucket, o) }, o.play === "image" ? "Show" : "Play") : "",
           " ", h("a", { href: `/api/cos/${encodeURIComponent(b.bucket)}/${o.key.split("/").map(encodeURIComponent).join("/")}`,
                         download: o.key.split("/").pop() }, "download"))))))
       : h("p", { class: "muted" }, "empty"))));

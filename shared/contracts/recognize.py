@@ -1,0 +1,179 @@
+"""recognize_stream's parameters: the template's names and types ("live room real-time speech
+recognition": SdkAppId, RoomId / StrRoomId, UserId, UserSig, Callback), plus the extensions.
+
+Everything is checked before the room is entered; `shared.gateway` turns the errors into one
+sentence naming every bad field (a 400 through the gateway).
+"""
+from __future__ import annotations
+
+import re
+from typing import Any, Literal, Optional
+
+from pydantic import Field, SecretStr, ValidationInfo, field_validator
+
+from shared.asr.client import AsrCredentials, AsrOptions
+from shared.contracts.record import CosSettings
+from shared.egress import DestinationRefused, validate_callback_url
+from shared.room.base import MAX_ROOM_ID, RoomRef
+from shared.secrets import redact_value
+
+from .fields import STR_ROOM_ID, USER_ID, Params, check_url, without_url
+
+# The engines of Tencent's real-time recognition that take 16 kHz audio (what the function sends).
+Engine = Literal["16k_zh", "16k_en", "16k_zh_edu", "16k_en_edu", "16k_zh_en", "16k_zh_large",
+                          "16k_zh_dialect", "16k_multi_lang", "16k_ca", "16k_ja", "16k_ko", "16k_zh_medical"]
+MIN_VAD_SILENCE_MS, MAX_VAD_SILENCE_MS = 240, 2000
+MAX_HOTWORDS = 128
+MAX_HOTWORD_CHARS = 30
+MAX_TARGETS = 50
+_HOTWORD = re.compile(r"^[^|,]{1,30}$")
+
+
+class AsrKeys(Params):
+    """The classic (v2) endpoint's keys: the Tencent Cloud AppId and an API key pair."""
+
+    AppId: int = Field(gt=0, lt=1 << 40)
+    SecretId: SecretStr
+    SecretKey: SecretStr
+
+    @field_validator("SecretId", "SecretKey", mode="after")
+    @classmethod
+    def _secret(cls, v: SecretStr) -> SecretStr:
+        redact_value(v.get_secret_value())
+        if not v.get_secret_value().strip():
+            raise ValueError("must not be empty")
+        return v
+
+
+def _list(v: Any) -> Any:
+    """A form or query string carries "a,b,c"."""
+    if isinstance(v, str):
+        return [s.strip() for s in v.split(",") if s.strip()]
+    return v
+
+
+class RecognizeParams(Params):
+    """One recognize_stream request. Secrets are SecretStr: their repr never shows them."""
+
+    # --- the template's parameters ---
+    SdkAppId: int = Field(gt=0, lt=1 << 32)
+    RoomId: Optional[int] = None
+    StrRoomId: Optional[str] = Field(default=None, validate_default=True)  # after RoomId: sees it
+    UserId: str
+    UserSig: SecretStr
+    Callback: Optional[str] = Field(default=None, max_length=2048)
+
+    # --- extensions ---
+    TargetUserIds: Optional[list[str]] = Field(default=None, max_length=MAX_TARGETS)
+    EngineModelType: Engine = "16k_zh"
+    HotwordList: Optional[list[str]] = Field(default=None, max_length=MAX_HOTWORDS)
+    VadSilenceTime: int = Field(default=1000, ge=MIN_VAD_SILENCE_MS, le=MAX_VAD_SILENCE_MS)  # ms
+    Partial: bool = False
+    MaxIdleTime: int = Field(default=300, ge=1, le=86_400)  # seconds with no anchor in the room
+    MaxDuration: Optional[int] = Field(default=None, ge=1, le=86_400)  # seconds
+    CosConfig: Optional[CosSettings] = None
+    AsrConfig: Optional[AsrKeys] = None
+
+    @field_validator("RoomId", mode="after")
+    @classmethod
+    def _room_id(cls, v: Optional[int]) -> Optional[int]:
+        if v is not None and not 1 <= v <= MAX_ROOM_ID:
+            raise ValueError(f"an integer room id must be in 1..{MAX_ROOM_ID}")
+        return v
+
+    @field_validator("StrRoomId", mode="before")
+    @classmethod
+    def _str_room_id_type(cls, v: Any) -> Any:
+        return str(v) if isinstance(v, int) and not isinstance(v, bool) else v
+
+    @field_validator("StrRoomId", mode="after")
+    @classmethod
+    def _str_room_id(cls, v: Optional[str], info: ValidationInfo) -> Optional[str]:
+        v = v or None
+        if v is not None and not STR_ROOM_ID.match(v):
+            raise ValueError("a string room id is 1..64 characters of letters, digits and "
+                             "!#$%&()+-:;<=.>?@[]^_{}|~, or space")
+        if v is None and "RoomId" in info.data and info.data["RoomId"] is None:
+            raise ValueError("RoomId (integer) or StrRoomId (string) is required")
+        return v
+
+    @field_validator("UserId", mode="after")
+    @classmethod
+    def _user_id(cls, v: str) -> str:
+        if not USER_ID.match(v):
+            raise ValueError("must be 1..32 letters, digits, underscore, hyphen, @ or dot")
+        return v
+
+    @field_validator("UserSig", mode="after")
+    @classmethod
+    def _user_sig(cls, v: SecretStr) -> SecretStr:
+        redact_value(v.get_secret_value())
+        if not v.get_secret_value().strip():
+            raise ValueError("must not be empty")
+        return v
+
+    @field_validator("Callback", mode="after")
+    @classmethod
+    def _callback(cls, v: Optional[str]) -> Optional[str]:
+        if not v:
+            return None
+        check_url(v)
+        if not re.match(r"^https?://", v, re.I):
+            raise ValueError("must be an http:// or https:// URL")
+        try:
+            validate_callback_url(v)
+        except DestinationRefused as e:
+            raise ValueError(without_url(str(e), v)) from None
+        return v
+
+    @field_validator("TargetUserIds", "HotwordList", mode="before")
+    @classmethod
+    def _lists(cls, v: Any) -> Any:
+        return _list(v)
+
+    @field_validator("TargetUserIds", mode="after")
+    @classmethod
+    def _targets(cls, v: Optional[list[str]]) -> Optional[list[str]]:
+        if v is not None:
+            bad = [u for u in v if not USER_ID.match(u)]
+            if bad:
+                raise ValueError(f"not user ids: {', '.join(repr(u) for u in bad[:5])}")
+            if not v:
+                raise ValueError("is empty: leave it out to recognise every anchor")
+        return v
+
+    @field_validator("HotwordList", mode="after")
+    @classmethod
+    def _hotwords(cls, v: Optional[list[str]]) -> Optional[list[str]]:
+        if v is not None:
+            words = [w.strip() for w in v]
+            bad = [w for w in words if not _HOTWORD.match(w)]
+            if bad:
+                raise ValueError(f"each hotword is 1..{MAX_HOTWORD_CHARS} characters without '|' or ',': "
+                                 f"{', '.join(repr(w) for w in bad[:5])}")
+            v = list(dict.fromkeys(words))
+        return v
+
+    @property
+    def room(self) -> RoomRef:
+        room = self.RoomId if self.RoomId is not None else self.StrRoomId
+        assert room is not None  # the model's validator requires one of the two
+        return RoomRef(room)
+
+    def recognises(self, user_id: str) -> bool:
+        """Whether an anchor is recognised: TargetUserIds, else everyone but the recogniser."""
+        if user_id == self.UserId:
+            return False
+        return not self.TargetUserIds or user_id in self.TargetUserIds
+
+    def asr_credentials(self) -> AsrCredentials:
+        """v2 with AsrConfig's keys, else v3 with the app and the recogniser's UserSig."""
+        keys = self.AsrConfig
+        if keys is not None:
+            return AsrCredentials(self.SdkAppId, self.UserSig.get_secret_value(), app_id=keys.AppId,
+                                  secret_id=keys.SecretId.get_secret_value(),
+                                  secret_key=keys.SecretKey.get_secret_value())
+        return AsrCredentials(self.SdkAppId, self.UserSig.get_secret_value())
+
+    def asr_options(self) -> AsrOptions:
+        return AsrOptions(self.EngineModelType, self.VadSilenceTime, tuple(self.HotwordList or ()))

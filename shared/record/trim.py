@@ -1,0 +1,240 @@
+"""RemoveSilence: each recording file also without the stretches where its anchor was silent.
+
+    Trimmer (a tap, on the recording loop): an activity list in the file's time, nothing else
+        audio: a 20 ms frame whose peak reaches LEVEL is speech
+        video: a frame that is not a key frame and carries more than a static picture's bytes is a
+               picture that changed (no decoding: x264/hardware encoders spend a few bytes on a
+               picture that did not change); key frames are remembered as places a cut may start
+    kept_ranges(): silences longer than N s cut to MARGIN_MS on each side; in Mode 01/02 each kept
+        stretch starts at the key frame at or before it (no speech lost, the copy starts decodable)
+    build() (in the finalize pool, after the file is in COS): the file read back from COS, the kept
+        stretches copied one after the other (MP4: packets copied, no re-encoding; MP3: decoded and
+        encoded again, so that no frame leans on a bit reservoir that was cut away) and uploaded as
+        "{file key without extension}_trimmed.{ext}"
+
+Silence is decided with the audio and the picture together: a stretch is silent when the audio
+stays below LEVEL and (with video) the picture does not change. While a silence that will be cut
+goes on, the recorder asks the anchor for a key frame (at most once a second, as for segments), so
+the next kept stretch starts close to its speech.
+
+An anchor silent throughout gets no trimmed file: its entry says Status 0, "silent throughout".
+Crash safety: the trimmed file is not recovered (the activity list lives in the run); the
+original, slices and snapshots are.
+"""
+from __future__ import annotations
+
+import bisect
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Callable
+
+import av
+
+from shared.cos.client import CosBucket
+from shared.cos.errors import UploadError
+from shared.media.h264 import key_frame_dimensions
+from shared.runtime import RunLogger
+
+from . import mp3
+
+MARGIN_MS = 300  # kept around speech on both sides of a cut
+LEVEL = 1000  # s16 peak (about -30 dBFS): quieter than this is silence
+FRAME_MS = 20
+PEAK_STRIDE = 8  # the level is read from every 8th sample (6 kHz): enough for speech's peaks
+READ_CHUNK = 8 << 20  # the original is read back from COS this much at a time
+SILENT_THROUGHOUT = "silent throughout"
+
+
+def static_picture_bytes(width: int, height: int) -> int:
+    """The most an encoded picture that did not change takes (skip macroblocks and headers)."""
+    return 48 + width * height // 2048
+
+
+def trimmed_key(file_key: str) -> str:
+    stem, ext = file_key.rsplit(".", 1)
+    return f"{stem}_trimmed.{ext}"
+
+
+def kept_ranges(active: list[tuple[int, int]], end_ms: int, gap_ms: int, margin_ms: int = MARGIN_MS,
+                keys: list[int] | None = None) -> list[list[int]]:
+    """The stretches of a file `end_ms` long kept when silences longer than `gap_ms` are cut to
+    `margin_ms` around `active` (sorted (from, to) ms); `keys` (key frame times, sorted): each
+    kept stretch starts at the one at or before it. [] when nothing is active."""
+    if not active:
+        return []
+    spans: list[list[int]] = []
+    for a, b in active:
+        if spans and a - spans[-1][1] <= gap_ms:  # a short silence is kept whole
+            spans[-1][1] = max(spans[-1][1], b)
+        else:
+            spans.append([a, b])
+    if spans[0][0] <= gap_ms:
+        spans[0][0] = 0  # a short silence at the start is kept too
+    if end_ms - spans[-1][1] <= gap_ms:
+        spans[-1][1] = end_ms
+    kept: list[list[int]] = []
+    for a, b in spans:
+        a, b = max(0, a - margin_ms), min(end_ms, b + margin_ms)
+        if keys is not None:
+            i = bisect.bisect_right(keys, a) - 1
+            a = keys[i] if i >= 0 else 0
+        if kept and a <= kept[-1][1]:
+            kept[-1][1] = max(kept[-1][1], b)
+        else:
+            kept.append([a, b])
+    return kept
+
+
+class Trimmer:
+    """A tap noting where the anchor was active and where key frames are."""
+
+    def __init__(self, seconds: int, has_audio: bool, has_video: bool, ask_key_frame: Callable[[], None]):
+        self.gap_ms = seconds * 1000
+        self.has_audio = has_audio
+        self.has_video = has_video
+        self.active: list[tuple[int, int]] = []
+        self.keys: list[int] = []
+        self.end_ms = 0
+        self._ask = ask_key_frame
+        self._static = static_picture_bytes(1920, 1080)
+
+    def _activity(self, a: int, b: int) -> None:
+        if self.active and a <= self.active[-1][1]:
+            if b > self.active[-1][1]:
+                self.active[-1] = (self.active[-1][0], b)
+        else:
+            self.active.append((a, b))
+
+    def _quiet_since(self, now_ms: int) -> None:
+        # A silence that will be cut: ask for a key frame so the next kept stretch starts near its speech.
+        last = self.active[-1][1] if self.active else 0
+        if self.has_video and now_ms - last > self.gap_ms - MARGIN_MS:
+            self._ask()
+
+    def audio(self, pcm: bytes, first_sample: int, channels: int) -> None:
+        at = first_sample * 1000 // mp3.SAMPLE_RATE
+        end = at + len(pcm) // (2 * channels) * 1000 // mp3.SAMPLE_RATE
+        # Every PEAK_STRIDE-th sample: a view, no copy (a seventh of the cost of reading them all;
+        # speech's peaks last far longer than 8 samples).
+        samples = memoryview(pcm[:len(pcm) - len(pcm) % 2]).cast("h")[::PEAK_STRIDE]
+        if len(samples) and (max(samples) >= LEVEL or -min(samples) >= LEVEL):
+            self._activity(at, end)
+        else:
+            self._quiet_since(end)
+        self.end_ms = max(self.end_ms, end)
+
+    def video(self, data: bytes, pts_ms: int, duration_ms: int, key: bool, codec: str) -> None:
+        if key:
+            self.keys.append(pts_ms)
+            size = key_frame_dimensions(data, codec)
+            if size:
+                self._static = static_picture_bytes(*size)
+        elif len(data) > self._static:
+            self._activity(pts_ms, pts_ms + duration_ms)
+        else:
+            self._quiet_since(pts_ms)
+        self.end_ms = max(self.end_ms, pts_ms + duration_ms)
+
+    def close(self, end_ms: int) -> None:
+        self.end_ms = max(self.end_ms, end_ms)
+
+    def kept(self) -> list[list[int]]:
+        return kept_ranges(self.active, self.end_ms, self.gap_ms, keys=self.keys if self.has_video else None)
+
+
+# --- the trimmed file ---------------------------------------------------------------------------------
+
+
+def _read_original(bucket: CosBucket, key: str, into: Path) -> None:
+    head = bucket.head(key)
+    size = int((head or {}).get("Content-Length", 0))
+    with open(into, "wb") as f:
+        if not size:
+            f.write(bucket.get_bytes(key))
+            return
+        for first in range(0, size, READ_CHUNK):
+            f.write(bucket.get_bytes(key, first, min(size, first + READ_CHUNK) - 1))
+
+
+def trim_mp3(src: Path, dst: Path, kept: list[list[int]], channels: int) -> float:
+    enc = mp3.Mp3Encoder(channels)
+    layout = "mono" if channels == 1 else "stereo"
+    to_s16 = av.AudioResampler(format="s16", layout=layout, rate=mp3.SAMPLE_RATE)
+    frames: list[bytes] = []
+    ranges = [(a * mp3.SAMPLE_RATE // 1000, b * mp3.SAMPLE_RATE // 1000) for a, b in kept]
+    position = 0  # samples decoded so far (the original's time)
+    with av.open(str(src)) as c:
+        for frame in c.decode(audio=0):
+            for pcm in to_s16.resample(frame):
+                data = bytes(pcm.planes[0])[:pcm.samples * 2 * channels]
+                start, end = position, position + pcm.samples
+                for a, b in ranges:
+                    lo, hi = max(a, start), min(b, end)
+                    if lo < hi:
+                        frames += enc.encode(data[(lo - start) * 2 * channels:(hi - start) * 2 * channels])
+                position = end
+    frames += enc.flush()
+    audio = b"".join(frames)
+    dst.write_bytes(mp3.final_header(len(frames), len(audio), channels, enc.samples_in) + audio)
+    return enc.samples_in / mp3.SAMPLE_RATE
+
+
+def trim_mp4(src: Path, dst: Path, kept: list[list[int]]) -> float:
+    """Copy the packets of each kept stretch, shifted back by what was cut before it."""
+    shifts = []  # (from, to, ms cut before `from`)
+    cut = 0
+    previous_end = 0
+    for a, b in kept:
+        cut += a - previous_end
+        shifts.append((a, b, cut))
+        previous_end = b
+    end = 0.0
+    with av.open(str(src)) as inp, av.open(str(dst), "w", format="mp4") as out:
+        streams = {s.index: out.add_stream_from_template(s) for s in inp.streams if s.type in ("audio", "video")}
+        for packet in inp.demux(*[s for s in inp.streams if s.index in streams]):
+            if packet.pts is None or packet.dts is None or packet.time_base is None:
+                continue
+            tb = packet.time_base
+            at_ms = float(packet.pts * tb) * 1000
+            for a, b, shift in shifts:
+                if a <= at_ms + 0.5 and at_ms < b:
+                    offset = int(round(shift / 1000 / tb))
+                    packet.pts -= offset
+                    packet.dts -= offset
+                    packet.stream = streams[packet.stream.index]
+                    end = max(end, float((packet.pts + (packet.duration or 0)) * tb))
+                    out.mux(packet)
+                    break
+    return end
+
+
+def build(bucket: CosBucket, file_key: str, kept: list[list[int]], channels: int, log: RunLogger,
+          local_dir: Path | None = None) -> dict[str, Any]:
+    """Make and upload the trimmed copy of the file at `file_key`; its made-entry for Files."""
+    key = trimmed_key(file_key)
+    ext = file_key.rsplit(".", 1)[1]
+    entry: dict[str, Any] = {"RecordFile": "", "Status": 0, "Message": "", "OriginalFile": bucket.url(file_key),
+                             "KeptMs": kept, "Trimmed": True}
+    if not kept:
+        entry["Message"] = SILENT_THROUGHOUT
+        return entry
+    fd, name = tempfile.mkstemp(suffix="." + ext, dir=local_dir)
+    os.close(fd)
+    src = Path(name)
+    dst = src.with_name(src.stem + "_trimmed." + ext)
+    try:
+        _read_original(bucket, file_key, src)
+        seconds = trim_mp3(src, dst, kept, channels) if ext == "mp3" else trim_mp4(src, dst, kept)
+        bucket.put_file(key, dst, "audio/mpeg" if ext == "mp3" else "video/mp4")
+    except (UploadError, OSError, av.FFmpegError) as e:
+        why = e.message if isinstance(e, UploadError) else f"{type(e).__name__}: {e}"
+        log.error("trimmed copy not made", key=key, error=why)
+        entry["Message"] = f"the trimmed copy could not be made: {why}"
+        return entry
+    finally:
+        src.unlink(missing_ok=True)
+        dst.unlink(missing_ok=True)
+    entry.update({"RecordFile": bucket.url(key), "Status": 1, "Message": "success",
+                  "TrimmedDuration": round(seconds, 3)})
+    return entry
