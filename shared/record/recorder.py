@@ -384,7 +384,8 @@ class Recorder:
         self._uploader = SegmentUploader(bucket, log=self.log)
         if DerivedOutputs.wanted(p):
             self._derived = DerivedOutputs(p, bucket, self.inv.request_id, self.log,
-                                           lambda: self.inv.deadline - RETURN_RESERVE_S)
+                                           lambda: self.inv.deadline - RETURN_RESERVE_S,
+                                           outbox=self.events.outbox if self.events is not None else None)
         try:
             store = store_from_env(self.log, default_region=cos.Region)
         except UploadError as e:
