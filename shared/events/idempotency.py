@@ -12,7 +12,8 @@ The key is kept where the function already keeps its state, so that no new servi
   when generation N is older than 24 h, and of two starters racing for it exactly one creates it.
 
 What is compared is a fingerprint of the parameters as validated, secrets left out (a UserSig made
-again for the retry is the same request). A retry of the same run (SCF redelivering the same request
+again for the retry is the same request), and so are EventCallback and EventVerbose (how the task
+is watched, not what it is: the duplicate's own end event goes to the EventCallback it names). A retry of the same run (SCF redelivering the same request
 id) is the original, not a duplicate.
 """
 from __future__ import annotations
@@ -49,10 +50,14 @@ class Claim:
     original_request_id: str
 
 
+# Fields that say how a caller watches a task, not what the task is: a retry may change them.
+NOT_COMPARED = frozenset({KEY_FIELD, "EventCallback", "EventVerbose"})
+
+
 def fingerprint(params: BaseModel) -> str:
-    """The parameters as validated, without IdempotencyKey; SecretStr fields dump as '**********',
+    """The parameters as validated, without NOT_COMPARED; SecretStr fields dump as '**********',
     so a secret's value never counts (nor is it kept)."""
-    data = params.model_dump(mode="json", exclude={KEY_FIELD})
+    data = params.model_dump(mode="json", exclude=set(NOT_COMPARED))
     return hashlib.sha256(json.dumps(data, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 
