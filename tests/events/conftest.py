@@ -66,3 +66,6 @@ def check_stream(receiver: CallbackReceiver, request_id: str) -> list[dict[str, 
 
 def types(events: list[dict[str, Any]]) -> list[str]:
     return [e["EventType"] for e in events]
+
+
+from tests.record.segmented import bucket, cos_env, prefix  # noqa: E402,F401  (the local COS's fixtures)
