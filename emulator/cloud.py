@@ -144,7 +144,7 @@ class LocalCloud:
                                    gateway_url=self.gateway.url, sdk_app_id=c.sdk_app_id,
                                    sdk_secret_key=c.sdk_secret_key,
                                    redis={"host": self.redis.host, "port": self.redis.port},
-                                   host=c.host, port=c.console_port).start()
+                                   host=c.host, port=c.console_port, asr=self.asr.backend).start()
             self.timers = Timers(self.scf, read_timer_triggers(c.serverless_yml), c.timer_tick_s).start()
         except BaseException:
             self.stop()
@@ -248,11 +248,16 @@ class LocalCloud:
         return {
             "gateway": self.gateway.url,
             "cloudApiEndpoint": self.cloud_api.endpoint,
+            # For tccli's --endpoint (or `tccli configure set scf.endpoint ...`): a URL with a scheme
+            # is used as given by tencentcloud-sdk-python, so the CLI speaks plain HTTP to it (README).
+            "cloudApiUrl": f"http://{self.cloud_api.endpoint}",
             "secretId": c.secret_id,
             "secretKey": c.secret_key,
             "sdkAppId": c.sdk_app_id,
             "sdkSecretKey": c.sdk_secret_key,
-            "cos": {"ip": self.cos.ip, "port": self.cos.port, "region": self.cos.region, "bucket": self.cos.bucket},
+            # "proxy": HTTP_PROXY for tools that name the bucket in the host (coscmd: <bucket>.<endpoint>).
+            "cos": {"ip": self.cos.ip, "port": self.cos.port, "region": self.cos.region, "bucket": self.cos.bucket,
+                    "proxy": self.cos.endpoint_url},
             "asr": self.asr.endpoint if self.asr else None,
             "redis": {"host": self.redis.host, "port": self.redis.port, "password": self.redis.password},
             "roomAddress": self.rooms.address,

@@ -118,6 +118,12 @@ class Session:
             del self._pending[:frame]
             self._frame(chunk)
 
+    @property
+    def hearing(self) -> str | None:
+        """The unstable text of the sentence being spoken ("" before a first guess), None between
+        sentences: the console's live caption (read from its thread; at worst a moment stale)."""
+        return self._last_partial_text if self._in_speech else None
+
     def idle(self) -> bool:
         return self._clock() - self.last_audio >= self.backend.idle_timeout_s
 
@@ -262,6 +268,11 @@ class AsrBackend:
                 live.remove(session)
                 self.finished.append(session)
                 del self.finished[:-200]
+
+    def session(self, voice_id: str) -> Session | None:
+        """The live session with this voice_id, if any (the console finds an anchor's through its run's log)."""
+        with self._lock:
+            return next((s for ss in self._sessions.values() for s in ss if s.voice_id == voice_id), None)
 
     def live(self, app: str | None = None) -> list[Session]:
         with self._lock:

@@ -7,11 +7,13 @@ one chunked binary stream per watched member (the room's own framing, see media.
     GET  /api/runs | /api/runs/events   every run, newest first (events: the list each time it changes)
     GET  /api/runs/<id>                 one run: event (redacted), result, error
     GET  /api/runs/<id>/log             SSE: the log's lines as they are written, then "end"
+    GET  /api/runs/<id>/transcript[/events]  a recognize_stream run's sentences and COS files (events: live)
     POST /api/runs/<id>/terminate       {"grace": bool} -> TerminateAsyncEvent
-    GET  /api/rooms | /api/rooms/events every room, its members and each stream's live figures
+    GET  /api/rooms | /api/rooms/events every room, its members, each stream's live figures, each anchor's captions
     POST /api/rooms/remove-user         {"sdkAppId", "roomId", "strRoom", "userIds"} -> RemoveUser
     POST /api/rooms/dismiss             {"sdkAppId", "roomId", "strRoom"} -> DismissRoom
     GET  /api/watch?app=&room=&str=&user=   a member's H.264 + Opus as relayed, from a key frame on
+    GET  /api/captions[/events]?app=&room=&str=&user=   the member's last recognised sentences (captions.py)
     GET  /api/recordings                every bucket's objects
     GET  /api/cos/<bucket>/<key>        an object (Range requests: the page's <video> seeks)
     GET  /api/usersig?userId=           a UserSig for the emulator's application
@@ -35,6 +37,7 @@ from werkzeug.routing import Map, Rule
 from werkzeug.serving import WSGIRequestHandler
 from werkzeug.wrappers import Request, Response
 
+from emulator.asr.models import AsrBackend
 from emulator.cos.models import CosState
 from emulator.httpserver import HttpServer
 from emulator.scf.exceptions import ScfError
@@ -44,6 +47,7 @@ from shared.room.base import RoomRef
 
 from . import views
 from .actions import ActionError, Actions
+from .captions import Captions
 from .media import MediaTap
 
 log = logging.getLogger("emulator.console")
@@ -52,6 +56,8 @@ STATIC = Path(__file__).resolve().parent / "static"
 STATIC_TYPES = {".html": "text/html; charset=utf-8", ".js": "text/javascript; charset=utf-8",
                 ".css": "text/css; charset=utf-8", ".svg": "image/svg+xml"}
 POLL_S = 0.25  # how often a live list looks at the models for a change
+CAPTIONS_EVERY_S = 0.25
+TRANSCRIPT_EVERY_S = 0.5
 ROOMS_EVERY_S = 1.0
 KEEPALIVE_S = 5.0
 MAX_POST = 256 * 1024
@@ -86,9 +92,11 @@ def _sse(payload: Any, event: str | None = None) -> bytes:
 
 class Console:
     def __init__(self, *, scf: Scf, rooms: Rooms, buckets: list[CosState], gateway_url: str, sdk_app_id: int,
-                 sdk_secret_key: str, redis: dict[str, Any] | None = None, host: str = "127.0.0.1", port: int = 0):
+                 sdk_secret_key: str, redis: dict[str, Any] | None = None, host: str = "127.0.0.1", port: int = 0,
+                 asr: AsrBackend | None = None):
         self.scf, self.rooms, self.buckets = scf, rooms, buckets
         self.tap = MediaTap()
+        self.captions = Captions(scf, buckets, asr)
         self.actions = Actions(scf, rooms, gateway_url, sdk_app_id, sdk_secret_key)
         self.info = {"sdkAppId": sdk_app_id, "gateway": gateway_url, "redis": redis,
                      "cos": [{"bucket": b.bucket, "region": b.region} for b in buckets]}
@@ -104,11 +112,15 @@ class Console:
             Rule("/api/runs/<request_id>", endpoint="run"),
             Rule("/api/runs/<request_id>/log", endpoint="run_log"),
             Rule("/api/runs/<request_id>/terminate", endpoint="terminate", methods=["POST"]),
+            Rule("/api/runs/<request_id>/transcript", endpoint="transcript"),
+            Rule("/api/runs/<request_id>/transcript/events", endpoint="transcript_events"),
             Rule("/api/rooms", endpoint="rooms"),
             Rule("/api/rooms/events", endpoint="rooms_events"),
             Rule("/api/rooms/remove-user", endpoint="remove_user", methods=["POST"]),
             Rule("/api/rooms/dismiss", endpoint="dismiss", methods=["POST"]),
             Rule("/api/watch", endpoint="watch"),
+            Rule("/api/captions", endpoint="captions"),
+            Rule("/api/captions/events", endpoint="captions_events"),
             Rule("/api/recordings", endpoint="recordings"),
             Rule("/api/cos/<bucket>/<path:key>", endpoint="cos_object"),
             Rule("/api/usersig", endpoint="usersig"),
@@ -259,6 +271,13 @@ class Console:
                 run.done.wait(POLL_S)
         return self._stream(chunks(), "text/event-stream")
 
+    def _transcript(self, request: Request, request_id: str) -> Response:
+        return _json(self.captions.transcript(self.scf.get(request_id)))
+
+    def _transcript_events(self, request: Request, request_id: str) -> Response:
+        run = self.scf.get(request_id)
+        return self._live(lambda: self.captions.transcript(run), TRANSCRIPT_EVERY_S, "transcript")
+
     def _terminate(self, request: Request, request_id: str) -> Response:
         grace = self._body(request).get("grace")
         if not isinstance(grace, bool):
@@ -269,10 +288,10 @@ class Console:
     # --- rooms -------------------------------------------------------------------------------
 
     def _rooms(self, request: Request) -> Response:
-        return _json({"rooms": views.rooms_view(self.rooms, self.tap)})
+        return _json({"rooms": views.rooms_view(self.rooms, self.tap, self.captions)})
 
     def _rooms_events(self, request: Request) -> Response:
-        return self._live(lambda: {"rooms": views.rooms_view(self.rooms, self.tap)}, ROOMS_EVERY_S, "rooms")
+        return self._live(lambda: {"rooms": views.rooms_view(self.rooms, self.tap, self.captions)}, ROOMS_EVERY_S, "rooms")
 
     def _remove_user(self, request: Request) -> Response:
         b = self._body(request)
@@ -283,16 +302,30 @@ class Console:
         b = self._body(request)
         return _json(self.actions.dismiss(b.get("sdkAppId"), b.get("roomId"), bool(b.get("strRoom"))))
 
-    def _watch(self, request: Request) -> Response:
+    @staticmethod
+    def _member(request: Request, what: str) -> tuple[int, RoomRef, str]:
+        """(app, room, user) from ?app=&room=&str=&user= (the Watch page's query)."""
         q = request.args
-        user = q.get("user", "")
         try:
             app = int(q.get("app", ""))
             room_id: int | str = q.get("room", "")
             ref = RoomRef(room_id if q.get("str") == "1" else int(room_id))
         except ValueError:
-            raise ActionError("InvalidParameter", "watch needs app (an integer), room, str (0 or 1) and user", 400) \
-                from None
+            raise ActionError("InvalidParameter", f"{what} needs app (an integer), room, str (0 or 1) and user",
+                              400) from None
+        return app, ref, q.get("user", "")
+
+    def _captions(self, request: Request) -> Response:
+        app, ref, user = self._member(request, "captions")
+        return _json({"userId": user, "captions": self.captions.for_anchor((app, ref.key), user)})
+
+    def _captions_events(self, request: Request) -> Response:
+        app, ref, user = self._member(request, "captions")
+        return self._live(lambda: {"userId": user, "captions": self.captions.for_anchor((app, ref.key), user)},
+                          CAPTIONS_EVERY_S, "captions")
+
+    def _watch(self, request: Request) -> Response:
+        app, ref, user = self._member(request, "watch")
         key = (app, ref.key, user)
         member = views.find_member(self.rooms, app, ref.key, user)
         if member is None:
@@ -305,7 +338,8 @@ class Console:
             from shared.room import wire
 
             try:
-                yield wire.encode({"t": "hello", "user": user, "room": ref.id, "app": app})
+                yield wire.encode({"t": "hello", "user": user, "room": ref.id, "app": app,
+                                   "video": bool(member["video"]), "audio": bool(member["audio"])})
                 last_look = time.monotonic()
                 while not self._closing.is_set():
                     messages = watcher.take(0.5)

@@ -8,13 +8,19 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Protocol
 
 from emulator.cos.models import CosState
 from emulator.scf.models import Run, Scf
 from emulator.trtc.models import Rooms
 
 from .media import MediaTap
+
+
+class CaptionSource(Protocol):
+    """What the Rooms page needs of the captions (emulator.console.captions.Captions)."""
+
+    def for_room(self, room: tuple[int, str]) -> dict[str, list[dict[str, Any]]]: ...
 
 # A page opening the log of a long run starts this far from its end.
 LOG_TAIL_BYTES = 256 * 1024
@@ -129,11 +135,13 @@ class LogTail:
 # --- rooms -----------------------------------------------------------------------------------------
 
 
-def rooms_view(rooms: Rooms, tap: MediaTap) -> list[dict[str, Any]]:
+def rooms_view(rooms: Rooms, tap: MediaTap, captions: CaptionSource | None = None) -> list[dict[str, Any]]:
     out = []
     present = set()
     for room in sorted(rooms.snapshot(), key=lambda r: (r["sdkAppId"], r["key"])):
+        said = captions.for_room((room["sdkAppId"], room["key"])) if captions is not None else {}
         for m in room["members"]:
+            m["captions"] = said.get(m["userId"], [])
             key = (room["sdkAppId"], room["key"], m["userId"])
             present.add(key)
             m["publishes"] = [k for k, on in (("audio", m["audio"]), ("video", m["video"])) if on]

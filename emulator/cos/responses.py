@@ -63,7 +63,7 @@ class CosApp:
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         request_id = new_request_id()
         method = environ["REQUEST_METHOD"].upper()
-        raw_uri = environ.get("RAW_URI") or environ.get("REQUEST_URI") or environ.get("PATH_INFO", "/")
+        raw_uri = urls.origin_form(environ.get("RAW_URI") or environ.get("REQUEST_URI") or environ.get("PATH_INFO", "/"))
         raw_path, _, raw_query = raw_uri.partition("?")
         path = unquote_to_bytes(raw_path.encode("latin-1")).decode("utf-8", "replace")
         query = parse_qsl(raw_query, keep_blank_values=True)

@@ -1,4 +1,4 @@
-"""SCF 2018-04-16 on the Cloud API 3.0 endpoint: Invoke, GetAsyncEventStatus, TerminateAsyncEvent,
+"""SCF 2018-04-16 on the Cloud API 3.0 endpoint: Invoke, InvokeFunction, GetAsyncEventStatus, TerminateAsyncEvent,
 ListAsyncEvents (routed by urls.py). Field names are those of tencentcloud-sdk-python's
 scf/v20180416/models.py; errors carry SCF's codes (MissingParameter, ResourceNotFound.AsyncEvent,
 FailedOperation.AsyncEventStatus, ...).
@@ -75,17 +75,17 @@ class ScfResponse(CloudApiResponse):
                                    "InvalidParameterValue.DateTime") from None
         return bounds[0], bounds[1]
 
-    def _event(self) -> Any:
-        """Invoke's event: the JSON string in ClientContext (none: {})."""
-        context = self.get_param("ClientContext")
+    def _event(self, name: str = "ClientContext") -> Any:
+        """The event: the JSON string in ClientContext (Invoke) or Event (InvokeFunction); none: {}."""
+        context = self.get_param(name)
         if context in (None, ""):
             return {}
         if not isinstance(context, str):
-            raise self.invalid("ClientContext", "`ClientContext` must be a JSON string.")
+            raise self.invalid(name, f"`{name}` must be a JSON string.")
         try:  # bad JSON, too deep, a number too long: the caller's error, not ours
-            return parse_json(context, "`ClientContext`")
+            return parse_json(context, f"`{name}`")
         except Failure as e:
-            raise self.invalid("ClientContext", f"{e.message}.") from None
+            raise self.invalid(name, f"{e.message}.") from None
 
     # --- the actions ----------------------------------------------------------------------------
 
@@ -105,6 +105,18 @@ class ScfResponse(CloudApiResponse):
             raise ApiError("FailedOperation.InvokeFunction",
                            f"The function did not return within {wait:g} s; it keeps running as {run.request_id}. "
                            "Use InvocationType Event for long work.")
+        return {"Result": _sync_result(run, with_log=self.get_param("LogType") == "Tail")}
+
+    def invoke_function(self) -> dict[str, Any]:
+        """InvokeFunction: the synchronous invoke (`tccli scf InvokeFunction`), its event in `Event`."""
+        name = self.get_str_param("FunctionName", required=True)
+        self._namespace()
+        self._qualifier()
+        run = self.scf.invoke(name, self._event("Event"), REQUEST_RESPONSE, source="invoke")
+        wait = min(SYNC_WAIT_LIMIT_S, run.function.time_limit_ms / 1000.0 + 5.0)
+        if not self.scf.wait(run, wait):
+            raise ApiError("FailedOperation.InvokeFunction",
+                           f"The function did not return within {wait:g} s; it keeps running as {run.request_id}.")
         return {"Result": _sync_result(run, with_log=self.get_param("LogType") == "Tail")}
 
     def get_async_event_status(self) -> dict[str, Any]:

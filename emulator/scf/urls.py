@@ -14,6 +14,7 @@ SERVICE = "scf"
 VERSION = "2018-04-16"
 ACTIONS: dict[str, Callable[[ScfResponse], dict[str, Any]]] = {
     "Invoke": ScfResponse.invoke,
+    "InvokeFunction": ScfResponse.invoke_function,
     "GetAsyncEventStatus": ScfResponse.get_async_event_status,
     "TerminateAsyncEvent": ScfResponse.terminate_async_event,
     "ListAsyncEvents": ScfResponse.list_async_events,

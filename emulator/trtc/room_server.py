@@ -25,6 +25,10 @@ log = logging.getLogger("emulator.trtc.room_server")
 MAX_BUFFERED = 16 << 20
 # A connection that has not asked to enter by then is closed.
 ENTER_WITHIN_S = 10.0
+# A member the server puts out (replaced, removed, dismissed) is told why, then the server stops
+# writing and waits this long for the member to hang up: closing at once, while the member is still
+# sending, answers its next packet with a reset, which throws away the unread reason on its side.
+GOODBYE_WITHIN_S = 5.0
 
 
 def _int(header: dict[str, Any], key: str) -> int:
@@ -47,6 +51,7 @@ class _Connection(asyncio.Protocol):
         self.member: Member | None = None
         self._dropping = False
         self._enter_timer: asyncio.TimerHandle | None = None
+        self._goodbye: asyncio.TimerHandle | None = None  # set once the server has put the member out
 
     # --- asyncio.Protocol --------------------------------------------------------------------
 
@@ -66,6 +71,8 @@ class _Connection(asyncio.Protocol):
             self._reject(f"no 'enter' within {self._server.enter_within:g} s")
 
     def data_received(self, data: bytes) -> None:
+        if self._goodbye is not None:
+            return  # put out: what it still sends is read and dropped, so that it never sees a reset
         try:
             for message in self._decoder.feed(data):
                 self._handle(message)
@@ -81,6 +88,8 @@ class _Connection(asyncio.Protocol):
         self._server.connections.discard(self)
         if self._enter_timer is not None:
             self._enter_timer.cancel()
+        if self._goodbye is not None:
+            self._goodbye.cancel()
         if self.member is not None:
             self._rooms.leave(self.member, LEFT_TIMEOUT)
         self._transport = None
@@ -94,10 +103,21 @@ class _Connection(asyncio.Protocol):
             self._loop.call_soon_threadsafe(self._write, message)
 
     def close(self) -> None:
+        """The member was put out (its `closed` message is already queued): say goodbye, see GOODBYE_WITHIN_S."""
         if threading.get_ident() == self._server.loop_thread_id:
-            self._close_transport()
+            self._say_goodbye()
         else:
-            self._loop.call_soon_threadsafe(self._close_transport)
+            self._loop.call_soon_threadsafe(self._say_goodbye)
+
+    def _say_goodbye(self) -> None:
+        transport = self._transport
+        if transport is None or transport.is_closing() or self._goodbye is not None:
+            return
+        self._goodbye = self._loop.call_later(self._server.goodbye_within, self._close_transport)
+        if transport.can_write_eof():
+            transport.write_eof()  # after what is queued: the member reads why, then the end
+        else:
+            self._close_transport()
 
     def _write(self, message: Message) -> None:
         transport = self._transport
@@ -179,9 +199,10 @@ class RoomServer:
 
     def __init__(self, rooms: Rooms, host: str = "127.0.0.1", port: int = 0,
                  max_message: int = wire.MAX_MESSAGE, sweep_interval: float | None = None,
-                 enter_within: float = ENTER_WITHIN_S):
+                 enter_within: float = ENTER_WITHIN_S, goodbye_within: float = GOODBYE_WITHIN_S):
         self.rooms = rooms
         self.enter_within = enter_within
+        self.goodbye_within = goodbye_within
         self.host = host
         self.port = port
         self.max_message = max_message

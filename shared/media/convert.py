@@ -386,3 +386,30 @@ class H264Passthrough:
                 data = b"\x00\x00\x00\x01" + self._sps + b"\x00\x00\x00\x01" + self._pps + data
             out.append((data, key, p))
         return out
+
+
+class AccessUnitCheck:
+    """Each H.264 access unit about to be passed through, decoded as a receiver will decode it: a
+    unit that fails to decode, or whose picture the decoder had to patch up (error concealment:
+    the broken macroblock a viewer would see), is damaged. The demuxer cannot tell: slice data
+    damaged inside its NAL unit frames and demuxes as well as sound data does.
+
+    One picture out per unit in (no B-frames in passthrough, low delay, no frame threads), so the
+    verdict is about the unit just given. Deblocking is skipped: it finds no errors, and costs."""
+
+    def __init__(self) -> None:
+        ctx = av.CodecContext.create("h264", "r")
+        ctx.flags |= av.codec.context.Flags.low_delay
+        ctx.thread_count = 1
+        ctx.options = {"skip_loop_filter": "all"}
+        self._ctx = ctx
+
+    def damaged(self, data: bytes) -> str | None:
+        """Why the unit is damaged, or None when it decodes cleanly (or yields no picture yet)."""
+        try:
+            pictures = self._ctx.decode(av.Packet(data))
+        except av.FFmpegError as e:
+            return f"does not decode: {getattr(e, 'strerror', None) or e}"
+        if any(p.is_corrupt for p in pictures):
+            return "decodes only with errors concealed (damaged slice data)"
+        return None

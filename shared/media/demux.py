@@ -1,6 +1,7 @@
 """The passthrough loop: the source's H.264 demuxed and sent as it is (Annex-B access units with
 SPS/PPS on key frames), audio decoded to 20 ms frames. Video starts, and after undecodable
-packets restarts, at a key frame: nothing before one can be shown.
+packets restarts, at a key frame: nothing before one can be shown. Each unit is decoded before it
+goes (shared.media.convert.AccessUnitCheck): a damaged one never reaches the room.
 """
 from __future__ import annotations
 
@@ -40,13 +41,16 @@ def _access_units(p: Pass, packet: av.Packet) -> list[H264Frame]:
             continue
         if p.buffer.hold_audio:
             if not key:
-                continue  # nothing decodes before the first key frame
+                p.health.dropped()  # nothing decodes before the first key frame: dropped, and counted
+                continue
+            if p.damaged(data, unit):
+                continue
             # The first key frame fixes where this pass starts (a seek lands at or before the start).
             first = p.timeline.video(src, picture=False)
             assert first is not None
             p.buffer.key_found(first, drop_earlier_audio=p.spec.first and p.spec.audio_from_key)
             at: int | None = first
-        elif not p.video_resumes(key):
+        elif not p.video_resumes(key) or p.damaged(data, unit):
             continue
         else:
             at = p.timeline.video(src, picture=False)

@@ -80,6 +80,8 @@ def choose_video_path(src: VideoSource, plan: VideoPlan, limits: VideoLimits,
     """Passthrough only when nothing has to change the H.264: no parameters asked, 8-bit 4:2:0
     without B-frames, upright, within the room's maximum size and rate. `reorders` and `rotation`
     read the source (its first GOP, its first picture), so they are asked last."""
+    # Complexity above 20 on purpose: every reason a source cannot pass through is decided here,
+    # in one place, so that "why was this transcoded?" has one answer (VideoPath.why).
     too_fast = src.fps is not None and src.fps > limits.max_fps + 0.5
     turn = 0
     why = ""

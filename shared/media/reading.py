@@ -3,7 +3,7 @@
 - `Pass.packets()`: the container's packets in order; a read error is a SourceError naming the
   source (a live stream that closes ends the pass instead).
 - `Pass.decode()` and `Health`: a packet that does not decode is skipped and counted (passed-through
-  video then waits for its next key frame). Only a stream that decodes nothing for
+  video, checked by decoding it as a receiver would, then waits for its next key frame). Only a stream that decodes nothing for
   SOURCE_TIMEOUT_SECONDS of media fails the source: FFmpeg's own player plays on over a corrupt
   stretch, and so does the push.
 - `Pass.audio()`: decoded audio placed on the timeline (shared.media.timeline) and cut into room
@@ -23,7 +23,7 @@ from typing import Any, Callable, Iterable, Iterator
 
 import av
 
-from shared.media.convert import AudioConverter, H264Passthrough, VideoConverter
+from shared.media.convert import AccessUnitCheck, AudioConverter, H264Passthrough, VideoConverter
 from shared.media.frames import AudioFrame, Frame
 from shared.media.timeline import Timeline
 from shared.runtime import RunLogger
@@ -165,6 +165,7 @@ class Pass:
         self.video_stream: Any = opened.video
         self.audio_stream: Any = opened.audio
         self.h264 = H264Passthrough(self.video_stream) if opened.passthrough and self.video_stream else None
+        self.check = AccessUnitCheck() if self.h264 is not None else None
         self.buffer = Interleaver(self.audio_stream is not None, self.video_stream is not None,
                                   hold_audio=self.h264 is not None, fail=opened.fail)
         self.resyncing = False  # undecodable video: what follows waits for a key frame
@@ -225,6 +226,17 @@ class Pass:
         self.health.bad(kind, ms, error)
         if kind == "video" and self.h264 is not None:
             self.resyncing = True  # passed-through units after it refer to what was lost
+
+    def damaged(self, data: bytes, unit: av.Packet) -> bool:
+        """Passthrough: True for an access unit that would reach the room broken (flagged corrupt
+        by the demuxer, or failing the decode check); it is skipped and counted as undecodable, and
+        video waits for its next key frame."""
+        assert self.check is not None
+        why = "flagged corrupt by the demuxer" if unit.is_corrupt else self.check.damaged(data)
+        if why is None:
+            return False
+        self.undecodable("video", self.packet_ms(unit), ValueError(why))
+        return True
 
     def video_resumes(self, key: bool) -> bool:
         """Passthrough: False while video waits for its next key frame after an undecodable unit

@@ -7,7 +7,8 @@ whose message names the source (credentials and query stripped) and the reason.
 Opening (here): `_open` reaches the source, `_probe` picks the streams and asks
 shared.media.plan whether the video passes through. Reading: `play()` runs passes over the source
 (shared.media.decode's decode loop or shared.media.demux's passthrough loop, sharing
-shared.media.reading) on one shared.media.timeline.Timeline, the one place timestamps are decided.
+shared.media.reading) on one shared.media.timeline.Timeline, the one place timestamps are decided;
+between two passes of a loop shared.media.rewind gets back to the very first packets.
 """
 from __future__ import annotations
 
@@ -26,6 +27,7 @@ from shared.media.frames import Frame
 from shared.media.netio import SourceOpener, pinned_rtmp, safe_url
 from shared.media.plan import AudioPlan, VideoLimits, VideoPath, VideoPlan, VideoSource, choose_video_path
 from shared.media.reading import Health, Opened, Pass, PassSpec
+from shared.media.rewind import Head, flush, read_head, rewind_to_head
 from shared.media.timeline import Timeline
 from shared.runtime import RunLogger, get_logger
 from shared.settings import settings
@@ -132,6 +134,7 @@ class MediaSource:
         self._vstream: Any = None  # the video stream pushed (None: no video)
         self._astream: Any = None  # the audio stream pushed
         self._primed: list[av.Packet] = []
+        self._head: Head = {}  # each pushed stream's first packet at open (shared.media.rewind)
         self._iterations = 0
         self._origin_us: int | None = None
         if not 0 <= audio.volume <= 100:
@@ -229,41 +232,49 @@ class MediaSource:
         if live:
             duration_s = None
         self._origin_us = c.start_time if c.start_time is not None and not live else None
-        fps = None
-        path = None
-        if v is not None:
-            v.codec_context.thread_type = "AUTO"
-            rate = v.average_rate or v.guessed_rate or v.base_rate
-            fps = float(rate) if rate else None
-            ctx = v.codec_context
-            path = choose_video_path(
-                VideoSource(ctx.name, ctx.format.name if ctx.format is not None else None, bool(ctx.has_b_frames),
-                            ctx.width, ctx.height, fps),
-                self.video_plan, self.limits, self._first_gop_reorders, self._first_picture_rotation)
+        fps, path = self._video_path(v)
         src_ch = a.codec_context.channels if a is not None else None
         self.channels = self.audio_plan.channels or (1 if src_ch == 1 else 2)
         if self.channels not in (1, 2):
             raise self._fail(f"audio channels {self.channels} not supported (1 or 2)")
         self.path = path
+        vctx = v.codec_context if v is not None else None
         self.info = SourceInfo(
             url=self.name,
             is_live=live,
             duration_s=duration_s,
             has_audio=a is not None,
             has_video=v is not None,
-            video_codec=v.codec_context.name if v is not None else None,
-            width=v.codec_context.width if v is not None else None,
-            height=v.codec_context.height if v is not None else None,
+            video_codec=getattr(vctx, "name", None),
+            width=getattr(vctx, "width", None),
+            height=getattr(vctx, "height", None),
             fps=fps,
             audio_rate=a.codec_context.sample_rate if a is not None else None,
             audio_channels=src_ch,
             passthrough=bool(path and path.passthrough),
-            out_width=path.width if path else None,
-            out_height=path.height if path else None,
+            out_width=getattr(path, "width", None),
+            out_height=getattr(path, "height", None),
             out_fps=(path.fps or fps) if path else None,
-            rotation=path.rotation if path else 0,
+            rotation=getattr(path, "rotation", 0),
         )
+        if not live:
+            # What a loop's rewind must land on again (shared.media.rewind).
+            self._head = read_head(c, [v, a], self._primed)
         self._log_opened(c, path)
+
+    def _video_path(self, v: Any) -> tuple[float | None, VideoPath | None]:
+        """The video stream's frame rate, and how its pictures reach the room (None: no video)."""
+        if v is None:
+            return None, None
+        v.codec_context.thread_type = "AUTO"
+        rate = v.average_rate or v.guessed_rate or v.base_rate
+        fps = float(rate) if rate else None
+        ctx = v.codec_context
+        path = choose_video_path(
+            VideoSource(ctx.name, ctx.format.name if ctx.format is not None else None, bool(ctx.has_b_frames),
+                        ctx.width, ctx.height, fps),
+            self.video_plan, self.limits, self._first_gop_reorders, self._first_picture_rotation)
+        return fps, path
 
     def _pick_streams(self, c: av.container.InputContainer) -> None:
         """The video and audio stream to push (the rest is discarded); fails on what cannot be used."""
@@ -287,6 +298,11 @@ class MediaSource:
                 s.discard = av.stream.Discard.all  # the demuxer skips them (HLS: not downloaded)
         if self._vstream is None and self._astream is None:
             raise self._fail("has no audio or video stream")
+        self._check_decodable()
+
+    def _check_decodable(self) -> None:
+        """Fails naming what cannot be used: a codec without a decoder, a picture without a size,
+        audio without a sample rate."""
         for s, what in ((self._vstream, "video"), (self._astream, "audio")):
             if s is None:
                 continue
@@ -467,36 +483,40 @@ class MediaSource:
             primed, self._primed = self._primed, []
             return primed
         self._primed = []
-        if start_ms == 0 and self._seek_before_audio():
-            return []
+        if start_ms == 0:
+            return self._rewind_to_head()
         target = start_ms * 1000 + (self._origin_us or 0)
         try:
             c.seek(target, backward=True, any_frame=False)
         except av.FFmpegError as e:
-            if start_ms:
-                raise self._fail(f"cannot seek to {start_ms / 1000:g} s: {self._reason(e)}") from None
-            c.seek(self._origin_us or 0, backward=True)
-        for s in (self._vstream, self._astream):
-            if s is not None:
-                s.codec_context.flush_buffers()
+            raise self._fail(f"cannot seek to {start_ms / 1000:g} s: {self._reason(e)}") from None
+        flush(self._vstream, self._astream)
         return []
 
-    def _seek_before_audio(self) -> bool:
-        """Back to the very first audio packet, the codec's priming one included (AAC's has a
-        negative timestamp): a seek to 0 skips it, and the decoder then starts with silence where
-        its overlap is missing, a click in the middle of a loop. False when the container refuses."""
-        c, a = self._container, self._astream
-        if a is None or c is None or not a.time_base:
-            return False
-        before = (a.start_time or 0) - int(10 / a.time_base)
-        try:
-            c.seek(before, stream=a, backward=True, any_frame=True)
-        except av.FFmpegError:
-            return False
-        for s in (self._vstream, self._astream):
-            if s is not None:
-                s.codec_context.flush_buffers()
-        return True
+    def _rewind_to_head(self) -> list[av.Packet]:
+        """Back to the very first packets, as the source began at open (a loop's next pass); the
+        packets read to check that are replayed first."""
+        c = self._container
+        assert c is not None
+        read = rewind_to_head(c, self._vstream, self._astream, self._origin_us, self._head)
+        if read is not None:
+            return read
+        # No seek gets there (HLS whose first packet is audio before a B-frame GOP): open it again.
+        self.log.info("the source cannot seek back to its first frame; opening it again to loop", source=self.name)
+        return self._reopen()
+
+    def _reopen(self) -> list[av.Packet]:
+        """The source opened afresh, at its first packet (returned, to replay), as it was at open."""
+        info, path, channels = self.info, self.path, self.channels
+        self.close()
+        self._head = {}
+        self._open()
+        if (self.info.has_video, self.info.has_audio, self.info.passthrough) != (
+                info.has_video, info.has_audio, info.passthrough):
+            raise self._fail("changed between two passes of the loop (its streams are not the same)")
+        self.info, self.path, self.channels = info, path, channels
+        primed, self._primed = self._primed, []
+        return primed
 
     def _declared_end_ms(self) -> int | None:
         """Where the audio ends by the container's word, when that word is exact (not estimated):

@@ -11,6 +11,7 @@ import threading
 from typing import Any, Iterator
 
 from shared.media.source import MediaSource, SourceError
+from shared.worker import Worker
 
 NOTHING_YET = object()  # nothing arrived within the wait
 END_OF_SOURCE = object()  # every pass has been read
@@ -23,22 +24,24 @@ def close_quietly(source: MediaSource) -> None:
         pass
 
 
-class FrameReader:
-    """Runs `frames` (the source's, see shared.push.start) on a thread into a short queue."""
+class FrameReader(Worker):
+    """Runs `frames` (the source's, see shared.push.start) on a worker into a short queue.
+
+    close() asks it to stop (a read in progress finishes first: a source is never closed under
+    its own read); `release()` hands the source's closing to it when that read is still running."""
 
     def __init__(self, frames: Iterator[Any], source: MediaSource, depth: int = 8):
+        super().__init__("source-reader")
+        self._frames = frames
         self._queue: queue.Queue[Any] = queue.Queue(maxsize=depth)
-        self._quit = threading.Event()
         self._lock = threading.Lock()
         self._done = False
         self._close_source = False
         self._source = source
-        self._thread = threading.Thread(target=self._run, args=(frames,), name="source-reader", daemon=True)
-        self._thread.start()
 
-    def _run(self, frames: Iterator[Any]) -> None:
+    def run(self) -> None:
         try:
-            for frame in frames:
+            for frame in self._frames:
                 if not self._put(frame):
                     return
             self._put(END_OF_SOURCE)
@@ -54,7 +57,7 @@ class FrameReader:
                 close_quietly(self._source)
 
     def _put(self, item: Any) -> bool:
-        while not self._quit.is_set():
+        while not self.closing.is_set():
             try:
                 self._queue.put(item, timeout=0.1)
                 return True
@@ -70,20 +73,15 @@ class FrameReader:
             return NOTHING_YET
 
     def stop(self) -> None:
-        self._quit.set()
-        self._thread.join(0.3)
-
-    def wait(self, timeout: float) -> bool:
-        """After stop(): True once the reader's thread has ended (no read of the source is left
-        running), False if one is still inside a read after `timeout` seconds."""
-        self._thread.join(timeout)
-        return not self._thread.is_alive()
+        """close(), and a short wait for the worker to end."""
+        self.close()
+        self.join(0.3)
 
     def release(self, source: MediaSource) -> bool:
         """True if the caller may close the source now; else the reader closes it when its read ends."""
-        self._quit.set()
+        self.close()
         with self._lock:
-            if self._done:
+            if self._done or not self.alive:  # ended, or never started
                 return True
             self._close_source = True
             return False

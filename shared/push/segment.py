@@ -19,7 +19,7 @@ from __future__ import annotations
 import fractions
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable, Iterator, Optional
 
 import av
@@ -30,6 +30,10 @@ from shared.push.checkpoint import Checkpoint
 from shared.push.reader import END_OF_SOURCE, NOTHING_YET, FrameReader, close_quietly
 from shared.push.start import Start, frames_from
 from shared.runtime import RunLogger
+from shared.worker import Worker, spawn
+
+# An opened segment must show its first item within this long, or the switch to it fails.
+FIRST_ITEM_WITHIN_S = 30.0
 
 PASSTHROUGH = "passthrough"
 TRANSCODE = "transcode"  # decoded to pictures, the room encodes
@@ -169,72 +173,71 @@ def make_segment(src: str, source: MediaSource, path: str, start: Start, passes:
     if path == ENCODE:
         frames = H264Encoder(room, log).apply(frames)
     reader = FrameReader(frames, source)
+    reader.start()
     return Segment(src, source, reader, start, path, checkpoint, position_ms=start.position_ms, passes=passes,
                    own_source=own_source)
 
 
-@dataclass
-class Opening:
-    """A segment being prepared in the background while the current one plays.
+class Opening(Worker):
+    """A segment being prepared on its own worker while the current one plays.
 
-    `run` (on its own thread) returns the segment with its first item read, or raises SourceError.
-    `abandon()` may be called at any time: what was opened is then closed by the thread itself."""
+    `opens` (on the worker) returns the segment; the worker then waits for its first item, so that
+    the cut never waits on the source. `done` is set when it is ready (`segment`) or failed
+    (`error`). close() may be called at any time: what was opened is then closed by the worker."""
 
-    run: Callable[[], Segment]
-    label: str
-    command: Any = None  # the control command it is for (None: the queue)
-    trigger: str = "control"
-    target: str = ""
-    item: Optional[int] = None  # the playlist's item it opens (None: not one of the list's)
-    seek: Optional[float] = None
-    started: float = field(default_factory=time.monotonic)
-    segment: Optional[Segment] = None
-    error: Optional[str] = None
-    done: threading.Event = field(default_factory=threading.Event)
-    _abandoned: bool = False
-    _lock: threading.Lock = field(default_factory=threading.Lock)
+    def __init__(self, opens: Callable[[], Segment], label: str, command: Any = None, trigger: str = "control",
+                 target: str = "", item: Optional[int] = None, seek: Optional[float] = None):
+        super().__init__(f"open-{label}")
+        self.opens = opens
+        self.label = label
+        self.command = command  # the control command it is for (None: the queue)
+        self.trigger = trigger
+        self.target = target
+        self.item = item  # the playlist's item it opens (None: not one of the list's)
+        self.seek = seek
+        self.started = time.monotonic()
+        self.segment: Optional[Segment] = None
+        self.error: Optional[str] = None
+        self.done = threading.Event()
+        self._lock = threading.Lock()
 
-    def begin(self) -> "Opening":
-        threading.Thread(target=self._work, name=f"open-{self.label}", daemon=True).start()
-        return self
-
-    def _work(self) -> None:
+    def run(self) -> None:
         segment: Optional[Segment] = None
         try:
-            segment = self.run()
-            deadline = time.monotonic() + 30.0
-            while True:  # the first item: the cut never waits on the source
-                item = segment.reader.next(timeout=0.1)
-                if item is not NOTHING_YET:
-                    break
-                if self._abandoned or time.monotonic() > deadline:
-                    raise SourceError(f"videoSrc {segment.name}: no frame within 30 s")
-            if isinstance(item, SourceError):
-                raise item
-            if item is END_OF_SOURCE:
-                raise SourceError(f"videoSrc {segment.name}: has nothing to play from "
-                                  f"{segment.start.position_s:g} s")
-            segment.first = item
+            segment = self.opens()
+            segment.first = self._first_item(segment)
         except SourceError as e:
             self.error = str(e)
-            if segment is not None:
-                _discard(segment)
-            segment = None
         except Exception as e:  # PyAV may raise what the source did not foresee: still the source's failure
             self.error = f"videoSrc {safe_url(self.target)}: {type(e).__name__}: {e}"
-            if segment is not None:
-                _discard(segment)
+        if self.error is not None and segment is not None:
+            _discard(segment)
             segment = None
         with self._lock:
-            abandoned = self._abandoned
+            closed = self.closing.is_set()
             self.segment = segment
-        if abandoned and segment is not None:
+        if closed and segment is not None:
             _discard(segment)
         self.done.set()
 
-    def abandon(self) -> None:
+    def _first_item(self, segment: Segment) -> Any:
+        deadline = time.monotonic() + FIRST_ITEM_WITHIN_S
+        while True:
+            item = segment.reader.next(timeout=0.1)
+            if item is not NOTHING_YET:
+                break
+            if self.closing.is_set() or time.monotonic() > deadline:
+                raise SourceError(f"videoSrc {segment.name}: no frame within {FIRST_ITEM_WITHIN_S:g} s")
+        if isinstance(item, SourceError):
+            raise item
+        if item is END_OF_SOURCE:
+            raise SourceError(f"videoSrc {segment.name}: has nothing to play from {segment.start.position_s:g} s")
+        return item
+
+    def close(self) -> None:
+        """Drop it: a segment already opened is discarded here, one still opening by the worker."""
         with self._lock:
-            self._abandoned = True
+            super().close()
             segment, self.segment = self.segment, None
         if segment is not None:
             _discard(segment)
@@ -244,8 +247,9 @@ def _discard(segment: Segment) -> None:
     segment.release()
     if segment.checkpoint is not None:
         cp = segment.checkpoint
+
         def finish_abandoned() -> None:
             cp.finish("stopped", "switch_abandoned", budget_s=1.0)
             cp.close()
 
-        threading.Thread(target=finish_abandoned, daemon=True).start()
+        spawn(finish_abandoned, "checkpoint-abandoned")

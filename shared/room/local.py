@@ -59,6 +59,8 @@ log = logging.getLogger("shared.room.local")
 _MS = fractions.Fraction(1, 1000)
 _LAYOUTS = {1: "mono", 2: "stereo"}
 SAMPLES_PER_FRAME = AUDIO_SAMPLE_RATE * AUDIO_FRAME_MS // 1000
+# How long a failed send waits for the reader to learn why the server closed the connection.
+READER_VERDICT_S = 1.0
 
 
 class _OpusEncoder:
@@ -388,6 +390,11 @@ class LocalRoom(Room):
         try:
             sock.sendall(data)
         except OSError as e:
+            # The server may have put us out (replaced, removed) just before: its reason is on its
+            # way to the reader, and wins over the broken connection it explains.
+            reader = self._reader
+            if reader is not None and reader is not threading.current_thread():
+                reader.join(READER_VERDICT_S)
             self._close(RoomClosed(CloseReason.ERROR, ERR_NETWORK_UNREACHABLE, f"lost the room server: {e}"))
             raise RoomError(ERR_NETWORK_UNREACHABLE, f"lost the connection to the room server: {e}") from None
 

@@ -182,6 +182,7 @@ def test_a_recording_and_a_push_end_to_end_through_event_invoke(entry_servers, r
         cfs.mkdir()
         env = {**room_service.env, "COS_ENDPOINT": cos.endpoint_url, "CFS_PATH": str(cfs), "PACING_SPEED": "2",
                "SOURCE_ALLOWLIST": "127.0.0.0/8,localhost", "CALLBACK_ALLOWLIST": "127.0.0.0/8,localhost",
+               "COS_ALLOWLIST": "127.0.0.0/8,localhost",
                "LOCAL_SOURCE_DIRS": str(tmp_path)}
         recorder = entry_servers("record_stream", env)
         pusher = entry_servers("push_stream", env)

@@ -4,6 +4,9 @@ from __future__ import annotations
 import array
 import math
 from dataclasses import dataclass, field
+from pathlib import Path
+
+import av
 
 from emulator.media import decode_h264  # noqa: F401  (the source tests import it from here)
 from shared.media.source import MediaSource
@@ -64,3 +67,36 @@ def nal_types(data: bytes) -> list[int]:
             return types
         types.append(data[j + 3] & 0x1F)
         i = j + 3
+
+
+def damage_slices(src: Path, dst: Path, frames: list[int]) -> Path:
+    """The MP4 with the slice data of some video frames (by decode order) overwritten mid-NAL: the
+    framing stays sound (the demuxer sees nothing wrong), the pictures decode with broken
+    macroblocks, as a download damaged in transit does."""
+    data = bytearray(src.read_bytes())
+    with av.open(str(src)) as c:
+        packets = [(p.pos, p.size) for p in c.demux(c.streams.video[0]) if p.size]
+    for i in frames:
+        pos, _ = packets[i]
+        length = int.from_bytes(data[pos:pos + 4], "big")  # the first NAL unit (avcC: length-prefixed)
+        middle = pos + 4 + length // 2
+        data[middle:middle + 16] = bytes((k * 97 + 5) % 256 for k in range(16))
+    dst.write_bytes(bytes(data))
+    return dst
+
+
+def decode_checked(units: list[bytes]) -> tuple[int, int]:
+    """(pictures decoded, pictures the decoder had to conceal errors in) for access units decoded in
+    order with a fresh decoder, as a viewer does; a unit that fails to decode counts as damaged."""
+    ctx = av.CodecContext.create("h264", "r")
+    ctx.thread_count = 1
+    pictures = damaged = 0
+    for unit in [*units, None]:
+        try:
+            out = ctx.decode(None if unit is None else av.Packet(unit))
+        except av.FFmpegError:
+            damaged += 1
+            continue
+        pictures += len(out)
+        damaged += sum(1 for p in out if p.is_corrupt)
+    return pictures, damaged

@@ -10,7 +10,7 @@ from emulator.media import discontinuities
 from shared.media.plan import VideoLimits
 from shared.media.source import MediaSource, PassEnd, SourceError, VideoPlan
 from shared.room.base import AudioFrame
-from tests.media.helpers import decode_h264, pull, strictly_increasing
+from tests.media.helpers import damage_slices, decode_checked, decode_h264, pull, strictly_increasing
 
 
 @pytest.mark.parametrize("plan", [VideoPlan(), VideoPlan(bitrate_kbps=500)], ids=["passthrough", "decoded"])
@@ -88,3 +88,19 @@ def test_a_loop_is_seamless_to_the_sample(clips):
     assert [f.pts_ms for f in video] == [i * 40 for i in range(225)]
     pcm = list(array.array("h", b"".join(f.data for f in audio)))
     assert discontinuities(pcm, 440) == []
+
+
+def test_passed_through_units_with_damaged_slices_are_not_forwarded(clips, tmp_path):
+    """A frame whose slice data is damaged demuxes cleanly; decoded as a receiver would, it shows a
+    broken macroblock. It is not forwarded, nor is the rest of its GOP (they refer to it); the key
+    frame after it is, and each dropped frame is counted."""
+    clean = clips.get("long.mp4")  # 6 s at 25 fps, a key frame every 25 frames, no B-frames
+    damaged = damage_slices(clean, tmp_path / "corrupt.mp4", frames=[30, 110])
+    with MediaSource(str(damaged)) as src:
+        assert src.info.passthrough
+        got = pull(src)
+        skipped = src.skipped
+    pictures, broken = decode_checked([f.data for f in got.video])
+    assert broken == 0 and pictures == len(got.video) == 150 - 20 - 15
+    assert skipped == 20 + 15
+    assert [f.pts_ms for f in got.video if f.key] == [0, 1000, 2000, 3000, 4000, 5000]

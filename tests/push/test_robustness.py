@@ -10,6 +10,7 @@ import pytest
 from emulator.media import discontinuities
 from functions.push_stream.index import main_handler
 from shared.room import RoomRef
+from tests.media.helpers import damage_slices, decode_checked
 
 from .conftest import decode_h264, new_room, params_for
 
@@ -28,6 +29,19 @@ def test_a_corrupt_stretch_is_skipped_and_the_push_plays_on(push_env, subscribe,
     assert got.audio_pts[-1] >= 9900 and got.video_pts[-1] >= 9900
     # Every access unit that arrived decodes: the push resumed at a key frame after the damage.
     assert len(decode_h264(got.video_data)) == len(got.video_data) > 180
+
+
+def test_a_damaged_frame_never_reaches_the_room_in_passthrough(push_env, subscribe, clips, tmp_path):
+    """Two frames with damaged slice data (they demux cleanly): what the room gets decodes without a
+    single concealed macroblock; each damaged frame's GOP resumes at its next key frame, and what
+    was held back is counted in framesSkipped."""
+    corrupt = damage_slices(clips.get("long.mp4"), tmp_path / "corrupt.mp4", frames=[30, 110])
+    result, got = _push(push_env, subscribe, corrupt)
+    assert (result["status"], result["reason"], result["path"]) == ("completed", "end_of_source", "passthrough")
+    pictures, broken = decode_checked(got.video_data)
+    assert broken == 0 and pictures == len(got.video_data) == result["framesSent"]["video"] == 150 - 20 - 15
+    assert result["framesSkipped"] == 20 + 15
+    assert got.audio_pts[-1] >= 5900  # audio plays on through the damaged stretches
 
 
 def test_a_rotated_phone_video_arrives_upright(push_env, subscribe, clips):

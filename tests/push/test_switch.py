@@ -169,10 +169,14 @@ def test_volume_applies_to_the_next_audio_and_stop_ends_the_push(push_env, subsc
     assert max(_peak(d) for d in got.audio_data[n + 5:]) < 100, "silent from (about) the next frame"
 
 
-def test_enqueue_three_sources_plays_them_in_order(push_env, subscribe, redis_server, clip_short, clip3, clip_b):
+def test_enqueue_three_sources_plays_them_in_order(push_env, subscribe, redis_server, clip_short, clip3, clip_b,
+                                                   monkeypatch):
+    # The first source must still be playing when the enqueue arrives (a control call proves the
+    # push's userSig with scrypt first): 3 s at 2x, not a 1 s clip at 8x.
+    monkeypatch.setenv("PACING_SPEED", "2")
     room = new_room()
     sub = subscribe(RoomRef(room), "pusher")
-    push = Running(push_env, redis_server, clip_short, room, "req-enqueue")
+    push = Running(push_env, redis_server, clip3, room, "req-enqueue")
     status, body = push.control("enqueue", videoSrc=[str(clip3), str(clip_short), str(clip3)])
     assert status == 200 and len(body["state"]["queue"]) == 3
     result = push.wait(60)
@@ -181,7 +185,7 @@ def test_enqueue_three_sources_plays_them_in_order(push_env, subscribe, redis_se
     assert all(s["trigger"] == "queue" and s["ok"] for s in result["switches"])
     got = sub.settle()
     assert all(g > 0 for g in _gaps(got.video_pts)) and max(_gaps(got.audio_pts)) <= 60
-    assert len(got.video_pts) == pytest.approx(25 * (1 + 3 + 1 + 3), abs=4)
+    assert len(got.video_pts) == pytest.approx(25 * (3 + 3 + 1 + 3), abs=4)
 
 
 def test_a_playlist_push_plays_its_items_in_order(push_env, subscribe, clip_short, clip3):

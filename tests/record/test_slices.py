@@ -145,7 +145,8 @@ def test_two_anchors_get_their_own_slices_and_snapshots_announced_in_order(studi
         audio = [p for p in mine if p["Type"] == TYPE_AUDIO]
         assert [(p["Index"], p["StartMs"]) for p in audio] == [(0, 0), (1, 15000)]
         assert set(mine[0]) == {"RequestId", "SdkAppId", "RoomId", "StrRoomId", "UserId", "Type", "Index",
-                                "StartMs", "EndMs", "Url", "CallbackId"}  # the id every POST of a run carries
+                                "StartMs", "EndMs", "Url", "CallbackId"}
+        assert len({p["CallbackId"] for p in mine}) == len(mine)  # one id per piece, for a receiver's dedupe
         assert mine[0]["RoomId"] == room and mine[0]["SdkAppId"] == studio.rooms.sdk_app_id
         first = audio[0]
         assert first["Url"].endswith(piece_key(key, TYPE_AUDIO, 0)) and first["EndMs"] == 15000

@@ -166,7 +166,8 @@ async function runPage(requestId) {
   }
   let event = run.event;
   const body = event && typeof event.body === "string" ? (() => { try { return JSON.parse(event.body); } catch (e) { return null; } })() : null;
-  root.append(head, h("p", {}, graceBtn, " ", killBtn), message, progress.el,
+  const transcript = run.functionName === "recognize_stream" ? transcriptView(requestId) : null;
+  root.append(head, h("p", {}, graceBtn, " ", killBtn), message, progress.el, transcript,
     h("div", { class: "row" },
       h("div", { class: "grow" }, h("h2", {}, "Log"), logEl),
       h("div", { class: "grow" }, h("h2", {}, "Result"), resultEl,
@@ -188,7 +189,45 @@ async function runPage(requestId) {
   es.addEventListener("open", () => { logEl.textContent = ""; }); // a reconnect sends the log again
 }
 
+// A recognize_stream run's transcript: every sentence with its speaker and times, live while the run
+// goes (from its log), then the result's (with the COS clip of each sentence and the transcript files).
+function transcriptView(requestId) {
+  const tbody = h("tbody", {});
+  const files = h("p", { id: "transcript-files" });
+  const note = h("p", { class: "muted" });
+  const el = h("section", { id: "transcript" }, h("h2", {}, "Transcript"), note,
+    h("table", {}, h("thead", {}, h("tr", {}, ["speaker", "#", "start", "end", "text", "clip"].map((c) => h("th", {}, c)))), tbody),
+    files);
+  const render = (t) => {
+    note.textContent = t.running ? "Live: each sentence appears as it is recognised." : t.source === "result"
+      ? "From the run's result." : "From the run's log.";
+    tbody.replaceChildren(...(t.sentences.length ? t.sentences.map((s) => h("tr", { dataset: { user: s.userId, index: s.index } },
+      h("td", { class: "mono" }, s.userId), h("td", { class: "num" }, s.index),
+      h("td", { class: "num" }, fmtSeconds(s.startMs / 1000)), h("td", { class: "num" }, fmtSeconds(s.endMs / 1000)),
+      h("td", { class: "said" }, s.text || h("span", { class: "muted" }, "(nothing recognised)")),
+      h("td", {}, s.clip ? h("a", { class: "clip", href: s.clip, target: "_blank" }, "clip") : "")))
+      : [h("tr", {}, h("td", { colspan: 6, class: "muted" }, t.running ? "Nothing recognised yet." : "No sentence was recognised."))]));
+    files.replaceChildren(...t.files.map((f) => f.url
+      ? h("span", { class: "file" }, h("a", { href: f.url, target: "_blank", dataset: { kind: f.kind, user: f.userId } },
+          `${f.userId} · transcript ${f.kind}`), " ")
+      : h("div", { class: "error" }, `${f.userId}: ${f.message}`)));
+  };
+  live(`/api/runs/${encodeURIComponent(requestId)}/transcript/events`, { transcript: render });
+  return el;
+}
+
 // --- rooms -----------------------------------------------------------------------------------------
+
+// What a recognize_stream run heard an anchor say: its last sentences, the newest last, then (while
+// it speaks) the words heard so far, which the final sentence replaces.
+function captionLines(captions) {
+  return captions.map((c, i) => h("div", {
+    class: `caption ${c.partial ? "partial" : "final"}${i === captions.length - 1 ? " latest" : ""}`,
+    dataset: c.partial ? {} : { index: c.index } }, h("span", { class: "said" }, c.text || "…"),
+    c.partial ? h("span", { class: "when" }, " speaking…")
+      : h("span", { class: "when mono", title: "since the recogniser entered the room" },
+        ` ${fmtSeconds(c.startMs / 1000)}–${fmtSeconds(c.endMs / 1000)}`)));
+}
 
 function figuresText(f) {
   if (!f) return h("span", { class: "muted" }, "no media relayed in the last seconds");
@@ -224,13 +263,15 @@ function roomsPage() {
             room.anchorlessS !== null ? ` · no anchor for ${fmtSeconds(room.anchorlessS)}` : "")),
           h("button", { class: "danger dismiss", onclick: () => act("/api/rooms/dismiss", ids) }, "DismissRoom")),
         h("table", {}, h("thead", {}, h("tr", {}, ["user", "role", "publishes", "live figures", ""].map((c) => h("th", {}, c)))),
-          h("tbody", {}, room.members.map((m) => h("tr", { dataset: { user: m.userId, role: m.role } },
+          h("tbody", {}, room.members.flatMap((m) => [h("tr", { dataset: { user: m.userId, role: m.role } },
             h("td", { class: "mono" }, m.userId), h("td", {}, m.role),
             h("td", {}, m.publishes.join(" + ") || "–"), h("td", {}, m.publishes.length ? figuresText(m.figures) : ""),
             h("td", {}, m.publishes.length ? h("a", { class: "watch", href: `#/watch?${new URLSearchParams({
               app: room.sdkAppId, room: room.roomId, str: room.strRoom ? 1 : 0, user: m.userId })}` }, "Watch") : "", " ",
               h("button", { class: "danger remove", onclick: () => act("/api/rooms/remove-user", { ...ids, userIds: [m.userId] }) },
-                "RemoveUser")))))));
+                "RemoveUser"))),
+            m.captions && m.captions.length ? h("tr", { class: "captions", dataset: { captionsOf: m.userId } },
+              h("td", {}, h("span", { class: "muted" }, "says")), h("td", { colspan: 4 }, captionLines(m.captions))) : null]))));
     }));
   };
   live("/api/rooms/events", { rooms: (d) => render(d.rooms) });
@@ -241,9 +282,15 @@ function watchPage(params) {
   const who = `${params.get("user")} in ${params.get("str") === "1" ? "string room" : "room"} ${params.get("room")}`;
   root.append(h("h1", {}, "Watch ", who), h("p", {}, h("a", { href: "#/rooms" }, "← rooms")));
   const box = h("div", { id: "watch" });
-  root.append(box);
-  leaving(startWatch(box, { app: params.get("app"), room: params.get("room"), str: params.get("str") || "0",
-                            user: params.get("user") }));
+  const captions = h("div", { id: "captions", class: "captions-box" }, h("div", { class: "muted" }, "No speech recognised yet."));
+  root.append(box, h("h2", {}, "Captions"), captions);
+  const query = { app: params.get("app"), room: params.get("room"), str: params.get("str") || "0", user: params.get("user") };
+  leaving(startWatch(box, query));
+  // Captions: what a recognize_stream run in this room hears this member say.
+  live(`/api/captions/events?${new URLSearchParams(query)}`, {
+    captions: (d) => captions.replaceChildren(...(d.captions.length ? captionLines(d.captions)
+      : [h("div", { class: "muted" }, "No speech recognised yet.")])),
+  });
 }
 
 // --- recordings ------------------------------------------------------------------------------------
@@ -296,6 +343,12 @@ function recordingsPage() {
 
 // --- start -----------------------------------------------------------------------------------------
 
+const PLACEHOLDERS = {
+  "push_stream.videoSrc": "/path/to/clip.mp4, or an HTTP(S), HLS or RTMP URL",
+  "recognize_stream.HotwordList": "words to favour, comma-separated: triangle, square",
+  "recognize_stream.Path": "a COS path for transcripts and clips (empty: none)",
+};
+
 async function startPage() {
   const root = main();
   root.append(h("h1", {}, "Start a run"),
@@ -318,6 +371,22 @@ async function startPage() {
         const room = /^\d+$/.test(v.RoomId) ? { RoomId: Number(v.RoomId) } : { StrRoomId: v.RoomId };
         return { SdkAppId: info.sdkAppId, ...room, UserId: v.UserId, UserSig: sig, Mode: v.Mode,
           CosConfig: { Region: cos.region, Bucket: cos.bucket, Path: v.Path }, ...(v.Callback ? { Callback: v.Callback } : {}) };
+      },
+    },
+    recognize_stream: {
+      fields: [["RoomId", "text", "1234"], ["UserId", "text", "recognizer"],
+               ["EngineModelType", "select", ["16k_en", "16k_zh", "16k_zh_edu", "16k_en_edu"]],
+               ["HotwordList", "text", ""], ["VadSilenceTime", "number", "800"], ["Partial", "checkbox", false],
+               ["Path", "text", ""], ["Callback", "text", ""]],
+      body: (v, sig) => {
+        const room = /^\d+$/.test(v.RoomId) ? { RoomId: Number(v.RoomId) } : { StrRoomId: v.RoomId };
+        const hotwords = v.HotwordList.split(",").map((w) => w.trim()).filter(Boolean);
+        return { SdkAppId: info.sdkAppId, ...room, UserId: v.UserId, UserSig: sig, EngineModelType: v.EngineModelType,
+          VadSilenceTime: Number(v.VadSilenceTime), ...(hotwords.length ? { HotwordList: hotwords } : {}),
+          ...(v.Partial ? { Partial: true } : {}),
+          // A COS path keeps each anchor's transcript (JSON, WebVTT) and each sentence's clip.
+          ...(v.Path ? { CosConfig: { Region: cos.region, Bucket: cos.bucket, Path: v.Path } } : {}),
+          ...(v.Callback ? { Callback: v.Callback } : {}) };
       },
     },
   };
@@ -348,7 +417,7 @@ async function startPage() {
       let el;
       if (type === "select") el = h("select", { name }, dflt.map((o) => h("option", { value: o }, o)));
       else if (type === "checkbox") el = h("input", { type, name });
-      else el = h("input", { type, name, value: dflt, placeholder: name === "videoSrc" ? "/path/to/clip.mp4, or an HTTP(S), HLS or RTMP URL" : null });
+      else el = h("input", { type, name, value: dflt, placeholder: PLACEHOLDERS[`${fn}.${name}`] || null });
       el.id = `${fn}-${name}`;
       inputs[name] = el;
       el.addEventListener("input", () => refresh(name === userField));

@@ -114,8 +114,13 @@ export function startWatch(box, { app, room, str, user }) {
 
   function onMessage(h, payload) {
     switch (h.t) {
-      case "hello": say("waiting", "in the room; waiting for the next key frame…"); break;
+      case "hello":
+        // An anchor publishing audio only (a student's microphone): no black picture waiting for a key frame.
+        canvas.hidden = h.video === false;
+        say("waiting", h.video === false ? "in the room; audio only (no picture published)" : "in the room; waiting for the next key frame…");
+        break;
       case "vconfig":
+        canvas.hidden = false;
         config = { codec: h.codec, width: h.width, height: h.height };
         Object.assign(stats, { codec: h.codec, width: h.width, height: h.height });
         decoder = null; // a new decoder for the new stream, from this key frame
