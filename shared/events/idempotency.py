@@ -96,6 +96,12 @@ class RedisKeys:
     def __init__(self, client: Any):
         self.client = client
 
+    def close(self) -> None:
+        try:
+            self.client.close()
+        except Exception:  # noqa: BLE001 - the answer is in hand; a close that fails loses nothing
+            pass
+
     def claim(self, scope: Scope, fp: str, request_id: str) -> Claim:
         from shared.redis.keys import idempotency_key
 

@@ -51,7 +51,7 @@ RECORD = _kinds(
 )
 
 RECOGNIZE = _kinds(
-    Kind("started"), Kind("sentence", verbose=True), Kind("stopped", final=True), DUPLICATE,
+    Kind("started"), Kind("stopped", final=True), DUPLICATE,
 )
 
 BY_FUNCTION: dict[str, dict[str, Kind]] = {"push_stream": PUSH, "record_stream": RECORD,

@@ -68,7 +68,11 @@ def run_with_events(params: Any, inv: Invocation, log: RunLogger, *, function: s
         if key and store is not None:
             scope = Scope(function, who.sdk_app_id, key)
             try:
-                claim = store().claim(scope, fingerprint(params), inv.request_id)
+                keys = store()
+                try:
+                    claim = keys.claim(scope, fingerprint(params), inv.request_id)
+                finally:
+                    getattr(keys, "close", lambda: None)()
             except Failure:
                 raise
             except Exception as e:  # the store is unreachable: a second task must not start unchecked

@@ -11,6 +11,7 @@ import pytest
 
 from emulator.callbacks import CallbackReceiver
 from emulator.cloud import CloudConfig, LocalCloud
+from tests.record.segmented import bucket, cos_env, prefix  # noqa: F401  (the local COS's fixtures)
 
 SIGN_KEY = "eventsSignKey123"
 
@@ -66,6 +67,3 @@ def check_stream(receiver: CallbackReceiver, request_id: str) -> list[dict[str, 
 
 def types(events: list[dict[str, Any]]) -> list[str]:
     return [e["EventType"] for e in events]
-
-
-from tests.record.segmented import bucket, cos_env, prefix  # noqa: E402,F401  (the local COS's fixtures)
