@@ -28,6 +28,7 @@ from shared.events.emitter import RunEvents
 from shared.events.idempotency import BucketKeys
 from shared.events.lifecycle import Who, run_with_events
 from shared.failures import Failure, Kind
+from shared.outbox import with_id
 from shared.room import (
     AudioAvailable,
     EnterParams,
@@ -384,6 +385,8 @@ class Recognition:
     def _callback(self, result: dict[str, Any]) -> None:
         if not self.params.Callback:
             return
+        # The id the POST carries, kept in the result returned too (and in the run's end event).
+        result["CallbackId"] = with_id(result)["CallbackId"]
         if not self._outbox.post_result(result, self.inv.deadline - 1.0):
             self.log.error("result callback not delivered; the result is still returned")
 
