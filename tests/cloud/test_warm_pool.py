@@ -128,7 +128,8 @@ def test_push_control_through_the_local_cloud_is_answered_by_one_warm_instance(t
                                    functions=("push_control",))).start()
     try:
         url = cloud.info()["gateway"] + "/push_control"
-        answers = [requests.post(url, json={"requestId": f"no-such-push-{n}", "action": "status"}, timeout=30)
+        answers = [requests.post(url, json={"requestId": f"no-such-push-{n}", "action": "status",
+                                                "controlToken": "a-token-of-16-chars-or-more"}, timeout=30)
                    for n in range(3)]
         assert [a.status_code for a in answers] == [404, 404, 404]  # the function's own answer
         assert all(a.json()["reason"] == "not_running" for a in answers)

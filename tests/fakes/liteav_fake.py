@@ -597,7 +597,7 @@ class FakeCloud:
         if not self._subscribed(event.user_id, _AUDIO):
             return
         frame = liteav.AudioFrame()
-        frame.SetData(event.frame.data)
+        frame.SetData(bytes(event.frame.data))
         frame.pts = event.frame.pts_ms
         frame.sample_rate = event.frame.sample_rate
         frame.channels = event.frame.channels
@@ -611,7 +611,7 @@ class FakeCloud:
         self.fake_frames_delivered["video"] += 1
         if isinstance(event.frame, H264Frame):
             unit = liteav.VideoFrame()
-            unit.SetData(event.frame.data)
+            unit.SetData(bytes(event.frame.data))
             unit.pts = event.frame.pts_ms
             unit.dts = event.frame.pts_ms if event.frame.dts_ms is None else event.frame.dts_ms
             unit.is_key_frame = event.frame.key
@@ -620,7 +620,7 @@ class FakeCloud:
             _reuse(unit)
         else:
             picture = liteav.PixelFrame()
-            picture.SetData(event.frame.data)
+            picture.SetData(bytes(event.frame.data))
             picture.width, picture.height = event.frame.width, event.frame.height
             picture.pts = event.frame.pts_ms
             self._call("OnRemotePixelFrameReceived", event.user_id, _HIGH, picture)
