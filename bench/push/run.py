@@ -22,6 +22,9 @@
     that `./dev package --image` writes, compiled as the Dockerfile compiles it, in `python -I -S`):
     process start to listening, and to the first frame in the room when SCF invokes it as soon as it
     listens; then a warm invocation of the same instance (its spare worker has imported the function).
+(g) What lifecycle events cost a push: the same 720p30 transcoding push of a four-item playlist,
+    with and without EventCallback (a receiver on loopback answering every event), best of RUNS runs
+    each, taken in turns; the handler's CPU per media-second, and how many events arrived.
 (switch) push_control switch latency, p50/p99: the control call (shared.push.control.caller.send, in-process)
     to the first frame of the new source a subscriber in the room receives, over 20 switches between
     two local files and 20 between the same files over HTTP (loopback), in real time; the largest
@@ -62,6 +65,7 @@ TARGET_PASSTHROUGH_RSS_MB = 100.0
 TARGET_COLD_FIRST_FRAME_S = 1.0
 TARGET_WARM_FIRST_FRAME_S = 0.1
 TARGET_SWITCH_P99_MS = 200.0
+TARGET_EVENTS_CPU_PCT = 1.0
 TARGET_SWITCH_AUDIO_GAP_MS = 60.0
 SWITCHES = 20  # per kind of source
 
@@ -161,6 +165,39 @@ def bench_cpu(rooms: Any, work: Path, seconds: float) -> list[tuple[str, str, st
     rows.append(("(e) peak RSS, 1080p30 passthrough push", f"{passthrough['rss_mb']:.0f} MB",
                  "(its own VmHWM, as above)", f"target <= {TARGET_PASSTHROUGH_RSS_MB:.0f} MB"))
     return rows
+
+
+# --- (g) ------------------------------------------------------------------------------------------
+
+
+def bench_events(rooms: Any, work: Path, seconds: float) -> list[tuple[str, str, str, str]]:
+    from emulator.callbacks import CallbackReceiver
+
+    item_s = max(2.0, seconds / 2)
+    src = make_source(work / f"src1080b-{item_s:g}.mp4", item_s, 1920, 1080, bframes=2)
+    env = {**rooms.env, "PACING_SPEED": "1000", "SOURCE_ALLOWLIST": "127.0.0.0/8", "CALLBACK_ALLOWLIST": "127.0.0.0/8"}
+    params = {"videoSrc": [str(src)] * 4, "sdkAppId": rooms.sdk_app_id, "roomId": 910_007, "userId": "bench",
+              "userSig": rooms.usersig("bench"), "videoWidth": 1280, "videoHeight": 720, "videoBitrate": 1200}
+    receiver = CallbackReceiver(path="/events").start()
+    try:
+        plain, evented, received = [], [], []
+        for n in range(RUNS):
+            plain.append(run_child(params, env, request_id=f"bench-ev-off-{n}"))
+            before = len(receiver.received)
+            evented.append(run_child({**params, "EventCallback": receiver.url}, env, request_id=f"bench-ev-on-{n}"))
+            received.append(len(receiver.received) - before)
+    finally:
+        receiver.stop()
+    off = min(plain, key=lambda r: r["cpu_s"])
+    on = min(evented, key=lambda r: r["cpu_s"])
+    for r in (off, on):
+        assert r["result"]["status"] == "completed", r["result"]
+    media_off = off["result"]["pushedSeconds"] or 4 * item_s
+    media_on = on["result"]["pushedSeconds"] or 4 * item_s
+    a, b = off["cpu_s"] / media_off, on["cpu_s"] / media_on
+    pct = (b / a - 1.0) * 100.0
+    return [("(g) events: CPU-s per media-s, 720p transcode, 4-item playlist", f"{b:.4f} ({max(received)} events)",
+             f"without EventCallback {a:.4f}", f"{pct:+.2f}% (target <= {TARGET_EVENTS_CPU_PCT:g}%)")]
 
 
 # --- (b) ------------------------------------------------------------------------------------------
@@ -658,7 +695,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--seconds", type=float, default=10.0, help="media seconds for the CPU runs (default 10)")
     ap.add_argument("--runs", type=int, default=RUNS, help=f"runs per CPU figure, the best kept (default {RUNS})")
-    ap.add_argument("--only", default="abcdef,switch",
+    ap.add_argument("--only", default="abcdefg,switch",
                     help="which parts to run, e.g. --only ae, --only switch, --only c,switch (default: all)")
     args = ap.parse_args()
     RUNS = max(1, args.runs)
@@ -686,6 +723,8 @@ def main() -> None:
             rows += bench_resume(rooms, work)
         if "f" in letters:
             rows += bench_image_start(rooms, work)
+        if "g" in letters:
+            rows += bench_events(rooms, work, args.seconds)
         if "switch" in sections:
             rows += bench_switch(rooms, work)
     width = max(len(r[0]) for r in rows)

@@ -26,6 +26,7 @@ from shared.room.base import Role, RoomRef
 
 from . import fields
 from .fields import Params
+from .lifecycle import MAX_IDEMPOTENCY_KEY, callback_url, idempotency_key
 
 __all__ = ["DEFAULT_REDIS_PORT", "MAX_DURATION_S", "MAX_SEEK_S", "PushParams"]
 
@@ -67,6 +68,11 @@ class PushParams(Params):
     # A secret the caller chooses (16..256 characters) and presents to push_control instead of the
     # userSig; kept only as a salted hash (shared.push.control.proof).
     controlToken: Optional[SecretStr] = None
+    # --- lifecycle (every asynchronous function): events while it runs, idempotent starts ---
+    EventCallback: Optional[str] = Field(default=None, max_length=2048)
+    EventVerbose: bool = False
+    # Kept in the push's Redis for 24 h: without a Redis it cannot be honoured (400 naming it).
+    IdempotencyKey: Optional[str] = Field(default=None, max_length=MAX_IDEMPOTENCY_KEY)
 
     @model_validator(mode="before")
     @classmethod
@@ -131,6 +137,20 @@ class PushParams(Params):
         if info.data.get("redis") and not v:
             raise ValueError("is required when redis is true (or set the function's REDIS_URL)")
         return check_redis_host(v) if v else None
+
+    @field_validator("EventCallback", mode="after")
+    @classmethod
+    def _event_callback(cls, v: Optional[str]) -> Optional[str]:
+        return callback_url(v)
+
+    @field_validator("IdempotencyKey", mode="after")
+    @classmethod
+    def _idempotency_key(cls, v: Optional[str], info: ValidationInfo) -> Optional[str]:
+        v = idempotency_key(v)
+        if v is not None and not (info.data.get("redis") or redis_url_from_env(os.environ) is not None):
+            raise ValueError("needs a Redis to keep the key in (redis true with redisHost, or the function's "
+                             "REDIS_URL)")
+        return v
 
     @property
     def room(self) -> RoomRef:

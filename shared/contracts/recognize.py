@@ -16,8 +16,10 @@ from shared.contracts.record import CosSettings
 from shared.egress import DestinationRefused, validate_callback_url
 from shared.room.base import MAX_ROOM_ID, RoomRef
 from shared.secrets import redact_value
+from shared.settings import settings
 
 from .fields import STR_ROOM_ID, USER_ID, Params, check_url, without_url
+from .lifecycle import MAX_IDEMPOTENCY_KEY, callback_url, idempotency_key
 
 # The engines of Tencent's real-time recognition that take 16 kHz audio (what the function sends).
 Engine = Literal["16k_zh", "16k_en", "16k_zh_edu", "16k_en_edu", "16k_zh_en", "16k_zh_large",
@@ -73,6 +75,24 @@ class RecognizeParams(Params):
     MaxDuration: Optional[int] = Field(default=None, ge=1, le=86_400)  # seconds
     CosConfig: Optional[CosSettings] = None
     AsrConfig: Optional[AsrKeys] = None
+    # --- lifecycle (every asynchronous function): events while it runs, idempotent starts ---
+    EventCallback: Optional[str] = Field(default=None, max_length=2048)
+    EventVerbose: bool = False
+    # Kept in the deployment's state bucket (RECORD_STATE_BUCKET) for 24 h, created once.
+    IdempotencyKey: Optional[str] = Field(default=None, max_length=MAX_IDEMPOTENCY_KEY)
+
+    @field_validator("EventCallback", mode="after")
+    @classmethod
+    def _event_callback(cls, v: Optional[str]) -> Optional[str]:
+        return callback_url(v)
+
+    @field_validator("IdempotencyKey", mode="after")
+    @classmethod
+    def _idempotency_key(cls, v: Optional[str]) -> Optional[str]:
+        v = idempotency_key(v)
+        if v is not None and not settings().record_state_bucket:
+            raise ValueError("needs the deployment's RECORD_STATE_BUCKET (where the key is kept); it is not set")
+        return v
 
     @field_validator("RoomId", mode="after")
     @classmethod

@@ -27,8 +27,10 @@ from shared.rules.record import (
     path_problem,
 )
 from shared.secrets import redact_value
+from shared.settings import settings
 
 from .fields import STR_ROOM_ID as _STR_ROOM_ID, USER_ID as _USER_ID, Params, check_url, without_url
+from .lifecycle import MAX_IDEMPOTENCY_KEY, callback_url, idempotency_key
 
 # COS bucket names are "<name>-<appid>", lower-case letters, digits and hyphens.
 _BUCKET = re.compile(r"^[a-z0-9][a-z0-9\-]{0,62}$")
@@ -135,6 +137,11 @@ class RecordParams(Params):
     # Seconds of media per segment: what is at risk when a run dies, and HLS's segment length.
     SegmentDuration: int = Field(default=int(DEFAULT_SEGMENT_S), ge=MIN_SEGMENT_S, le=MAX_SEGMENT_S)
     AudioChannels: int = Field(default=1, ge=1, le=2)  # 1 mono, 2 stereo (MP3 / AAC)
+    # --- lifecycle (every asynchronous function): events while it runs, idempotent starts ---
+    EventCallback: Optional[str] = Field(default=None, max_length=2048)
+    EventVerbose: bool = False  # segment_uploaded events too
+    # Kept in the state bucket (RECORD_STATE_BUCKET) for 24 h, created once.
+    IdempotencyKey: Optional[str] = Field(default=None, max_length=MAX_IDEMPOTENCY_KEY)
 
     # --- issue 21: slices, snapshots and a trimmed copy (named after CreateCloudSliceTask) ---
     SliceAudio: Optional[int] = Field(default=None, ge=15, le=60)  # seconds per audio slice
@@ -196,6 +203,20 @@ class RecordParams(Params):
             validate_callback_url(v)
         except DestinationRefused as e:
             raise ValueError(without_url(str(e), v)) from None
+        return v
+
+    @field_validator("EventCallback", mode="after")
+    @classmethod
+    def _event_callback(cls, v: Optional[str]) -> Optional[str]:
+        return callback_url(v)
+
+    @field_validator("IdempotencyKey", mode="after")
+    @classmethod
+    def _idempotency_key(cls, v: Optional[str]) -> Optional[str]:
+        v = idempotency_key(v)
+        if v is not None and not settings().record_state_bucket:
+            raise ValueError("needs the deployment's RECORD_STATE_BUCKET (where record_stream keeps the key); "
+                             "it is not set")
         return v
 
     @field_validator("Mode", mode="before")

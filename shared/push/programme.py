@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Optional
 
 from shared.contracts.push import PushParams
+from shared.events.emitter import RunEvents
 from shared.failures import Failure, Kind
 from shared.media.source import MediaSource, PassEnd, SourceError, VideoLimits, VideoPlan, safe_url
 from shared.push.checkpoint import Checkpoint, CheckpointUnavailable
@@ -125,6 +126,7 @@ class Programme:
         self.progress = progress
         self.output = output
         self.inbox: Optional[ControlInbox] = None  # set once the push registered for push_control
+        self.events: Optional[RunEvents] = None  # lifecycle events (EventCallback), when asked for
         self.first_item = first_item
         self.list_passes = list_passes  # playlist: passes over the whole list finished
         self.queue: list[Queued] = []
@@ -195,6 +197,10 @@ class Programme:
         if self.inbox is not None:
             self.inbox.publish_state(self.push_state())
 
+    def _event(self, name: str, payload: dict[str, Any]) -> None:
+        if self.events is not None:
+            self.events.emit(name, payload)
+
     # --- the current segment's passes ------------------------------------------------------------
 
     def pass_ended(self, end: PassEnd) -> None:
@@ -206,6 +212,8 @@ class Programme:
         """The current segment read to its end: True when something follows it (the push goes on)."""
         seg = self.current
         self.progress.loops = seg.loops_before + (seg.passes or 1)
+        self._event("item_ended", {"VideoSrc": seg.name, "Item": seg.item,
+                                   "Position": round(self.progress.position_ms / 1000, 3)})
         if self.queue or (self.opening is not None and self.opening.command is None) or self._refill():
             self.current_ended = True
             return True
@@ -273,6 +281,7 @@ class Programme:
         if self.paused_at is None and not (self.opening is not None and self.opening.trigger == "resume"):
             self.paused_at = time.monotonic()
             self.log.info("paused", position=round(self.progress.position_ms / 1000, 3))
+            self._event("paused", {"VideoSrc": self.current_name, "Position": round(self.progress.position_ms / 1000, 3)})
         self._ack(cmd)
 
     def _resume(self, cmd: Command) -> None:
@@ -407,6 +416,8 @@ class Programme:
         self.progress.pass_offset_ms = 0
         self.note_source(new)
         record = None if resumed else self._switched(op, old, new, cut_ms)
+        if resumed:
+            self._event("resumed", {"VideoSrc": new.name, "Position": round(new.start.position_s, 3)})
         self._after_first_send = (op.command, record)
         self._op_started = op.command.received if op.command is not None else time.monotonic()
         self.publish()
@@ -426,6 +437,13 @@ class Programme:
         self.switches.append(record)
         self.log.info("switching", **{k: v for k, v in record.items() if k != "latencyMs"},
                       startsAt=new.start.position_s)
+        if op.trigger == "queue":  # the playlist's (or the queue's) next source
+            self._event("source_started", {"VideoSrc": new.name, "Item": op.item, "Path": new.path,
+                                           "Position": round(new.start.position_s, 3)})
+        else:
+            self._event("switched", {"From": old.name, "To": new.name, "Path": new.path,
+                                     "FromPosition": round(old.position_ms / 1000, 3),
+                                     "Position": round(new.start.position_s, 3), "RoomMs": cut_ms})
         return record
 
     def after_send(self) -> None:

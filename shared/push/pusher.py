@@ -25,7 +25,10 @@ import time
 from typing import Any, Mapping, Optional
 
 from shared.contracts.push import PushParams
-from shared.failures import Failure
+from shared.events.emitter import RunEvents
+from shared.events.idempotency import RedisKeys
+from shared.events.lifecycle import Who, run_with_events
+from shared.failures import Failure, Kind
 from shared.media.source import PassEnd, SourceError
 from shared.push.control import STATUS_PAUSED, STATUS_PLAYING
 from shared.push.output import Output, Progress
@@ -42,8 +45,11 @@ class Pusher:
     """Runs one push; `run()` returns the result dict (or raises Failure before anything is sent)."""
 
     def __init__(self, params: PushParams, inv: Invocation, log: RunLogger,
-                 env: Optional[Mapping[str, str]] = None, stop: Optional[StopSignal] = None):
+                 env: Optional[Mapping[str, str]] = None, stop: Optional[StopSignal] = None,
+                 events: Optional[RunEvents] = None):
         self.the_run = Run(params, inv, log, env, stop)
+        self.events = events  # lifecycle events (EventCallback), sent off this thread by the run's outbox
+        self._checkpoint_failed = False
         self.progress = Progress()
         self.programme: Optional[Programme] = None
         self.output: Optional[Output] = None
@@ -77,7 +83,12 @@ class Pusher:
         self.progress.position_ms = run.start.position_ms
         self.progress.stats.win_start = time.monotonic()
         self._next_progress = self.progress.stats.win_start + PROGRESS_EVERY_S
+        programme.events = self.events
         programme.begin(run.first_source, run.start)
+        if self.events is not None:  # entered, the source opened, where it starts
+            self.events.emit("started", {"VideoSrc": programme.current_name, "Path": run.path,
+                                         "Position": round(run.start.position_s, 3),
+                                         "ResumedFrom": run.start.resumed_from, "Playlist": run.params.is_playlist})
         run.register_control(programme.push_state())
         programme.inbox = run.inbox
         reason = self._loop(programme)
@@ -134,6 +145,13 @@ class Pusher:
             self._next_progress = now + PROGRESS_EVERY_S
         return None
 
+    def _note_checkpoint(self, reachable: bool, position: float) -> None:
+        """checkpoint_failed once when the records stop being written (again after they recover)."""
+        if not reachable and not self._checkpoint_failed and self.events is not None:
+            self.events.emit("checkpoint_failed", {"Position": round(position, 3),
+                                                   "Message": "Redis unreachable: progress is not being recorded"})
+        self._checkpoint_failed = not reachable
+
     def _report(self, now: float, programme: Programme) -> None:
         """The progress line (every PROGRESS_EVERY_S), and the state push_control reads."""
         run, st = self.the_run, self.progress
@@ -146,6 +164,7 @@ class Pusher:
         else:
             kbps = (run.video_config.bitrate_bps // 1000) or None  # the encoder's target
         cp = run.records.current
+        self._note_checkpoint(cp is None or cp.reachable, st.position_ms / 1000)
         run.log.info(
             "progress",
             videoSrc=programme.current_name,
@@ -165,5 +184,18 @@ class Pusher:
 
 
 def run_push(params: PushParams, inv: Invocation, log: RunLogger) -> dict[str, Any]:
-    """shared.gateway's `work` for push_stream."""
-    return Pusher(params, inv, log).run()
+    """shared.gateway's `work` for push_stream: one push, with its events and its IdempotencyKey."""
+    who = Who(params.sdkAppId, params.roomId, params.userId)
+    return run_with_events(params, inv, log, function="push_stream", who=who, store=lambda: _idempotency_store(params),
+                           work=lambda events: Pusher(params, inv, log, events=events).run())
+
+
+def _idempotency_store(params: PushParams) -> RedisKeys:
+    """IdempotencyKey's store: the push's own Redis (the model refuses the key without one)."""
+    from shared.redis.connection import connect
+
+    address = params.redis_address()
+    if address is None:
+        raise Failure("IdempotencyKey needs a Redis (redis true with redisHost, or the function's REDIS_URL)",
+                      "invalid_parameters", Kind.INVALID)
+    return RedisKeys(connect(address))

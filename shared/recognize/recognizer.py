@@ -24,6 +24,11 @@ from shared.asr import AnchorStream, AsrError, Sentence
 from shared.contracts.recognize import RecognizeParams
 from shared.cos.client import CosBucket, check_access
 from shared.cos.errors import UploadError
+from shared.events.emitter import RunEvents
+from shared.events.idempotency import BucketKeys
+from shared.events.lifecycle import Who, run_with_events
+from shared.failures import Failure, Kind
+from shared.outbox import with_id
 from shared.room import (
     AudioAvailable,
     EnterParams,
@@ -39,6 +44,7 @@ from shared.room import (
 )
 from shared.rules.record import normalize_prefix
 from shared.runtime import Invocation, RetryPolicy, RunLogger, StopSignal
+from shared.settings import settings
 
 from .outbox import Outbox
 from .transcript import Line, Transcript, wav
@@ -106,7 +112,7 @@ class Speaker:
 
 class Recognition:
     def __init__(self, params: RecognizeParams, inv: Invocation, log: RunLogger, stop: StopSignal,
-                 room_factory: Callable[[], Room] = open_room):
+                 room_factory: Callable[[], Room] = open_room, events: RunEvents | None = None):
         self.params, self.inv, self.log, self.stop = params, inv, log, stop
         self.room_factory = room_factory
         self.reason: str | None = None
@@ -115,7 +121,9 @@ class Recognition:
         self._present: set[str] = set()
         self._lock = threading.Lock()
         self._entered = time.monotonic()
-        self._outbox = Outbox(params.Callback, log, inv.deadline - RESERVE_S)
+        self.events = events  # lifecycle events (EventCallback); its outbox is the run's one sender
+        self._outbox = Outbox(params.Callback, log, inv.deadline - RESERVE_S,
+                              sender=events.outbox if events is not None else None)
         self._bucket: CosBucket | None = None
 
     # --- the run ------------------------------------------------------------------------------
@@ -139,6 +147,8 @@ class Recognition:
             return self._finish_without_room("enter_failed", f"{type(e).__name__}: {e}")
         self._entered = time.monotonic()
         self._outbox.start()
+        if self.events is not None:
+            self.events.emit("started", {"EngineModelType": p.EngineModelType})
         try:
             self._loop(room)
         except Exception as e:  # still finish every anchor's sentence and report
@@ -375,14 +385,32 @@ class Recognition:
     def _callback(self, result: dict[str, Any]) -> None:
         if not self.params.Callback:
             return
-        from shared.record.callback import post_result
-
-        if not post_result(self.params.Callback, result, deadline=self.inv.deadline - 1.0, log=self.log):
+        # The id the POST carries, kept in the result returned too (and in the run's end event).
+        result["CallbackId"] = with_id(result)["CallbackId"]
+        if not self._outbox.post_result(result, self.inv.deadline - 1.0):
             self.log.error("result callback not delivered; the result is still returned")
 
 
 def recognize(params: RecognizeParams, inv: Invocation, log: RunLogger) -> dict[str, Any]:
     """The recognize_stream work: one recognition under SIGTERM and the time limit."""
     stop = StopSignal(deadline=inv.deadline)
+    who = Who(params.SdkAppId, params.RoomId if params.RoomId is not None else params.StrRoomId, params.UserId)
     with stop:
-        return Recognition(params, inv, log, stop).run()
+        return run_with_events(params, inv, log, function="recognize_stream", who=who,
+                               store=lambda: _idempotency_store(log),
+                               work=lambda events: Recognition(params, inv, log, stop, events=events).run())
+
+
+def _idempotency_store(log: RunLogger) -> BucketKeys:
+    """IdempotencyKey's store: the deployment's state bucket (RECORD_STATE_BUCKET), created-once objects."""
+    from shared.cos.client import CosBucket as Bucket
+    from shared.cos.credentials import resolve_credentials
+    from shared.cos.errors import AlreadyExists
+
+    s = settings()
+    if not s.record_state_bucket:
+        raise Failure("IdempotencyKey needs the deployment's RECORD_STATE_BUCKET; it is not set",
+                      "configuration_error", Kind.INTERNAL)
+    bucket = Bucket(s.record_state_bucket, s.record_state_region or s.tencentcloud_region or "", resolve_credentials(),
+                    log=log)
+    return BucketKeys(bucket, s.record_state_prefix, AlreadyExists)

@@ -16,6 +16,7 @@ from typing import Any, Callable
 
 from shared.contracts.record import RecordParams
 from shared.cos.client import CosBucket
+from shared.outbox import Outbox
 from shared.runtime import RunLogger
 
 from . import trim
@@ -58,14 +59,14 @@ class DerivedOutputs:
     """One run's slices, snapshots and trimmed copies; `wanted` says whether the params ask for any."""
 
     def __init__(self, params: RecordParams, bucket: CosBucket, request_id: str, log: RunLogger,
-                 deadline: Callable[[], float | None]):
+                 deadline: Callable[[], float | None], outbox: Outbox | None = None):
         self.params = params
         self.log = log
         self.request_id = request_id
         report = SliceReport()  # one report for uploads and announcements
         announcer = None
         if params.SliceCallback:
-            announcer = SliceAnnouncer(params.SliceCallback, self._body, report, log, deadline)
+            announcer = SliceAnnouncer(params.SliceCallback, self._body, report, log, deadline, outbox)
         self.delivery = SliceDelivery(bucket, announcer=announcer, log=log, report=report)
         self.delivery.start()
         self.bucket = bucket

@@ -26,7 +26,12 @@ from typing import Any, Callable
 
 from shared.contracts.record import RecordParams
 from shared.cos.client import CosBucket, check_access
-from shared.cos.errors import UploadError
+from shared.cos.errors import AlreadyExists, UploadError
+from shared.cos.urls import cos_url
+from shared.events.emitter import RunEvents
+from shared.events.idempotency import BucketKeys
+from shared.events.lifecycle import Who, run_with_events
+from shared.failures import Failure, Kind
 from shared.record.derived import DerivedOutputs
 from shared.record.result import STATUS_FAILED, file_entry, run_result
 from shared.record.segments import SegmentInfo
@@ -131,6 +136,7 @@ class Recorder:
     stop: StopSignal
     room_factory: Callable[[], Room] = open_room
     directory: Path | None = None
+    events: RunEvents | None = None  # lifecycle events (EventCallback) and the run's outbox
     # Filled in as the run goes.
     reason: str | None = None
     reason_detail: str = ""
@@ -190,6 +196,8 @@ class Recorder:
         except Exception as e:  # a misconfigured backend: say so in the result, not as a traceback
             return self._finish_without_room("enter_failed", f"{type(e).__name__}: {e}")
         self.log.info("recording", room=str(p.room), seconds_to_enter=round(time.monotonic() - started, 3))
+        self._event("started", {"Mode": p.Mode, "OutputFormat": p.OutputFormat,
+                                "SecondsToEnter": round(time.monotonic() - started, 3)})
 
         self._pool = ThreadPoolExecutor(max_workers=FINALIZE_WORKERS, thread_name_prefix="finalize")
         try:
@@ -301,12 +309,16 @@ class Recorder:
             if event.user_id != self.params.UserId:
                 self._present.add(event.user_id)
                 self.log.info("anchor entered", anchor=event.user_id, recorded=self.params.records(event.user_id))
+                self._event("anchor_joined", {"AnchorId": event.user_id,
+                                              "Recorded": self.params.records(event.user_id)})
         elif isinstance(event, UserLeft):
             self._present.discard(event.user_id)
             self._muted.discard(event.user_id)
             self._broken.pop(event.user_id, None)
             self._end_stay(event.user_id, now)
             self.log.info("anchor left", anchor=event.user_id, reason=event.reason)
+            if event.user_id != self.params.UserId:
+                self._event("anchor_left", {"AnchorId": event.user_id, "Reason": event.reason})
         elif isinstance(event, AudioAvailable):
             if event.available:
                 self._muted.discard(event.user_id)
@@ -372,7 +384,8 @@ class Recorder:
         self._uploader = SegmentUploader(bucket, log=self.log)
         if DerivedOutputs.wanted(p):
             self._derived = DerivedOutputs(p, bucket, self.inv.request_id, self.log,
-                                           lambda: self.inv.deadline - RETURN_RESERVE_S)
+                                           lambda: self.inv.deadline - RETURN_RESERVE_S,
+                                           outbox=self.events.outbox if self.events is not None else None)
         try:
             store = store_from_env(self.log, default_region=cos.Region)
         except UploadError as e:
@@ -390,6 +403,9 @@ class Recorder:
             self.log.warning("recovery state not read", error=getattr(e, "message", str(e)))
         manifest = Manifest.for_run(p, state_id, p.OutputFormat, p.SegmentDuration)
         self._state = RunState(store, manifest, self.log).start()
+        if self.events is not None:  # the events not yet delivered are kept for the recovery
+            self.events.on_change = self._state.events_changed
+            self._state.events_changed(*self.events.pending())
 
     def _on_open(self, user_id: str, part: int, start_time: float, path: Path) -> Callable[[SegmentInfo], None]:
         """A file opens (writer's hook): its COS keys (the same key a whole-file upload had) and its
@@ -400,12 +416,24 @@ class Recorder:
                          part=part if self._max_file_ms else None)
         prefix = path.stem + "."
         out = FileOutput(self._uploader, OutputKeys(key), p.OutputFormat, channels=p.AudioChannels,
-                         segment_s=p.SegmentDuration, local_dir=path.parent, local_prefix=prefix)
+                         segment_s=p.SegmentDuration, local_dir=path.parent, local_prefix=prefix,
+                         on_landed=self._on_landed if self.events is not None and self.events.verbose else None)
         record = FileRecord(user_id, part, start_time, key, p.AudioChannels, str(path.parent), prefix)
         if self._state is not None:
             self._state.add_file(record)
         self._outputs[path] = _Output(out, record)
+        self._event("file_started", {"AnchorId": user_id, "Part": part, "StartTime": int(start_time * 1000),
+                                     "RecordFile": cos_url(cos.Bucket, cos.Region, key)})
         return out.on_segment
+
+    def _on_landed(self, out: FileOutput, landed: Any) -> None:
+        """A segment reached COS (an upload thread): segment_uploaded, when EventVerbose asked for it."""
+        self._event("segment_uploaded", {"Key": landed.key, "Index": landed.index, "Bytes": landed.bytes,
+                                         "DurationMs": landed.duration_ms, "LagS": landed.lag_s})
+
+    def _event(self, name: str, payload: dict[str, Any]) -> None:
+        if self.events is not None:
+            self.events.emit(name, payload)
 
     def _tap_for(self, user_id: str) -> Callable[[Path, Callable[[], None]], Any] | None:
         """Issue 21's hook: each file's tap (slices, snapshots, trimmed copy), keyed as the file."""
@@ -435,7 +463,9 @@ class Recorder:
             made = [{"RecordFile": "", "Status": 0, "Message": f"upload failed: {type(e).__name__}: {e}",
                      "LocalPath": str(f.path.parent)}]
         for entry in made:
+            self._event("file_done", {"File": self._entry(base, entry)})
             if entry["Status"] != 1:
+                self._event("upload_failed", {"File": self._entry(base, entry)})
                 self.log.error("a file was not uploaded whole; what is left is kept", message=entry["Message"],
                                local_path=entry.get("LocalPath"))
         if self._derived is not None:  # issue 21: RemoveSilence's trimmed copy, its own entry
@@ -511,6 +541,8 @@ class Recorder:
     def _taken_over(self) -> dict[str, Any]:
         """A recovery claimed this run (it thought it dead): it assembles and reports; we stop."""
         self.log.warning("a recovery took this run over; it finishes the files and sends the callback")
+        if self.events is not None:  # the recovery's `recovered` is the run's last event
+            self.events.silence("taken over by the recovery")
         if self._pool is not None:
             self._pool.shutdown(wait=False, cancel_futures=True)
         if self._uploader is not None:
@@ -565,10 +597,15 @@ class Recorder:
         url = self.params.Callback
         if not url:
             return
-        from .callback import post_result
-
         started = time.monotonic()
-        ok = post_result(url, result, deadline=self.inv.deadline - RETURN_RESERVE_S, log=self.log)
+        deadline = self.inv.deadline - RETURN_RESERVE_S
+        if self.events is not None and self.events.outbox is not None:  # the run's one sender
+            ticket = self.events.outbox.put(url, result, essential=True)
+            ok = bool(ticket is not None and ticket.wait(max(0.0, deadline - time.monotonic())))
+        else:
+            from .callback import post_result
+
+            ok = post_result(url, result, deadline=deadline, log=self.log)
         if ok:
             self.log.info("callback delivered", seconds=round(time.monotonic() - started, 3),
                           stop_to_callback_s=round(time.monotonic() - (self.stopped_at or started), 3))
@@ -579,5 +616,17 @@ class Recorder:
 def record(params: RecordParams, inv: Invocation, log: RunLogger) -> dict[str, Any]:
     """The record_stream work: run one recording under SIGTERM and the time limit."""
     stop = StopSignal(deadline=inv.deadline)
+    who = Who(params.SdkAppId, params.RoomId if params.RoomId is not None else params.StrRoomId, params.UserId)
     with stop:
-        return Recorder(params, inv, log, stop).run()
+        return run_with_events(params, inv, log, function="record_stream", who=who,
+                               store=lambda: _idempotency_store(log),
+                               work=lambda events: Recorder(params, inv, log, stop, events=events).run())
+
+
+def _idempotency_store(log: RunLogger) -> BucketKeys:
+    """IdempotencyKey's store: the state bucket, created-once objects (the model requires the bucket)."""
+    store = store_from_env(log)
+    if store is None:
+        raise Failure("IdempotencyKey needs the deployment's RECORD_STATE_BUCKET; it is not set",
+                      "configuration_error", Kind.INTERNAL)
+    return BucketKeys(store.bucket, store.prefix, AlreadyExists)

@@ -10,6 +10,7 @@ is reported once.
 from __future__ import annotations
 
 import os
+import time
 import uuid
 from pathlib import Path
 from typing import Any, Callable
@@ -106,8 +107,28 @@ def recover(store: ManifestStore, manifest: Manifest, *, owner: str | None = Non
     store.keep_result(rid, result, log)
     if manifest.callback and not (post or _poster(log))(manifest.callback, result):
         log.error("recovered result not delivered to the callback", request_id=rid)
+    _send_events(manifest, result, log)
     store.forget(rid)
     return result
+
+
+def _send_events(manifest: Manifest, result: dict[str, Any], log: RunLogger) -> None:
+    """The run's events it had not delivered (same EventId and EventSeq), then `recovered`, its last."""
+    if not manifest.event_callback:
+        return
+    from shared.events.emitter import RunEvents
+    from shared.events.lifecycle import flush_deadline_s
+    from shared.outbox import Outbox
+
+    outbox = Outbox(log=log, name="recovery-outbox")
+    outbox.start()
+    events = RunEvents(outbox, manifest.event_callback, function="record_stream", request_id=manifest.request_id,
+                       sdk_app_id=manifest.sdk_app_id, room=manifest.room_id or manifest.str_room_id,
+                       user_id=manifest.user_id, log=log, first_seq=manifest.event_seq)
+    for body in sorted(manifest.events, key=lambda b: int(b.get("EventSeq") or 0)):
+        events.send_again(body)
+    events.end("recovered", result)
+    outbox.finish(time.monotonic() + flush_deadline_s())
 
 
 def _poster(log: RunLogger) -> Callable[[str, dict[str, Any]], bool]:

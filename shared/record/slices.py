@@ -3,7 +3,8 @@
     AudioSlicer (a tap, on the recording loop: keeps one slice's PCM)
     snapshots.Snapshotter (a tap: keeps the access units since the last key frame)
         --Piece(make=encode/decode later)--> SliceDelivery (worker: make, PUT, retry while COS is down)
-        --landed--> SliceAnnouncer (worker: POST SliceCallback, signed and retried, one at a time)
+        --landed--> SliceAnnouncer --> the run's outbox (shared.outbox: POST SliceCallback, signed and
+                    retried as the result callback, in order)
 
 Keys come from the recording file's own key (storage.object_key, the one place keys are made):
 "{Path}/{SdkAppId}_{room}_{UserId}_{start}.mp4" -> "{...}_{start}/audio/{index}.mp3" and
@@ -24,6 +25,7 @@ from typing import Any, Callable
 
 from shared.cos.client import CosBucket
 from shared.cos.errors import UploadError
+from shared.outbox import Outbox, Ticket
 from shared.runtime import RunLogger, get_logger
 from shared.worker import Worker
 
@@ -80,47 +82,59 @@ class SliceReport:
         return out
 
 
-class SliceAnnouncer(Worker):
-    """POSTs each landed piece to SliceCallback, in order, with the result callback's signing and retries."""
+class SliceAnnouncer:
+    """POSTs each landed piece to SliceCallback through the run's outbox (shared.outbox: the one
+    sender of the run, signed and retried as the result callback, in order per URL, off this thread)."""
 
     def __init__(self, url: str, body: Callable[[Piece, str], dict[str, Any]], report: SliceReport,
-                 log: RunLogger, deadline: Callable[[], float | None]):
-        super().__init__("slice-callback")
+                 log: RunLogger, deadline: Callable[[], float | None], outbox: Outbox | None = None):
         self.url = url
         self._body = body
         self._report = report
         self._log = log
-        self._deadline = deadline
-        self._queue: queue.Queue[tuple[Piece, str]] = queue.Queue()
-        self._busy = False
+        self._own = outbox is None  # a recording built without its run's outbox (a test) gets one of its own
+        if outbox is None:
+            outbox = Outbox(log=log, deadline=deadline(), name="slice-callback")
+            outbox.start()
+        self.outbox = outbox
+        self._lock = threading.Lock()
+        self._unsettled = 0
+        self._closed = False
 
     def submit(self, piece: Piece, url: str) -> None:
-        self._queue.put((piece, url))
+        with self._lock:
+            self._unsettled += 1
+        ticket = self.outbox.put(self.url, self._body(piece, url), what="slice callback", param="SliceCallback",
+                                 on_settled=self._settled)
+        if ticket is None:  # the outbox is full or closed: counted, not lost silently
+            with self._lock:
+                self._unsettled -= 1
+                self._report.not_announced += 1
+
+    def _settled(self, ticket: Ticket) -> None:
+        with self._lock:
+            if self._closed:
+                return
+            self._unsettled -= 1
+            if ticket.delivered:
+                self._report.announced += 1
+            else:
+                self._report.not_announced += 1
 
     @property
     def idle(self) -> bool:
-        return self._queue.empty() and not self._busy
+        with self._lock:
+            return self._unsettled == 0
 
-    def run(self) -> None:
-        from .callback import post_result
-
-        while not self.closing.is_set():
-            try:
-                piece, url = self._queue.get(timeout=0.1)
-            except queue.Empty:
-                continue
-            self._busy = True
-            try:
-                ok = post_result(self.url, self._body(piece, url), deadline=self._deadline(), log=self._log)
-                if ok:
-                    self._report.announced += 1
-                else:
-                    self._report.not_announced += 1
-            finally:
-                self._busy = False
-        while not self._queue.empty():  # closed before they could go: counted, not lost silently
-            self._queue.get()
-            self._report.not_announced += 1
+    def close(self, deadline: float) -> None:
+        """The report is made: what is still on its way counts as not announced (the outbox may
+        still deliver it before the run ends)."""
+        if self._own:
+            self.outbox.finish(deadline)
+        with self._lock:
+            self._closed = True
+            self._report.not_announced += self._unsettled
+            self._unsettled = 0
 
 
 class SliceDelivery(Worker):
@@ -143,8 +157,6 @@ class SliceDelivery(Worker):
 
     def start(self) -> "SliceDelivery":
         super().start()
-        if self.announcer is not None:
-            self.announcer.start()
         return self
 
     def run(self) -> None:
@@ -205,8 +217,7 @@ class SliceDelivery(Worker):
         if self.announcer is not None:
             while time.monotonic() < deadline and not self.announcer.idle:
                 time.sleep(0.05)
-            self.announcer.close()
-            self.announcer.join(2.0)
+            self.announcer.close(deadline)
         return self.report
 
 

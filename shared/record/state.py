@@ -83,6 +83,11 @@ class Manifest:
     heartbeat_at: float = field(default_factory=time.time)
     files: list[FileRecord] = field(default_factory=list)
     version: int = MANIFEST_VERSION
+    # Lifecycle events (shared.events): where they go, the last EventSeq taken, and the ones not yet
+    # delivered, which the recovery sends again (same EventId and EventSeq) before `recovered`.
+    event_callback: str | None = None
+    event_seq: int = 0
+    events: list[dict[str, Any]] = field(default_factory=list)
 
     def to_json(self) -> bytes:
         return json.dumps(asdict(self), ensure_ascii=False, separators=(",", ":")).encode()
@@ -103,7 +108,8 @@ class Manifest:
                    str_room_id=params.StrRoomId or "", user_id=params.UserId, callback=params.Callback,
                    mode=params.Mode, output_format=output_format, segment_s=segment_s, bucket=cos.Bucket,
                    region=cos.Region, path=cos.Path,
-                   credentials="parameters" if cos.SecretId is not None else "role")
+                   credentials="parameters" if cos.SecretId is not None else "role",
+                   event_callback=getattr(params, "EventCallback", None))
 
     def stale(self, now: float | None = None) -> bool:
         return (time.time() if now is None else now) - self.heartbeat_at > STALE_AFTER_S
@@ -239,6 +245,12 @@ class RunState:
     def close_file(self, record: FileRecord, samples: int | None = None) -> None:
         with self._lock:
             record.closed, record.samples = True, samples
+        self._heartbeat.dirty.set()
+
+    def events_changed(self, seq: int, pending: list[dict[str, Any]]) -> None:
+        """The run's events moved on (shared.events.RunEvents.on_change): kept for its recovery."""
+        with self._lock:
+            self.manifest.event_seq, self.manifest.events = seq, pending
         self._heartbeat.dirty.set()
 
     def stop(self) -> None:

@@ -14,6 +14,10 @@ that every script touches one slot of a cluster:
     trtc-push:ended:{<requestId>}         hash    why the push ended (for a helpful 404)
     trtc-push:user:<sdkAppId>:<room key>:<userId>  string  the newest push of that user in that room
 
+Idempotent starts (shared.events.idempotency), one per IdempotencyKey, kept 24 h (SET NX EX):
+
+    trtc-push:idem:<function>:<sdkAppId>:<digest of the key>    string  {"RequestId", "Fingerprint", "At"}
+
 A room is anything with a `key` (shared.room.RoomRef): this module stays below the room package.
 """
 from __future__ import annotations
@@ -60,3 +64,7 @@ def ended_key(request_id: str) -> str:
 
 def user_key(sdk_app_id: int, room: Room, user_id: str) -> str:
     return f"{PREFIX}:user:{sdk_app_id}:{room.key}:{user_id}"
+
+
+def idempotency_key(function: str, sdk_app_id: int, digest: str) -> str:
+    return f"{PREFIX}:idem:{function}:{sdk_app_id}:{digest}"

@@ -8,6 +8,7 @@ import json
 
 import pytest
 
+import shared.outbox.delivery as delivery
 import shared.record.callback as callback
 from shared.egress import DestinationRefused
 from shared.record.callback import post_result, validate_callback_url
@@ -60,7 +61,7 @@ def test_down_then_up_is_delivered(callback_receiver, monkeypatch):
         slept.append(seconds)
         callback_receiver.up()
 
-    monkeypatch.setattr(callback, "_sleep", sleep_then_recover)
+    monkeypatch.setattr(delivery, "_sleep", sleep_then_recover)
     assert post_result(callback_receiver.url, RESULT, tries=3, backoff=0.2)
     assert len(slept) == 1 and 0.1 <= slept[0] <= 0.2
     assert _as_sent(callback_receiver.wait_for(1)[0]) == RESULT
@@ -119,8 +120,8 @@ class _VirtualTime:
     def __init__(self, monkeypatch):
         self.now = 1000.0
         self.waits: list[float] = []
-        monkeypatch.setattr(callback, "_clock", lambda: self.now)
-        monkeypatch.setattr(callback, "_sleep", self.sleep)
+        monkeypatch.setattr(delivery, "_clock", lambda: self.now)
+        monkeypatch.setattr(delivery, "_sleep", self.sleep)
 
     def sleep(self, seconds: float) -> None:
         self.waits.append(seconds)
@@ -163,7 +164,7 @@ def test_down_for_most_of_a_minute_is_still_delivered(callback_receiver, monkeyp
         if clock.now - 1000.0 >= 45.0:  # back after 45 s: TRTC's own callbacks would still arrive
             callback_receiver.up()
 
-    monkeypatch.setattr(callback, "_sleep", sleep_then_maybe_recover)
+    monkeypatch.setattr(delivery, "_sleep", sleep_then_maybe_recover)
     assert post_result(callback_receiver.url, RESULT) is True
     assert _as_sent(callback_receiver.wait_for(1)[0]) == RESULT
 
