@@ -8,8 +8,7 @@ and so is where Redis is (shared.redis.address: the call's fields, else REDIS_UR
 """
 from __future__ import annotations
 
-import os
-from typing import Any, Mapping, Optional, Union
+from typing import Any, Optional, Union
 
 from pydantic import Field, SecretStr, ValidationInfo, field_validator, model_validator
 
@@ -147,7 +146,7 @@ class PushParams(Params):
     @classmethod
     def _idempotency_key(cls, v: Optional[str], info: ValidationInfo) -> Optional[str]:
         v = idempotency_key(v)
-        if v is not None and not (info.data.get("redis") or redis_url_from_env(os.environ) is not None):
+        if v is not None and not (info.data.get("redis") or redis_url_from_env() is not None):
             raise ValueError("needs a Redis to keep the key in (redis true with redisHost, or the function's "
                              "REDIS_URL)")
         return v
@@ -165,10 +164,10 @@ class PushParams(Params):
     def is_playlist(self) -> bool:
         return isinstance(self.videoSrc, list)
 
-    def redis_address(self, env: Optional[Mapping[str, str]] = None) -> Optional[RedisAddress]:
+    def redis_address(self) -> Optional[RedisAddress]:
         """The Redis this push uses (checkpoints when `redis` is true, and the control channel), or
         None: a push has a Redis when `redis` is true or the function has REDIS_URL."""
-        if not (self.redis or redis_url_from_env(os.environ if env is None else env) is not None):
+        if not (self.redis or redis_url_from_env() is not None):
             return None
         return address_of(self.redisHost, self.redisPort, self.redisPassword, self.redisDb)
 

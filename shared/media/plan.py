@@ -5,7 +5,7 @@ room as pictures (transcode), and at what size and rate.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Mapping
+from typing import Callable
 
 from shared.media.convert import plan_size
 from shared.settings import DEFAULT_PUSH_MAX_AREA, DEFAULT_PUSH_MAX_FPS, settings
@@ -45,9 +45,9 @@ class VideoLimits:
     max_fps: int = DEFAULT_PUSH_MAX_FPS
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None) -> "VideoLimits":
+    def from_settings(cls) -> "VideoLimits":
         """PUSH_MAX_AREA (pixels, or WxH such as 1920x1080) and PUSH_MAX_FPS (shared/settings.py)."""
-        s = settings(env)
+        s = settings()
         return cls(s.push_max_area, s.push_max_fps)
 
 

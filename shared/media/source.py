@@ -126,7 +126,7 @@ class MediaSource:
         self.audio_plan = audio
         self.timeout_s = float(timeout_s) if timeout_s and timeout_s > 0 else settings().source_timeout_seconds
         self.log = log or get_logger()
-        self.limits = limits or VideoLimits.from_env()
+        self.limits = limits or VideoLimits.from_settings()
         # SOURCE_TIMEOUT_SECONDS bounds a silent connection and, as media time, a corrupt stretch.
         self._health = Health(int(self.timeout_s * 1000), self._fail, self.log, self.name)
         self._container: av.container.InputContainer | None = None

@@ -35,7 +35,7 @@ import json
 import threading
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable, Mapping, Optional, cast
+from typing import TYPE_CHECKING, Any, Callable, Optional, cast
 
 from shared.redis.address import RedisAddress
 from shared.redis.connection import RedisUnavailable, close_quietly, connect, redis_errors
@@ -85,8 +85,8 @@ CheckpointUnavailable = RedisUnavailable
 __all__ = ["Checkpoint", "CheckpointUnavailable", "PlaylistCheckpoint", "Record", "checkpoint_key", "playlist_key"]
 
 
-def ttl_from_env(env: Optional[Mapping[str, str]] = None) -> int:
-    return settings(env).checkpoint_ttl_seconds
+def checkpoint_ttl() -> int:
+    return settings().checkpoint_ttl_seconds
 
 
 @dataclass(frozen=True)
@@ -186,7 +186,7 @@ class Checkpoint:
         # One attempt per call: the writer's own ticks are the retries, and a dead Redis must not
         # hold the push loop or a stop for seconds of backoff (the door makes no retries).
         client = connect(address, timeout_s=timeout_s)
-        ttl = ttl_from_env() if ttl_s is None else ttl_s
+        ttl = checkpoint_ttl() if ttl_s is None else ttl_s
         if playlist is not None:
             return PlaylistCheckpoint(client, playlist_key(sdk_app_id, room, playlist), request_id,
                                       json.dumps(playlist), log, ttl_s=ttl, interval_s=interval_s, where=where)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import array
 import sys
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Optional, Protocol
+from typing import Any, Optional, Protocol
 
 from shared.media.frames import AUDIO_FRAME_MS, AUDIO_SAMPLE_RATE
 from shared.media.pacing import Pacer
@@ -22,9 +22,9 @@ from shared.runtime import RunLogger, StopSignal
 from shared.settings import settings
 
 
-def pacing_speed(env: Mapping[str, str]) -> float:
+def pacing_speed() -> float:
     """PACING_SPEED (default 1): >1 pushes faster than real time, for tests and benchmarks."""
-    return settings(env).pacing_speed
+    return settings().pacing_speed
 
 
 @dataclass

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping, Optional
+from typing import Any, Callable, Optional
 
 from shared.contracts.push import PushParams
 from shared.events.emitter import RunEvents
@@ -48,10 +48,9 @@ class SegmentOpener:
     """Opens the segments that follow the first, on an Opening's thread: each source made to fit
     the room, started where a fresh push of it would start, with its own record claimed."""
 
-    def __init__(self, params: PushParams, env: Mapping[str, str], log: RunLogger, room_input: RoomInput,
+    def __init__(self, params: PushParams, log: RunLogger, room_input: RoomInput,
                  video: VideoPlan, records: Records, passes: Optional[int]):
         self.params = params
-        self.env = env
         self.log = log
         self.room_input = room_input
         self.video = video
@@ -59,7 +58,7 @@ class SegmentOpener:
         self.passes = passes  # the push's own repeatNum, for its first source played again
 
     def _fitting(self, src: str) -> tuple[MediaSource, str]:
-        return open_fitting(src, self.room_input, self.video, VideoLimits.from_env(self.env), self.log)
+        return open_fitting(src, self.room_input, self.video, VideoLimits.from_settings(), self.log)
 
     def open(self, src: str, seek: Optional[float]) -> Segment:
         """`src` opened to fit the room, from seekSecond if given, else its own record, else 0."""
@@ -112,11 +111,10 @@ class SegmentOpener:
 class Programme:
     """What plays: the current segment, the queue, and the segment being opened to follow it."""
 
-    def __init__(self, params: PushParams, env: Mapping[str, str], log: RunLogger, stop: StopSignal, speed: float,
+    def __init__(self, params: PushParams, log: RunLogger, stop: StopSignal, speed: float,
                  room_input: RoomInput, video: VideoPlan, records: Records, progress: Progress, output: Output,
                  first_item: int, list_passes: int):
         self.params = params
-        self.env = env
         self.log = log
         self.stop = stop
         self.speed = speed
@@ -140,7 +138,7 @@ class Programme:
         self.played: dict[str, dict[str, Any]] = {}  # videoSrc -> what the result says of it
         self._after_first_send: Optional[tuple[Optional[Command], Optional[dict[str, Any]]]] = None
         self._op_started = 0.0
-        self.opener = SegmentOpener(params, env, log, room_input, video, records, self.passes())
+        self.opener = SegmentOpener(params, log, room_input, video, records, self.passes())
         self._actions: dict[str, Callable[[Command], None]] = {
             "status": self._ack, "volume": self._volume, "stop": self._stop, "enqueue": self._enqueue,
             "pause": self._pause, "resume": self._resume, "switch": self._switch}

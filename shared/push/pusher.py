@@ -22,7 +22,7 @@ are read (and the next one opened) on workers of their own (shared.worker).
 from __future__ import annotations
 
 import time
-from typing import Any, Mapping, Optional
+from typing import Any, Optional
 
 from shared.contracts.push import PushParams
 from shared.events.emitter import RunEvents
@@ -45,9 +45,9 @@ class Pusher:
     """Runs one push; `run()` returns the result dict (or raises Failure before anything is sent)."""
 
     def __init__(self, params: PushParams, inv: Invocation, log: RunLogger,
-                 env: Optional[Mapping[str, str]] = None, stop: Optional[StopSignal] = None,
+                 stop: Optional[StopSignal] = None,
                  events: Optional[RunEvents] = None):
-        self.the_run = Run(params, inv, log, env, stop)
+        self.the_run = Run(params, inv, log, stop)
         self.events = events  # lifecycle events (EventCallback), sent off this thread by the run's outbox
         self._checkpoint_failed = False
         self.progress = Progress()
@@ -78,7 +78,7 @@ class Pusher:
         self.output = Output(run.room, run.room_input, self.progress, run, run.stop, run.speed, run.params.volume,
                              run.room_audio, run.log)
         programme = self.programme = Programme(
-            run.params, run.env, run.log, run.stop, run.speed, run.room_input, run.video_plan(), run.records,
+            run.params, run.log, run.stop, run.speed, run.room_input, run.video_plan(), run.records,
             self.progress, self.output, run.first_item, run.list_passes)
         self.progress.position_ms = run.start.position_ms
         self.progress.stats.win_start = time.monotonic()

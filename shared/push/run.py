@@ -11,9 +11,8 @@ reasons, its result); what plays is shared.push.programme's, how it goes out sha
 """
 from __future__ import annotations
 
-import os
 from dataclasses import replace
-from typing import Any, Mapping, Optional, Protocol
+from typing import Any, Optional, Protocol
 
 from shared.contracts.push import PushParams
 from shared.failures import Failure, Kind
@@ -194,13 +193,12 @@ class Run:
     """The run of one push: prepared (`prepare`), asked why to stop, and finished into a result."""
 
     def __init__(self, params: PushParams, inv: Invocation, log: RunLogger,
-                 env: Optional[Mapping[str, str]] = None, stop: Optional[StopSignal] = None):
+                 stop: Optional[StopSignal] = None):
         self.params = params
         self.inv = inv
         self.log = log
-        self.env: Mapping[str, str] = os.environ if env is None else env
         self.stop = stop or StopSignal(deadline=inv.deadline)
-        self.speed = pacing_speed(self.env)
+        self.speed = pacing_speed()
         self.records = Records(params, inv, log, self.stop)
         self.room: Optional[Room] = None
         self.source: Optional[MediaSource] = None  # the first source (then the programme's segments)
@@ -289,7 +287,7 @@ class Run:
         try:
             # The source checks videoSrc against SOURCE_ALLOWLIST (no internal addresses) itself.
             self.source = MediaSource(p.sources[self.first_item], video=self.video_plan(), audio=audio, log=self.log,
-                                      limits=VideoLimits.from_env(self.env))
+                                      limits=VideoLimits.from_settings())
         except SourceError as e:
             raise Failure(str(e), "source_error", Kind.INVALID) from None
         self.passthrough = bool(self.source.info.passthrough)
@@ -345,7 +343,7 @@ class Run:
         """Take push_control's commands, when the push has a Redis to take them from."""
         p = self.params
         try:
-            address = p.redis_address(self.env)
+            address = p.redis_address()
         except ValueError:
             address = None
         if address is None:

@@ -12,9 +12,9 @@ from shared.settings import settings
 from .address import RedisAddress, parse_redis_url
 
 
-def redis_url_from_env(env: Optional[Mapping[str, str]] = None) -> Optional[RedisAddress]:
+def redis_url_from_env() -> Optional[RedisAddress]:
     """The function's default Redis (REDIS_URL), None when unset; ValueError when malformed."""
-    raw = settings(env).redis_url
+    raw = settings().redis_url
     return parse_redis_url(raw) if raw else None
 
 
@@ -23,12 +23,12 @@ def _given(data: Mapping[str, Any], name: str) -> bool:
     return value is not None and not (isinstance(value, str) and not value.strip())
 
 
-def with_default_redis(data: Any, env: Optional[Mapping[str, str]] = None) -> Any:
+def with_default_redis(data: Any) -> Any:
     """A call's raw parameters with REDIS_URL filled in where the call names no Redis (the rule in
     this module's docstring). Anything but a dict is returned as it is, for validation to refuse."""
     if not isinstance(data, Mapping) or _given(data, "redisHost"):
         return data
-    default = redis_url_from_env(env)
+    default = redis_url_from_env()
     if default is None:
         return data
     filled = dict(data)
