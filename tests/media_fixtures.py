@@ -27,7 +27,7 @@ from emulator.media import (  # noqa: F401  (discontinuities is re-exported for 
     rotate_mp4,
     truncate,
 )
-from emulator.mediaserver import MediaHTTPServer, RtmpServer, flv_tags  # noqa: F401  (re-exported: their former home)
+from emulator.mediaserver import MediaHTTPServer
 
 # --- clips ---------------------------------------------------------------------------------------
 

@@ -13,7 +13,7 @@ import pytest
 from deploy import smoke
 from emulator import media
 from tests.cloud.test_cli_tools import emulator_up
-from tests.media_fixtures import MediaHTTPServer
+from emulator.mediaserver import MediaHTTPServer
 
 REPO = Path(__file__).resolve().parents[2]
 
