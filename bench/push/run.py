@@ -644,8 +644,8 @@ def _switch_run(rooms: Any, server: Any, room_id: int, a: str, b: str, label: st
 
 def bench_switch(rooms: Any, work: Path) -> list[tuple[str, str, str, str]]:
     from emulator.media import make_clip
-    from emulator.redis import RedisServer
     from emulator.mediaserver import MediaHTTPServer
+    from emulator.redis import RedisServer
 
     seconds = SWITCHES + 10.0  # each source plays about half the run, resumed where it was left
     a = make_clip(work / "switch-a.mp4", duration=seconds, width=320, height=240, gop=25, layout="mono")

@@ -12,8 +12,8 @@ import pytest
 
 from deploy import smoke
 from emulator import media
-from tests.cloud.test_cli_tools import emulator_up
 from emulator.mediaserver import MediaHTTPServer
+from tests.cloud.test_cli_tools import emulator_up
 
 REPO = Path(__file__).resolve().parents[2]
 
