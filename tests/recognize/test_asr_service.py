@@ -6,6 +6,7 @@ import json
 import time
 
 import pytest
+from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
 from emulator.asr import AsrService
@@ -81,7 +82,10 @@ def test_the_concurrency_limit_is_4006_and_named(service):
 def test_audio_faster_than_real_time_is_4000():
     conn = AsrConnection.open(V3, OPTIONS)
     for _ in range(100):  # 4 s of audio at once: more than the 3 s lead the service allows
-        conn.send_audio(bytes(wire.CHUNK_BYTES))
+        try:
+            conn.send_audio(bytes(wire.CHUNK_BYTES))
+        except ConnectionClosed:  # refused and closed before the last chunk: its answer is already here
+            break
     err = _error_of(conn)
     assert err["code"] == wire.TOO_FAST and "faster than real time" in err["message"]
     conn.close()
