@@ -27,16 +27,17 @@ from shared.cos.errors import UploadError
 from shared.room import (
     AudioAvailable,
     EnterParams,
+    Event,
     RemoteAudio,
     Role,
     Room,
-    RoomClosed,
     RoomError,
     UserEntered,
     UserLeft,
     VideoFormat,
     open_room,
 )
+from shared.room.watch import RoomWatch
 from shared.rules.record import normalize_prefix
 from shared.runtime import Invocation, RetryPolicy, RunLogger, StopSignal
 
@@ -44,29 +45,12 @@ from .outbox import Outbox
 from .transcript import Line, Transcript, wav
 
 ENTER_TIMEOUT_S = 10.0
-POLL_S = 0.1
-CHECK_EVERY_S = 1.0
 STREAM_JOIN_S = 12.0  # an anchor's last sentence: sent, decoded, answered
 OUTBOX_JOIN_S = 30.0
 RESERVE_S = 3.0  # kept back from the time limit for the outputs and the result's callback
 STATUS_RECOGNIZING = "recognizing"
 STATUS_FINISHED = "finished"
 
-_STOP_MESSAGES = {
-    "removed": "the recogniser was removed from the room",
-    "replaced": "another client entered the room with the recogniser's UserId",
-    "dismissed": "the room was dismissed",
-    "ended_by_server": "the TRTC server ended the recogniser's stay in the room",
-    "idle": "no anchor in the room for MaxIdleTime",
-    "max_duration": "MaxDuration reached",
-    "terminated": "the function was terminated (SIGTERM)",
-    "time_limit": "the function's time limit drew near",
-    "room_error": "the connection to the room failed",
-    "enter_failed": "could not enter the room",
-    "cos_config": "CosConfig cannot be used",
-    "exited": "the recogniser left the room",
-    "internal_error": "the recogniser failed",
-}
 _UNSAFE = re.compile(r"[^A-Za-z0-9_\-@.]")
 
 
@@ -109,12 +93,11 @@ class Recognition:
                  room_factory: Callable[[], Room] = open_room):
         self.params, self.inv, self.log, self.stop = params, inv, log, stop
         self.room_factory = room_factory
-        self.reason: str | None = None
-        self.reason_detail = ""
+        self.watch = RoomWatch(stop, log, params.MaxIdleTime, params.MaxDuration,
+                               activity="recognition", who="recogniser", done="recognised")
         self._speakers: dict[str, Speaker] = {}
         self._present: set[str] = set()
         self._lock = threading.Lock()
-        self._entered = time.monotonic()
         self._outbox = Outbox(params.Callback, log, inv.deadline - RESERVE_S)
         self._bucket: CosBucket | None = None
 
@@ -137,49 +120,23 @@ class Recognition:
             return self._finish_without_room("enter_failed", e.message, code=e.code)
         except Exception as e:  # a misconfigured backend: said in the result, not as a traceback
             return self._finish_without_room("enter_failed", f"{type(e).__name__}: {e}")
-        self._entered = time.monotonic()
         self._outbox.start()
         try:
             self._loop(room)
         except Exception as e:  # still finish every anchor's sentence and report
             self.log.error("recognition loop failed", exc_info=True, error=f"{type(e).__name__}: {e}")
-            self._stop("internal_error", f"{type(e).__name__}: {e}")
+            self.watch.end("internal_error", f"{type(e).__name__}: {e}")
         finally:
             if room.closed is None:
                 room.exit()
         return self._finish()
 
     def _loop(self, room: Room) -> None:
-        p = self.params
-        idle_since: float | None = self._entered
-        next_check = 0.0
-        while True:
-            event = room.poll(POLL_S)
-            while event is not None:
-                if isinstance(event, RoomClosed):
-                    self._stop(event.result_reason,
-                               f"{event.message} (TRTC {event.code})" if event.code else event.message)
-                    return
-                self._on_event(event)
-                if self.stop.reason:
-                    break
-                event = room.poll(0)
-            now = time.monotonic()
-            if self._present:
-                idle_since = None
-            elif idle_since is None:
-                idle_since = now
-            if self.stop.reason:
-                self._stop(self.stop.reason, "")
-                return
-            if now >= next_check:
-                next_check = now + CHECK_EVERY_S
-                if idle_since is not None and now - idle_since >= p.MaxIdleTime:
-                    self._stop("idle", f"no anchor for {p.MaxIdleTime} s")
-                    return
-                if p.MaxDuration is not None and now - self._entered >= p.MaxDuration:
-                    self._stop("max_duration", f"{p.MaxDuration} s recognised")
-                    return
+        def on_event(event: Event, now: float) -> bool:
+            self._on_event(event)
+            return False
+
+        self.watch.follow(room, on_event, lambda: bool(self._present))
 
     def _on_event(self, event: Any) -> None:
         if isinstance(event, RemoteAudio):
@@ -223,7 +180,7 @@ class Recognition:
         return speaker
 
     def _run_ms(self) -> int:
-        return int((time.monotonic() - self._entered) * 1000)
+        return int((time.monotonic() - self.watch.entered) * 1000)
 
     # --- what the streams hear (on their threads) ----------------------------------------------
 
@@ -301,11 +258,6 @@ class Recognition:
 
     # --- the end -------------------------------------------------------------------------------
 
-    def _stop(self, reason: str, detail: str) -> None:
-        if self.reason is None:
-            self.reason, self.reason_detail = reason, detail
-            self.log.info("recognition stopping", reason=reason, detail=detail)
-
     def _finish(self) -> dict[str, Any]:
         streams = []
         for speaker in self._speakers.values():
@@ -323,7 +275,7 @@ class Recognition:
         if not self._outbox.join(OUTBOX_JOIN_S):
             self.log.warning("sentence callbacks still pending at the end")
         result = self._result(anchors)
-        self.log.info("recognition stopped", reason=self.reason, anchors=len(anchors),
+        self.log.info("recognition stopped", reason=self.watch.reason, anchors=len(anchors),
                       sentences=sum(len(a["Sentences"]) for a in anchors), status=result["status"])
         self._callback(result)
         return result
@@ -347,10 +299,7 @@ class Recognition:
 
     def _result(self, anchors: list[dict[str, Any]], status: str | None = None) -> dict[str, Any]:
         p = self.params
-        reason = self.reason or "exited"
-        message = _STOP_MESSAGES.get(reason, reason)
-        if self.reason_detail:
-            message = f"{message}: {self.reason_detail}"
+        reason, message = self.watch.final_reason, self.watch.message()
         refused = [a for a in anchors if a["Status"] == 0]
         if status is None:
             # Failed only when nothing could be recognised: every anchor the service refused.
@@ -364,7 +313,7 @@ class Recognition:
                 "status": status, "Reason": reason, "Message": message, "RequestId": self.inv.request_id}
 
     def _finish_without_room(self, reason: str, detail: str, code: int | None = None) -> dict[str, Any]:
-        self._stop(reason, detail)
+        self.watch.end(reason, detail)
         self.log.error("recognition did not start", reason=reason, detail=detail, code=code)
         result = self._result([], status="failed")
         if code is not None:
