@@ -31,7 +31,6 @@ from shared.room import (
     RemoteAudio,
     Role,
     Room,
-    RoomError,
     UserEntered,
     UserLeft,
     VideoFormat,
@@ -111,34 +110,18 @@ class Recognition:
             refused = self._open_cos()
             if refused is not None:
                 return self._finish_without_room("cos_config", refused)
-        try:
-            room = self.room_factory()
-            room.enter(EnterParams(p.SdkAppId, p.room, p.UserId, p.UserSig.get_secret_value(), role=Role.AUDIENCE,
-                                   timeout=ENTER_TIMEOUT_S, video_output=VideoFormat.H264, audio_output_channels=1,
-                                   receive_media=True))
-        except RoomError as e:
-            return self._finish_without_room("enter_failed", e.message, code=e.code)
-        except Exception as e:  # a misconfigured backend: said in the result, not as a traceback
-            return self._finish_without_room("enter_failed", f"{type(e).__name__}: {e}")
+        room = self.watch.enter(self.room_factory, EnterParams(
+            p.SdkAppId, p.room, p.UserId, p.UserSig.get_secret_value(), role=Role.AUDIENCE, timeout=ENTER_TIMEOUT_S,
+            video_output=VideoFormat.H264, audio_output_channels=1, receive_media=True))
+        if room is None:
+            return self._finish_without_room(self.watch.final_reason, self.watch.detail, code=self.watch.enter_code)
         self._outbox.start()
-        try:
-            self._loop(room)
-        except Exception as e:  # still finish every anchor's sentence and report
-            self.log.error("recognition loop failed", exc_info=True, error=f"{type(e).__name__}: {e}")
-            self.watch.end("internal_error", f"{type(e).__name__}: {e}")
-        finally:
-            if room.closed is None:
-                room.exit()
+        # Whatever stopped it (the loop failing too), every anchor's sentence is finished and reported.
+        self.watch.run(room, self._on_event, lambda: bool(self._present))
         return self._finish()
 
-    def _loop(self, room: Room) -> None:
-        def on_event(event: Event, now: float) -> bool:
-            self._on_event(event)
-            return False
-
-        self.watch.follow(room, on_event, lambda: bool(self._present))
-
-    def _on_event(self, event: Any) -> None:
+    def _on_event(self, event: Event, now: float) -> bool:
+        """One event (never a stop: the recogniser stops only as the watch says)."""
         if isinstance(event, RemoteAudio):
             speaker = self._speaker_for(event.user_id)
             if speaker is not None and speaker.stream is not None and speaker.stream.error is None:
@@ -159,6 +142,7 @@ class Recognition:
         elif isinstance(event, AudioAvailable):
             # A muted anchor sends nothing; its stream sends silence meanwhile (the service wants audio).
             self.log.info("anchor audio", anchor=event.user_id, available=event.available)
+        return False
 
     def _speaker_for(self, user_id: str) -> Speaker | None:
         if not self.params.recognises(user_id):

@@ -35,7 +35,6 @@ from shared.room import (
     RemoteVideo,
     Role,
     Room,
-    RoomError,
     UserEntered,
     UserLeft,
     VideoFormat,
@@ -133,27 +132,17 @@ class Recorder:
             return self._finish_without_room("cos_config", refused)
         self.outputs.start()
 
-        try:
-            room = self.room_factory()
-            room.enter(EnterParams(p.SdkAppId, p.room, p.UserId, p.UserSig.get_secret_value(), role=Role.AUDIENCE,
-                                   timeout=ENTER_TIMEOUT_S, video_output=VideoFormat.H264,
-                                   audio_output_channels=p.AudioChannels, receive_media=True))
-        except RoomError as e:
-            return self._finish_without_room("enter_failed", e.message, code=e.code)
-        except Exception as e:  # a misconfigured backend: say so in the result, not as a traceback
-            return self._finish_without_room("enter_failed", f"{type(e).__name__}: {e}")
+        room = self.watch.enter(self.room_factory, EnterParams(
+            p.SdkAppId, p.room, p.UserId, p.UserSig.get_secret_value(), role=Role.AUDIENCE, timeout=ENTER_TIMEOUT_S,
+            video_output=VideoFormat.H264, audio_output_channels=p.AudioChannels, receive_media=True))
+        if room is None:
+            return self._finish_without_room(self.watch.final_reason, self.watch.detail, code=self.watch.enter_code)
         self.log.info("recording", room=str(p.room), seconds_to_enter=round(time.monotonic() - started, 3))
 
         self.outputs.open_pool()
-        try:
-            self.watch.follow(room, lambda event, now: self._handle(room, event, now), lambda: bool(self._present),
-                              self._check)
-        except Exception as e:  # still finalise, upload and report whatever was recorded
-            self.log.error("recording loop failed", exc_info=True, error=f"{type(e).__name__}: {e}")
-            self.watch.end("internal_error", f"{type(e).__name__}: {e}")
-        finally:
-            if room.closed is None:
-                room.exit()
+        # Whatever stopped it (the loop failing too), what was recorded is finalised, uploaded and reported.
+        self.watch.run(room, lambda event, now: self._handle(room, event, now), lambda: bool(self._present),
+                       self._check)
         return self._finish()
 
     def _handle(self, room: Room, event: Event, now: float) -> bool:

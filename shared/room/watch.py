@@ -11,7 +11,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable
 
-from shared.room.base import Event, Room, RoomClosed
+from shared.room.base import EnterParams, Event, Room, RoomClosed, RoomError
 from shared.runtime import RunLogger, StopSignal
 
 POLL_S = 0.1
@@ -66,6 +66,7 @@ class RoomWatch:
     detail: str = ""
     stopped_at: float | None = None  # monotonic, when the reason was set
     entered: float = field(default_factory=time.monotonic)
+    enter_code: int | None = None  # TRTC's code when the room could not be entered
     _idle_since: float | None = None
 
     def end(self, reason: str, detail: str) -> None:
@@ -80,6 +81,34 @@ class RoomWatch:
 
     def message(self) -> str:
         return stop_message(self.final_reason, self.detail, self.who)
+
+    def enter(self, room_factory: Callable[[], Room], params: EnterParams) -> Room | None:
+        """The room, entered; None (the stop "enter_failed" recorded, with `enter_code`) when it
+        could not be."""
+        try:
+            room = room_factory()
+            room.enter(params)
+        except RoomError as e:
+            self.enter_code = e.code
+            self.end("enter_failed", e.message)
+            return None
+        except Exception as e:  # a misconfigured backend: said in the result, not as a traceback
+            self.end("enter_failed", f"{type(e).__name__}: {e}")
+            return None
+        return room
+
+    def run(self, room: Room, on_event: Callable[[Event, float], bool], present: Callable[[], bool],
+            on_check: Callable[[float], bool] | None = None) -> None:
+        """`follow`, then out of the room. A failure of the loop itself stops the run as
+        "internal_error": the caller still finishes and reports what it has."""
+        try:
+            self.follow(room, on_event, present, on_check)
+        except Exception as e:
+            self.log.error(f"{self.activity} loop failed", exc_info=True, error=f"{type(e).__name__}: {e}")
+            self.end("internal_error", f"{type(e).__name__}: {e}")
+        finally:
+            if room.closed is None:
+                room.exit()
 
     def follow(self, room: Room, on_event: Callable[[Event, float], bool], present: Callable[[], bool],
                on_check: Callable[[float], bool] | None = None) -> None:
