@@ -19,7 +19,7 @@ from __future__ import annotations
 import re
 from typing import Any, Literal, Optional, Union, get_args
 
-from pydantic import Field, SecretStr, ValidationInfo, field_validator, model_validator
+from pydantic import Field, SecretStr, ValidationInfo, field_validator
 
 from shared.egress import SOURCE_ALLOWLIST_ENV, DestinationRefused, check_destination
 from shared.redis.address import (
@@ -29,7 +29,6 @@ from shared.redis.address import (
     address_of,
     check_redis_host,
 )
-from shared.redis.default import with_default_redis
 from shared.room.base import RoomRef
 
 from . import fields
@@ -73,11 +72,6 @@ class ControlParams(fields.PushTarget):
     # --- the proof that the call speaks for whoever started the push (one of them) ---
     userSig: Optional[SecretStr] = None
     controlToken: Optional[SecretStr] = None
-
-    @model_validator(mode="before")
-    @classmethod
-    def _default_redis(cls, data: Any) -> Any:
-        return with_default_redis(data)
 
     @field_validator("requestId", mode="after")
     @classmethod

@@ -17,9 +17,10 @@ from functools import lru_cache
 from typing import Any, Optional, Union, get_args, get_origin
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, SecretStr, ValidationInfo, field_validator
+from pydantic import BaseModel, ConfigDict, SecretStr, ValidationInfo, field_validator, model_validator
 
 from shared.redis.address import remember_secret
+from shared.redis.default import with_default_redis
 from shared.room.base import MAX_ROOM_ID
 from shared.secrets import mask_url, redact_url_value
 
@@ -185,7 +186,13 @@ def user_id(value: str) -> str:
 
 class PushTarget(Params):
     """The checks of the fields push_stream and push_control share, for the models that declare them
-    (roomIdType before roomId; userId; userSig, redisPassword and controlToken, the secrets)."""
+    (roomIdType before roomId; userId; userSig, redisPassword and controlToken, the secrets), and
+    where their Redis is: a call that names none gets the function's REDIS_URL (validated as its own)."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_redis(cls, data: Any) -> Any:
+        return with_default_redis(data)
 
     @field_validator("userSig", "redisPassword", "controlToken", mode="after", check_fields=False)
     @classmethod

@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 from typing import Any, Mapping, Optional, Union
 
-from pydantic import Field, SecretStr, ValidationInfo, field_validator, model_validator
+from pydantic import Field, SecretStr, ValidationInfo, field_validator
 
 from shared.redis.address import (
     DEFAULT_REDIS_PORT,
@@ -20,7 +20,7 @@ from shared.redis.address import (
     address_of,
     check_redis_host,
 )
-from shared.redis.default import redis_url_from_env, with_default_redis
+from shared.redis.default import redis_url_from_env
 from shared.room.base import Role, RoomRef
 
 from . import fields
@@ -65,12 +65,6 @@ class PushParams(fields.PushTarget):
     # A secret the caller chooses (16..256 characters) and presents to push_control instead of the
     # userSig; kept only as a salted hash (shared.push.control.proof).
     controlToken: Optional[SecretStr] = None
-
-    @model_validator(mode="before")
-    @classmethod
-    def _default_redis(cls, data: Any) -> Any:
-        # A call that names no Redis gets the function's REDIS_URL (validated below as its own).
-        return with_default_redis(data)
 
     @field_validator("videoSrc", mode="before")
     @classmethod
