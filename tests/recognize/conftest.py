@@ -20,20 +20,15 @@ from shared.media.frames import AudioFrame
 from shared.room import EnterParams, Role, RoomRef
 from shared.room.local import LocalRoom
 from shared.worker import Worker
+from tests.waiting import wait_for
 
 FRAME_BYTES = 48 * 20 * 2  # 20 ms of 48 kHz mono s16
 _rooms = itertools.count(7100)
 
 
 def until(predicate: Callable[[], Any], timeout: float = 20.0, what: str = "condition") -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.05)
+    """tests.waiting.wait_for with this folder's defaults."""
+    return wait_for(predicate, timeout, what)
 
 
 @functools.lru_cache(maxsize=None)
