@@ -1,6 +1,7 @@
 """The template's parameters for a function that joins a room as its own member (record_stream,
 recognize_stream): SdkAppId, RoomId / StrRoomId, UserId, UserSig, one rule each; and the checks
-of a Callback URL and of a comma-separated list of user ids, which both functions also take.
+of a Callback URL (shared.contracts.lifecycle's one rule) and of a comma-separated list of user ids,
+which both functions also take.
 """
 from __future__ import annotations
 

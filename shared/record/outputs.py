@@ -7,7 +7,8 @@ issue 21's derived outputs (slices, snapshots, trimmed copies).
     Recorder._finish --claim / collect / report--> the result's Files and Slices, the callback once
 
 The recorder decides when a file starts and ends and why the run stops; this module decides what
-becomes of the files.
+becomes of the files, and tells the run's events (shared.events) as it happens: file_started,
+segment_uploaded (EventVerbose), file_done and upload_failed.
 """
 from __future__ import annotations
 
