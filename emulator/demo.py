@@ -219,6 +219,7 @@ class Demo:
         finally:
             receiver.stop()
 
+    # Complexity (~25) stays: a linear script of the demo's steps; each `if` is one optional step or check.
     def _story(self, clip: Path, clip_info: media.Probe, receiver: CallbackReceiver) -> None:
         say = self.out.say
         info = self.info

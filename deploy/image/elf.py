@@ -75,41 +75,53 @@ class _Reader:
         elf = ElfFile(self.path)
         for kind, offset, size, link, info, entsize in self.sections:
             if kind == _SHT_DYNAMIC:
-                dyn = "qQ" if self.wide else "iI"
-                for at in range(offset, offset + size, entsize or struct.calcsize(self.order + dyn)):
-                    tag, value = self.unpack(dyn, at)
-                    if tag == _DT_NULL:
-                        break
-                    if tag == _DT_NEEDED:
-                        elf.needed.append(self.string(link, value))
-                    elif tag == _DT_SONAME:
-                        elf.soname = self.string(link, value)
-            elif kind == _SHT_GNU_VERNEED:  # Verneed records (one per library), each with Vernaux entries
-                at = offset
-                for _ in range(info):  # sh_info: how many records
-                    self.within(at, offset, size)
-                    _, count, file_name, aux, next_need = self.unpack("HHIII", at)
-                    wanted = elf.versions.setdefault(self.string(link, file_name), set())
-                    aux_at = at + aux
-                    for _ in range(count):
-                        self.within(aux_at, offset, size)
-                        _, _, _, name, next_aux = self.unpack("IHHII", aux_at)
-                        wanted.add(self.string(link, name))
-                        aux_at += next_aux
-                    if not next_need:
-                        break
-                    at += next_need
-            elif kind == _SHT_GNU_VERDEF:  # Verdef records, the first Verdaux of each naming the version
-                at = offset
-                for _ in range(info):
-                    self.within(at, offset, size)
-                    _, flags, _, count, _, aux, next_def = self.unpack("HHHHIII", at)
-                    if count and not flags & _VER_FLG_BASE:
-                        elf.defines.add(self.string(link, self.unpack("I", at + aux)[0]))
-                    if not next_def:
-                        break
-                    at += next_def
+                self._dynamic(elf, offset, size, link, entsize)
+            elif kind == _SHT_GNU_VERNEED:
+                self._verneed(elf, offset, size, link, info)
+            elif kind == _SHT_GNU_VERDEF:
+                self._verdef(elf, offset, size, link, info)
         return elf
+
+    def _dynamic(self, elf: ElfFile, offset: int, size: int, link: int, entsize: int) -> None:
+        """The libraries the file needs (DT_NEEDED) and its own name (DT_SONAME)."""
+        dyn = "qQ" if self.wide else "iI"
+        for at in range(offset, offset + size, entsize or struct.calcsize(self.order + dyn)):
+            tag, value = self.unpack(dyn, at)
+            if tag == _DT_NULL:
+                break
+            if tag == _DT_NEEDED:
+                elf.needed.append(self.string(link, value))
+            elif tag == _DT_SONAME:
+                elf.soname = self.string(link, value)
+
+    def _verneed(self, elf: ElfFile, offset: int, size: int, link: int, count_needs: int) -> None:
+        """Verneed records (one per library, `count_needs` of them: sh_info), each with Vernaux entries."""
+        at = offset
+        for _ in range(count_needs):
+            self.within(at, offset, size)
+            _, count, file_name, aux, next_need = self.unpack("HHIII", at)
+            wanted = elf.versions.setdefault(self.string(link, file_name), set())
+            aux_at = at + aux
+            for _ in range(count):
+                self.within(aux_at, offset, size)
+                _, _, _, name, next_aux = self.unpack("IHHII", aux_at)
+                wanted.add(self.string(link, name))
+                aux_at += next_aux
+            if not next_need:
+                break
+            at += next_need
+
+    def _verdef(self, elf: ElfFile, offset: int, size: int, link: int, count_defs: int) -> None:
+        """Verdef records, the first Verdaux of each naming the version."""
+        at = offset
+        for _ in range(count_defs):
+            self.within(at, offset, size)
+            _, flags, _, count, _, aux, next_def = self.unpack("HHHHIII", at)
+            if count and not flags & _VER_FLG_BASE:
+                elf.defines.add(self.string(link, self.unpack("I", at + aux)[0]))
+            if not next_def:
+                break
+            at += next_def
 
     def within(self, at: int, offset: int, size: int) -> None:
         # A record outside its section is a broken file, not a reason to read on forever.

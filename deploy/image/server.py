@@ -166,6 +166,13 @@ def parse_invocation(headers: Any, body: bytes) -> tuple[Any, dict[str, Any], di
         if not value.isdigit() or int(value) <= 0:
             raise InvocationError(f"header {name} must be a positive integer (got {value!r})")
         context[CONTEXT_HEADERS[name]] = int(value)
+    event = parse_event(body)
+    environment = {var: header(name) or "" for name, var in ROLE_HEADERS.items() if header(name)}
+    return event, context, environment
+
+
+def parse_event(body: bytes) -> Any:
+    """The event an /event-invoke body holds, or InvocationError."""
     if not body:
         raise InvocationError(f"the invocation has no body: SCF sends the event as the body of POST {INVOKE_PATH}")
     try:
@@ -178,8 +185,7 @@ def parse_invocation(headers: Any, body: bytes) -> tuple[Any, dict[str, Any], di
         event = None  # deeper than the parser goes: refused below
     if (event is None and body.strip() != b"null") or depth(event) > MAX_EVENT_DEPTH:
         raise InvocationError(f"the event is nested more than {MAX_EVENT_DEPTH} levels deep")
-    environment = {var: header(name) or "" for name, var in ROLE_HEADERS.items() if header(name)}
-    return event, context, environment
+    return event
 
 
 def error_body(error_type: str, message: str, request_id: str | None = None) -> dict[str, str]:
@@ -193,6 +199,34 @@ def error_body(error_type: str, message: str, request_id: str | None = None) -> 
 # --- workers -------------------------------------------------------------------------------------
 
 
+def start_with_pipe(args: list[str], **popen: Any) -> tuple[subprocess.Popen, int]:
+    """A worker process (the emulator's warm pool too) given a pipe to answer on: its write end's
+    number is the last argument; ours is the read end. Its stdin is a pipe too."""
+    read_fd, write_fd = os.pipe()
+    try:
+        proc = subprocess.Popen([*args, str(write_fd)], stdin=subprocess.PIPE, pass_fds=(write_fd,), **popen)
+    except BaseException:
+        os.close(read_fd)
+        raise
+    finally:
+        os.close(write_fd)
+    return proc, read_fd
+
+
+def reap(proc: subprocess.Popen, pipe_fd: int) -> None:
+    """Wait for a killed worker to end and close our ends of its pipes (the emulator's warm pool too)."""
+    proc.wait()
+    if proc.stdin is not None:
+        try:
+            proc.stdin.close()
+        except OSError:
+            pass
+    try:
+        os.close(pipe_fd)
+    except OSError:
+        pass
+
+
 def _interpreter_args() -> list[str]:
     """This interpreter with the flags the server runs under (-I, -S, -B), unbuffered, on this file."""
     flags = [flag for flag, on in (("-I", sys.flags.isolated), ("-S", sys.flags.no_site),
@@ -204,16 +238,7 @@ class Worker:
     """One process that runs one invocation: request on its stdin, outcome on a pipe of its own."""
 
     def __init__(self) -> None:
-        read_fd, write_fd = os.pipe()
-        try:
-            self.proc = subprocess.Popen([*_interpreter_args(), "--worker", str(write_fd)], stdin=subprocess.PIPE,
-                                         pass_fds=(write_fd,), cwd=CODE_ROOT)
-        except BaseException:
-            os.close(read_fd)
-            raise
-        finally:
-            os.close(write_fd)
-        self._outcome_fd = read_fd
+        self.proc, self._outcome_fd = start_with_pipe([*_interpreter_args(), "--worker"], cwd=CODE_ROOT)
 
     def alive(self) -> bool:
         return self.proc.poll() is None
@@ -251,16 +276,7 @@ class Worker:
         """A spare that will not be used, or a worker whose invocation cannot be answered: killed
         (whatever it started of its own is its handler's to end on SIGTERM; nothing ran yet for a spare)."""
         self.proc.kill()
-        self.proc.wait()
-        if self.proc.stdin is not None:
-            try:
-                self.proc.stdin.close()
-            except OSError:
-                pass
-        try:
-            os.close(self._outcome_fd)
-        except OSError:
-            pass
+        reap(self.proc, self._outcome_fd)
 
 
 class Busy(Exception):

@@ -13,6 +13,7 @@ import logging
 import socket
 import threading
 from contextlib import nullcontext
+from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Sequence
 from urllib.parse import parse_qsl, unquote_to_bytes
 from xml.etree import ElementTree
@@ -50,6 +51,69 @@ def _headers(environ: dict[str, Any]) -> dict[str, bytes]:
     return out
 
 
+@dataclass
+class _Call:
+    """One request as the COS wire reads it, and how it is answered (each answer recorded)."""
+
+    state: CosState
+    start_response: StartResponse
+    method: str
+    raw_uri: str
+    raw_query: str
+    path: str
+    query: list[tuple[str, str]]
+    headers: dict[str, bytes]
+    host: str
+    bucket: str
+    request_id: str = field(default_factory=new_request_id)
+
+    @classmethod
+    def parse(cls, environ: dict[str, Any], start_response: StartResponse, state: CosState) -> "_Call":
+        raw_uri = urls.origin_form(environ.get("RAW_URI") or environ.get("REQUEST_URI") or environ.get("PATH_INFO", "/"))
+        raw_path, _, raw_query = raw_uri.partition("?")
+        headers = _headers(environ)
+        return cls(state, start_response, environ["REQUEST_METHOD"].upper(), raw_uri, raw_query,
+                   path=unquote_to_bytes(raw_path.encode("latin-1")).decode("utf-8", "replace"),
+                   query=parse_qsl(raw_query, keep_blank_values=True), headers=headers,
+                   host=headers.get("host", b"").decode("latin-1").split(":")[0].lower(), bucket=state.bucket)
+
+    @property
+    def key(self) -> str:
+        return self.path[1:]
+
+    @property
+    def names(self) -> set[str]:
+        return {k.lower() for k, _ in self.query}
+
+    @property
+    def object_read(self) -> bool:
+        """An object's bytes are read (its body is passed on untouched)."""
+        return self.method in ("GET", "HEAD") and bool(self.key) and not self.names & {"uploadid", "acl", "tagging"}
+
+    @property
+    def creates_once(self) -> bool:
+        """A write under x-cos-forbid-overwrite: true (PUT, or completing a multipart upload)."""
+        forbid = self.headers.get("x-cos-forbid-overwrite", b"").decode("latin-1").strip().lower() == "true"
+        return forbid and bool(self.key) and (self.method == "PUT" and "uploadid" not in self.names
+                                              or self.method == "POST" and "uploadid" in self.names)
+
+    def record(self, status: int) -> None:
+        self.state.record(RequestRecord(self.method, self.bucket, self.key, self.raw_query, status))
+
+    def answer(self, status: int, body: bytes, extra: Sequence[tuple[str, str]] = (),
+               content_type: str = "application/xml", length: str | None = None) -> Iterable[bytes]:
+        self.record(status)
+        hdrs = [("Content-Type", content_type), ("Content-Length", length or str(len(body))),
+                ("x-cos-request-id", self.request_id), *extra]
+        self.start_response(f"{status} {_REASONS.get(status, 'Error')}", hdrs)
+        return [body]
+
+    def fail(self, e: CosError) -> Iterable[bytes]:
+        resource = f"{self.host or '127.0.0.1'}{self.path}"
+        return self.answer(e.status, b"" if self.method == "HEAD" else
+                           error_xml(e.code, e.message, resource, self.request_id))
+
+
 class CosApp:
     """The WSGI application for one CosState."""
 
@@ -61,80 +125,65 @@ class CosApp:
         self._write_once = threading.Lock()
 
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
-        request_id = new_request_id()
-        method = environ["REQUEST_METHOD"].upper()
-        raw_uri = urls.origin_form(environ.get("RAW_URI") or environ.get("REQUEST_URI") or environ.get("PATH_INFO", "/"))
-        raw_path, _, raw_query = raw_uri.partition("?")
-        path = unquote_to_bytes(raw_path.encode("latin-1")).decode("utf-8", "replace")
-        query = parse_qsl(raw_query, keep_blank_values=True)
-        headers = _headers(environ)
-        host = headers.get("host", b"").decode("latin-1").split(":")[0].lower()
-        key = path[1:]
-        bucket = self.state.bucket
-        resource = f"{host or '127.0.0.1'}{path}"
-
-        def answer(status: int, body: bytes, extra: Sequence[tuple[str, str]] = (),
-                   content_type: str = "application/xml", length: str | None = None) -> Iterable[bytes]:
-            self.state.record(RequestRecord(method, bucket, key, raw_query, status))
-            hdrs = [("Content-Type", content_type), ("Content-Length", length or str(len(body))),
-                    ("x-cos-request-id", request_id), *extra]
-            start_response(f"{status} {_REASONS.get(status, 'Error')}", hdrs)
-            return [body]
-
-        def fail(e: CosError) -> Iterable[bytes]:
-            return answer(e.status, b"" if method == "HEAD" else error_xml(e.code, e.message, resource, request_id))
-
+        call = _Call.parse(environ, start_response, self.state)
         try:
             body = self._read_body(environ)
         except CosError as e:
-            return fail(e)
-
-        fault = self.state.faults.take_transient(f"{method} {key}?{raw_query}")
+            return call.fail(e)
+        fault = self.state.faults.take_transient(f"{call.method} {call.key}?{call.raw_query}")
         if fault is not None:
             if fault.kind == "drop":
-                self.state.record(RequestRecord(method, bucket, key, raw_query, 0))
+                call.record(0)
                 return self._drop(environ, start_response)
-            return fail(CosError(fault.code, fault.message, fault.status))
-
+            return call.fail(CosError(fault.code, fault.message, fault.status))
         try:
-            bucket = urls.bucket_for(host, self.state)
-            verify(method, path, query, headers, self.state.credentials)
-            denial: Fault | None = self.state.faults.denial
-            if denial is not None:
-                raise CosError(denial.code, denial.message, denial.status)
+            self._admit(call)
         except CosError as e:
             if e.code in ("SignatureDoesNotMatch", "InvalidAccessKeyId"):
                 log.info("cos refused a request: %s", e.code)
-            return fail(e)
+            return call.fail(e)
+        return self._serve(call, environ, body)
 
-        names = {k.lower() for k, _ in query}
-        object_read = method in ("GET", "HEAD") and bool(key) and not names & {"uploadid", "acl", "tagging"}
-        forbid = headers.get("x-cos-forbid-overwrite", b"").decode("latin-1").strip().lower() == "true"
-        creates = forbid and key and (method == "PUT" and "uploadid" not in names
-                                      or method == "POST" and "uploadid" in names)
+    def _admit(self, call: _Call) -> None:
+        """The bucket the Host names, the signature, an injected denial: CosError when refused."""
+        call.bucket = urls.bucket_for(call.host, self.state)
+        verify(call.method, call.path, call.query, call.headers, self.state.credentials)
+        denial: Fault | None = self.state.faults.denial
+        if denial is not None:
+            raise CosError(denial.code, denial.message, denial.status)
+
+    def _serve(self, call: _Call, environ: dict[str, Any], body: bytes) -> Iterable[bytes]:
+        """moto's answer in COS's words (x-cos-forbid-overwrite kept atomic), and what it changed on disk."""
+        method, key = call.method, call.key
+        creates = call.creates_once
         with self._write_once if creates else nullcontext():
             try:
-                extra = self._copy_headers(headers)
+                extra = self._copy_headers(call.headers)
                 if creates and self.state.backend.get_object(self.state.moto_bucket, key) is not None:
                     raise CosError("FileAlreadyExists", "The object already exists and x-cos-forbid-overwrite "
                                                         "is true.", 409)
             except CosError as e:
-                return fail(e)
-            status, out_headers, out_body = self._forward(environ, raw_uri, body, rewrite_body=not object_read,
-                                                          extra_env=extra)
+                return call.fail(e)
+            status, out_headers, out_body = self._forward(environ, call.raw_uri, body,
+                                                          rewrite_body=not call.object_read, extra_env=extra)
         if status >= 400:
             # moto's S3 error body lacks the Resource/TraceId the COS SDK reads; answer COS's shape.
             code, message = _s3_error(out_body, status)
-            return fail(CosError(code, message, status))
-        if status < 300 and key and self._changes_object(method, query):
-            self.state.persist(key)
-        if status < 300 and not key and method == "POST" and "delete" in names:
-            for deleted in _deleted_keys(body):  # DeleteObjects: forget each key on disk too
-                self.state.persist(deleted)
+            return call.fail(CosError(code, message, status))
+        if status < 300:
+            self._persist(call, body)
         passed = [(k, v) for k, v in out_headers if k.lower() not in ("content-type", "content-length", "server")]
         # A HEAD answer has no body but tells the object's length.
         length = next((v for k, v in out_headers if k.lower() == "content-length"), None) if method == "HEAD" else None
-        return answer(status, out_body, passed, _content_type(out_headers, out_body), length)
+        return call.answer(status, out_body, passed, _content_type(out_headers, out_body), length)
+
+    def _persist(self, call: _Call, body: bytes) -> None:
+        """After a success: the objects it changed, written through to disk."""
+        if call.key and self._changes_object(call.method, call.query):
+            self.state.persist(call.key)
+        if not call.key and call.method == "POST" and "delete" in call.names:
+            for deleted in _deleted_keys(body):  # DeleteObjects: forget each key on disk too
+                self.state.persist(deleted)
 
     # --- pieces ---------------------------------------------------------------------------------
 

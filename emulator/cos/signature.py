@@ -67,6 +67,7 @@ def _time_range(value: str, name: str) -> tuple[int, int]:
     return start, end
 
 
+# Complexity (~27) stays: COS's signature rules checked in the documented order, each refusal its own error.
 def verify(
     method: str,
     path: str,

@@ -32,6 +32,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
+from deploy.image.server import reap, start_with_pipe
 from shared.worker import Worker
 
 from .runner import WARM_CODE_ROOT, WARM_HANDLER
@@ -106,16 +107,7 @@ class Instance:
             os.killpg(self.proc.pid, signal.SIGKILL)
         except (ProcessLookupError, PermissionError):
             pass
-        self.proc.wait()
-        if self.proc.stdin is not None:
-            try:
-                self.proc.stdin.close()
-            except OSError:
-                pass
-        try:
-            os.close(self.reply_fd)
-        except OSError:
-            pass
+        reap(self.proc, self.reply_fd)
 
 
 class WarmPool:
@@ -142,18 +134,10 @@ class WarmPool:
     # --- instances --------------------------------------------------------------------------
 
     def _spawn(self, pooled: bool) -> Instance:
-        read_fd, write_fd = os.pipe()
-        try:
-            # Its own session: ending it ends what its handler started too. Its output until the
-            # first call (import-time prints) is dropped; each call's goes to that run's log.
-            proc = subprocess.Popen([*self.args, "--warm", str(write_fd)], cwd=self.cwd, env=self.env,
-                                    stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                                    pass_fds=(write_fd,), start_new_session=True)
-        except BaseException:
-            os.close(read_fd)
-            raise
-        finally:
-            os.close(write_fd)
+        # Its own session: ending it ends what its handler started too. Its output until the
+        # first call (import-time prints) is dropped; each call's goes to that run's log.
+        proc, read_fd = start_with_pipe([*self.args, "--warm"], cwd=self.cwd, env=self.env,
+                                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
         self.started_count += 1
         log.debug("warm instance %d of %s started (pooled: %s)", proc.pid, self.name, pooled)
         return Instance(proc, read_fd, pooled)

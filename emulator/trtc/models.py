@@ -131,9 +131,8 @@ class Rooms:
 
     # --- entering and leaving ----------------------------------------------------------------
 
-    def enter(self, sdk_app_id: Any, room_id: Any, user_id: Any, user_sig: Any, role: Any, sink: Sink,
-              receive_media: bool = True) -> Member:
-        """Verify and admit; raise EnterError with TRTC's code. Tells the room and the newcomer."""
+    def _admit(self, sdk_app_id: Any, room_id: Any, user_id: Any, user_sig: Any, role: Any) -> tuple[RoomRef, Role]:
+        """The room and the role of an entry whose every field is right; EnterError with TRTC's code."""
         if isinstance(sdk_app_id, bool) or not isinstance(sdk_app_id, int) or sdk_app_id not in self.apps:
             raise EnterError(ERR_INVALID_SDK_APP_ID, f"sdkAppId {sdk_app_id!r} is not an application of this emulator")
         try:
@@ -152,7 +151,12 @@ class Rooms:
             usersig.verify(user_sig, sdk_app_id, self.apps[sdk_app_id], user_id)
         except usersig.UserSigError as e:
             raise EnterError(ERR_INVALID_USER_SIG, f"invalid UserSig: {e}") from None
+        return ref, role
 
+    def enter(self, sdk_app_id: Any, room_id: Any, user_id: Any, user_sig: Any, role: Any, sink: Sink,
+              receive_media: bool = True) -> Member:
+        """Verify and admit; raise EnterError with TRTC's code. Tells the room and the newcomer."""
+        ref, role = self._admit(sdk_app_id, room_id, user_id, user_sig, role)
         member = Member(user_id, role, sink, receive_media=bool(receive_media))
         with self._lock:
             key = (sdk_app_id, ref.key)

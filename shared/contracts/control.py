@@ -19,7 +19,7 @@ from __future__ import annotations
 import re
 from typing import Any, Literal, Optional, Union, get_args
 
-from pydantic import Field, SecretStr, ValidationInfo, field_validator, model_validator
+from pydantic import Field, SecretStr, ValidationInfo, field_validator
 
 from shared.egress import SOURCE_ALLOWLIST_ENV, DestinationRefused, check_destination
 from shared.redis.address import (
@@ -28,13 +28,11 @@ from shared.redis.address import (
     RedisAddress,
     address_of,
     check_redis_host,
-    remember_secret,
 )
-from shared.redis.default import with_default_redis
 from shared.room.base import RoomRef
 
 from . import fields
-from .fields import Params, without_url
+from .fields import without_url
 from .push import MAX_SEEK_S
 
 Action = Literal["switch", "enqueue", "pause", "resume", "volume", "stop", "status"]
@@ -49,7 +47,7 @@ _TAKES: dict[str, dict[str, str]] = {
 }
 
 
-class ControlParams(Params):
+class ControlParams(fields.PushTarget):
     """One push_control request. The password is a SecretStr: its repr never shows it."""
 
     # --- which push (declared first: the checks below see whether requestId was given) ---
@@ -75,11 +73,6 @@ class ControlParams(Params):
     userSig: Optional[SecretStr] = None
     controlToken: Optional[SecretStr] = None
 
-    @model_validator(mode="before")
-    @classmethod
-    def _default_redis(cls, data: Any) -> Any:
-        return with_default_redis(data)
-
     @field_validator("requestId", mode="after")
     @classmethod
     def _request_id(cls, v: Optional[str]) -> Optional[str]:
@@ -95,21 +88,6 @@ class ControlParams(Params):
             raise ValueError("is required when requestId is not given (a push is named by its requestId, "
                              "or by sdkAppId + roomId + userId)")
         return v
-
-    @field_validator("roomIdType", mode="after")
-    @classmethod
-    def _room_id_type(cls, v: Optional[int]) -> Optional[int]:
-        return fields.room_id_type(v)
-
-    @field_validator("roomId", mode="after")
-    @classmethod
-    def _room_id(cls, v: Optional[Union[int, str]], info: ValidationInfo) -> Optional[Union[int, str]]:
-        return None if v is None else fields.room_id(v, info.data.get("roomIdType"))
-
-    @field_validator("userId", mode="after")
-    @classmethod
-    def _user_id(cls, v: Optional[str]) -> Optional[str]:
-        return None if v is None else fields.user_id(v)
 
     @field_validator("videoSrc", mode="before")
     @classmethod
@@ -149,16 +127,6 @@ class ControlParams(Params):
     @classmethod
     def _redis_host(cls, v: Optional[str]) -> Optional[str]:
         return check_redis_host(v) if v else None
-
-    @field_validator("redisPassword", "userSig", "controlToken", mode="after")
-    @classmethod
-    def _remember_secret(cls, v: Optional[SecretStr]) -> Optional[SecretStr]:
-        return remember_secret(v)
-
-    @field_validator("controlToken", mode="after")
-    @classmethod
-    def _control_token(cls, v: Optional[SecretStr]) -> Optional[SecretStr]:
-        return fields.control_token(v)
 
     @field_validator("userSig", mode="after")
     @classmethod

@@ -17,8 +17,10 @@ from functools import lru_cache
 from typing import Any, Optional, Union, get_args, get_origin
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, SecretStr, ValidationInfo, field_validator
+from pydantic import BaseModel, ConfigDict, SecretStr, ValidationInfo, field_validator, model_validator
 
+from shared.redis.address import remember_secret
+from shared.redis.default import with_default_redis
 from shared.room.base import MAX_ROOM_ID
 from shared.secrets import mask_url, redact_url_value
 
@@ -180,3 +182,41 @@ def user_id(value: str) -> str:
     if not USER_ID.match(value):
         raise ValueError("must be 1..32 letters, digits, underscore, hyphen, @ or dot")
     return value
+
+
+class PushTarget(Params):
+    """The checks of the fields push_stream and push_control share, for the models that declare them
+    (roomIdType before roomId; userId; userSig, redisPassword and controlToken, the secrets), and
+    where their Redis is: a call that names none gets the function's REDIS_URL (validated as its own)."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_redis(cls, data: Any) -> Any:
+        return with_default_redis(data)
+
+    @field_validator("userSig", "redisPassword", "controlToken", mode="after", check_fields=False)
+    @classmethod
+    def _remember_secret(cls, v: Optional[SecretStr]) -> Optional[SecretStr]:
+        # The logger scrubs these values from every later line, even inside free text (and before
+        # a check below can quote them).
+        return remember_secret(v)
+
+    @field_validator("controlToken", mode="after", check_fields=False)
+    @classmethod
+    def _control_token(cls, v: Optional[SecretStr]) -> Optional[SecretStr]:
+        return control_token(v)
+
+    @field_validator("roomIdType", mode="after", check_fields=False)
+    @classmethod
+    def _room_id_type(cls, v: Optional[int]) -> Optional[int]:
+        return room_id_type(v)
+
+    @field_validator("roomId", mode="after", check_fields=False)
+    @classmethod
+    def _room_id(cls, v: Optional[Union[int, str]], info: ValidationInfo) -> Optional[Union[int, str]]:
+        return None if v is None else room_id(v, info.data.get("roomIdType"))
+
+    @field_validator("userId", mode="after", check_fields=False)
+    @classmethod
+    def _user_id(cls, v: Optional[str]) -> Optional[str]:
+        return None if v is None else user_id(v)

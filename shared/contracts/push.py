@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any, Optional, Union
 
-from pydantic import Field, SecretStr, ValidationInfo, field_validator, model_validator
+from pydantic import Field, SecretStr, ValidationInfo, field_validator
 
 from shared.redis.address import (
     DEFAULT_REDIS_PORT,
@@ -18,13 +18,11 @@ from shared.redis.address import (
     RedisAddress,
     address_of,
     check_redis_host,
-    remember_secret,
 )
-from shared.redis.default import redis_url_from_env, with_default_redis
+from shared.redis.default import redis_url_from_env
 from shared.room.base import Role, RoomRef
 
 from . import fields
-from .fields import Params
 from .lifecycle import MAX_IDEMPOTENCY_KEY, callback_url, idempotency_key
 
 __all__ = ["DEFAULT_REDIS_PORT", "MAX_DURATION_S", "MAX_SEEK_S", "PushParams"]
@@ -35,7 +33,7 @@ MAX_DURATION_S = 7 * 86_400
 MAX_SEEK_S = 365 * 86_400
 
 
-class PushParams(Params):
+class PushParams(fields.PushTarget):
     """One push_stream request. Secrets are SecretStr: their repr never shows them."""
 
     # --- the seed's parameters ---
@@ -73,27 +71,10 @@ class PushParams(Params):
     # Kept in the push's Redis for 24 h: without a Redis it cannot be honoured (400 naming it).
     IdempotencyKey: Optional[str] = Field(default=None, max_length=MAX_IDEMPOTENCY_KEY)
 
-    @model_validator(mode="before")
-    @classmethod
-    def _default_redis(cls, data: Any) -> Any:
-        # A call that names no Redis gets the function's REDIS_URL (validated below as its own).
-        return with_default_redis(data)
-
     @field_validator("videoSrc", mode="before")
     @classmethod
     def _video_src(cls, v: Any) -> Any:
         return fields.video_srcs(v)
-
-    @field_validator("userSig", "redisPassword", "controlToken", mode="after")
-    @classmethod
-    def _remember_secret(cls, v: Optional[SecretStr]) -> Optional[SecretStr]:
-        # The logger scrubs these values from every later line, even inside free text.
-        return remember_secret(v)
-
-    @field_validator("controlToken", mode="after")
-    @classmethod
-    def _control_token(cls, v: Optional[SecretStr]) -> Optional[SecretStr]:
-        return fields.control_token(v)
 
     @field_validator("userSig", mode="after")
     @classmethod
@@ -101,21 +82,6 @@ class PushParams(Params):
         if not v.get_secret_value().strip():
             raise ValueError("must not be empty")
         return v
-
-    @field_validator("roomIdType", mode="after")
-    @classmethod
-    def _room_id_type(cls, v: Optional[int]) -> Optional[int]:
-        return fields.room_id_type(v)
-
-    @field_validator("roomId", mode="after")
-    @classmethod
-    def _room_id(cls, v: Union[int, str], info: ValidationInfo) -> Union[int, str]:
-        return fields.room_id(v, info.data.get("roomIdType"))
-
-    @field_validator("userId", mode="after")
-    @classmethod
-    def _user_id(cls, v: str) -> str:
-        return fields.user_id(v)
 
     @field_validator("clientRole", mode="before")
     @classmethod

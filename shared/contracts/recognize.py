@@ -9,17 +9,16 @@ from __future__ import annotations
 import re
 from typing import Any, Literal, Optional
 
-from pydantic import Field, SecretStr, ValidationInfo, field_validator
+from pydantic import Field, SecretStr, field_validator
 
 from shared.asr.client import AsrCredentials, AsrOptions
 from shared.contracts.record import CosSettings
-from shared.egress import DestinationRefused, validate_callback_url
-from shared.room.base import MAX_ROOM_ID, RoomRef
 from shared.secrets import redact_value
 from shared.settings import settings
 
-from .fields import STR_ROOM_ID, USER_ID, Params, check_url, without_url
+from .fields import Params
 from .lifecycle import MAX_IDEMPOTENCY_KEY, callback_url, idempotency_key
+from .member import RoomMember, comma_list, user_ids
 
 # The engines of Tencent's real-time recognition that take 16 kHz audio (what the function sends).
 Engine = Literal["16k_zh", "16k_en", "16k_zh_edu", "16k_en_edu", "16k_zh_en", "16k_zh_large",
@@ -47,22 +46,10 @@ class AsrKeys(Params):
         return v
 
 
-def _list(v: Any) -> Any:
-    """A form or query string carries "a,b,c"."""
-    if isinstance(v, str):
-        return [s.strip() for s in v.split(",") if s.strip()]
-    return v
-
-
-class RecognizeParams(Params):
+class RecognizeParams(RoomMember):
     """One recognize_stream request. Secrets are SecretStr: their repr never shows them."""
 
-    # --- the template's parameters ---
-    SdkAppId: int = Field(gt=0, lt=1 << 32)
-    RoomId: Optional[int] = None
-    StrRoomId: Optional[str] = Field(default=None, validate_default=True)  # after RoomId: sees it
-    UserId: str
-    UserSig: SecretStr
+    # --- the template's parameters (SdkAppId, RoomId, StrRoomId, UserId, UserSig: RoomMember's) ---
     Callback: Optional[str] = Field(default=None, max_length=2048)
 
     # --- extensions ---
@@ -94,72 +81,21 @@ class RecognizeParams(Params):
             raise ValueError("needs the deployment's RECORD_STATE_BUCKET (where the key is kept); it is not set")
         return v
 
-    @field_validator("RoomId", mode="after")
-    @classmethod
-    def _room_id(cls, v: Optional[int]) -> Optional[int]:
-        if v is not None and not 1 <= v <= MAX_ROOM_ID:
-            raise ValueError(f"an integer room id must be in 1..{MAX_ROOM_ID}")
-        return v
-
-    @field_validator("StrRoomId", mode="before")
-    @classmethod
-    def _str_room_id_type(cls, v: Any) -> Any:
-        return str(v) if isinstance(v, int) and not isinstance(v, bool) else v
-
-    @field_validator("StrRoomId", mode="after")
-    @classmethod
-    def _str_room_id(cls, v: Optional[str], info: ValidationInfo) -> Optional[str]:
-        v = v or None
-        if v is not None and not STR_ROOM_ID.match(v):
-            raise ValueError("a string room id is 1..64 characters of letters, digits and "
-                             "!#$%&()+-:;<=.>?@[]^_{}|~, or space")
-        if v is None and "RoomId" in info.data and info.data["RoomId"] is None:
-            raise ValueError("RoomId (integer) or StrRoomId (string) is required")
-        return v
-
-    @field_validator("UserId", mode="after")
-    @classmethod
-    def _user_id(cls, v: str) -> str:
-        if not USER_ID.match(v):
-            raise ValueError("must be 1..32 letters, digits, underscore, hyphen, @ or dot")
-        return v
-
-    @field_validator("UserSig", mode="after")
-    @classmethod
-    def _user_sig(cls, v: SecretStr) -> SecretStr:
-        redact_value(v.get_secret_value())
-        if not v.get_secret_value().strip():
-            raise ValueError("must not be empty")
-        return v
-
     @field_validator("Callback", mode="after")
     @classmethod
     def _callback(cls, v: Optional[str]) -> Optional[str]:
-        if not v:
-            return None
-        check_url(v)
-        if not re.match(r"^https?://", v, re.I):
-            raise ValueError("must be an http:// or https:// URL")
-        try:
-            validate_callback_url(v)
-        except DestinationRefused as e:
-            raise ValueError(without_url(str(e), v)) from None
-        return v
+        return callback_url(v)
 
     @field_validator("TargetUserIds", "HotwordList", mode="before")
     @classmethod
     def _lists(cls, v: Any) -> Any:
-        return _list(v)
+        return comma_list(v)
 
     @field_validator("TargetUserIds", mode="after")
     @classmethod
     def _targets(cls, v: Optional[list[str]]) -> Optional[list[str]]:
-        if v is not None:
-            bad = [u for u in v if not USER_ID.match(u)]
-            if bad:
-                raise ValueError(f"not user ids: {', '.join(repr(u) for u in bad[:5])}")
-            if not v:
-                raise ValueError("is empty: leave it out to recognise every anchor")
+        if user_ids(v) is not None and not v:
+            raise ValueError("is empty: leave it out to recognise every anchor")
         return v
 
     @field_validator("HotwordList", mode="after")
@@ -173,12 +109,6 @@ class RecognizeParams(Params):
                                  f"{', '.join(repr(w) for w in bad[:5])}")
             v = list(dict.fromkeys(words))
         return v
-
-    @property
-    def room(self) -> RoomRef:
-        room = self.RoomId if self.RoomId is not None else self.StrRoomId
-        assert room is not None  # the model's validator requires one of the two
-        return RoomRef(room)
 
     def recognises(self, user_id: str) -> bool:
         """Whether an anchor is recognised: TargetUserIds, else everyone but the recogniser."""

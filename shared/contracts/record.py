@@ -13,8 +13,6 @@ from typing import Annotated, Any, Literal, Optional
 
 from pydantic import Field, SecretStr, ValidationInfo, WithJsonSchema, field_validator
 
-from shared.egress import DestinationRefused, validate_callback_url
-from shared.room.base import MAX_ROOM_ID, RoomRef
 from shared.rules.record import (
     DEFAULT_SEGMENT_S,
     MAX_SEGMENT_S,
@@ -29,8 +27,9 @@ from shared.rules.record import (
 from shared.secrets import redact_value
 from shared.settings import settings
 
-from .fields import STR_ROOM_ID as _STR_ROOM_ID, USER_ID as _USER_ID, Params, check_url, without_url
+from .fields import Params
 from .lifecycle import MAX_IDEMPOTENCY_KEY, callback_url, idempotency_key
+from .member import RoomMember, comma_list, user_ids
 
 # COS bucket names are "<name>-<appid>", lower-case letters, digits and hyphens.
 _BUCKET = re.compile(r"^[a-z0-9][a-z0-9\-]{0,62}$")
@@ -111,16 +110,10 @@ class CosSettings(Params):
         return self.Path.strip("/")
 
 
-class RecordParams(Params):
+class RecordParams(RoomMember):
     """One record_stream request. Secrets are SecretStr: their repr never shows them."""
 
-    # --- the seed's parameters ---
-    SdkAppId: int = Field(gt=0, lt=1 << 32)
-    RoomId: Optional[int] = None
-    # Declared after RoomId so that its check sees whether RoomId was given (validation order).
-    StrRoomId: Optional[str] = Field(default=None, validate_default=True)
-    UserId: str
-    UserSig: SecretStr
+    # --- the seed's parameters (SdkAppId, RoomId, StrRoomId, UserId, UserSig: RoomMember's) ---
     CosConfig: CosSettings
     Callback: Optional[str] = Field(default=None, max_length=2048)
     Mode: Literal["00", "01", "02"] = MODE_MP3
@@ -149,61 +142,10 @@ class RecordParams(Params):
     SliceCallback: Optional[str] = Field(default=None, max_length=2048)  # each slice/snapshot POSTed
     RemoveSilence: Optional[int] = Field(default=None, ge=1, le=60)  # silences longer than this are cut
 
-    @field_validator("RoomId", mode="after")
-    @classmethod
-    def _room_id(cls, v: Optional[int]) -> Optional[int]:
-        if v is not None and not 1 <= v <= MAX_ROOM_ID:
-            raise ValueError(f"an integer room id must be in 1..{MAX_ROOM_ID}")
-        return v
-
-    @field_validator("StrRoomId", mode="before")
-    @classmethod
-    def _str_room_id_type(cls, v: Any) -> Any:
-        if isinstance(v, int) and not isinstance(v, bool):
-            return str(v)
-        return v
-
-    @field_validator("StrRoomId", mode="after")
-    @classmethod
-    def _str_room_id(cls, v: Optional[str], info: ValidationInfo) -> Optional[str]:
-        if v == "":
-            v = None
-        if v is not None and not _STR_ROOM_ID.match(v):
-            raise ValueError("a string room id is 1..64 characters of letters, digits and "
-                             "!#$%&()+-:;<=.>?@[]^_{}|~, or space")
-        # RoomId absent (rather than invalid, which leaves it out of info.data) and no StrRoomId.
-        if v is None and "RoomId" in info.data and info.data["RoomId"] is None:
-            raise ValueError("RoomId (integer) or StrRoomId (string) is required")
-        return v
-
-    @field_validator("UserId", mode="after")
-    @classmethod
-    def _user_id(cls, v: str) -> str:
-        if not _USER_ID.match(v):
-            raise ValueError("must be 1..32 letters, digits, underscore, hyphen, @ or dot")
-        return v
-
-    @field_validator("UserSig", mode="after")
-    @classmethod
-    def _user_sig(cls, v: SecretStr) -> SecretStr:
-        redact_value(v.get_secret_value())  # scrubbed from every later log line
-        if not v.get_secret_value().strip():
-            raise ValueError("must not be empty")
-        return v
-
     @field_validator("Callback", "SliceCallback", mode="after")
     @classmethod
     def _callback(cls, v: Optional[str]) -> Optional[str]:
-        if not v:
-            return None
-        check_url(v)
-        if not re.match(r"^https?://", v, re.I):
-            raise ValueError("must be an http:// or https:// URL")
-        try:
-            validate_callback_url(v)
-        except DestinationRefused as e:
-            raise ValueError(without_url(str(e), v)) from None
-        return v
+        return callback_url(v)
 
     @field_validator("EventCallback", mode="after")
     @classmethod
@@ -235,26 +177,12 @@ class RecordParams(Params):
     @field_validator("SubscribeUserIds", "UnsubscribeUserIds", mode="before")
     @classmethod
     def _user_list(cls, v: Any) -> Any:
-        # A form or query string carries "a,b,c".
-        if isinstance(v, str):
-            return [s.strip() for s in v.split(",") if s.strip()]
-        return v
+        return comma_list(v)
 
     @field_validator("SubscribeUserIds", "UnsubscribeUserIds", mode="after")
     @classmethod
     def _user_list_ids(cls, v: Optional[list[str]]) -> Optional[list[str]]:
-        if v is not None:
-            bad = [u for u in v if not _USER_ID.match(u)]
-            if bad:
-                raise ValueError(f"not user ids: {', '.join(repr(u) for u in bad[:5])}")
-        return v
-
-    @property
-    def room(self) -> RoomRef:
-        """The integer room when RoomId is given (it wins), else the string room."""
-        room = self.RoomId if self.RoomId is not None else self.StrRoomId
-        assert room is not None  # the model's validator requires one of the two
-        return RoomRef(room)
+        return user_ids(v)
 
     def records(self, user_id: str) -> bool:
         """Whether an anchor is recorded: everyone but the recorder, filtered by the two lists."""

@@ -16,6 +16,7 @@ def nal_type(nal: bytes) -> int:
     return nal[0] & 0x1F
 
 
+# Complexity (~21) stays: the branches are the SPS syntax of H.264 7.3.2.1.1, in the standard's order.
 def sps_dimensions(sps: bytes) -> tuple[int, int]:
     """(width, height) of the pictures an SPS NAL unit (header byte included) describes."""
     # Complexity above 20 on purpose: the branches are the SPS syntax of H.264 7.3.2.1.1, read in

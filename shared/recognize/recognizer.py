@@ -32,16 +32,16 @@ from shared.outbox import with_id
 from shared.room import (
     AudioAvailable,
     EnterParams,
+    Event,
     RemoteAudio,
     Role,
     Room,
-    RoomClosed,
-    RoomError,
     UserEntered,
     UserLeft,
     VideoFormat,
     open_room,
 )
+from shared.room.watch import RoomWatch
 from shared.rules.record import normalize_prefix
 from shared.runtime import Invocation, RetryPolicy, RunLogger, StopSignal
 from shared.settings import settings
@@ -50,29 +50,12 @@ from .outbox import Outbox
 from .transcript import Line, Transcript, wav
 
 ENTER_TIMEOUT_S = 10.0
-POLL_S = 0.1
-CHECK_EVERY_S = 1.0
 STREAM_JOIN_S = 12.0  # an anchor's last sentence: sent, decoded, answered
 OUTBOX_JOIN_S = 30.0
 RESERVE_S = 3.0  # kept back from the time limit for the outputs and the result's callback
 STATUS_RECOGNIZING = "recognizing"
 STATUS_FINISHED = "finished"
 
-_STOP_MESSAGES = {
-    "removed": "the recogniser was removed from the room",
-    "replaced": "another client entered the room with the recogniser's UserId",
-    "dismissed": "the room was dismissed",
-    "ended_by_server": "the TRTC server ended the recogniser's stay in the room",
-    "idle": "no anchor in the room for MaxIdleTime",
-    "max_duration": "MaxDuration reached",
-    "terminated": "the function was terminated (SIGTERM)",
-    "time_limit": "the function's time limit drew near",
-    "room_error": "the connection to the room failed",
-    "enter_failed": "could not enter the room",
-    "cos_config": "CosConfig cannot be used",
-    "exited": "the recogniser left the room",
-    "internal_error": "the recogniser failed",
-}
 _UNSAFE = re.compile(r"[^A-Za-z0-9_\-@.]")
 
 
@@ -115,12 +98,11 @@ class Recognition:
                  room_factory: Callable[[], Room] = open_room, events: RunEvents | None = None):
         self.params, self.inv, self.log, self.stop = params, inv, log, stop
         self.room_factory = room_factory
-        self.reason: str | None = None
-        self.reason_detail = ""
+        self.watch = RoomWatch(stop, log, params.MaxIdleTime, params.MaxDuration,
+                               activity="recognition", who="recogniser", done="recognised")
         self._speakers: dict[str, Speaker] = {}
         self._present: set[str] = set()
         self._lock = threading.Lock()
-        self._entered = time.monotonic()
         self.events = events  # lifecycle events (EventCallback); its outbox is the run's one sender
         self._outbox = Outbox(params.Callback, log, inv.deadline - RESERVE_S,
                               sender=events.outbox if events is not None else None)
@@ -136,62 +118,20 @@ class Recognition:
             refused = self._open_cos()
             if refused is not None:
                 return self._finish_without_room("cos_config", refused)
-        try:
-            room = self.room_factory()
-            room.enter(EnterParams(p.SdkAppId, p.room, p.UserId, p.UserSig.get_secret_value(), role=Role.AUDIENCE,
-                                   timeout=ENTER_TIMEOUT_S, video_output=VideoFormat.H264, audio_output_channels=1,
-                                   receive_media=True))
-        except RoomError as e:
-            return self._finish_without_room("enter_failed", e.message, code=e.code)
-        except Exception as e:  # a misconfigured backend: said in the result, not as a traceback
-            return self._finish_without_room("enter_failed", f"{type(e).__name__}: {e}")
-        self._entered = time.monotonic()
+        room = self.watch.enter(self.room_factory, EnterParams(
+            p.SdkAppId, p.room, p.UserId, p.UserSig.get_secret_value(), role=Role.AUDIENCE, timeout=ENTER_TIMEOUT_S,
+            video_output=VideoFormat.H264, audio_output_channels=1, receive_media=True))
+        if room is None:
+            return self._finish_without_room(self.watch.final_reason, self.watch.detail, code=self.watch.enter_code)
         self._outbox.start()
         if self.events is not None:
             self.events.emit("started", {"EngineModelType": p.EngineModelType})
-        try:
-            self._loop(room)
-        except Exception as e:  # still finish every anchor's sentence and report
-            self.log.error("recognition loop failed", exc_info=True, error=f"{type(e).__name__}: {e}")
-            self._stop("internal_error", f"{type(e).__name__}: {e}")
-        finally:
-            if room.closed is None:
-                room.exit()
+        # Whatever stopped it (the loop failing too), every anchor's sentence is finished and reported.
+        self.watch.run(room, self._on_event, lambda: bool(self._present))
         return self._finish()
 
-    def _loop(self, room: Room) -> None:
-        p = self.params
-        idle_since: float | None = self._entered
-        next_check = 0.0
-        while True:
-            event = room.poll(POLL_S)
-            while event is not None:
-                if isinstance(event, RoomClosed):
-                    self._stop(event.result_reason,
-                               f"{event.message} (TRTC {event.code})" if event.code else event.message)
-                    return
-                self._on_event(event)
-                if self.stop.reason:
-                    break
-                event = room.poll(0)
-            now = time.monotonic()
-            if self._present:
-                idle_since = None
-            elif idle_since is None:
-                idle_since = now
-            if self.stop.reason:
-                self._stop(self.stop.reason, "")
-                return
-            if now >= next_check:
-                next_check = now + CHECK_EVERY_S
-                if idle_since is not None and now - idle_since >= p.MaxIdleTime:
-                    self._stop("idle", f"no anchor for {p.MaxIdleTime} s")
-                    return
-                if p.MaxDuration is not None and now - self._entered >= p.MaxDuration:
-                    self._stop("max_duration", f"{p.MaxDuration} s recognised")
-                    return
-
-    def _on_event(self, event: Any) -> None:
+    def _on_event(self, event: Event, now: float) -> bool:
+        """One event (never a stop: the recogniser stops only as the watch says)."""
         if isinstance(event, RemoteAudio):
             speaker = self._speaker_for(event.user_id)
             if speaker is not None and speaker.stream is not None and speaker.stream.error is None:
@@ -212,6 +152,7 @@ class Recognition:
         elif isinstance(event, AudioAvailable):
             # A muted anchor sends nothing; its stream sends silence meanwhile (the service wants audio).
             self.log.info("anchor audio", anchor=event.user_id, available=event.available)
+        return False
 
     def _speaker_for(self, user_id: str) -> Speaker | None:
         if not self.params.recognises(user_id):
@@ -233,7 +174,7 @@ class Recognition:
         return speaker
 
     def _run_ms(self) -> int:
-        return int((time.monotonic() - self._entered) * 1000)
+        return int((time.monotonic() - self.watch.entered) * 1000)
 
     # --- what the streams hear (on their threads) ----------------------------------------------
 
@@ -311,11 +252,6 @@ class Recognition:
 
     # --- the end -------------------------------------------------------------------------------
 
-    def _stop(self, reason: str, detail: str) -> None:
-        if self.reason is None:
-            self.reason, self.reason_detail = reason, detail
-            self.log.info("recognition stopping", reason=reason, detail=detail)
-
     def _finish(self) -> dict[str, Any]:
         streams = []
         for speaker in self._speakers.values():
@@ -333,7 +269,7 @@ class Recognition:
         if not self._outbox.join(OUTBOX_JOIN_S):
             self.log.warning("sentence callbacks still pending at the end")
         result = self._result(anchors)
-        self.log.info("recognition stopped", reason=self.reason, anchors=len(anchors),
+        self.log.info("recognition stopped", reason=self.watch.reason, anchors=len(anchors),
                       sentences=sum(len(a["Sentences"]) for a in anchors), status=result["status"])
         self._callback(result)
         return result
@@ -357,10 +293,7 @@ class Recognition:
 
     def _result(self, anchors: list[dict[str, Any]], status: str | None = None) -> dict[str, Any]:
         p = self.params
-        reason = self.reason or "exited"
-        message = _STOP_MESSAGES.get(reason, reason)
-        if self.reason_detail:
-            message = f"{message}: {self.reason_detail}"
+        reason, message = self.watch.final_reason, self.watch.message()
         refused = [a for a in anchors if a["Status"] == 0]
         if status is None:
             # Failed only when nothing could be recognised: every anchor the service refused.
@@ -374,7 +307,7 @@ class Recognition:
                 "status": status, "Reason": reason, "Message": message, "RequestId": self.inv.request_id}
 
     def _finish_without_room(self, reason: str, detail: str, code: int | None = None) -> dict[str, Any]:
-        self._stop(reason, detail)
+        self.watch.end(reason, detail)
         self.log.error("recognition did not start", reason=reason, detail=detail, code=code)
         result = self._result([], status="failed")
         if code is not None:

@@ -2,11 +2,11 @@
 snapshots, the trimmed copy), the delivery that takes their pieces to COS and SliceCallback, and
 what the result says about them.
 
-    Recorder --tap_for(user, file key)--> Taps[AudioSlicer, Snapshotter, Trimmer] --> writer._Part
-    Recorder._finalize_file --trimmed_entry--> trim.build (in the finalize pool) --> Files entry
-    Recorder._finish --finish(deadline)--> "Slices" in the result
+    RunOutputs.tap_for --tap(user, file key)--> Taps[AudioSlicer, Snapshotter, Trimmer] --> writer._Part
+    RunOutputs._finalize_file --trimmed--> trim.build (in the finalize pool) --> Files entry
+    RunOutputs.collect --finish(deadline)--> "Slices" in the result
 
-The recorder only calls these three; everything else about slices, snapshots and trimming is in
+The run's outputs (record/outputs.py) only call these three; everything else about slices, snapshots and trimming is in
 slices.py, snapshots.py and trim.py.
 """
 from __future__ import annotations

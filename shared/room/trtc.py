@@ -665,15 +665,20 @@ class TRTCRoom(Room):
         if n == 1:
             self._log.error("liteav callback failed; the room is closed", callback=callback,
                             error=f"{type(error).__name__}: {error}", exc_info=error)
+        self._stay_ended(ERR_FAILED, RoomClosed(CloseReason.ERROR, ERR_FAILED,
+                                                f"the trtc adapter failed in {callback}: {type(error).__name__}: {error}"))
+
+    def _stay_ended(self, enter_error: int, closed: RoomClosed) -> None:
+        """Our stay ended without our exit: while entering, EnterRoom fails with `enter_error` (unless
+        an error came first); in the room, the room closes with `closed`."""
         with self._lock:
             state = self._state
             if state is _State.ENTERING and self._enter_error is None:
-                self._enter_error = ERR_FAILED
+                self._enter_error = enter_error
         if state is _State.ENTERING:
             self._entered.set()
         elif state is _State.IN_ROOM:
-            self._closed_by_itself(RoomClosed(CloseReason.ERROR, ERR_FAILED,
-                                              f"the trtc adapter failed in {callback}: {type(error).__name__}: {error}"))
+            self._closed_by_itself(closed)
 
     def _drop(self, user_id: str, problem: str, detail: str) -> None:
         """A frame we cannot use: counted, and logged the first time per anchor and problem."""
@@ -712,20 +717,13 @@ class TRTCRoom(Room):
 
     def _on_exit_room(self) -> None:
         self._sdk_exited.set()
-        with self._lock:
-            state = self._state
-            if state is _State.ENTERING and self._enter_error is None:
-                self._enter_error = ERR_ENTER_ROOM_FAILED
-        if state is _State.ENTERING:
-            self._entered.set()
-        elif state is _State.IN_ROOM:
-            # We did not call ExitRoom, yet the SDK left the room. liteav's OnExitRoom() carries no
-            # reason (the client SDKs' onExitRoom(reason=2) has no server-SDK counterpart), and the
-            # SDK's threads do not order it against OnError: a removal that came as OnError(-205)
-            # first has closed the room as REMOVED already; anything else claims only what is known.
-            self._closed_by_itself(RoomClosed(CloseReason.ENDED_BY_SERVER, 0,
-                                              "the server ended our stay in the room (OnExitRoom; a dismissal "
-                                              "arrives this way)"))
+        # In the room, we did not call ExitRoom, yet the SDK left the room. liteav's OnExitRoom() carries
+        # no reason (the client SDKs' onExitRoom(reason=2) has no server-SDK counterpart), and the
+        # SDK's threads do not order it against OnError: a removal that came as OnError(-205)
+        # first has closed the room as REMOVED already; anything else claims only what is known.
+        self._stay_ended(ERR_ENTER_ROOM_FAILED, RoomClosed(CloseReason.ENDED_BY_SERVER, 0,
+                                                           "the server ended our stay in the room (OnExitRoom; "
+                                                           "a dismissal arrives this way)"))
 
     def _on_video_channel(self, stream_type: Any, created: bool) -> None:
         if stream_type == self._sdk.STREAM_TYPE_VIDEO_HIGH:

@@ -2,7 +2,6 @@
 probe function (tests/cloud/probe/index.py) as its code; the real tencentcloud ScfClient."""
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -12,6 +11,7 @@ import pytest
 from emulator import clients
 from emulator.cloudapi import CloudApi
 from emulator.scf import FunctionConfig, Gateway, Scf, register
+from tests.waiting import wait_for
 
 PROBE_ROOT = Path(__file__).resolve().parent / "probe"
 SECRET_ID = "AKIDtestLocalCloud000000000000000000"
@@ -48,15 +48,8 @@ def scf_client(endpoint: str, secret_id: str = SECRET_ID, secret_key: str = SECR
 
 
 def until(predicate: Callable[[], Any], timeout: float = 20.0, what: str = "condition") -> Any:
-    """Poll `predicate` until it returns something truthy; fail the test after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.05)
+    """tests.waiting.wait_for with this folder's defaults."""
+    return wait_for(predicate, timeout, what)
 
 
 def alive(pid: int) -> bool:

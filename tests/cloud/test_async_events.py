@@ -117,12 +117,19 @@ def test_list_async_events_filters_orders_and_pages(scf_stack):
     assert e.value.code == "ResourceNotFound.Function"
 
 
-def test_terminate_with_grace_shutdown_sends_sigterm_and_the_handler_finishes(scf_stack, tmp_path: Path):
-    client = scf_client(scf_stack.api.endpoint)
+def _sleeping_probe(client, tmp_path: Path) -> tuple[str, Path, Path]:
+    """A probe run sleeping 20 s with a child process, once its handler has started: (its request id,
+    where it marks a SIGTERM, where it said what it started)."""
     marker, out = tmp_path / "sigterm", tmp_path / "seen.json"
     reqid = _invoke(client, "probe", {"mode": "sleep", "seconds": 20, "marker": str(marker), "out": str(out),
                                       "child": True}).FunctionRequestId
     until(out.exists, 10, "the handler to start")
+    return reqid, marker, out
+
+
+def test_terminate_with_grace_shutdown_sends_sigterm_and_the_handler_finishes(scf_stack, tmp_path: Path):
+    client = scf_client(scf_stack.api.endpoint)
+    reqid, marker, out = _sleeping_probe(client, tmp_path)
     _terminate(client, "probe", reqid, grace=True)
     status = _ended(client, reqid, timeout=10)
     assert status.Status == "ABORTED"
@@ -136,10 +143,7 @@ def test_terminate_with_grace_shutdown_sends_sigterm_and_the_handler_finishes(sc
 
 def test_terminate_without_grace_kills_the_run_and_everything_it_started(scf_stack, tmp_path: Path):
     client = scf_client(scf_stack.api.endpoint)
-    marker, out = tmp_path / "sigterm", tmp_path / "seen.json"
-    reqid = _invoke(client, "probe", {"mode": "sleep", "seconds": 20, "marker": str(marker), "out": str(out),
-                                      "child": True}).FunctionRequestId
-    until(out.exists, 10, "the handler to start")
+    reqid, marker, out = _sleeping_probe(client, tmp_path)
     seen = json.loads(out.read_text())
     _terminate(client, "probe", reqid, grace=None)  # GraceShutdown defaults to false
     status = _status(client, reqid)  # a kill is over when TerminateAsyncEvent answers

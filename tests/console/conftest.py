@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import time
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -16,6 +15,7 @@ from emulator.clients import scf_client
 from emulator.cloud import CloudConfig, LocalCloud
 from emulator.trtc import usersig
 from tests.media_fixtures import clips  # noqa: F401  (the session's clip cache)
+from tests.waiting import wait_for  # noqa: F401  (the tests here import it from this module)
 
 APP = 1400000001
 CHROMIUM_PATHS = ("/usr/bin/chromium", "/usr/bin/chromium-browser")
@@ -94,17 +94,6 @@ def terminate(scf_api: Any, function: str, reqid: str, grace: bool) -> None:
     req = models.TerminateAsyncEventRequest()
     req.FunctionName, req.InvokeRequestId, req.GraceShutdown = function, reqid, grace
     scf_api.TerminateAsyncEvent(req)
-
-
-def wait_for(predicate: Callable[[], Any], timeout: float, what: str, every: float = 0.1) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(every)
 
 
 def log_has(cloud: LocalCloud, reqid: str, msg: str) -> bool:

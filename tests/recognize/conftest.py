@@ -4,7 +4,6 @@ local receiver, transcripts and clips in the local COS."""
 from __future__ import annotations
 
 import itertools
-import time
 from typing import Any, Callable
 
 import pytest
@@ -13,19 +12,14 @@ import requests
 from emulator.classroom import SpeechUnavailable, Student as SpeakingAnchor, speech as espeak_speech
 from emulator.cloud import CloudConfig, LocalCloud
 from shared.room import RoomRef
+from tests.waiting import wait_for
 
 _rooms = itertools.count(7100)
 
 
 def until(predicate: Callable[[], Any], timeout: float = 20.0, what: str = "condition") -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.05)
+    """tests.waiting.wait_for with this folder's defaults."""
+    return wait_for(predicate, timeout, what)
 
 
 def speech(text: str) -> bytes:

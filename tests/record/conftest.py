@@ -12,13 +12,13 @@ import time
 import uuid
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable
 
 import pytest
 
 from emulator.media import h264_units, probe, tone  # noqa: F401  (the record tests import them from here)
 from shared.cos.urls import parse_cos_url
-from shared.room import EnterParams, H264Frame, Role, RoomRef, VideoFormat
+from shared.room import AudioFrame, EnterParams, H264Frame, Role, RoomRef, VideoFormat
 from shared.room.local import LocalRoom
 
 from .segmented import bucket, cos_env, prefix  # noqa: F401  (fixtures of the segment, upload and recovery tests)
@@ -85,17 +85,23 @@ class Anchor:
 
     def publish(self, seconds: float, units: list[H264Frame] | None = None, audio: bool = True,
                 mute: tuple[float, float] | None = None, pts_base: int = 0) -> "Anchor":
-        """Send `seconds` of media in real time (in a thread); `mute` (from, to) skips audio there."""
+        """Send `seconds` of a tone (and `units`) in real time (in a thread); `mute` (from, to) skips audio there."""
+        frames: list[AudioFrame | None] = []
+        for i in range(int(seconds * 50)):
+            t = i * 0.02
+            frames.append(tone(i) if audio and not (mute and mute[0] <= t < mute[1]) else None)
+        return self.send_paced(frames, units, pts_base)
+
+    def send_paced(self, audio: list[AudioFrame | None], units: list[H264Frame] | None = None,
+                   pts_base: int = 0) -> "Anchor":
+        """One 20 ms step per item of `audio` in real time, in a thread (None: no audio in that step),
+        each step followed by the video `units` due by then; every timestamp moved by `pts_base`."""
         def run() -> None:
             start = time.monotonic()
-            frames = int(seconds * 50)
             v = 0
-            for i in range(frames):
-                t = i * 0.02
-                if audio and not (mute and mute[0] <= t < mute[1]):
-                    frame = tone(i)
-                    frame.pts_ms += pts_base
-                    self.room.send_audio(frame)
+            for i, frame in enumerate(audio):
+                if frame is not None:
+                    self.room.send_audio(replace(frame, pts_ms=frame.pts_ms + pts_base) if pts_base else frame)
                     self.sent_audio += 1
                 while units is not None and v < len(units) and units[v].pts_ms <= i * 20:
                     u = units[v]
@@ -103,7 +109,7 @@ class Anchor:
                     self.room.send_video(replace(u, pts_ms=u.pts_ms + pts_base, dts_ms=u.pts_ms + pts_base))
                     self.sent_video += 1
                     v += 1
-                delay = start + t + 0.02 - time.monotonic()
+                delay = start + (i + 1) * 0.02 - time.monotonic()
                 if delay > 0:
                     time.sleep(delay)
 
@@ -206,6 +212,20 @@ class Studio:
         run = Run(event, context or self.context())
         self.wait_in_room(event.get("RoomId") or event.get("StrRoomId"), event["UserId"])
         return run
+
+    def record(self, event: dict[str, Any], user_ids: Iterable[str], seconds: float, **publish: Any) -> dict[str, Any]:
+        """A recording of `user_ids`, each publishing `seconds` of media (Anchor.publish's `publish`),
+        until the recorder is removed: its result."""
+        room = event.get("RoomId") or event.get("StrRoomId")
+        run = self.start(event)
+        anchors = [self.anchor(room, u).publish(seconds, **publish) for u in user_ids]
+        for a in anchors:
+            a.wait()
+        self.remove(room)
+        result = run.wait()
+        for a in anchors:
+            a.leave()
+        return result
 
     def start_child(self, event: dict[str, Any], context: dict[str, Any] | None = None) -> Child:
         child = Child(event, context or self.context(), self.env)

@@ -18,14 +18,7 @@ def _files_by_user(result):
 def test_each_anchor_gets_its_own_file_and_filters_apply(studio, capfd):
     room = studio.new_room()
     event = studio.event(room, mode="00", UnsubscribeUserIds=["carol"])
-    run = studio.start(event)
-    anchors = [studio.anchor(room, u).publish(2.0) for u in ("alice", "bob", "carol")]
-    for a in anchors:
-        a.wait()
-    studio.remove(room)
-    result = run.wait()
-    for a in anchors:
-        a.leave()
+    result = studio.record(event, ("alice", "bob", "carol"), 2.0)
 
     by = _files_by_user(result)
     assert sorted(by) == ["alice", "bob"]  # carol is unsubscribed, the recorder never records itself
@@ -39,14 +32,7 @@ def test_each_anchor_gets_its_own_file_and_filters_apply(studio, capfd):
 
 def test_subscribe_list_records_only_those(studio):
     room = studio.new_room()
-    run = studio.start(studio.event(room, mode="00", SubscribeUserIds=["bob"]))
-    anchors = [studio.anchor(room, u).publish(1.0) for u in ("alice", "bob")]
-    for a in anchors:
-        a.wait()
-    studio.remove(room)
-    result = run.wait()
-    for a in anchors:
-        a.leave()
+    result = studio.record(studio.event(room, mode="00", SubscribeUserIds=["bob"]), ("alice", "bob"), 1.0)
     assert [f["UserId"] for f in result["Files"]] == ["bob"]
 
 

@@ -14,16 +14,6 @@ from shared.record.state import store_from_env
 from shared.rules.record import object_key
 from shared.runtime import RetryPolicy
 
-
-@pytest.fixture
-def cos_env(monkeypatch, cos_service):
-    """The function's environment as the emulator sets it: COS redirected to the local endpoint."""
-    monkeypatch.setenv("COS_ENDPOINT", cos_service.endpoint_url)
-    for name in ("TENCENTCLOUD_SECRETID", "TENCENTCLOUD_SECRETKEY", "TENCENTCLOUD_SESSIONTOKEN"):
-        monkeypatch.delenv(name, raising=False)
-    return cos_service
-
-
 _OWN = object()
 
 

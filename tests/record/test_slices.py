@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import array
 import io
-import threading
 import time
 
 import av
@@ -51,26 +50,10 @@ def test_slice_parameters_within_range_are_accepted_from_strings():
 LAME_DELAY_S = 0.12
 
 
-def publish_tones(anchor, plan: list[tuple[float, float]], units=None) -> threading.Thread:
+def publish_tones(anchor, plan: list[tuple[float, float]], units=None):
     """Send audio in real time: `plan` is [(seconds, hz)] (hz 0: nothing sent), with `units` alongside."""
-    def run() -> None:
-        start, i, v = time.monotonic(), 0, 0
-        for seconds, hz in plan:
-            for _ in range(int(seconds * 50)):
-                if hz:
-                    frame = tone(i, hz=hz)
-                    anchor.room.send_audio(frame)
-                while units is not None and v < len(units) and units[v].pts_ms <= i * 20:
-                    anchor.room.send_video(units[v])
-                    v += 1
-                i += 1
-                delay = start + i * 0.02 - time.monotonic()
-                if delay > 0:
-                    time.sleep(delay)
-
-    t = threading.Thread(target=run, daemon=True)
-    t.start()
-    return t
+    hz_at = [hz for seconds, hz in plan for _ in range(int(seconds * 50))]
+    return anchor.send_paced([tone(i, hz=hz) if hz else None for i, hz in enumerate(hz_at)], units)
 
 
 def decoded_pcm(data: bytes) -> tuple[array.array, float]:
@@ -129,7 +112,7 @@ def test_two_anchors_get_their_own_slices_and_snapshots_announced_in_order(studi
     alice, bob = studio.anchor(room, "alice"), studio.anchor(room, "bob")
     threads = [publish_tones(alice, [(16.5, 440)], units), publish_tones(bob, [(16.5, 880)], units)]
     for t in threads:
-        t.join(30)
+        t.wait(30)
     studio.remove(room)
     result = run.wait()
     alice.leave()
@@ -181,11 +164,7 @@ def test_a_slice_callback_down_then_up_still_gets_every_piece_in_order(studio, s
 def test_snapshots_wait_while_cos_refuses_them_and_land_when_it_is_back(studio, video_units):
     studio.cos.fail_next(6, when="/images/")  # more than one PUT's own retries: the outage path
     room = studio.new_room()
-    run = studio.start(studio.event(room, mode="01", SliceVideo=5))
-    anchor = studio.anchor(room, "alice").publish(7.0, units=video_units[:175]).wait()
-    studio.remove(room)
-    result = run.wait()
-    anchor.leave()
+    result = studio.record(studio.event(room, mode="01", SliceVideo=5), ["alice"], 7.0, units=video_units[:175])
     assert result["Files"][0]["Status"] == 1
     assert result["Slices"] == {"Audio": 0, "Images": 2}, result["Slices"]
 
@@ -193,11 +172,7 @@ def test_snapshots_wait_while_cos_refuses_them_and_land_when_it_is_back(studio, 
 def test_a_snapshot_cos_refuses_for_good_is_reported_and_the_recording_is_not_lost(studio, video_units):
     studio.cos.fail_next(50, status=403, code="AccessDenied", message="Access Denied.", when="/images/")
     room = studio.new_room()
-    run = studio.start(studio.event(room, mode="01", SliceVideo=5))
-    anchor = studio.anchor(room, "alice").publish(7.0, units=video_units[:175]).wait()
-    studio.remove(room)
-    result = run.wait()
-    anchor.leave()
+    result = studio.record(studio.event(room, mode="01", SliceVideo=5), ["alice"], 7.0, units=video_units[:175])
     studio.cos.clear_faults()
     assert result["Files"][0]["Status"] == 1
     failed = result["Slices"]["Failed"]

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import array
 import fractions
-import threading
-import time
 
 import av
 import pytest
@@ -64,23 +62,10 @@ def plan_units(fps: int = 25, speaking: bool = True) -> list[H264Frame]:
     return [H264Frame(bytes(p), int(p.pts), bool(p.is_keyframe), int(p.dts)) for p in packets]
 
 
-def publish_plan(anchor, units: list[H264Frame] | None, speaking: bool = True) -> threading.Thread:
-    def run() -> None:
-        start, i, v = time.monotonic(), 0, 0
-        for seconds, loud in PLAN:
-            for _ in range(int(round(seconds * 50))):
-                anchor.room.send_audio(tone(i, amplitude=9000 if loud and speaking else QUIET))
-                while units is not None and v < len(units) and units[v].pts_ms <= i * 20:
-                    anchor.room.send_video(units[v])
-                    v += 1
-                i += 1
-                delay = start + i * 0.02 - time.monotonic()
-                if delay > 0:
-                    time.sleep(delay)
-
-    t = threading.Thread(target=run, daemon=True)
-    t.start()
-    return t
+def publish_plan(anchor, units: list[H264Frame] | None, speaking: bool = True):
+    loud_at = [loud for seconds, loud in PLAN for _ in range(int(round(seconds * 50)))]
+    return anchor.send_paced([tone(i, amplitude=9000 if loud and speaking else QUIET)
+                              for i, loud in enumerate(loud_at)], units)
 
 
 def audio_runs(path, level: int = 3000, step_ms: int = 10) -> tuple[list[tuple[float, float]], float]:
@@ -153,7 +138,7 @@ def test_mode_00_trimmed_copy_keeps_every_burst_and_cuts_long_silences(studio, t
     room = studio.new_room()
     run = studio.start(studio.event(room, mode="00", RemoveSilence=2))
     anchor = studio.anchor(room, "alice")
-    publish_plan(anchor, None).join(TOTAL_S + 10)
+    publish_plan(anchor, None).wait(TOTAL_S + 10)
     studio.remove(room)
     result = run.wait()
     anchor.leave()
@@ -186,7 +171,7 @@ def test_mode_02_trimmed_copy_stays_in_sync_and_a_silent_anchor_gets_none(studio
     alice, bob = studio.anchor(room, "alice"), studio.anchor(room, "bob")
     threads = [publish_plan(alice, units), publish_plan(bob, plan_units(speaking=False), speaking=False)]
     for t in threads:
-        t.join(TOTAL_S + 10)
+        t.wait(TOTAL_S + 10)
     studio.remove(room)
     result = run.wait()
     alice.leave()

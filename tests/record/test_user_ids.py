@@ -71,15 +71,8 @@ def test_every_anchor_is_recorded_whatever_its_user_id(studio, tmp_path, monkeyp
     monkeypatch.setattr(trtc_models, "MAX_USER_ID_BYTES", 1024)  # a room that lets 200 characters in
     watcher = _Watcher(tmp_path, studio.cfs)
     room = studio.new_room()
-    run = studio.start(studio.event(room, mode="00"))
     try:
-        anchors = [studio.anchor(room, user_id).publish(1.0) for user_id in HOSTILE_IDS]
-        for a in anchors:
-            a.wait()
-        studio.remove(room)
-        result = run.wait()
-        for a in anchors:
-            a.leave()
+        result = studio.record(studio.event(room, mode="00"), HOSTILE_IDS, 1.0)
     finally:
         watcher.stop()
 

@@ -6,13 +6,13 @@ from __future__ import annotations
 import gc
 import importlib.util
 import itertools
-import logging
 import time
 from typing import Any, Callable
 
 import pytest
 
 from shared.room import EnterParams, Event, Role, Room, RoomRef
+from tests.logs import captured_log
 
 # trtc runs on the real liteav module (its clouds replaced by the fake's): where liteav cannot be
 # installed (it ships Linux wheels only) the trtc backend's tests are skipped.
@@ -109,38 +109,11 @@ def drain(room: Room, quiet: float = 0.3, limit: float = WAIT_S) -> list[Event]:
 # --- the trtc backend on its own (tests/room/test_trtc_*.py) ------------------------------------------
 
 
-class LogLines(logging.Handler):
-    """Every record of one test's logger; `.errors()` / `.warnings()` as dicts of message and fields."""
-
-    def __init__(self) -> None:
-        super().__init__(logging.DEBUG)
-        self.records: list[logging.LogRecord] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.records.append(record)
-
-    def at(self, level: int) -> list[dict[str, Any]]:
-        return [{"msg": r.getMessage(), **getattr(r, "fields", {})} for r in self.records if r.levelno == level]
-
-    def errors(self) -> list[dict[str, Any]]:
-        return self.at(logging.ERROR)
-
-    def warnings(self) -> list[dict[str, Any]]:
-        return self.at(logging.WARNING)
-
-
 @pytest.fixture
 def log_lines():
     """(a RunLogger for the room under test, the LogLines it wrote)."""
-    from shared.runtime import RunLogger
-
-    logger = logging.getLogger(f"test.trtc.{time.monotonic_ns()}")
-    logger.propagate = False
-    logger.setLevel(logging.DEBUG)
-    lines = LogLines()
-    logger.addHandler(lines)
-    yield RunLogger(logger, {}), lines
-    logger.removeHandler(lines)
+    with captured_log() as pair:
+        yield pair
 
 
 @pytest.fixture
