@@ -114,6 +114,18 @@ class _Call:
                            error_xml(e.code, e.message, resource, self.request_id))
 
 
+def _canonical(name: str) -> str:
+    """A header name as COS spells it ("Last-Modified", "ETag"; its own "x-cos-*" in lower case):
+    moto sends some in lower case, and clients that copy headers into a plain dict (cos-python-sdk-v5's
+    resumable download, which coscmd uses for large objects) look them up by COS's spelling."""
+    lower = name.lower()
+    if lower.startswith("x-"):
+        return lower
+    if lower == "etag":
+        return "ETag"
+    return "-".join(part.capitalize() for part in lower.split("-"))
+
+
 class CosApp:
     """The WSGI application for one CosState."""
 
@@ -172,7 +184,8 @@ class CosApp:
             return call.fail(CosError(code, message, status))
         if status < 300:
             self._persist(call, body)
-        passed = [(k, v) for k, v in out_headers if k.lower() not in ("content-type", "content-length", "server")]
+        passed = [(_canonical(k), v) for k, v in out_headers
+                  if k.lower() not in ("content-type", "content-length", "server")]
         # A HEAD answer has no body but tells the object's length.
         length = next((v for k, v in out_headers if k.lower() == "content-length"), None) if method == "HEAD" else None
         return call.answer(status, out_body, passed, _content_type(out_headers, out_body), length)

@@ -186,3 +186,21 @@ def test_two_services_with_the_same_bucket_name_are_separate(cos_service):
         assert cos_service.list_keys("emu/twin/") == []
         listing = other.client().list_objects(Bucket=other.bucket, Prefix="emu/twin/")
         assert listing["Name"] == cos_service.bucket  # the COS name, not moto's internal one
+
+
+def test_object_headers_are_spelled_as_cos_spells_them(tmp_path):
+    """cos-python-sdk-v5's resumable download (coscmd's, for large objects) reads `Last-Modified`
+    and `ETag` out of a plain dict of the HEAD answer's headers: their spelling matters."""
+    from qcloud_cos import CosConfig, CosS3Client
+
+    from emulator.cos import CosService
+
+    cos = CosService(secret_id="AKIDspelling", secret_key="k", state_dir=str(tmp_path)).start()
+    try:
+        client = CosS3Client(CosConfig(IP=cos.ip, Port=cos.port, Region=cos.region, SecretId="AKIDspelling",
+                                       SecretKey="k", Scheme="http"))
+        client.put_object(Bucket=cos.bucket, Key="a.bin", Body=b"x" * 1000)
+        head = client.head_object(Bucket=cos.bucket, Key="a.bin")
+        assert {"Last-Modified", "ETag", "Content-Length", "x-cos-request-id"} <= set(head), sorted(head)
+    finally:
+        cos.stop()
