@@ -7,6 +7,7 @@ import re
 from typing import Optional
 
 from shared.egress import DestinationRefused, validate_callback_url
+from shared.settings import settings
 
 from .fields import check_url, without_url
 
@@ -34,4 +35,12 @@ def idempotency_key(v: Optional[str]) -> Optional[str]:
         return None
     if not _KEY.match(v):
         raise ValueError(f"must be 1..{MAX_IDEMPOTENCY_KEY} visible ASCII characters (no spaces)")
+    return v
+
+
+def state_bucket_key(v: Optional[str]) -> Optional[str]:
+    """IdempotencyKey of a function that keeps it in the state bucket (record_stream, recognize_stream)."""
+    v = idempotency_key(v)
+    if v is not None and not settings().record_state_bucket:
+        raise ValueError("needs the deployment's RECORD_STATE_BUCKET (where the key is kept); it is not set")
     return v

@@ -14,10 +14,9 @@ from pydantic import Field, SecretStr, field_validator
 from shared.asr.client import AsrCredentials, AsrOptions
 from shared.contracts.record import CosSettings
 from shared.secrets import redact_value
-from shared.settings import settings
 
 from .fields import Params
-from .lifecycle import MAX_IDEMPOTENCY_KEY, callback_url, idempotency_key
+from .lifecycle import MAX_IDEMPOTENCY_KEY, callback_url, state_bucket_key
 from .member import RoomMember, comma_list, user_ids
 
 # The engines of Tencent's real-time recognition that take 16 kHz audio (what the function sends).
@@ -76,10 +75,7 @@ class RecognizeParams(RoomMember):
     @field_validator("IdempotencyKey", mode="after")
     @classmethod
     def _idempotency_key(cls, v: Optional[str]) -> Optional[str]:
-        v = idempotency_key(v)
-        if v is not None and not settings().record_state_bucket:
-            raise ValueError("needs the deployment's RECORD_STATE_BUCKET (where the key is kept); it is not set")
-        return v
+        return state_bucket_key(v)
 
     @field_validator("Callback", mode="after")
     @classmethod

@@ -25,10 +25,9 @@ from shared.rules.record import (
     path_problem,
 )
 from shared.secrets import redact_value
-from shared.settings import settings
 
 from .fields import Params
-from .lifecycle import MAX_IDEMPOTENCY_KEY, callback_url, idempotency_key
+from .lifecycle import MAX_IDEMPOTENCY_KEY, callback_url, state_bucket_key
 from .member import RoomMember, comma_list, user_ids
 
 # COS bucket names are "<name>-<appid>", lower-case letters, digits and hyphens.
@@ -155,11 +154,7 @@ class RecordParams(RoomMember):
     @field_validator("IdempotencyKey", mode="after")
     @classmethod
     def _idempotency_key(cls, v: Optional[str]) -> Optional[str]:
-        v = idempotency_key(v)
-        if v is not None and not settings().record_state_bucket:
-            raise ValueError("needs the deployment's RECORD_STATE_BUCKET (where record_stream keeps the key); "
-                             "it is not set")
-        return v
+        return state_bucket_key(v)
 
     @field_validator("Mode", mode="before")
     @classmethod

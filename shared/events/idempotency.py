@@ -146,3 +146,21 @@ class BucketKeys:
             return Claim("first", request_id)
         raise Failure(f"{KEY_FIELD} {scope.key!r}: could not be recorded (too many starts at once); try again",
                       "idempotency_busy", Kind.UNAVAILABLE)
+
+
+def state_bucket_keys(log: Any) -> BucketKeys:
+    """The store of record_stream's and recognize_stream's keys: the deployment's state bucket
+    (RECORD_STATE_BUCKET, with the execution role's credentials), created-once objects."""
+    from shared.cos.client import CosBucket
+    from shared.cos.credentials import resolve_credentials
+    from shared.cos.errors import AlreadyExists
+    from shared.runtime import RetryPolicy
+    from shared.settings import settings
+
+    s = settings()
+    if not s.record_state_bucket:
+        raise Failure("IdempotencyKey needs the deployment's RECORD_STATE_BUCKET; it is not set",
+                      "configuration_error", Kind.INTERNAL)
+    bucket = CosBucket(s.record_state_bucket, s.record_state_region or s.tencentcloud_region or "",
+                       resolve_credentials(), policy=RetryPolicy(tries=6, backoff=0.5, max_backoff=8.0), log=log)
+    return BucketKeys(bucket, s.record_state_prefix, AlreadyExists)

@@ -25,9 +25,8 @@ from shared.contracts.recognize import RecognizeParams
 from shared.cos.client import CosBucket, check_access
 from shared.cos.errors import UploadError
 from shared.events.emitter import RunEvents
-from shared.events.idempotency import BucketKeys
+from shared.events.idempotency import state_bucket_keys
 from shared.events.lifecycle import Who, run_with_events
-from shared.failures import Failure, Kind
 from shared.outbox import with_id
 from shared.room import (
     AudioAvailable,
@@ -44,7 +43,6 @@ from shared.room import (
 from shared.room.watch import RoomWatch
 from shared.rules.record import normalize_prefix
 from shared.runtime import Invocation, RetryPolicy, RunLogger, StopSignal
-from shared.settings import settings
 
 from .outbox import Outbox
 from .transcript import Line, Transcript, wav
@@ -330,20 +328,5 @@ def recognize(params: RecognizeParams, inv: Invocation, log: RunLogger) -> dict[
     who = Who(params.SdkAppId, params.RoomId if params.RoomId is not None else params.StrRoomId, params.UserId)
     with stop:
         return run_with_events(params, inv, log, function="recognize_stream", who=who,
-                               store=lambda: _idempotency_store(log),
+                               store=lambda: state_bucket_keys(log),
                                work=lambda events: Recognition(params, inv, log, stop, events=events).run())
-
-
-def _idempotency_store(log: RunLogger) -> BucketKeys:
-    """IdempotencyKey's store: the deployment's state bucket (RECORD_STATE_BUCKET), created-once objects."""
-    from shared.cos.client import CosBucket as Bucket
-    from shared.cos.credentials import resolve_credentials
-    from shared.cos.errors import AlreadyExists
-
-    s = settings()
-    if not s.record_state_bucket:
-        raise Failure("IdempotencyKey needs the deployment's RECORD_STATE_BUCKET; it is not set",
-                      "configuration_error", Kind.INTERNAL)
-    bucket = Bucket(s.record_state_bucket, s.record_state_region or s.tencentcloud_region or "", resolve_credentials(),
-                    log=log)
-    return BucketKeys(bucket, s.record_state_prefix, AlreadyExists)

@@ -23,14 +23,11 @@ from pathlib import Path
 from typing import Any, Callable
 
 from shared.contracts.record import RecordParams
-from shared.cos.errors import AlreadyExists
 from shared.events.emitter import RunEvents
-from shared.events.idempotency import BucketKeys
+from shared.events.idempotency import state_bucket_keys
 from shared.events.lifecycle import Who, run_with_events
-from shared.failures import Failure, Kind
 from shared.record.outputs import RETURN_RESERVE_S, RunOutputs
 from shared.record.result import STATUS_FAILED, run_result
-from shared.record.state import store_from_env
 from shared.record.writer import AnchorRecording, WriteError
 from shared.room import (
     AudioAvailable,
@@ -373,14 +370,5 @@ def record(params: RecordParams, inv: Invocation, log: RunLogger) -> dict[str, A
     who = Who(params.SdkAppId, params.RoomId if params.RoomId is not None else params.StrRoomId, params.UserId)
     with stop:
         return run_with_events(params, inv, log, function="record_stream", who=who,
-                               store=lambda: _idempotency_store(log),
+                               store=lambda: state_bucket_keys(log),
                                work=lambda events: Recorder(params, inv, log, stop, events=events).run())
-
-
-def _idempotency_store(log: RunLogger) -> BucketKeys:
-    """IdempotencyKey's store: the state bucket, created-once objects (the model requires the bucket)."""
-    store = store_from_env(log)
-    if store is None:
-        raise Failure("IdempotencyKey needs the deployment's RECORD_STATE_BUCKET; it is not set",
-                      "configuration_error", Kind.INTERNAL)
-    return BucketKeys(store.bucket, store.prefix, AlreadyExists)
