@@ -38,7 +38,7 @@ from emulator import media
 from emulator.callbacks import CallbackReceiver, Received
 from emulator.trtc import usersig
 from shared.media.frames import AudioFrame, PixelFrame
-from shared.room import EnterParams, Role, RoomRef
+from shared.room import NO_MEDIA, EnterParams, Role, RoomRef
 from shared.room.base import RemoteVideo, VideoFormat
 from shared.room.local import LocalRoom
 from shared.worker import Worker
@@ -155,7 +155,7 @@ class Student(Worker):
         host, _, port = room_address.rpartition(":")
         self.user_id = user_id
         self.room = LocalRoom(host, int(port))
-        self.room.enter(EnterParams(sdk_app_id, room, user_id, user_sig, role=Role.ANCHOR, receive_media=False))
+        self.room.enter(EnterParams(sdk_app_id, room, user_id, user_sig, role=Role.ANCHOR, receive=NO_MEDIA))
         self.room.start_audio(1)
         self._queue = bytearray()
         self._lock = threading.Lock()

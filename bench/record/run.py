@@ -372,7 +372,7 @@ def bench_latency(runs: int = 3) -> list[str]:
     from emulator.cos import CosService
     from emulator.trtc import RoomService
     from functions.record_stream.index import main_handler
-    from shared.room import EnterParams, Role, RoomRef, VideoFormat
+    from shared.room import NO_MEDIA, EnterParams, Role, RoomRef, VideoFormat
     from shared.room.local import LocalRoom
 
     units, tone = make_units(4), tone_second()
@@ -400,7 +400,7 @@ def bench_latency(runs: int = 3) -> list[str]:
                 time.sleep(0.01)
             anchor = LocalRoom(host, int(port))
             anchor.enter(EnterParams(rooms.sdk_app_id, RoomRef(room_id), "alice", rooms.usersig("alice"),
-                                     role=Role.ANCHOR, video_input=VideoFormat.H264, receive_media=False))
+                                     role=Role.ANCHOR, video_input=VideoFormat.H264, receive=NO_MEDIA))
             anchor.start_audio(1)
             anchor.start_video()
             start = time.monotonic()
@@ -474,7 +474,7 @@ def bench_room(anchors: int, seconds: int, segment_s: int) -> list[str]:
     from emulator.cos import CosService
     from emulator.trtc import RoomService
     from shared.cos.urls import parse_cos_url
-    from shared.room import EnterParams, Role, RoomRef, VideoFormat, wire
+    from shared.room import NO_MEDIA, EnterParams, Role, RoomRef, VideoFormat, wire
     from shared.room.local import LocalRoom
 
     units = make_units(ROOM_LOOP_S, ROOM_W, ROOM_H, ROOM_BITRATE)
@@ -503,7 +503,7 @@ def bench_room(anchors: int, seconds: int, segment_s: int) -> list[str]:
             anchor = LocalRoom(host, int(port))
             anchor.enter(EnterParams(rooms.sdk_app_id, RoomRef(room_id), f"anchor{n:02d}",
                                      rooms.usersig(f"anchor{n:02d}"), role=Role.ANCHOR,
-                                     video_input=VideoFormat.H264, receive_media=False))
+                                     video_input=VideoFormat.H264, receive=NO_MEDIA))
             anchor.start_audio(1)
             anchor.start_video()
             members.append(anchor)

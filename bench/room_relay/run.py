@@ -27,6 +27,7 @@ sys.path.insert(0, str(ROOT))
 from emulator.media import h264_units  # noqa: E402
 from emulator.trtc import signature as usersig  # noqa: E402
 from shared.room import (  # noqa: E402
+    NO_MEDIA,
     AudioFrame,
     EnterParams,
     H264Frame,
@@ -101,7 +102,7 @@ def run_scenario(info: dict, server_pid: int, room_id: int, subscribers: int, se
         sub.thread = threading.Thread(target=receive, args=(sub,), daemon=True)
         sub.thread.start()
 
-    pub = enter("publisher", Role.ANCHOR, video_input=VideoFormat.H264, receive_media=False)
+    pub = enter("publisher", Role.ANCHOR, video_input=VideoFormat.H264, receive=NO_MEDIA)
     pub.start_audio(channels=1, bitrate_bps=64000)
     pub.start_video(VideoEncodeConfig(fps=FPS, bitrate_bps=2_500_000))
     silence = bytes(960 * 2)

@@ -23,10 +23,12 @@ from shared.room.base import (
     ERR_INVALID_SDK_APP_ID,
     ERR_INVALID_USER_ID,
     ERR_INVALID_USER_SIG,
+    EVERY_STREAM,
     LEFT_KICKED,
     CloseReason,
     Role,
     RoomRef,
+    Subscription,
 )
 from shared.room.wire import Message
 
@@ -53,7 +55,7 @@ class Member:
     user_id: str
     role: Role
     sink: Sink
-    receive_media: bool = True
+    receive: Subscription = EVERY_STREAM
     audio_on: bool = False
     video_on: bool = False
     room: "RoomState | None" = None
@@ -125,7 +127,7 @@ class Rooms:
                      "ageS": round(wall - s.created_at, 1),
                      "anchorlessS": None if s.anchorless_since is None else round(now - s.anchorless_since, 1),
                      "members": [{"userId": m.user_id, "role": m.role.value, "audio": m.audio_on,
-                                  "video": m.video_on, "receivesMedia": m.receive_media}
+                                  "video": m.video_on, "receivesMedia": m.receive.any}
                                  for m in s.members.values()]}
                     for s in self.rooms.values()]
 
@@ -154,10 +156,10 @@ class Rooms:
         return ref, role
 
     def enter(self, sdk_app_id: Any, room_id: Any, user_id: Any, user_sig: Any, role: Any, sink: Sink,
-              receive_media: bool = True) -> Member:
+              receive: Subscription = EVERY_STREAM) -> Member:
         """Verify and admit; raise EnterError with TRTC's code. Tells the room and the newcomer."""
         ref, role = self._admit(sdk_app_id, room_id, user_id, user_sig, role)
-        member = Member(user_id, role, sink, receive_media=bool(receive_media))
+        member = Member(user_id, role, sink, receive=receive)
         with self._lock:
             key = (sdk_app_id, ref.key)
             state = self.rooms.get(key)
@@ -245,8 +247,9 @@ class Rooms:
             if state is None or not member.is_anchor:
                 return False
             out = Message({**message.header, "u": member.user_id}, message.payload)
+            video = message.type == wire.VIDEO
             for other in state.members.values():
-                if other is not member and other.receive_media:
+                if other is not member and other.receive.takes(member.user_id, video):
                     other.sink.send(out)
             for tap in self.taps:
                 try:

@@ -13,7 +13,7 @@ import threading
 from typing import Any
 
 from shared.room import wire
-from shared.room.base import ERR_FAILED, LEFT_NORMALLY, LEFT_TIMEOUT, CloseReason
+from shared.room.base import ERR_FAILED, LEFT_NORMALLY, LEFT_TIMEOUT, CloseReason, Subscription
 from shared.room.wire import Message, WireError
 
 from .exceptions import EnterError
@@ -187,7 +187,7 @@ class _Connection(asyncio.Protocol):
             self._enter_timer.cancel()
         try:
             self.member = self._rooms.enter(h.get("app"), h.get("room"), h.get("user"), h.get("sig"),
-                                            h.get("role", "anchor"), self, receive_media=h.get("recv", True))
+                                            h.get("role", "anchor"), self, receive=Subscription.from_wire(h.get("recv")))
         except EnterError as e:
             log.info("entry refused for %r from %s: %s (%s)", h.get("user"), self._peer, e.message, e.code)
             self._write(Message({"t": wire.ERROR, "code": e.code, "msg": e.message}))

@@ -3,8 +3,11 @@
     feed(pcm16k) --> buffer --> 40 ms chunks at 1:1 real time --> AsrConnection --> on_result(...)
 
 The service wants audio at real time, and closes a connection that goes quiet (or sends faster):
-so the stream sends a chunk every 40 ms, silence when the anchor sends nothing (muted, or between
-frames), and the buffered audio at up to CATCH_UP_MS ahead of the clock after a pause of its own.
+so each whole 40 ms chunk goes out as it is fed (on the feeding thread: the room's audio comes at
+real time already, and a thread woken every 20 ms to send costs more CPU than the sending), silence
+when the anchor sends nothing (muted, or between frames: the stream's own thread fills it in while
+it waits for the service's answers), and the buffered audio at up to CATCH_UP_MS ahead of the clock
+after a pause of its own.
 A connection that drops is opened again with a new voice_id; the audio of the sentence it was
 cutting (and whatever arrived meanwhile) is sent again, so that nothing after the drop is lost.
 A refusal that a new connection cannot cure (wire.FATAL_CODES: bad UserSig or keys, the
@@ -17,7 +20,7 @@ from __future__ import annotations
 
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable
 
 from websockets.exceptions import ConnectionClosed
@@ -36,7 +39,8 @@ MAX_BUFFER_MS = 30_000  # audio kept while the service cannot be reached; older 
 KEEP_MS = 120_000  # stream audio kept for clips and for sending again after a drop
 REPLAY_BEFORE_MS = 500  # sent again before the drop point when no sentence was open
 END_WAIT_S = 8.0  # for the last sentence after {"type": "end"} (the recogniser decodes it)
-TICK_S = 0.02
+# How long the stream's thread waits for the service's answers before it looks whether silence is due.
+ANSWER_WAIT_S = 0.1
 BACKOFF_S = (0.2, 0.5, 1.0, 2.0, 5.0)
 
 
@@ -52,6 +56,17 @@ class Sentence:
     voice_id: str
 
 
+@dataclass
+class _Link:
+    """The live connection, as both threads send on it (under AnchorStream._send_lock)."""
+
+    conn: AsrConnection
+    started: float  # the clock when it opened: its audio is due at 1:1 from here
+    pending: bytearray  # audio to send again first (after a drop); already in the ring
+    sent_ms: int = 0
+    broken: BaseException | None = field(default=None)  # the send that failed (the reader sees it too)
+
+
 class AnchorStream(Worker):
     def __init__(self, anchor: str, creds: AsrCredentials, options: AsrOptions, log: RunLogger,
                  on_result: Callable[[str, Sentence], None], on_error: Callable[[str, AsrError], None],
@@ -61,6 +76,8 @@ class AnchorStream(Worker):
         self._on_result, self._on_error = on_result, on_error
         self._clock = clock
         self._lock = threading.Lock()
+        self._send_lock = threading.Lock()  # held while sending on the link: one sender at a time
+        self._link: _Link | None = None
         self._buffer = bytearray()  # fed, not yet sent
         self._ring = bytearray()  # sent (the stream), the last KEEP_MS of it
         self._ring_start_ms = 0
@@ -73,12 +90,32 @@ class AnchorStream(Worker):
     # --- the room side -------------------------------------------------------------------------
 
     def feed(self, pcm: bytes) -> None:
-        """16 kHz mono s16le audio of the anchor, as it arrives."""
+        """16 kHz mono s16le audio of the anchor, as it arrives: whole chunks are sent at once."""
         with self._lock:
             self._buffer += pcm
             excess = len(self._buffer) - MAX_BUFFER_MS * wire.BYTES_PER_MS
             if excess > 0:
                 del self._buffer[:excess]
+        self._send()
+
+    def _send(self) -> None:
+        """Send what is due on the live connection (the replay, whole chunks fed, silence once the
+        anchor has been quiet for JITTER_MS), at most CATCH_UP_MS ahead of the clock. A failed send
+        marks the link broken; the stream's thread reconnects."""
+        with self._send_lock:
+            link = self._link
+            if link is None or link.broken is not None:
+                return
+            elapsed_ms = int((self._clock() - link.started) * 1000)
+            try:
+                while link.sent_ms < elapsed_ms + CATCH_UP_MS:
+                    chunk = self._next_chunk(link.pending, behind_ms=elapsed_ms - link.sent_ms)
+                    if chunk is None:
+                        break
+                    link.conn.send_audio(chunk)
+                    link.sent_ms += wire.CHUNK_MS
+            except (ConnectionClosed, OSError) as e:
+                link.broken = e
 
     @property
     def stream_ms(self) -> int:
@@ -133,30 +170,32 @@ class AnchorStream(Worker):
     def _serve(self, conn: AsrConnection, replay: bytes) -> bytes:
         """Stream until closed (returns b"") or the connection drops (returns the audio to send again)."""
         base_ms = self.stream_ms - len(replay) // wire.BYTES_PER_MS  # stream ms of this connection's 0
-        started = self._clock()
-        sent_ms = 0
-        pending = bytearray(replay)  # sent again first; already in the ring
+        link = _Link(conn, self._clock(), bytearray(replay))
+        with self._send_lock:
+            self._link = link  # from now on, feed() sends on it
         try:
             while True:
                 if self.closing.is_set():
-                    self._finish(conn, pending, base_ms)
+                    self._unlink(link)
+                    self._finish(conn, link.pending, base_ms)
                     return b""
-                elapsed_ms = int((self._clock() - started) * 1000)
-                while sent_ms < elapsed_ms + CATCH_UP_MS:
-                    chunk = self._next_chunk(pending, behind_ms=elapsed_ms - sent_ms)
-                    if chunk is None:
-                        break
-                    conn.send_audio(chunk)
-                    sent_ms += wire.CHUNK_MS
-                self._answers(conn, conn.poll(0.0), base_ms)
-                self.pause(TICK_S)
+                self._send()  # the replay, and silence while nothing is fed
+                if link.broken is not None:
+                    raise link.broken
+                self._answers(conn, conn.poll(ANSWER_WAIT_S), base_ms)
         except (ConnectionClosed, OSError) as e:
-            self._answers(conn, [], base_ms)
             return self._replay(f"{type(e).__name__}: {e}")
         except AsrError as e:
             if e.fatal:
                 raise
             return self._replay(str(e))
+        finally:
+            self._unlink(link)
+
+    def _unlink(self, link: _Link) -> None:
+        with self._send_lock:  # once it returns, no send is under way on `link`
+            if self._link is link:
+                self._link = None
 
     def _next_chunk(self, pending: bytearray, behind_ms: int) -> bytes | None:
         """The next 40 ms to send: the replay, then fed audio, else silence when behind the clock

@@ -24,6 +24,7 @@ from shared.push.reader import close_quietly
 from shared.push.segment import RoomInput
 from shared.push.start import Start, decide_start
 from shared.room import (
+    NO_MEDIA,
     BitrateRequested,
     EnterParams,
     Role,
@@ -304,7 +305,7 @@ class Run:
             sdk_app_id=p.sdkAppId, room=p.room, user_id=p.userId, user_sig=p.userSig.get_secret_value(),
             role=Role.ANCHOR, timeout=ENTER_TIMEOUT_S,
             video_input=VideoFormat.H264 if self.passthrough else VideoFormat.YUV420P,
-            receive_media=False,
+            receive=NO_MEDIA,
         )
         fps = max(1, int(round(info.out_fps or 25)))  # what the source makes (capped at PUSH_MAX_FPS)
         try:

@@ -35,6 +35,7 @@ from shared.room import (
     RemoteAudio,
     Role,
     Room,
+    Subscription,
     UserEntered,
     UserLeft,
     VideoFormat,
@@ -118,7 +119,7 @@ class Recognition:
                 return self._finish_without_room("cos_config", refused)
         room = self.watch.enter(self.room_factory, EnterParams(
             p.SdkAppId, p.room, p.UserId, p.UserSig.get_secret_value(), role=Role.AUDIENCE, timeout=ENTER_TIMEOUT_S,
-            video_output=VideoFormat.H264, audio_output_channels=1, receive_media=True))
+            video_output=VideoFormat.H264, audio_output_channels=1, receive=self._subscription()))
         if room is None:
             return self._finish_without_room(self.watch.final_reason, self.watch.detail, code=self.watch.enter_code)
         self._outbox.start()
@@ -127,6 +128,12 @@ class Recognition:
         # Whatever stopped it (the loop failing too), every anchor's sentence is finished and reported.
         self.watch.run(room, self._on_event, lambda: bool(self._present))
         return self._finish()
+
+    def _subscription(self) -> Subscription:
+        """Audio only, and only of the anchors recognised (TargetUserIds, when given): what the
+        room would otherwise send (pictures, the teacher's voice) costs CPU to receive and decode."""
+        targets = self.params.TargetUserIds
+        return Subscription(video=False, audio_from=frozenset(targets) if targets else None)
 
     def _on_event(self, event: Event, now: float) -> bool:
         """One event (never a stop: the recogniser stops only as the watch says)."""

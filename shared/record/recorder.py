@@ -138,7 +138,7 @@ class Recorder:
 
         room = self.watch.enter(self.room_factory, EnterParams(
             p.SdkAppId, p.room, p.UserId, p.UserSig.get_secret_value(), role=Role.AUDIENCE, timeout=ENTER_TIMEOUT_S,
-            video_output=VideoFormat.H264, audio_output_channels=p.AudioChannels, receive_media=True))
+            video_output=VideoFormat.H264, audio_output_channels=p.AudioChannels))
         if room is None:
             return self._finish_without_room(self.watch.final_reason, self.watch.detail, code=self.watch.enter_code)
         self.log.info("recording", room=str(p.room), seconds_to_enter=round(time.monotonic() - started, 3))

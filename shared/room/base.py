@@ -97,6 +97,45 @@ class RoomRef:
         return self.key
 
 
+@dataclass(frozen=True)
+class Subscription:
+    """Whose media a member receives. TRTC's SDK subscribes to every remote stream by itself; the
+    trtc backend unsubscribes from what this leaves out (the SDK then neither receives nor decodes
+    it), the local room server does not send it. A pusher takes nothing, a recorder everything, a
+    recogniser the audio of the anchors it recognises."""
+
+    audio: bool = True
+    video: bool = True
+    audio_from: frozenset[str] | None = None  # whose audio, when audio: None is every anchor's
+
+    @property
+    def any(self) -> bool:
+        return self.audio or self.video
+
+    def takes(self, user_id: str, video: bool) -> bool:
+        """Whether `user_id`'s video (or audio) reaches this member."""
+        if video:
+            return self.video
+        return self.audio and (self.audio_from is None or user_id in self.audio_from)
+
+    def to_wire(self) -> dict[str, object]:
+        return {"a": self.audio, "v": self.video,
+                "from": None if self.audio_from is None else sorted(self.audio_from)}
+
+    @classmethod
+    def from_wire(cls, value: object) -> "Subscription":
+        """The local room's "recv": this dict, or a bool (everything / nothing)."""
+        if isinstance(value, dict):
+            who = value.get("from")
+            return cls(bool(value.get("a", True)), bool(value.get("v", True)),
+                       None if who is None else frozenset(str(u) for u in who))
+        return EVERY_STREAM if value is None or bool(value) else NO_MEDIA
+
+
+EVERY_STREAM = Subscription()
+NO_MEDIA = Subscription(audio=False, video=False)
+
+
 @dataclass
 class EnterParams:
     sdk_app_id: int
@@ -111,8 +150,8 @@ class EnterParams:
     video_output: VideoFormat = VideoFormat.H264
     # Remote audio arrives as 48 kHz PCM s16 with this many channels, in 20 ms frames.
     audio_output_channels: int = 1
-    # False: remote media is not delivered at all (a pusher has no use for it).
-    receive_media: bool = True
+    # Whose media is received at all (NO_MEDIA: a pusher has no use for any).
+    receive: Subscription = EVERY_STREAM
 
 
 @dataclass

@@ -209,7 +209,7 @@ class LocalRoom(Room):
         self._sock = sock
         header: dict[str, Any] = {"t": wire.ENTER, "app": params.sdk_app_id, "room": params.room.id,
                                   "user": params.user_id, "sig": params.user_sig, "role": params.role.value,
-                                  "recv": bool(params.receive_media)}
+                                  "recv": params.receive.to_wire()}
         try:
             sock.sendall(wire.encode(header))
             pending = self._await_entered(sock, deadline, where, params.timeout)

@@ -138,7 +138,7 @@ def log_directory(s: Settings) -> Path:
 
 def scene_name(params: EnterParams, s: Settings) -> str:
     """The TRTC scene for this entry: the recording one for a member that receives media."""
-    return s.trtc_record_scene if params.receive_media else s.trtc_push_scene
+    return s.trtc_record_scene if params.receive.any else s.trtc_push_scene
 
 
 class _State(enum.Enum):
@@ -754,29 +754,30 @@ class TRTCRoom(Room):
         if stream_type == self._sdk.STREAM_TYPE_VIDEO_HIGH:
             self._deliver(VideoAvailable(user_id, available))
 
-    def _receives_media(self) -> bool:
+    def _takes(self, user_id: str, video: bool) -> bool:
         params = self._params
-        return params is None or params.receive_media
+        return params is None or params.receive.takes(user_id, video)
 
     def _unsubscribe(self, user_id: str, *stream_types: str) -> None:
-        """receive_media=False (a pusher): stop the SDK receiving and decoding what nobody reads.
+        """What EnterParams.receive leaves out (a pusher: everything; a recogniser: video and the
+        anchors it does not recognise): stop the SDK receiving and decoding what nobody reads.
 
         liteav subscribes to every remote stream by itself; asked again whenever a user enters or
         starts a stream, since whether a subscription outlives those is not documented.
         """
         cloud = self._cloud
-        if self._receives_media() or cloud is None or self._state is not _State.IN_ROOM:
+        if cloud is None or self._state is not _State.IN_ROOM:
             return
         for name in stream_types:
             stream_type = getattr(self._sdk, name, None)
-            if stream_type is None:
+            if stream_type is None or self._takes(user_id, video=name != "STREAM_TYPE_AUDIO"):
                 continue
             rc = int(cloud.Unsubscribe(user_id, stream_type))
             if rc != 0:
                 self._log.debug("Unsubscribe refused", user_id=user_id, stream_type=name, code=rc)
 
     def _on_remote_audio(self, user_id: str, frame: Any) -> None:
-        if not self._receives_media():
+        if not self._takes(user_id, video=False):
             return  # unsubscribed; what the SDK had in flight is not ours to deliver
         assert self._params is not None
         # Copy everything out now: the SDK reuses its frame once the callback returns.
@@ -795,7 +796,7 @@ class TRTCRoom(Room):
             self._deliver_media(user_id, RemoteAudio(user_id, AudioFrame(pcm, int(frame.pts), rate, channels)))
 
     def _on_remote_h264(self, user_id: str, stream_type: Any, frame: Any) -> None:
-        if stream_type != self._sdk.STREAM_TYPE_VIDEO_HIGH or not self._receives_media():
+        if stream_type != self._sdk.STREAM_TYPE_VIDEO_HIGH or not self._takes(user_id, video=True):
             return
         data = bytes(frame.data)
         codec = self._codec_name(frame.codec)
@@ -816,7 +817,7 @@ class TRTCRoom(Room):
         return None
 
     def _on_remote_pixels(self, user_id: str, stream_type: Any, frame: Any) -> None:
-        if stream_type != self._sdk.STREAM_TYPE_VIDEO_HIGH or not self._receives_media():
+        if stream_type != self._sdk.STREAM_TYPE_VIDEO_HIGH or not self._takes(user_id, video=True):
             return
         w, h = int(frame.width), int(frame.height)
         data = bytes(frame.data)

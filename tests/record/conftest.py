@@ -18,7 +18,7 @@ import pytest
 
 from emulator.media import h264_units, probe, tone  # noqa: F401  (the record tests import them from here)
 from shared.cos.urls import parse_cos_url
-from shared.room import AudioFrame, EnterParams, H264Frame, Role, RoomRef, VideoFormat
+from shared.room import NO_MEDIA, AudioFrame, EnterParams, H264Frame, Role, RoomRef, VideoFormat
 from shared.room.local import LocalRoom
 
 from .segmented import bucket, cos_env, prefix  # noqa: F401  (fixtures of the segment, upload and recovery tests)
@@ -76,7 +76,7 @@ class Anchor:
         self.user_id = user_id
         self.room = LocalRoom(host, int(port))
         self.room.enter(EnterParams(service.sdk_app_id, RoomRef(room), user_id, service.usersig(user_id),
-                                    role=Role.ANCHOR, video_input=VideoFormat.H264, receive_media=False))
+                                    role=Role.ANCHOR, video_input=VideoFormat.H264, receive=NO_MEDIA))
         self.room.start_audio(1)
         self.room.start_video()
         self.sent_audio = 0

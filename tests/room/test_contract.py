@@ -14,6 +14,7 @@ from shared.room import (
     ERR_INVALID_USER_SIG,
     LEFT_KICKED,
     LEFT_NORMALLY,
+    NO_MEDIA,
     AudioAvailable,
     CloseReason,
     EnterParams,
@@ -26,6 +27,7 @@ from shared.room import (
     RoomClosed,
     RoomError,
     RoomRef,
+    Subscription,
     UserEntered,
     UserLeft,
     VideoAvailable,
@@ -151,7 +153,7 @@ def test_video_decoded_on_request_and_stereo_audio(join, room_id):
 
 def test_member_that_does_not_receive_media_gets_events_only(join, room_id):
     rid = room_id()
-    pusher = join("pusher", rid, receive_media=False)
+    pusher = join("pusher", rid, receive=NO_MEDIA)
     a = join("a", rid)
     a.start_audio()
     for i in range(10):
@@ -159,6 +161,24 @@ def test_member_that_does_not_receive_media_gets_events_only(join, room_id):
     wait_for(pusher, lambda e: e == AudioAvailable("a", True))
     later = drain(pusher, quiet=0.5)
     assert not [e for e in later if isinstance(e, (RemoteAudio, RemoteVideo))]
+
+
+def test_a_listener_gets_the_audio_of_the_anchors_it_names_and_no_pictures(join, room_id):
+    rid = room_id()
+    listener = join("listener", rid, receive=Subscription(video=False, audio_from=frozenset({"a"})))
+    a, b = join("a", rid), join("b", rid)
+    for anchor in (a, b):
+        anchor.start_audio()
+        anchor.start_video(VideoEncodeConfig(fps=25))
+    for i in range(10):
+        for anchor in (a, b):
+            anchor.send_audio(media.tone(i))
+            anchor.send_video(media.grey(160, 120, 90, i * 40))
+    seen: list = []
+    wait_for(listener, lambda e: seen.append(e) or (VideoAvailable("b", True) in seen and any(
+        isinstance(x, RemoteAudio) for x in seen)))
+    media_events = [e for e in seen + drain(listener, quiet=0.5) if isinstance(e, (RemoteAudio, RemoteVideo))]
+    assert media_events and {(type(e).__name__, e.user_id) for e in media_events} == {("RemoteAudio", "a")}
 
 
 def test_key_frame_request_reaches_the_publisher(join, room_id):

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from emulator.trtc import signature as usersig
 from emulator.trtc.models import Rooms
-from shared.room import RoomRef
+from shared.room import NO_MEDIA, RoomRef
 from shared.room.wire import Message
 
 APP, KEY = 1400000001, "k" * 32
@@ -58,7 +58,7 @@ def test_media_is_relayed_as_sent_to_everyone_but_the_sender_and_non_receivers()
     a, a_sink = _enter(rooms, "a")
     b, b_sink = _enter(rooms, "b")
     mute_sink = Recorder()
-    rooms.enter(APP, 7, "mute", usersig.generate(APP, KEY, "mute"), "audience", mute_sink, receive_media=False)
+    rooms.enter(APP, 7, "mute", usersig.generate(APP, KEY, "mute"), "audience", mute_sink, receive=NO_MEDIA)
     assert rooms.relay(a, Message({"t": "v", "pts": 40, "k": 1}, b"\x00\x00\x00\x01\x65access-unit"))
     assert b_sink.messages[-1] == {"t": "v", "pts": 40, "k": 1, "u": "a", "payload": b"\x00\x00\x00\x01\x65access-unit"}
     assert "v" not in a_sink.types() and "v" not in mute_sink.types()

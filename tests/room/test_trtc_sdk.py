@@ -29,6 +29,8 @@ from emulator import media
 from shared.room import (
     ERR_FAILED,
     ERR_INVALID_PARAMETER,
+    EVERY_STREAM,
+    NO_MEDIA,
     AudioAvailable,
     CloseReason,
     EnterParams,
@@ -37,6 +39,7 @@ from shared.room import (
     RoomClosed,
     RoomError,
     RoomRef,
+    Subscription,
     UserEntered,
     VideoAvailable,
     VideoEncodeConfig,
@@ -343,20 +346,20 @@ def test_a_bad_setting_is_refused_naming_the_variable(variable, value, log_lines
         backend_from_env()
     room = TRTCRoom(sdk=fake.make_sdk("127.0.0.1", 9), logger=log_lines[0])
     with pytest.raises(RoomError) as e:
-        room.enter(EnterParams(1400000001, RoomRef(1), "alice", "sig", receive_media=variable != "TRTC_PUSH_SCENE"))
+        room.enter(EnterParams(1400000001, RoomRef(1), "alice", "sig", receive=NO_MEDIA if variable == "TRTC_PUSH_SCENE" else EVERY_STREAM))
     assert e.value.code == ERR_INVALID_PARAMETER and variable in str(e.value)
 
 
 def test_a_recorder_enters_with_the_record_scene_and_a_pusher_with_the_live_one(trtc, monkeypatch):
     n = next(_rooms)
     _, recorder = trtc("recorder", n)
-    _, pusher = trtc("pusher", n, receive_media=False)
+    _, pusher = trtc("pusher", n, receive=NO_MEDIA)
     assert recorder.fake_clouds[0].fake_scene == liteav.TRTC_SCENE_RECORD
     assert pusher.fake_clouds[0].fake_scene == liteav.TRTC_SCENE_LIVE
     monkeypatch.setenv("TRTC_RECORD_SCENE", "TRTC_SCENE_VIDEO_CALL")
     monkeypatch.setenv("TRTC_PUSH_SCENE", "voice_chat")
     _, recorder = trtc("recorder2", n)
-    _, pusher = trtc("pusher2", n, receive_media=False)
+    _, pusher = trtc("pusher2", n, receive=NO_MEDIA)
     assert recorder.fake_clouds[0].fake_scene == liteav.TRTC_SCENE_VIDEO_CALL
     assert pusher.fake_clouds[0].fake_scene == liteav.TRTC_SCENE_VOICE_CHAT
 
@@ -367,7 +370,7 @@ def test_outside_the_record_scene_no_per_user_audio_arrives(trtc, monkeypatch):
     monkeypatch.setenv("TRTC_RECORD_SCENE", "live")
     n = next(_rooms)
     recorder, sdk = trtc("recorder", n)
-    anchor, _ = trtc("anchor", n, receive_media=False)
+    anchor, _ = trtc("anchor", n, receive=NO_MEDIA)
     anchor.start_audio()
     for i in range(5):
         anchor.send_audio(media.tone(i))
@@ -384,7 +387,7 @@ def test_a_member_that_receives_no_media_unsubscribes_from_every_remote_stream(t
     # unsubscribing keeps it out.
     monkeypatch.setenv("TRTC_PUSH_SCENE", "record")
     n = next(_rooms)
-    pusher, pusher_sdk = trtc("pusher", n, receive_media=False)
+    pusher, pusher_sdk = trtc("pusher", n, receive=NO_MEDIA)
     recorder, recorder_sdk = trtc("recorder", n)
     anchor, _ = trtc("anchor", n)
     wait_for(pusher, lambda e: e == UserEntered("anchor"))
@@ -404,3 +407,26 @@ def test_a_member_that_receives_no_media_unsubscribes_from_every_remote_stream(t
     assert {("anchor", int(liteav.STREAM_TYPE_AUDIO)), ("anchor", int(liteav.STREAM_TYPE_VIDEO_HIGH))} \
         <= cloud.fake_unsubscribed
     assert recorder_sdk.fake_clouds[0].fake_unsubscribed == set()
+
+
+def test_a_listener_unsubscribes_from_pictures_and_from_the_voices_it_does_not_recognise(trtc, monkeypatch):
+    n = next(_rooms)
+    listener, listener_sdk = trtc("listener", n, receive=Subscription(video=False, audio_from=frozenset({"student"})))
+    teacher, _ = trtc("teacher", n)
+    student, _ = trtc("student", n)
+    for anchor in (teacher, student):
+        anchor.start_audio()
+        anchor.start_video(VideoEncodeConfig(fps=25))
+    for i in range(10):
+        for anchor in (teacher, student):
+            anchor.send_audio(media.tone(i))
+            anchor.send_video(media.grey(160, 120, 90, i * 40))
+    seen: list[Any] = []
+    wait_for(listener, lambda e: seen.append(e) or (VideoAvailable("teacher", True) in seen and any(
+        isinstance(x, RemoteAudio) and x.user_id == "student" for x in seen)))
+    seen += drain(listener, quiet=0.5)
+    assert not [e for e in seen if isinstance(e, RemoteVideo) or (isinstance(e, RemoteAudio) and e.user_id != "student")]
+    unsubscribed = listener_sdk.fake_clouds[0].fake_unsubscribed
+    high, audio = int(liteav.STREAM_TYPE_VIDEO_HIGH), int(liteav.STREAM_TYPE_AUDIO)
+    assert {("teacher", audio), ("teacher", high), ("student", high)} <= unsubscribed
+    assert ("student", audio) not in unsubscribed
