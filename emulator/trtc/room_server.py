@@ -186,8 +186,12 @@ class _Connection(asyncio.Protocol):
         if self._enter_timer is not None:
             self._enter_timer.cancel()
         try:
+            receive = Subscription.from_wire(h.get("recv"))
+        except (TypeError, ValueError) as e:
+            raise WireError(f"'recv' of an enter message is not a subscription: {e}") from None
+        try:
             self.member = self._rooms.enter(h.get("app"), h.get("room"), h.get("user"), h.get("sig"),
-                                            h.get("role", "anchor"), self, receive=Subscription.from_wire(h.get("recv")))
+                                            h.get("role", "anchor"), self, receive=receive)
         except EnterError as e:
             log.info("entry refused for %r from %s: %s (%s)", h.get("user"), self._peer, e.message, e.code)
             self._write(Message({"t": wire.ERROR, "code": e.code, "msg": e.message}))

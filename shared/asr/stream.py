@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable
 
 from websockets.exceptions import ConnectionClosed
@@ -64,7 +64,7 @@ class _Link:
     started: float  # the clock when it opened: its audio is due at 1:1 from here
     pending: bytearray  # audio to send again first (after a drop); already in the ring
     sent_ms: int = 0
-    broken: BaseException | None = field(default=None)  # the send that failed (the reader sees it too)
+    broken: BaseException | None = None  # the send that failed (the reader sees it too)
 
 
 class AnchorStream(Worker):

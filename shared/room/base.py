@@ -124,11 +124,13 @@ class Subscription:
 
     @classmethod
     def from_wire(cls, value: object) -> "Subscription":
-        """The local room's "recv": this dict, or a bool (everything / nothing)."""
+        """The local room's "recv": this dict, or a bool (everything / nothing). ValueError otherwise."""
         if isinstance(value, dict):
             who = value.get("from")
+            if who is not None and not (isinstance(who, list) and all(isinstance(u, str) for u in who)):
+                raise ValueError("'from' must be a list of user ids")
             return cls(bool(value.get("a", True)), bool(value.get("v", True)),
-                       None if who is None else frozenset(str(u) for u in who))
+                       None if who is None else frozenset(who))
         return EVERY_STREAM if value is None or bool(value) else NO_MEDIA
 
 

@@ -11,7 +11,7 @@ from typing import Any, Callable
 
 import pytest
 
-from shared.room import EnterParams, Event, Role, Room, RoomRef
+from shared.room import EnterParams, Event, Role, Room, RoomRef, VideoEncodeConfig
 from tests.logs import captured_log
 
 # trtc runs on the real liteav module (its clouds replaced by the fake's): where liteav cannot be
@@ -92,6 +92,26 @@ def wait_for(room: Room, match: Callable[[Event], bool], timeout: float = WAIT_S
         if match(event):
             return event, seen
     raise AssertionError(f"no matching event within {timeout:g} s; saw {describe(seen)}")
+
+
+def gather_until(room: Room, done: Callable[[list[Event]], bool]) -> list[Event]:
+    """Every event until `done(events so far)` holds, then what follows until the room is quiet."""
+    seen: list[Event] = []
+    wait_for(room, lambda e: seen.append(e) or done(seen))
+    return seen + drain(room, quiet=0.5)
+
+
+def publish_tones_and_pictures(*anchors: Room, frames: int = 10) -> None:
+    """Each anchor opens audio and video and sends `frames` tones and grey pictures, in turns."""
+    from emulator import media
+
+    for anchor in anchors:
+        anchor.start_audio()
+        anchor.start_video(VideoEncodeConfig(fps=25))
+    for i in range(frames):
+        for anchor in anchors:
+            anchor.send_audio(media.tone(i))
+            anchor.send_video(media.grey(160, 120, 90, i * 40))
 
 
 def drain(room: Room, quiet: float = 0.3, limit: float = WAIT_S) -> list[Event]:

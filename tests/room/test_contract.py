@@ -35,7 +35,7 @@ from shared.room import (
     VideoFormat,
 )
 
-from .conftest import WAIT_S, describe, drain, room_factory, wait_for
+from .conftest import WAIT_S, describe, drain, gather_until, publish_tones_and_pictures, room_factory, wait_for
 
 
 def _request(cls, **fields):
@@ -166,18 +166,10 @@ def test_member_that_does_not_receive_media_gets_events_only(join, room_id):
 def test_a_listener_gets_the_audio_of_the_anchors_it_names_and_no_pictures(join, room_id):
     rid = room_id()
     listener = join("listener", rid, receive=Subscription(video=False, audio_from=frozenset({"a"})))
-    a, b = join("a", rid), join("b", rid)
-    for anchor in (a, b):
-        anchor.start_audio()
-        anchor.start_video(VideoEncodeConfig(fps=25))
-    for i in range(10):
-        for anchor in (a, b):
-            anchor.send_audio(media.tone(i))
-            anchor.send_video(media.grey(160, 120, 90, i * 40))
-    seen: list = []
-    wait_for(listener, lambda e: seen.append(e) or (VideoAvailable("b", True) in seen and any(
-        isinstance(x, RemoteAudio) for x in seen)))
-    media_events = [e for e in seen + drain(listener, quiet=0.5) if isinstance(e, (RemoteAudio, RemoteVideo))]
+    publish_tones_and_pictures(join("a", rid), join("b", rid))
+    seen = gather_until(listener, lambda seen: VideoAvailable("b", True) in seen and any(
+        isinstance(x, RemoteAudio) for x in seen))
+    media_events = [e for e in seen if isinstance(e, (RemoteAudio, RemoteVideo))]
     assert media_events and {(type(e).__name__, e.user_id) for e in media_events} == {("RemoteAudio", "a")}
 
 

@@ -47,7 +47,7 @@ from shared.room import (
 )
 from shared.room.trtc import CALLBACKS, TRTCRoom
 from tests.fakes import liteav_fake as fake
-from tests.room.conftest import WAIT_S, drain, wait_for
+from tests.room.conftest import WAIT_S, drain, gather_until, publish_tones_and_pictures, wait_for
 
 _rooms = iter(range(820001, 829999))
 
@@ -412,19 +412,9 @@ def test_a_member_that_receives_no_media_unsubscribes_from_every_remote_stream(t
 def test_a_listener_unsubscribes_from_pictures_and_from_the_voices_it_does_not_recognise(trtc, monkeypatch):
     n = next(_rooms)
     listener, listener_sdk = trtc("listener", n, receive=Subscription(video=False, audio_from=frozenset({"student"})))
-    teacher, _ = trtc("teacher", n)
-    student, _ = trtc("student", n)
-    for anchor in (teacher, student):
-        anchor.start_audio()
-        anchor.start_video(VideoEncodeConfig(fps=25))
-    for i in range(10):
-        for anchor in (teacher, student):
-            anchor.send_audio(media.tone(i))
-            anchor.send_video(media.grey(160, 120, 90, i * 40))
-    seen: list[Any] = []
-    wait_for(listener, lambda e: seen.append(e) or (VideoAvailable("teacher", True) in seen and any(
-        isinstance(x, RemoteAudio) and x.user_id == "student" for x in seen)))
-    seen += drain(listener, quiet=0.5)
+    publish_tones_and_pictures(trtc("teacher", n)[0], trtc("student", n)[0])
+    seen = gather_until(listener, lambda seen: VideoAvailable("teacher", True) in seen and any(
+        isinstance(x, RemoteAudio) and x.user_id == "student" for x in seen))
     assert not [e for e in seen if isinstance(e, RemoteVideo) or (isinstance(e, RemoteAudio) and e.user_id != "student")]
     unsubscribed = listener_sdk.fake_clouds[0].fake_unsubscribed
     high, audio = int(liteav.STREAM_TYPE_VIDEO_HIGH), int(liteav.STREAM_TYPE_AUDIO)
