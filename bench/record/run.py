@@ -23,10 +23,11 @@
     upload lag, from its close to its arrival in COS (p99 < SegmentDuration).
 (e) Issue 21's extras on one Mode 02 anchor (the input of (a)): CPU-seconds per media-second of the
     plain recording beside the same with SliceVideo 5 (the snapshot's decode from its key frame +
-    JPEG), SliceAudio 15 (the MP3 slices) and RemoveSilence 2 (the activity tap, then the trimmed
-    copy remuxed from the file: the moving pattern is never silent, so the whole file is copied, the
-    worst case); the delivery's work is done in the same process, minus the PUT. Targets: each slice
-    kind adds at most 20 %, RemoveSilence at most 10 %.
+    JPEG), SliceAudio 15 (the slices: WAV, the default, and MP3) and RemoveSilence 2 (the activity
+    tap, then the trimmed copy remuxed from the whole file: the worst case, a file where a single
+    silence is cut; a file where nothing is cut is copied inside COS, no remux); the delivery's work
+    is done in the same process, minus the PUT. Targets: each slice kind adds at most 20 %,
+    RemoveSilence at most 10 %.
 """
 from __future__ import annotations
 
@@ -206,7 +207,7 @@ def bench_cpu(seconds: int) -> list[str]:
 
 # --- (e) slices, snapshots, trimmed copy -----------------------------------------------------------
 
-TARGET_EXTRA = {"SliceVideo 5": 0.20, "SliceAudio 15": 0.20, "RemoveSilence 2": 0.10}
+TARGET_EXTRA = {"SliceVideo 5": 0.20, "SliceAudio 15": 0.20, "SliceAudio 15 mp3": 0.20, "RemoveSilence 2": 0.10}
 
 
 def extras_cpu(extra: str | None, units, tone, seconds: int, workdir: Path) -> tuple[float, float]:
@@ -227,7 +228,9 @@ def extras_cpu(extra: str | None, units, tone, seconds: int, workdir: Path) -> t
         if extra == "SliceVideo 5":
             return Snapshotter(5, "bench/f.mp4", "bench", submit)
         if extra == "SliceAudio 15":
-            return AudioSlicer(15, "bench/f.mp4", "bench", submit)
+            return AudioSlicer(15, "bench/f.mp4", "bench", submit)  # WAV, the default
+        if extra == "SliceAudio 15 mp3":
+            return AudioSlicer(15, "bench/f.mp4", "bench", submit, "mp3")
         if extra == "RemoveSilence 2":
             trimmers.append(Trimmer(2, True, True, ask))
             return trimmers[-1]
@@ -250,20 +253,30 @@ def extras_cpu(extra: str | None, units, tone, seconds: int, workdir: Path) -> t
     return cpu, duration
 
 
+EXTRAS_ROUNDS = 4  # each configuration once a round, in turn; its least CPU over the rounds
+
+
 def bench_extras(seconds: int) -> list[str]:
+    """Plain and each extra measured in turn, round after round (a drift of the machine's speed
+    touches them all alike), each figure the least of its rounds."""
     units, tone = make_units(), tone_second()
     lines = [f"(e) issue 21's extras on one Mode 02 anchor ({WIDTH}x{HEIGHT}), CPU-seconds per media-second, "
-             f"{seconds} s of media per run"]
+             f"{seconds} s of media per run, the least of {EXTRAS_ROUNDS} interleaved rounds"]
+    configs: list[str | None] = [None, *TARGET_EXTRA]
+    best: dict[str | None, float] = {}
     with tempfile.TemporaryDirectory(prefix="bench-record-e-") as tmp:
         workdir = Path(tmp)
         extras_cpu(None, units, tone, 5, workdir)  # warm-up
-        plain, duration = min((extras_cpu(None, units, tone, seconds, workdir) for _ in range(2)), key=lambda r: r[0])
-        lines.append(f"    {'plain Mode 02':<20} {plain / duration:>10.5f}")
-        for extra, target in TARGET_EXTRA.items():
-            cpu, d = min((extras_cpu(extra, units, tone, seconds, workdir) for _ in range(2)), key=lambda r: r[0])
-            added = cpu / d / (plain / duration) - 1
-            lines.append(f"    {'+ ' + extra:<20} {cpu / d:>10.5f}  {added * 100:+6.1f} %  target <= +{target * 100:.0f} % "
-                         f"{'ok' if added <= target else 'OVER'}")
+        for _ in range(EXTRAS_ROUNDS):
+            for extra in configs:
+                cpu, duration = extras_cpu(extra, units, tone, seconds, workdir)
+                best[extra] = min(best.get(extra, float("inf")), cpu / duration)
+    plain = best[None]
+    lines.append(f"    {'plain Mode 02':<20} {plain:>10.5f}")
+    for extra, target in TARGET_EXTRA.items():
+        added = best[extra] / plain - 1
+        lines.append(f"    {'+ ' + extra:<20} {best[extra]:>10.5f}  {added * 100:+6.1f} %  target <= +{target * 100:.0f} % "
+                     f"{'ok' if added <= target else 'OVER'}")
     return lines
 
 

@@ -163,12 +163,12 @@ def find_member(rooms: Rooms, sdk_app_id: int, room_key: str, user_id: str) -> d
 
 # --- recordings ------------------------------------------------------------------------------------
 
-CONTENT_TYPES = {".mp4": "video/mp4", ".m4a": "audio/mp4", ".mp3": "audio/mpeg", ".m3u8": "application/vnd.apple.mpegurl",
+CONTENT_TYPES = {".mp4": "video/mp4", ".m4a": "audio/mp4", ".mp3": "audio/mpeg", ".wav": "audio/wav", ".m3u8": "application/vnd.apple.mpegurl",
                  ".ts": "video/mp2t", ".m4s": "video/iso.segment", ".json": "application/json", ".txt": "text/plain",
                  ".jpg": "image/jpeg"}
-PLAYABLE = {".mp4": "video", ".m4a": "audio", ".mp3": "audio", ".m3u8": "hls", ".jpg": "image"}
-# record_stream's outputs beside a file (issue 21): "<file>/images/3.jpg", "<file>/audio/0.mp3", "<file>_trimmed.mp4"
-_KINDS = ((re.compile(r"/images/\d+\.jpg$"), "snapshot"), (re.compile(r"/audio/\d+\.mp3$"), "slice"),
+PLAYABLE = {".mp4": "video", ".m4a": "audio", ".mp3": "audio", ".wav": "audio", ".m3u8": "hls", ".jpg": "image"}
+# record_stream's outputs beside a file (issue 21): "<file>/images/3.jpg", "<file>/audio/0.wav" (or .mp3), "<file>_trimmed.mp4"
+_KINDS = ((re.compile(r"/images/\d+\.jpg$"), "snapshot"), (re.compile(r"/audio/\d+\.(wav|mp3)$"), "slice"),
           (re.compile(r"_trimmed\.(mp3|mp4)$"), "trimmed"))
 
 

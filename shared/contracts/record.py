@@ -137,6 +137,8 @@ class RecordParams(RoomMember):
 
     # --- issue 21: slices, snapshots and a trimmed copy (named after CreateCloudSliceTask) ---
     SliceAudio: Optional[int] = Field(default=None, ge=15, le=60)  # seconds per audio slice
+    # "wav": 16 kHz 16-bit PCM, as speech APIs take it (lossless, no encoder); "mp3": 8x smaller
+    SliceAudioFormat: Literal["wav", "mp3"] = "wav"
     SliceVideo: Optional[int] = Field(default=None, ge=5, le=60)  # seconds between snapshots
     SliceCallback: Optional[str] = Field(default=None, max_length=2048)  # each slice/snapshot POSTed
     RemoveSilence: Optional[int] = Field(default=None, ge=1, le=60)  # silences longer than this are cut
@@ -160,6 +162,11 @@ class RecordParams(RoomMember):
     @classmethod
     def _mode_spelling(cls, v: Any) -> Any:
         return MODE_MP3 if v is None or v == "" else _mode(v)
+
+    @field_validator("SliceAudioFormat", mode="before")
+    @classmethod
+    def _slice_audio_format(cls, v: Any) -> Any:
+        return "wav" if v is None or v == "" else v.lower() if isinstance(v, str) else v
 
     @field_validator("OutputFormat", mode="before")
     @classmethod

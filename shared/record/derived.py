@@ -81,7 +81,7 @@ class DerivedOutputs:
         taps: list[MediaTap] = []
         submit = self.delivery.submit
         if p.SliceAudio and p.Mode != MODE_MP4_VIDEO:
-            taps.append(_Guarded(AudioSlicer(p.SliceAudio, file_key, user_id, submit), self.log))
+            taps.append(_Guarded(AudioSlicer(p.SliceAudio, file_key, user_id, submit, p.SliceAudioFormat), self.log))
         if p.SliceVideo and p.Mode != MODE_MP3:
             taps.append(_Guarded(Snapshotter(p.SliceVideo, file_key, user_id, submit), self.log))
         if p.RemoveSilence:

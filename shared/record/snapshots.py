@@ -24,6 +24,9 @@ def jpeg_of(units: list[bytes], codec: str) -> bytes | None:
     """The last picture `units` (a key frame and what follows it) decode to, as a JPEG; None
     when nothing decodes."""
     decoder = cast(av.VideoCodecContext, av.CodecContext.create(codec, "r"))
+    # One thread each: FFmpeg's threads cost more to start than they save on a few frames (decoding
+    # a 26-frame GOP at 360p: 3.7 ms on one thread, 6.2 ms on its default threads).
+    decoder.thread_count = 1
     last = None
     for unit in units:
         try:
@@ -39,6 +42,7 @@ def jpeg_of(units: list[bytes], codec: str) -> bytes | None:
     if last is None:
         return None
     encoder = av.CodecContext.create("mjpeg", "w")
+    encoder.thread_count = 1
     encoder.width, encoder.height = last.width - last.width % 2, last.height - last.height % 2
     encoder.pix_fmt = "yuvj420p"
     encoder.time_base = fractions.Fraction(1, 25)

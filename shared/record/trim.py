@@ -7,7 +7,8 @@
                picture that did not change); key frames are remembered as places a cut may start
     kept_ranges(): silences longer than N s cut to MARGIN_MS on each side; in Mode 01/02 each kept
         stretch starts at the key frame at or before it (no speech lost, the copy starts decodable)
-    build() (in the finalize pool, after the file is in COS): the file read back from COS, the kept
+    build() (in the finalize pool, after the file is in COS): when nothing is cut, a copy made
+        inside COS (nothing read back, nothing remuxed); else the file read back from COS, the kept
         stretches copied one after the other (MP4: packets copied, no re-encoding; MP3: decoded and
         encoded again, so that no frame leans on a bit reservoir that was cut away) and uploaded as
         "{file key without extension}_trimmed.{ext}"
@@ -39,10 +40,13 @@ from shared.runtime import RunLogger
 from . import mp3
 
 MARGIN_MS = 300  # kept around speech on both sides of a cut
-LEVEL = 1000  # s16 peak (about -30 dBFS): quieter than this is silence
+LEVEL = 1024  # s16 peak (-30 dBFS): quieter than this is silence
 FRAME_MS = 20
-PEAK_STRIDE = 8  # the level is read from every 8th sample (6 kHz): enough for speech's peaks
+# LEVEL is a multiple of 256, so a sample's high byte alone says whether it reaches it: the bytes a
+# quiet sample can have there (signed -4..3: samples -1024..1023). Every sample is looked at, in C.
+_QUIET_HIGH_BYTES = bytes(h for h in range(256) if -(LEVEL >> 8) <= (h if h < 128 else h - 256) < LEVEL >> 8)
 READ_CHUNK = 8 << 20  # the original is read back from COS this much at a time
+COS_COPY_MAX = 5 << 30  # COS copies an object this large in one request
 SILENT_THROUGHOUT = "silent throughout"
 
 
@@ -115,10 +119,8 @@ class Trimmer:
     def audio(self, pcm: bytes, first_sample: int, channels: int) -> None:
         at = first_sample * 1000 // mp3.SAMPLE_RATE
         end = at + len(pcm) // (2 * channels) * 1000 // mp3.SAMPLE_RATE
-        # Every PEAK_STRIDE-th sample: a view, no copy (a seventh of the cost of reading them all;
-        # speech's peaks last far longer than 8 samples).
-        samples = memoryview(pcm[:len(pcm) - len(pcm) % 2]).cast("h")[::PEAK_STRIDE]
-        if len(samples) and (max(samples) >= LEVEL or -min(samples) >= LEVEL):
+        # The samples' high bytes (s16 little-endian) with the quiet ones taken out: what is left is loud.
+        if pcm[1:len(pcm) - len(pcm) % 2:2].translate(None, _QUIET_HIGH_BYTES):
             self._activity(at, end)
         else:
             self._quiet_since(end)
@@ -181,32 +183,61 @@ def trim_mp3(src: Path, dst: Path, kept: list[list[int]], channels: int) -> floa
 
 
 def trim_mp4(src: Path, dst: Path, kept: list[list[int]]) -> float:
-    """Copy the packets of each kept stretch, shifted back by what was cut before it."""
-    shifts = []  # (from, to, ms cut before `from`)
-    cut = 0
-    previous_end = 0
-    for a, b in kept:
-        cut += a - previous_end
-        shifts.append((a, b, cut))
-        previous_end = b
-    end = 0.0
+    """Copy the packets of each kept stretch, shifted back by what was cut before it.
+
+    All in each stream's own ticks, integers only: a Fraction per packet cost more than the copy."""
+    end_s = 0.0
     with av.open(str(src)) as inp, av.open(str(dst), "w", format="mp4") as out:
-        streams = {s.index: out.add_stream_from_template(s) for s in inp.streams if s.type in ("audio", "video")}
-        for packet in inp.demux(*[s for s in inp.streams if s.index in streams]):
-            if packet.pts is None or packet.dts is None or packet.time_base is None:
+        sources = [s for s in inp.streams if s.type in ("audio", "video")]
+        streams = {s.index: out.add_stream_from_template(s) for s in sources}
+        # per stream: (from, to, ticks cut before `from`) in its ticks; a packet at t (ms) is kept
+        # when from <= t + 0.5 ms and t < to, as the ranges are in ms
+        shifts: dict[int, list[tuple[int, int, int]]] = {}
+        bases: dict[int, tuple[int, int]] = {}
+        for s in sources:
+            num, den = s.time_base.numerator, s.time_base.denominator
+            cut = previous_end = 0
+            spans = []
+            for a, b in kept:
+                cut += a - previous_end
+                first = -(-(2 * a - 1) * den // (2000 * num))  # the first tick at or after a - 0.5 ms
+                after = -(-b * den // (1000 * num))  # the first tick at or after b
+                spans.append((first, after, round(cut * den / (1000 * num))))
+                previous_end = b
+            shifts[s.index] = spans
+            bases[s.index] = (num, den)
+        last_tick = {s.index: 0 for s in sources}
+        for packet in inp.demux(sources):
+            pts, dts = packet.pts, packet.dts
+            if pts is None or dts is None:
                 continue
-            tb = packet.time_base
-            at_ms = float(packet.pts * tb) * 1000
-            for a, b, shift in shifts:
-                if a <= at_ms + 0.5 and at_ms < b:
-                    offset = int(round(shift / 1000 / tb))
-                    packet.pts -= offset
-                    packet.dts -= offset
-                    packet.stream = streams[packet.stream.index]
-                    end = max(end, float((packet.pts + (packet.duration or 0)) * tb))
+            index = packet.stream_index
+            for a, b, shift in shifts[index]:
+                if a <= pts < b:
+                    packet.pts = pts - shift
+                    packet.dts = dts - shift
+                    packet.stream = streams[index]
+                    last_tick[index] = max(last_tick[index], pts - shift + (packet.duration or 0))
                     out.mux(packet)
                     break
-    return end
+        for index, tick in last_tick.items():
+            num, den = bases[index]
+            end_s = max(end_s, tick * num / den)
+    return end_s
+
+
+def _copied_whole(bucket: CosBucket, file_key: str, key: str, log: RunLogger) -> bool:
+    """Nothing is cut: the trimmed copy is the original, copied inside COS. False when COS could not
+    (too large for one copy, or it refused): the copy is then made the long way."""
+    try:
+        head = bucket.head(file_key)
+        if head is None or int(head.get("Content-Length", 0)) > COS_COPY_MAX:
+            return False
+        bucket.copy(file_key, key)
+        return True
+    except UploadError as e:
+        log.warning("trimmed copy: cos did not copy the whole file, remuxing it", key=key, error=e.message)
+        return False
 
 
 def build(bucket: CosBucket, file_key: str, kept: list[list[int]], channels: int, log: RunLogger,
@@ -218,6 +249,10 @@ def build(bucket: CosBucket, file_key: str, kept: list[list[int]], channels: int
                              "KeptMs": kept, "Trimmed": True}
     if not kept:
         entry["Message"] = SILENT_THROUGHOUT
+        return entry
+    if kept == [[0, kept[-1][1]]] and _copied_whole(bucket, file_key, key, log):
+        entry.update({"RecordFile": bucket.url(key), "Status": 1, "Message": "success",
+                      "TrimmedDuration": round(kept[-1][1] / 1000, 3)})
         return entry
     fd, name = tempfile.mkstemp(suffix="." + ext, dir=local_dir)
     os.close(fd)

@@ -185,11 +185,14 @@ def test_slices_snapshots_and_trimmed_copies_are_named_and_served_as_such(info: 
     bucket, stem = info["cos"]["bucket"], "console-slices/1400000001_7_alice_20260101T000000000Z"
     jpeg = b"\xff\xd8\xff\xe0" + bytes(100) + b"\xff\xd9"
     for key, body in ((f"{stem}/images/0.jpg", jpeg), (f"{stem}/audio/0.mp3", b"\xff\xfb" + bytes(100)),
+                      (f"{stem}/audio/1.wav", b"RIFF" + bytes(100)),
                       (f"{stem}_trimmed.mp4", bytes(100)), (f"{stem}.mp4", bytes(100))):
         cos.put_object(Bucket=bucket, Key=key, Body=body)
     objects = {o["key"]: o for o in _get(info, "/api/recordings").json()["buckets"][0]["objects"]}
     assert (objects[f"{stem}/images/0.jpg"]["play"], objects[f"{stem}/images/0.jpg"]["kind"]) == ("image", "snapshot")
     assert (objects[f"{stem}/audio/0.mp3"]["play"], objects[f"{stem}/audio/0.mp3"]["kind"]) == ("audio", "slice")
+    assert (objects[f"{stem}/audio/1.wav"]["play"], objects[f"{stem}/audio/1.wav"]["kind"]) == ("audio", "slice")
+    assert _get(info, f"/api/cos/{bucket}/{stem}/audio/1.wav").headers["Content-Type"] == "audio/wav"
     assert (objects[f"{stem}_trimmed.mp4"]["play"], objects[f"{stem}_trimmed.mp4"]["kind"]) == ("video", "trimmed")
     assert objects[f"{stem}.mp4"]["kind"] is None
     served = _get(info, f"/api/cos/{bucket}/{stem}/images/0.jpg")

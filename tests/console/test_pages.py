@@ -260,7 +260,7 @@ def test_a_snapshot_shows_as_a_picture_and_a_slice_plays_in_the_recordings_page(
     """record_stream's SliceVideo / SliceAudio outputs, as they are in COS."""
     from emulator.clients import cos_client
     from emulator.media import h264_units, tone
-    from shared.record.slices import encode_mp3
+    from shared.record.slices import encode_mp3, encode_wav
     from shared.record.snapshots import jpeg_of
 
     cos = cos_client(info)
@@ -268,7 +268,9 @@ def test_a_snapshot_shows_as_a_picture_and_a_slice_plays_in_the_recordings_page(
     jpeg = jpeg_of([u.data for u in h264_units(1, pictures="gray")], "h264")
     assert jpeg is not None
     cos.put_object(Bucket=bucket, Key=f"{stem}/images/0.jpg", Body=jpeg)
-    cos.put_object(Bucket=bucket, Key=f"{stem}/audio/0.mp3", Body=encode_mp3(b"".join(tone(i).data for i in range(50)), 1))
+    second = b"".join(tone(i).data for i in range(50))
+    cos.put_object(Bucket=bucket, Key=f"{stem}/audio/0.wav", Body=encode_wav(second, 1))
+    cos.put_object(Bucket=bucket, Key=f"{stem}/audio/1.mp3", Body=encode_mp3(second, 1))
     page.goto("#/recordings")
     row = page.locator(f'#buckets tr[data-key="{stem}/images/0.jpg"]')
     row.wait_for()
@@ -277,7 +279,9 @@ def test_a_snapshot_shows_as_a_picture_and_a_slice_plays_in_the_recordings_page(
     row.locator("button.play").click()
     wait_for(lambda: page.evaluate("document.querySelector('img#playing') && "
                                    "document.querySelector('img#playing').naturalWidth") == 160, 10, "the snapshot")
-    page.locator(f'#buckets tr[data-key="{stem}/audio/0.mp3"] button.play').click()
-    wait_for(lambda: page.evaluate("document.querySelector('audio#playing') && "
-                                   "document.querySelector('audio#playing').ended"), 10, "the slice to play to its end")
-    assert page.evaluate("document.querySelector('audio#playing').error") is None
+    for name in ("0.wav", "1.mp3"):  # SliceAudioFormat's two
+        page.locator(f'#buckets tr[data-key="{stem}/audio/{name}"] button.play').click()
+        wait_for(lambda: page.evaluate("document.querySelector('audio#playing') && "
+                                       f"document.querySelector('audio#playing').src.endsWith('{name}') && "
+                                       "document.querySelector('audio#playing').ended"), 10, f"slice {name} to play to its end")
+        assert page.evaluate("document.querySelector('audio#playing').error") is None

@@ -20,7 +20,8 @@ from .test_params import GOOD, refused
 
 @pytest.mark.parametrize("field,value", [("SliceAudio", 14), ("SliceAudio", 61), ("SliceVideo", 4),
                                          ("SliceVideo", 61), ("RemoveSilence", 0), ("RemoveSilence", 61),
-                                         ("SliceAudio", "x"), ("SliceVideo", True)])
+                                         ("SliceAudio", "x"), ("SliceVideo", True), ("SliceAudioFormat", "ogg"),
+                                         ("SliceAudioFormat", 3)])
 def test_an_out_of_range_slice_parameter_is_refused_naming_it(field, value):
     assert field in refused({**GOOD, field: value})
 
@@ -40,6 +41,8 @@ def test_slice_parameters_within_range_are_accepted_from_strings():
                                      "SliceCallback": "http://127.0.0.1:9/slices"})
     assert (p.SliceAudio, p.SliceVideo, p.RemoveSilence) == (15, 60, 1)
     assert RecordParams.model_validate(GOOD).RemoveSilence is None  # off by default
+    assert RecordParams.model_validate(GOOD).SliceAudioFormat == "wav"
+    assert RecordParams.model_validate({**GOOD, "SliceAudioFormat": "MP3"}).SliceAudioFormat == "mp3"
 
 
 # --- audio slices, snapshots and SliceCallback end to end ---------------------------------------
@@ -57,7 +60,7 @@ def publish_tones(anchor, plan: list[tuple[float, float]], units=None):
 
 
 def decoded_pcm(data: bytes) -> tuple[array.array, float]:
-    """(mono s16 samples, seconds) an MP3 decodes to."""
+    """(mono s16 samples, seconds) a slice (WAV or MP3) decodes to."""
     out = array.array("h")
     to_s16 = av.AudioResampler(format="s16", layout="mono", rate=48000)
     with av.open(io.BytesIO(data)) as c:
@@ -73,9 +76,10 @@ def frequency(samples: array.array) -> float:
     return rising / (len(samples) / 48000)
 
 
-def test_an_audio_slice_is_a_standalone_mp3_of_its_stretch():
+@pytest.mark.parametrize("fmt,longer_s", [("wav", 0.0), ("mp3", LAME_DELAY_S)])
+def test_an_audio_slice_is_a_standalone_file_of_its_stretch(fmt, longer_s):
     made: list[Piece] = []
-    slicer = AudioSlicer(15, "trtc/1_2_alice_20260101T000000000Z.mp3", "alice", made.append)
+    slicer = AudioSlicer(15, "trtc/1_2_alice_20260101T000000000Z.mp3", "alice", made.append, fmt)
     at = 0
     for i in range(int(32.5 * 50)):  # 15 s at 440 Hz, 15 s at 880 Hz, 2.5 s at 1320 Hz
         hz = 440 * (1 + i // 750)
@@ -84,13 +88,32 @@ def test_an_audio_slice_is_a_standalone_mp3_of_its_stretch():
         at += len(pcm) // 2
     slicer.close(32_500)
     assert [(p.index, p.start_ms, p.end_ms) for p in made] == [(0, 0, 15000), (1, 15000, 30000), (2, 30000, 32500)]
-    assert made[0].key == "trtc/1_2_alice_20260101T000000000Z/audio/0.mp3"
+    assert made[0].key == f"trtc/1_2_alice_20260101T000000000Z/audio/0.{fmt}"
     for piece, hz, seconds in zip(made, (440, 880, 1320), (15, 15, 2.5)):
         data = piece.make()
         assert data is not None
         samples, duration = decoded_pcm(data)
-        assert seconds <= duration <= seconds + LAME_DELAY_S, (piece.index, duration)
+        assert seconds - 0.002 <= duration <= seconds + longer_s + 0.002, (piece.index, duration)  # resampled back to 48 kHz
         assert abs(frequency(samples[4800:-4800]) - hz) <= 5, (piece.index, frequency(samples))
+
+
+def test_a_wav_slice_is_16_khz_16_bit_and_keeps_both_channels():
+    import wave
+
+    made: list[Piece] = []
+    slicer = AudioSlicer(15, "trtc/f.mp4", "alice", made.append)
+    for i in range(100):  # 2 s: left a 440 Hz tone, right silent
+        left = array.array("h", tone(i, hz=440).data)
+        both = array.array("h", [0]) * (2 * len(left))
+        both[0::2] = left
+        slicer.audio(both.tobytes(), i * 960, 2)
+    slicer.close(2000)
+    [piece] = made
+    assert piece.content_type == "audio/wav"
+    with wave.open(io.BytesIO(piece.make())) as w:
+        assert (w.getnchannels(), w.getsampwidth(), w.getframerate(), w.getnframes()) == (2, 2, 16000, 32000)
+        frames = array.array("h", w.readframes(w.getnframes()))
+    assert max(frames[0::2]) > 8000 and max(map(abs, frames[1::2])) < 50
 
 
 @pytest.fixture
@@ -109,7 +132,7 @@ def test_two_anchors_get_their_own_slices_and_snapshots_announced_in_order(studi
     units = h264_units(17 * 25 + 25, pictures="gray")
     room = studio.new_room()
     run = studio.start(studio.event(room, mode="02", SliceAudio=15, SliceVideo=5, SliceCallback=slice_receiver.url))
-    alice, bob = studio.anchor(room, "alice"), studio.anchor(room, "bob")
+    alice, bob = studio.anchor(room, "alice"), studio.anchor(room, "bob")  # slices in WAV, the default
     threads = [publish_tones(alice, [(16.5, 440)], units), publish_tones(bob, [(16.5, 880)], units)]
     for t in threads:
         t.wait(30)
@@ -132,12 +155,12 @@ def test_two_anchors_get_their_own_slices_and_snapshots_announced_in_order(studi
         assert len({p["CallbackId"] for p in mine}) == len(mine)  # one id per piece, for a receiver's dedupe
         assert mine[0]["RoomId"] == room and mine[0]["SdkAppId"] == studio.rooms.sdk_app_id
         first = audio[0]
-        assert first["Url"].endswith(piece_key(key, TYPE_AUDIO, 0)) and first["EndMs"] == 15000
-        data = studio.fetch(first["Url"], tmp_path / f"{user}.mp3").read_bytes()
+        assert first["Url"].endswith(piece_key(key, TYPE_AUDIO, 0, "wav")) and first["EndMs"] == 15000
+        data = studio.fetch(first["Url"], tmp_path / f"{user}.wav").read_bytes()
         samples, duration = decoded_pcm(data)
-        assert 15 <= duration <= 15 + LAME_DELAY_S
+        assert abs(duration - 15) <= 0.002
         assert abs(frequency(samples[4800:-4800]) - hz) <= 5
-        assert min(probe(tmp_path / f"{user}.mp3").audio_rms[1:-1]) > 1000  # the tone throughout
+        assert min(probe(tmp_path / f"{user}.wav").audio_rms[1:-1]) > 1000  # the tone throughout
 
 
 def test_a_slice_callback_down_then_up_still_gets_every_piece_in_order(studio, slice_receiver, video_units,

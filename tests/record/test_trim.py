@@ -212,3 +212,23 @@ def test_a_changing_picture_is_not_silence(moving, kept):
         t.video(u.data, u.pts_ms, 40, u.key, "h264")
     t.close(10_000)
     assert t.kept() == kept  # moving: nothing cut; still (and quiet): silent throughout
+
+
+def test_an_anchor_who_never_falls_silent_gets_a_copy_made_inside_cos(studio, tmp_path):
+    """Nothing to cut: the trimmed copy is the original, byte for byte (copied inside COS, not
+    read back and remuxed), and KeptMs says the whole file was kept."""
+    room = studio.new_room()
+    run = studio.start(studio.event(room, mode="00", RemoveSilence=2))
+    anchor = studio.anchor(room, "alice")
+    anchor.send_paced([tone(i, amplitude=9000) for i in range(250)], None).wait(15)
+    studio.remove(room)
+    result = run.wait()
+    anchor.leave()
+
+    original, trimmed = result["Files"]
+    assert trimmed["Status"] == 1 and trimmed["Trimmed"], trimmed
+    [[start, end]] = trimmed["KeptMs"]
+    assert start == 0 and abs(end - 5000) <= 100, trimmed["KeptMs"]
+    assert abs(trimmed["TrimmedDuration"] - end / 1000) < 0.001
+    copy = studio.fetch(trimmed["RecordFile"], tmp_path / "trimmed.mp3").read_bytes()
+    assert copy == studio.fetch(original["RecordFile"], tmp_path / "original.mp3").read_bytes()
