@@ -62,7 +62,7 @@ TARGET_RESUME_FRAMES = 0.5
 # liteav, pydantic, redis); a 1080p transcode holds decoded and scaled pictures and x264's lookahead.
 TARGET_RSS_MB = 200.0
 TARGET_PASSTHROUGH_RSS_MB = 100.0
-TARGET_COLD_FIRST_FRAME_S = 1.0
+TARGET_COLD_FIRST_FRAME_S = 0.5  # issue 24: process start to first frame
 TARGET_WARM_FIRST_FRAME_S = 0.1
 TARGET_SWITCH_P99_MS = 200.0
 TARGET_EVENTS_CPU_PCT = 1.0
