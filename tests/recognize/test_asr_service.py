@@ -110,3 +110,41 @@ def test_unknown_text_is_4010_and_a_missing_start_frame_is_4001(service, monkeyp
     with connect(f"{service.endpoint}/asr/v3?voice_id=quiet", open_timeout=5) as ws:
         msg = json.loads(ws.recv(timeout=5))
     assert msg["code"] == wire.INVALID_PARAMETER and "no start frame" in msg["message"]
+
+
+def test_the_recogniser_hears_a_sentence_the_same_way_whatever_it_heard_before():
+    """The emulated recogniser is deterministic: fresh feature computation and a fixed dither for
+    every sentence, on a borrowed decoder as on a fresh one. (With pocketsphinx's own random dither
+    and its cepstral mean carried over, the same "square" scored differently each time, and one run
+    in a dozen of a classroom test heard something else.)"""
+    import av
+
+    from emulator.asr.recogniser import DecoderPool, Recogniser
+    from emulator.classroom import speech
+
+    def at_16k(text: str) -> bytes:
+        pcm = speech(text)
+        frame = av.AudioFrame(format="s16", layout="mono", samples=len(pcm) // 2)
+        frame.planes[0].update(pcm)
+        frame.sample_rate = 48000
+        to_16k = av.AudioResampler(format="s16", layout="mono", rate=16000)
+        out = to_16k.resample(frame) + to_16k.resample(None)
+        return bytes(16000) + b"".join(bytes(f.planes[0])[:f.samples * 2] for f in out) + bytes(16000)
+
+    def heard(pool: DecoderPool, pcm: bytes) -> tuple[list, float]:
+        rec = Recogniser(pool, ["triangle", "square", "circle"])
+        rec.begin()
+        for i in range(0, len(pcm), 1280):  # 40 ms chunks, as the service is fed
+            rec.feed(pcm[i:i + 1280])
+        words = rec.end(0)
+        score = rec._general.hyp().score
+        rec.close()
+        return [(w.word, w.start_time, w.end_time) for w in words], score
+
+    square, other = at_16k("square"), at_16k("i think it is a triangle")
+    pool = DecoderPool()
+    first = heard(pool, square)
+    assert [w for w, _, _ in first[0]] == ["square"]
+    heard(pool, other)  # the same decoders, after another sentence
+    assert heard(pool, square) == first
+    assert heard(DecoderPool(), square) == first  # fresh decoders
