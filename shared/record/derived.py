@@ -23,6 +23,7 @@ from . import trim
 from .segments import MODE_MP3, MODE_MP4_VIDEO
 from .slices import AudioSlicer, Piece, SliceAnnouncer, SliceDelivery, SliceReport
 from .snapshots import Snapshotter
+from .state import FileRecord
 from .taps import MediaTap, Taps
 from .trim import Trimmer
 
@@ -76,7 +77,10 @@ class DerivedOutputs:
     def wanted(params: RecordParams) -> bool:
         return bool(params.SliceAudio or params.SliceVideo or params.RemoveSilence)
 
-    def tap(self, user_id: str, file_key: str, path: Path, ask_key_frame: Callable[[], None]) -> MediaTap | None:
+    def tap(self, user_id: str, file_key: str, path: Path, ask_key_frame: Callable[[], None],
+            record: FileRecord | None = None) -> MediaTap | None:
+        """The file's taps; `record` (its place in the run's manifest) keeps RemoveSilence's activity
+        for the recovery."""
         p = self.params
         taps: list[MediaTap] = []
         submit = self.delivery.submit
@@ -87,6 +91,8 @@ class DerivedOutputs:
         if p.RemoveSilence:
             trimmer = Trimmer(p.RemoveSilence, p.Mode != MODE_MP4_VIDEO, p.Mode != MODE_MP3, ask_key_frame)
             self._trimmers[path] = (trimmer, file_key)
+            if record is not None:
+                record.trim = trimmer.state
             taps.append(_Guarded(trimmer, self.log))
         return Taps(taps) if taps else None
 
@@ -97,12 +103,8 @@ class DerivedOutputs:
         if found is None:
             return []
         trimmer, file_key = found
-        if not any(e["Status"] == 1 and e["RecordFile"] == self.bucket.url(file_key) for e in made):
-            return [{"RecordFile": "", "Status": 0, "OriginalFile": self.bucket.url(file_key), "Trimmed": True,
-                     "Message": "no trimmed copy: the file is not whole in COS (RemoveSilence trims the "
-                                "MP4/MP3, OutputFormat \"mp4\" or \"hls+mp4\")"}]
-        return [trim.build(self.bucket, file_key, trimmer.kept(), self.params.AudioChannels, self.log,
-                           local_dir=path.parent)]
+        return [trim.for_file(self.bucket, file_key, made, trimmer.kept(), self.params.AudioChannels, self.log,
+                              local_dir=path.parent)]
 
     def _body(self, piece: Piece, url: str) -> dict[str, Any]:
         p = self.params

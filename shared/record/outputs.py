@@ -156,7 +156,8 @@ class RunOutputs:
 
         def tap(path: Path, ask_key_frame: Callable[[], None]) -> Any:
             output = self._outputs.get(path)
-            return None if output is None else derived.tap(user_id, output.out.keys.final, path, ask_key_frame)
+            return None if output is None else derived.tap(user_id, output.out.keys.final, path, ask_key_frame,
+                                                           output.record)
         return tap
 
     def file_done(self, f: RecordedFile) -> None:

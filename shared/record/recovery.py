@@ -23,7 +23,7 @@ from shared.settings import settings
 
 from .assembly import CONTENT_TYPES, finalize, segments_in
 from .result import file_entry, run_result
-from .segments import local_segments
+from .segments import MODE_MP3, local_segments
 from .slices import pieces_in_cos
 from .state import STATE_BUCKET_ENV, FileRecord, Manifest, ManifestStore, store_from_env
 
@@ -170,6 +170,13 @@ def _recover_file(data: CosBucket | None, manifest: Manifest, f: FileRecord, pro
                     note=RECOVERED_NOTE, with_duration=True, log=log)
     if f.local_dir and all(e["Status"] == 1 for e in made):
         _tidy_local(f)
+    if f.trim is not None:  # RemoveSilence: the trimmed copy, from the activity the run saved
+        from . import trim
+
+        duration = max((e.get("Duration", 0.0) for e in made), default=0.0)
+        kept = trim.recovered_kept(f.trim, int(duration * 1000), has_video=manifest.mode != MODE_MP3)
+        entry = trim.for_file(data, f.final_key, made, kept, f.channels, log)
+        made = made + [{**entry, "Duration": duration}]
     # The note stays in a recovered file's Message: "success" would hide what may be missing.
     return [file_entry(f.user_id, e.pop("Duration", 0.0), start_ms, e, message_ok=e["Message"]) for e in made]
 

@@ -17,12 +17,13 @@ blocks the recording loop: a tap only appends to a queue.
 """
 from __future__ import annotations
 
+import fractions
 import io
 import queue
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, cast
 
 import av
 
@@ -251,7 +252,7 @@ def to_slice_rate(pcm: bytes, channels: int) -> bytes:
 
     layout = "mono" if channels == 1 else "stereo"
     graph = Graph()
-    source = graph.add_abuffer(format="s16", sample_rate=SAMPLE_RATE, layout=layout, time_base=f"1/{SAMPLE_RATE}")
+    source = graph.add_abuffer(format="s16", sample_rate=SAMPLE_RATE, layout=layout, time_base=fractions.Fraction(1, SAMPLE_RATE))
     chain = [source, graph.add("aresample", f"{SLICE_RATE}:internal_sample_fmt=s16p"),
              graph.add("aformat", f"sample_fmts=s16:sample_rates={SLICE_RATE}:channel_layouts={layout}"),
              graph.add("abuffersink")]
@@ -264,10 +265,10 @@ def to_slice_rate(pcm: bytes, channels: int) -> bytes:
     frame.sample_rate, frame.pts = SAMPLE_RATE, 0
     graph.push(frame)
     graph.push(None)
-    out = []
+    out: list[bytes] = []
     while True:
         try:
-            got = graph.pull()
+            got = cast(av.AudioFrame, graph.pull())
         except (av.EOFError, av.BlockingIOError):
             return b"".join(out)
         out.append(bytes(got.planes[0])[:got.samples * frame_bytes])

@@ -46,6 +46,17 @@ RESULT_SUFFIX = ".result.json"  # {prefix}{requestId}.result.json: the reported 
 
 
 @dataclass
+class TrimState:
+    """RemoveSilence's view of one file so far (trim.Trimmer keeps it; the heartbeat saves it with
+    the manifest): the recovery makes the trimmed copy from it. Times in ms of the file."""
+
+    gap_ms: int  # silences longer than this are cut
+    active: list[Any] = field(default_factory=list)  # [from, to] where the anchor was active
+    keys: list[int] = field(default_factory=list)  # key frames (Mode 01/02)
+    seen_ms: int = 0  # how far the lists go: what came later is unknown, so the recovery keeps it
+
+
+@dataclass
 class FileRecord:
     """One recording file (an anchor's stay, or one part of it)."""
 
@@ -58,6 +69,7 @@ class FileRecord:
     local_prefix: str = ""  # their names' start in local_dir ("anchor001_..._1.")
     closed: bool = False
     samples: int | None = None  # MP3: PCM samples encoded (known once closed)
+    trim: TrimState | None = None  # RemoveSilence: the activity so far
 
     @property
     def keys(self) -> OutputKeys:
@@ -95,7 +107,8 @@ class Manifest:
     @classmethod
     def from_json(cls, data: bytes) -> "Manifest":
         raw = json.loads(data)
-        files = [FileRecord(**f) for f in raw.pop("files", [])]
+        files = [FileRecord(**{**f, "trim": TrimState(**f["trim"]) if f.get("trim") else None})
+                 for f in raw.pop("files", [])]
         known = {k: v for k, v in raw.items() if k in cls.__dataclass_fields__}
         return cls(files=files, **known)
 

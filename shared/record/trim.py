@@ -19,12 +19,14 @@ goes on, the recorder asks the anchor for a key frame (at most once a second, as
 the next kept stretch starts close to its speech.
 
 An anchor silent throughout gets no trimmed file: its entry says Status 0, "silent throughout".
-Crash safety: the trimmed file is not recovered (the activity list lives in the run); the
-original, slices and snapshots are.
+Crash safety: the activity list is a TrimState in the file's place in the run's manifest, saved with
+each heartbeat; the recovery makes the trimmed copy from it (for_file), keeping whatever came after
+the last saved heartbeat whole (no speech is lost, less may be cut).
 """
 from __future__ import annotations
 
 import bisect
+import fractions
 import os
 import tempfile
 from pathlib import Path
@@ -38,6 +40,7 @@ from shared.media.h264 import key_frame_dimensions
 from shared.runtime import RunLogger
 
 from . import mp3
+from .state import TrimState
 
 MARGIN_MS = 300  # kept around speech on both sides of a cut
 LEVEL = 1024  # s16 peak (-30 dBFS): quieter than this is silence
@@ -97,8 +100,10 @@ class Trimmer:
         self.gap_ms = seconds * 1000
         self.has_audio = has_audio
         self.has_video = has_video
-        self.active: list[tuple[int, int]] = []
-        self.keys: list[int] = []
+        # What the heartbeat saves (the file's FileRecord.trim): these lists, and how far they go.
+        self.state = TrimState(self.gap_ms)
+        self.active: list[Any] = self.state.active
+        self.keys: list[int] = self.state.keys
         self.end_ms = 0
         self._ask = ask_key_frame
         self._static = static_picture_bytes(1920, 1080)
@@ -124,7 +129,7 @@ class Trimmer:
             self._activity(at, end)
         else:
             self._quiet_since(end)
-        self.end_ms = max(self.end_ms, end)
+        self.end_ms = self.state.seen_ms = max(self.end_ms, end)
 
     def video(self, data: bytes, pts_ms: int, duration_ms: int, key: bool, codec: str) -> None:
         if key:
@@ -136,13 +141,22 @@ class Trimmer:
             self._activity(pts_ms, pts_ms + duration_ms)
         else:
             self._quiet_since(pts_ms)
-        self.end_ms = max(self.end_ms, pts_ms + duration_ms)
+        self.end_ms = self.state.seen_ms = max(self.end_ms, pts_ms + duration_ms)
 
     def close(self, end_ms: int) -> None:
         self.end_ms = max(self.end_ms, end_ms)
 
     def kept(self) -> list[list[int]]:
         return kept_ranges(self.active, self.end_ms, self.gap_ms, keys=self.keys if self.has_video else None)
+
+
+def recovered_kept(state: TrimState, end_ms: int, has_video: bool) -> list[list[int]]:
+    """The kept stretches of a file the recovery assembled (`end_ms` long) from the activity its run
+    saved: what came after `state.seen_ms` is unknown, so it is kept whole."""
+    active = [(a, min(b, end_ms)) for a, b in state.active if a < end_ms]  # the file may end sooner
+    if end_ms > state.seen_ms:
+        active.append((state.seen_ms, end_ms))
+    return kept_ranges(active, end_ms, state.gap_ms, keys=list(state.keys) if has_video else None)
 
 
 # --- the trimmed file ---------------------------------------------------------------------------------
@@ -195,7 +209,8 @@ def trim_mp4(src: Path, dst: Path, kept: list[list[int]]) -> float:
         shifts: dict[int, list[tuple[int, int, int]]] = {}
         bases: dict[int, tuple[int, int]] = {}
         for s in sources:
-            num, den = s.time_base.numerator, s.time_base.denominator
+            base = s.time_base or fractions.Fraction(1, 1000)  # an MP4's streams always have one
+            num, den = base.numerator, base.denominator
             cut = previous_end = 0
             spans = []
             for a, b in kept:
@@ -238,6 +253,17 @@ def _copied_whole(bucket: CosBucket, file_key: str, key: str, log: RunLogger) ->
     except UploadError as e:
         log.warning("trimmed copy: cos did not copy the whole file, remuxing it", key=key, error=e.message)
         return False
+
+
+def for_file(bucket: CosBucket, file_key: str, made: list[dict[str, Any]], kept: list[list[int]], channels: int,
+             log: RunLogger, local_dir: Path | None = None) -> dict[str, Any]:
+    """The trimmed copy's entry for a file whose outputs are `made` (the run's end and the recovery
+    alike): made by build() when the file is whole in COS, else an entry saying why there is none."""
+    if not any(e["Status"] == 1 and e["RecordFile"] == bucket.url(file_key) for e in made):
+        return {"RecordFile": "", "Status": 0, "OriginalFile": bucket.url(file_key), "Trimmed": True,
+                "Message": "no trimmed copy: the file is not whole in COS (RemoveSilence trims the "
+                           "MP4/MP3, OutputFormat \"mp4\" or \"hls+mp4\")"}
+    return build(bucket, file_key, kept, channels, log, local_dir=local_dir)
 
 
 def build(bucket: CosBucket, file_key: str, kept: list[list[int]], channels: int, log: RunLogger,

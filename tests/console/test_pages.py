@@ -281,7 +281,8 @@ def test_a_snapshot_shows_as_a_picture_and_a_slice_plays_in_the_recordings_page(
                                    "document.querySelector('img#playing').naturalWidth") == 160, 10, "the snapshot")
     for name in ("0.wav", "1.mp3"):  # SliceAudioFormat's two
         page.locator(f'#buckets tr[data-key="{stem}/audio/{name}"] button.play').click()
-        wait_for(lambda: page.evaluate("document.querySelector('audio#playing') && "
-                                       f"document.querySelector('audio#playing').src.endsWith('{name}') && "
-                                       "document.querySelector('audio#playing').ended"), 10, f"slice {name} to play to its end")
+        ended = ("document.querySelector('audio#playing') && "
+                 f"document.querySelector('audio#playing').src.endsWith('{name}') && "
+                 "document.querySelector('audio#playing').ended")
+        wait_for(lambda: page.evaluate(ended), 10, f"slice {name} to play to its end")  # noqa: B023 (waited for here)
         assert page.evaluate("document.querySelector('audio#playing').error") is None

@@ -232,3 +232,52 @@ def test_an_anchor_who_never_falls_silent_gets_a_copy_made_inside_cos(studio, tm
     assert abs(trimmed["TrimmedDuration"] - end / 1000) < 0.001
     copy = studio.fetch(trimmed["RecordFile"], tmp_path / "trimmed.mp3").read_bytes()
     assert copy == studio.fetch(original["RecordFile"], tmp_path / "original.mp3").read_bytes()
+
+
+def test_a_hard_kill_still_gets_its_trimmed_copy_from_the_activity_the_run_saved(studio, monkeypatch, tmp_path):
+    """SIGKILL after the long silences: the recovery makes the trimmed copy from the activity the
+    run's heartbeat saved with its manifest, and keeps whole what came after the last save."""
+    import time
+
+    from shared.record.recovery import sweep
+
+    from .test_segmented import _with_state
+
+    store = _with_state(studio, monkeypatch, "state-trim/")
+    room = studio.new_room()
+    child = studio.start_child(studio.event(room, mode="00", RemoveSilence=2, SegmentDuration=2))
+    anchor = studio.anchor(room, "alice")
+    loud_at = [loud for seconds, loud in PLAN for _ in range(int(round(seconds * 50)))] + [True] * 16 * 50
+    anchor.send_paced([tone(i, amplitude=9000 if loud else QUIET) for i, loud in enumerate(loud_at)], None)
+    # The heartbeat (every 15 s) saves how far the activity goes: wait for a save past the last burst
+    # after the 5 s silence (13.6 s), then for the segments after it to reach COS.
+    deadline = time.monotonic() + 40
+    seen = 0
+    while seen < 13_700:
+        assert time.monotonic() < deadline, f"the run's saved activity never passed 13.7 s ({seen} ms)"
+        manifests = [store.load(rid) for rid in store.runs()]
+        seen = max((f.trim.seen_ms for m in manifests if m for f in m.files if f.trim), default=0)
+        time.sleep(0.2)
+    time.sleep(3)
+    child.proc.kill()
+    child.proc.wait(10)
+    anchor.wait(40)
+    anchor.leave()
+
+    [result] = sweep(store, now=time.time() + 120)
+    assert result["Reason"] == "recovered"
+    original, trimmed = result["Files"]
+    assert original["Status"] == 1, original["Message"]
+    assert trimmed["Status"] == 1 and trimmed["Trimmed"], trimmed
+    assert trimmed["RecordFile"].endswith("_trimmed.mp3") and trimmed["OriginalFile"] == original["RecordFile"]
+    for (a, b), (wa, wb) in zip(trimmed["KeptMs"], [[0, 3900], [6300, 7900]]):
+        assert abs(a - wa) <= 80 and abs(b - wb) <= 80, trimmed["KeptMs"]
+    assert abs(trimmed["KeptMs"][2][0] - 12300) <= 80, trimmed["KeptMs"]  # the 5 s silence cut too
+
+    runs, seconds = audio_runs(studio.fetch(trimmed["RecordFile"], tmp_path / "trimmed.mp3"))
+    assert all(abs((b - a) - 1.0) <= 0.06 for a, b in runs[:4]), runs  # the bursts, whole
+    quiet = [b2[0] - b1[1] for b1, b2 in zip(runs, runs[1:4])]
+    for got, want_s in zip(quiet, (1.0, 2 * MARGIN_MS / 1000, 2 * MARGIN_MS / 1000)):
+        assert abs(got - want_s) <= 0.08, quiet
+    cut_s = (3.0 - 2 * MARGIN_MS / 1000) + (5.0 - 2 * MARGIN_MS / 1000)  # the two long silences, less their margins
+    assert abs(original["Duration"] - seconds - cut_s) <= 0.3, (seconds, original["Duration"])
