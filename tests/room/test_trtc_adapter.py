@@ -398,8 +398,11 @@ def test_received_frames_are_copied_out_before_the_sdk_reuses_them(trtc):
 
 def test_a_raising_delegate_stops_the_run_loudly(room_service):
     """By default the fake does what the real SDK does to the process: it stops the test run."""
+    # SIGINT as an interactive shell leaves it: a job started in the background inherits it ignored,
+    # and then the fake's interrupt_main() does nothing.
     script = textwrap.dedent("""
-        import sys, time
+        import signal, sys, time
+        signal.signal(signal.SIGINT, signal.default_int_handler)
         from shared.room import EnterParams, RoomRef
         from shared.room.trtc import enter_room_params
         from tests.fakes import liteav_fake as fake
