@@ -1,5 +1,5 @@
 """Emulated Tencent real-time speech recognition (the WebSocket service, v3 and v2): sessions and
-the recogniser (models, recogniser), the wire (responses), the server (server), errors with the
+the recogniser (models, recogniser, in processes of its own: workers), the wire (responses), the server (server), errors with the
 real codes (exceptions). `AsrService` starts it.
 
     service = AsrService(secret_id, secret_key, {sdk_app_id: sdk_secret_key}).start()
@@ -37,3 +37,4 @@ class AsrService:
             self.server.close()
             self.server.join(5)
             self.server = None
+        self.backend.pool.close()

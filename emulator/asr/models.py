@@ -20,7 +20,8 @@ from typing import Any, Callable
 from shared.asr import wire
 
 from . import exceptions
-from .recogniser import DecoderPool, Recogniser, hotword_list
+from .recogniser import hotword_list
+from .workers import RemoteRecogniser, WorkerPool
 
 DEFAULT_MAX_CONCURRENCY = 20  # the documented default per account
 DEFAULT_IDLE_TIMEOUT_S = 15.0  # 4008: "no audio for 15 s"
@@ -85,7 +86,7 @@ class Session:
         self._pending = bytearray()  # less than one VAD frame
         self._pre_roll: list[bytes] = []
         self._messages = itertools.count()
-        self._recogniser: Recogniser | None = None
+        self._recogniser: RemoteRecogniser | None = None
         self._index = 0
         self._in_speech = False
         self._voiced_run = 0
@@ -176,7 +177,7 @@ class Session:
 
     def _start_sentence(self, end_ms: int) -> None:
         if self._recogniser is None:
-            self._recogniser = Recogniser(self.backend.pool, self.params.hotwords)
+            self._recogniser = RemoteRecogniser(self.backend.pool, self.params.hotwords)
         self._in_speech = True
         self._silence_ms = 0
         roll = b"".join(self._pre_roll)
@@ -215,7 +216,7 @@ class AsrBackend:
         self.max_concurrency = max_concurrency
         self.idle_timeout_s = idle_timeout_s
         self.lead_ms = lead_ms
-        self.pool = DecoderPool()
+        self.pool = WorkerPool()  # the recogniser's processes (workers.py: pocketsphinx holds the GIL)
         self._lock = threading.Lock()
         self._sessions: dict[str, list[Session]] = {}
         self.finished: list[Session] = []  # closed sessions, newest last (the console and tests read them)

@@ -34,8 +34,12 @@ def test_two_students_recognised_separately_with_hotwords_and_transcripts_in_cos
     until(lambda: len(backend.live("sdkappid 1400000001")) >= 2, 20, "one ASR connection per student")
     alice.say("i think it is a triangle")
     bob.say("square")
-    until(lambda: any("triangle" in r["Voice"] for r in _sentences(classroom, rid, "alice"))
-          and _sentences(classroom, rid, "bob"), 25, "a sentence from each student")
+    try:
+        until(lambda: any("triangle" in r["Voice"] for r in _sentences(classroom, rid, "alice"))
+              and _sentences(classroom, rid, "bob"), 25, "a sentence from each student")
+    except AssertionError as e:  # what was heard instead, for whoever reads the failure
+        heard = [(b["UserId"], b.get("Final"), [r["Voice"] for r in b.get("Result", [])]) for b in classroom.bodies(rid)]
+        raise AssertionError(f"{e}; heard: {heard}") from None
     said_alice = next(r for r in _sentences(classroom, rid, "alice") if "triangle" in r["Voice"])
     said_bob = _sentences(classroom, rid, "bob")[0]
     # Each student's own words, in the template's shape; the hotword wins over its neighbours
