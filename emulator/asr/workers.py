@@ -38,7 +38,13 @@ class RecogniserGone(AsrError):
 
 def _serve(conn: Connection) -> None:
     """The worker: one recogniser.Recogniser at a time, driven by messages."""
+    import signal
+
     from .recogniser import DecoderPool, Recogniser
+
+    # Ctrl-C reaches the whole process group: the service stops its workers itself (WorkerPool.close,
+    # or multiprocessing's daemon clean-up when the cloud's process ends).
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
     decoders = DecoderPool()
     decoders.give(decoders.take(False), False)  # the model loaded before the first session
