@@ -104,7 +104,7 @@ def test_the_watch_page_shows_the_pushed_picture_less_than_a_second_behind_the_r
         # The page joins mid-stream, between two key frames.
         page.goto("#/rooms")
         page.locator('[data-room="i:402"] tr[data-user="pusher"] a.watch').click()
-        wait_for(lambda: page.evaluate("window.consoleWatch && window.consoleWatch.stats.videoFrames") > 10, 10,
+        wait_for(lambda: page.evaluate("(window.consoleWatch && window.consoleWatch.stats.videoFrames) || 0") > 10, 10,
                  "the page to show pictures")
         stats = page.evaluate("window.consoleWatch.stats")
         assert stats["firstChunk"] == "key" and stats["errors"] == 0
@@ -248,11 +248,12 @@ def test_a_growing_hls_playlist_in_cos_plays_live_in_the_recordings_page(page: A
     page.goto("#/recordings")
     page.locator(f'tr[data-key="{prefix}/index.m3u8"] button.play').click()
     player = "document.querySelector('#playing')"
+    played = f"({player} && {player}.currentTime) || 0"  # 0 until the player is on the page
     # A live playlist starts near its live edge: three segments give the player room to start.
-    wait_for(lambda: page.evaluate(f"{player}.currentTime") > 0.3, 10, "the live playlist to play")
+    wait_for(lambda: page.evaluate(played) > 0.3, 10, "the live playlist to play")
     assert page.evaluate(f"{player}.duration") == float("inf")  # live: no end known yet
     playlist(len(segments), end=True)  # the recording goes on, then ends
-    wait_for(lambda: page.evaluate(f"{player}.currentTime") > 2.5, 15, "the segments added later to play")
+    wait_for(lambda: page.evaluate(played) > 2.5, 15, "the segments added later to play")
     assert page.evaluate(f"{player}.error") is None
 
 
