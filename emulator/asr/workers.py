@@ -47,7 +47,7 @@ def _serve(conn: Connection) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 
     decoders = DecoderPool()
-    decoders.give(decoders.take(False), False)  # the model loaded before the first session
+    decoders.warm()  # the model loaded before the first session
     conn.send(("ready", None))
     rec: Recogniser | None = None
     while True:
@@ -145,6 +145,7 @@ class WorkerPool:
                 worker = self._free.pop()
                 if worker.alive:
                     return worker
+                worker.stop()  # died while idle: its pipe closed
         worker = Worker()  # outside the lock: it takes a second
         with self._lock:
             self._all.append(worker)

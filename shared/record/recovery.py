@@ -174,7 +174,7 @@ def _recover_file(data: CosBucket | None, manifest: Manifest, f: FileRecord, pro
         from . import trim
 
         duration = max((e.get("Duration", 0.0) for e in made), default=0.0)
-        kept = trim.recovered_kept(f.trim, int(duration * 1000), has_video=manifest.mode != MODE_MP3)
+        kept = trim.kept_of(f.trim, int(duration * 1000), has_video=manifest.mode != MODE_MP3)
         entry = trim.for_file(data, f.final_key, made, kept, f.channels, log)
         made = made + [{**entry, "Duration": duration}]
     # The note stays in a recovered file's Message: "success" would hide what may be missing.

@@ -94,32 +94,33 @@ def kept_ranges(active: list[tuple[int, int]], end_ms: int, gap_ms: int, margin_
 
 
 class Trimmer:
-    """A tap noting where the anchor was active and where key frames are."""
+    """A tap noting where the anchor was active and where key frames are, in `state` (what the
+    heartbeat saves: the file's FileRecord.trim)."""
 
     def __init__(self, seconds: int, has_audio: bool, has_video: bool, ask_key_frame: Callable[[], None]):
-        self.gap_ms = seconds * 1000
         self.has_audio = has_audio
         self.has_video = has_video
-        # What the heartbeat saves (the file's FileRecord.trim): these lists, and how far they go.
-        self.state = TrimState(self.gap_ms)
-        self.active: list[Any] = self.state.active
-        self.keys: list[int] = self.state.keys
-        self.end_ms = 0
+        self.state = TrimState(seconds * 1000)
         self._ask = ask_key_frame
         self._static = static_picture_bytes(1920, 1080)
 
     def _activity(self, a: int, b: int) -> None:
-        if self.active and a <= self.active[-1][1]:
-            if b > self.active[-1][1]:
-                self.active[-1] = (self.active[-1][0], b)
+        active = self.state.active
+        if active and a <= active[-1][1]:
+            if b > active[-1][1]:
+                active[-1] = (active[-1][0], b)
         else:
-            self.active.append((a, b))
+            active.append((a, b))
 
     def _quiet_since(self, now_ms: int) -> None:
         # A silence that will be cut: ask for a key frame so the next kept stretch starts near its speech.
-        last = self.active[-1][1] if self.active else 0
-        if self.has_video and now_ms - last > self.gap_ms - MARGIN_MS:
+        active = self.state.active
+        last = active[-1][1] if active else 0
+        if self.has_video and now_ms - last > self.state.gap_ms - MARGIN_MS:
             self._ask()
+
+    def _seen(self, until_ms: int) -> None:
+        self.state.seen_ms = max(self.state.seen_ms, until_ms)
 
     def audio(self, pcm: bytes, first_sample: int, channels: int) -> None:
         at = first_sample * 1000 // mp3.SAMPLE_RATE
@@ -129,11 +130,11 @@ class Trimmer:
             self._activity(at, end)
         else:
             self._quiet_since(end)
-        self.end_ms = self.state.seen_ms = max(self.end_ms, end)
+        self._seen(end)
 
     def video(self, data: bytes, pts_ms: int, duration_ms: int, key: bool, codec: str) -> None:
         if key:
-            self.keys.append(pts_ms)
+            self.state.keys.append(pts_ms)
             size = key_frame_dimensions(data, codec)
             if size:
                 self._static = static_picture_bytes(*size)
@@ -141,19 +142,19 @@ class Trimmer:
             self._activity(pts_ms, pts_ms + duration_ms)
         else:
             self._quiet_since(pts_ms)
-        self.end_ms = self.state.seen_ms = max(self.end_ms, pts_ms + duration_ms)
+        self._seen(pts_ms + duration_ms)
 
     def close(self, end_ms: int) -> None:
-        self.end_ms = max(self.end_ms, end_ms)
+        self._seen(end_ms)
 
     def kept(self) -> list[list[int]]:
-        return kept_ranges(self.active, self.end_ms, self.gap_ms, keys=self.keys if self.has_video else None)
+        return kept_of(self.state, self.state.seen_ms, self.has_video)
 
 
-def recovered_kept(state: TrimState, end_ms: int, has_video: bool) -> list[list[int]]:
-    """The kept stretches of a file the recovery assembled (`end_ms` long) from the activity its run
-    saved: what came after `state.seen_ms` is unknown, so it is kept whole."""
-    active = [(a, min(b, end_ms)) for a, b in state.active if a < end_ms]  # the file may end sooner
+def kept_of(state: TrimState, end_ms: int, has_video: bool) -> list[list[int]]:
+    """The kept stretches of a file `end_ms` long from its activity (the run's end, and the recovery
+    from what the run saved): what came after `state.seen_ms` is unknown, so it is kept whole."""
+    active = [(a, min(b, end_ms)) for a, b in state.active if a < end_ms]  # a recovered file may end sooner
     if end_ms > state.seen_ms:
         active.append((state.seen_ms, end_ms))
     return kept_ranges(active, end_ms, state.gap_ms, keys=list(state.keys) if has_video else None)
